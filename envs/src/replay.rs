@@ -1,0 +1,783 @@
+//! [`ReplayBackend`]: a cascade's recorded outputs on a data split, and the
+//! trace file that stores them.
+//!
+//! # Trace file (format version 1)
+//!
+//! One safetensors file, readable from Python with
+//! `safetensors.numpy.load_file(path)`:
+//!
+//! | tensor              | dtype | shape     | content                                  |
+//! |---------------------|-------|-----------|------------------------------------------|
+//! | `stage{t}.features` | F32   | `[N, d_t]`| stage features `s_t(x)`, t = 0..K-1      |
+//! | `stage{t}.probs`    | F32   | `[N, C]`  | label probabilities `p_t(x)`, rows sum 1 |
+//! | `labels`            | I64   | `[N]`     | true labels in `0..C`                    |
+//! | `costs`             | F64   | `[K]`     | raw stage costs `F_t` (e.g. MACs)        |
+//!
+//! Stage indices `t` are 0-based (stage0 is the MDP's `C_1`). Labels may
+//! also be stored as I32, U8, U16, U32 or U64; other tensors must have the
+//! dtypes above. Tensors with other names are ignored, so a trace can carry
+//! extra data.
+//!
+//! The safetensors `__metadata__` holds one entry, `cascade_trace`, a JSON
+//! [`TraceHeader`]: format version, data set, split, cascade name, cost unit,
+//! N, C and per stage its name, cost and feature width. From Python:
+//! `json.loads(safe_open(path, "np").metadata()["cascade_trace"])`.
+//! The header's costs must equal the `costs` tensor. Loading refuses a file
+//! whose header or tensors disagree, with a message naming the file and
+//! the problem.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{check_rows, StageBackend, StageBatch, StageRows};
+use crate::error::{Error, Result};
+use crate::rng::EnvRng;
+use crate::spaces::PROB_SUM_TOLERANCE;
+use crate::spec::{validate_stage_costs, RewardSpec};
+
+/// The trace format version this build writes and reads.
+pub const TRACE_FORMAT_VERSION: u32 = 1;
+
+/// The safetensors metadata key holding the JSON [`TraceHeader`].
+pub const TRACE_METADATA_KEY: &str = "cascade_trace";
+
+/// Descriptive fields of a trace (what it was recorded from).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceMeta {
+    /// Data set name, e.g. `"fashion-mnist"` (`"synthetic"` for generated
+    /// traces).
+    pub dataset: String,
+    /// Split name, e.g. `"val"` or `"test"`.
+    pub split: String,
+    /// Cascade name, e.g. a preset's name.
+    pub cascade: String,
+    /// Unit of the stage costs, e.g. `"MACs"`.
+    pub cost_unit: String,
+    /// Number of classes C.
+    pub num_classes: usize,
+}
+
+/// One stage's recorded outputs.
+///
+/// # Shapes
+/// `features: [N, feature_dim]`, `probs: [N, C]`, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageTrace {
+    /// Stage name, e.g. `"cnn-small"`.
+    pub name: String,
+    /// Raw cost `F_t` of running this stage alone.
+    pub cost: f64,
+    /// Feature width `d_t` (>= 1).
+    pub feature_dim: usize,
+    /// Features, `[N, d_t]` row-major.
+    pub features: Vec<f32>,
+    /// Probabilities, `[N, C]` row-major.
+    pub probs: Vec<f32>,
+}
+
+/// Per-stage entry of a [`TraceHeader`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceStageInfo {
+    /// Stage name.
+    pub name: String,
+    /// Raw cost `F_t`.
+    pub cost: f64,
+    /// Feature width `d_t`.
+    pub feature_dim: usize,
+}
+
+/// The JSON header stored under [`TRACE_METADATA_KEY`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceHeader {
+    /// Format version ([`TRACE_FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Data set name.
+    pub dataset: String,
+    /// Split name.
+    pub split: String,
+    /// Cascade name.
+    pub cascade: String,
+    /// Unit of the stage costs.
+    pub cost_unit: String,
+    /// Number of samples N.
+    pub num_samples: usize,
+    /// Number of classes C.
+    pub num_classes: usize,
+    /// The stages, in order.
+    pub stages: Vec<TraceStageInfo>,
+}
+
+/// The best stopping stage of one sample, knowing its label.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OracleStop {
+    /// 0-based stage with the highest expected return (earliest on ties).
+    pub stage: usize,
+    /// That expected return.
+    pub reward: f64,
+}
+
+/// Recorded stage outputs served as a [`StageBackend`]: running a stage is
+/// a row copy, so episodes cost nothing but memory traffic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayBackend {
+    meta: TraceMeta,
+    names: Vec<String>,
+    costs: Vec<f64>,
+    feature_dims: Vec<usize>,
+    features: Vec<Vec<f32>>,
+    probs: Vec<Vec<f32>>,
+    labels: Vec<u32>,
+}
+
+/// Checks a trace's content; the message names the stage and problem.
+fn validate_content(
+    meta: &TraceMeta,
+    stages: &[StageTrace],
+    labels: &[u32],
+) -> std::result::Result<(), String> {
+    if stages.is_empty() {
+        return Err("the cascade is empty (no stages)".into());
+    }
+    let n = labels.len();
+    if n == 0 {
+        return Err("no samples (labels is empty)".into());
+    }
+    let c = meta.num_classes;
+    if c == 0 {
+        return Err("num_classes is 0".into());
+    }
+    let costs: Vec<f64> = stages.iter().map(|s| s.cost).collect();
+    validate_stage_costs(&costs)?;
+    for (t, st) in stages.iter().enumerate() {
+        let d = st.feature_dim;
+        if d == 0 {
+            return Err(format!("stage{t} ({}): feature_dim is 0", st.name));
+        }
+        if st.features.len() != n * d {
+            return Err(format!(
+                "stage{t}.features has {} values, expected N*d = {n}*{d} = {}",
+                st.features.len(),
+                n * d
+            ));
+        }
+        if st.probs.len() != n * c {
+            return Err(format!(
+                "stage{t}.probs has {} values, expected N*C = {n}*{c} = {}",
+                st.probs.len(),
+                n * c
+            ));
+        }
+        if let Some(j) = st.features.iter().position(|x| !x.is_finite()) {
+            return Err(format!(
+                "stage{t}.features: sample {} feature {} is {}",
+                j / d,
+                j % d,
+                st.features[j]
+            ));
+        }
+        for (i, row) in st.probs.chunks_exact(c).enumerate() {
+            if let Some(j) = row
+                .iter()
+                .position(|p| !(p.is_finite() && (0.0..=1.0).contains(p)))
+            {
+                return Err(format!(
+                    "stage{t}.probs: sample {i} class {j} is {} (must be in [0, 1])",
+                    row[j]
+                ));
+            }
+            let sum: f64 = row.iter().map(|&p| p as f64).sum();
+            if (sum - 1.0).abs() > PROB_SUM_TOLERANCE {
+                return Err(format!(
+                    "stage{t}.probs: sample {i} sums to {sum}, not 1 (tolerance {PROB_SUM_TOLERANCE})"
+                ));
+            }
+        }
+    }
+    if let Some(i) = labels.iter().position(|&y| y as usize >= c) {
+        return Err(format!(
+            "labels: sample {i} has label {}, not below num_classes {c}",
+            labels[i]
+        ));
+    }
+    Ok(())
+}
+
+impl ReplayBackend {
+    /// A replay of `stages` (in cascade order) with true `labels` (`[N]`).
+    /// Refuses an empty cascade, no samples, bad costs, a zero feature
+    /// width, wrong buffer sizes, non-finite features, probability rows
+    /// outside `[0, 1]` or not summing to 1 (within 1e-3), and labels not
+    /// below `meta.num_classes`.
+    pub fn new(meta: TraceMeta, stages: Vec<StageTrace>, labels: Vec<u32>) -> Result<Self> {
+        validate_content(&meta, &stages, &labels).map_err(|p| Error::trace(None, p))?;
+        Ok(Self::from_parts(meta, stages, labels))
+    }
+
+    fn from_parts(meta: TraceMeta, stages: Vec<StageTrace>, labels: Vec<u32>) -> Self {
+        let mut r = ReplayBackend {
+            meta,
+            names: Vec::with_capacity(stages.len()),
+            costs: Vec::with_capacity(stages.len()),
+            feature_dims: Vec::with_capacity(stages.len()),
+            features: Vec::with_capacity(stages.len()),
+            probs: Vec::with_capacity(stages.len()),
+            labels,
+        };
+        for s in stages {
+            r.names.push(s.name);
+            r.costs.push(s.cost);
+            r.feature_dims.push(s.feature_dim);
+            r.features.push(s.features);
+            r.probs.push(s.probs);
+        }
+        r
+    }
+
+    /// The descriptive fields.
+    pub fn meta(&self) -> &TraceMeta {
+        &self.meta
+    }
+
+    /// Stage names, `[K]`.
+    pub fn stage_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// All labels, `[N]`.
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    /// Stage `t`'s features, `[N, d_t]` row-major.
+    pub fn stage_features(&self, t: usize) -> &[f32] {
+        &self.features[t]
+    }
+
+    /// Stage `t`'s probabilities, `[N, C]` row-major.
+    pub fn stage_probs(&self, t: usize) -> &[f32] {
+        &self.probs[t]
+    }
+
+    /// The header this trace is saved with.
+    pub fn header(&self) -> TraceHeader {
+        TraceHeader {
+            format_version: TRACE_FORMAT_VERSION,
+            dataset: self.meta.dataset.clone(),
+            split: self.meta.split.clone(),
+            cascade: self.meta.cascade.clone(),
+            cost_unit: self.meta.cost_unit.clone(),
+            num_samples: self.labels.len(),
+            num_classes: self.meta.num_classes,
+            stages: (0..self.costs.len())
+                .map(|t| TraceStageInfo {
+                    name: self.names[t].clone(),
+                    cost: self.costs[t],
+                    feature_dim: self.feature_dims[t],
+                })
+                .collect(),
+        }
+    }
+
+    /// A replay of the samples `samples` (in that order) of this one, e.g.
+    /// to carve a validation split; `split` names the result's split.
+    pub fn subset(&self, samples: &[usize], split: &str) -> Result<Self> {
+        let n = self.labels.len();
+        if let Some(&s) = samples.iter().find(|&&s| s >= n) {
+            return Err(Error::InvalidArgument(format!(
+                "subset: sample {s} out of range (the trace has {n})"
+            )));
+        }
+        let c = self.meta.num_classes;
+        let gather = |src: &[f32], w: usize| -> Vec<f32> {
+            let mut out = Vec::with_capacity(samples.len() * w);
+            for &s in samples {
+                out.extend_from_slice(&src[s * w..(s + 1) * w]);
+            }
+            out
+        };
+        let stages = (0..self.costs.len())
+            .map(|t| StageTrace {
+                name: self.names[t].clone(),
+                cost: self.costs[t],
+                feature_dim: self.feature_dims[t],
+                features: gather(&self.features[t], self.feature_dims[t]),
+                probs: gather(&self.probs[t], c),
+            })
+            .collect();
+        let labels = samples.iter().map(|&s| self.labels[s]).collect();
+        let meta = TraceMeta {
+            split: split.to_string(),
+            ..self.meta.clone()
+        };
+        ReplayBackend::new(meta, stages, labels)
+    }
+
+    /// For every sample, the stage with the highest expected return under
+    /// `spec` knowing the label (earliest on ties): the per-sample upper
+    /// bound no stopping policy can beat. Its mean return is the oracle's.
+    pub fn oracle(&self, spec: &RewardSpec) -> Result<Vec<OracleStop>> {
+        let model = spec.compile(&self.costs)?;
+        let c = self.meta.num_classes;
+        Ok((0..self.labels.len())
+            .map(|i| {
+                let mut best = OracleStop {
+                    stage: 0,
+                    reward: f64::NEG_INFINITY,
+                };
+                for t in 0..self.costs.len() {
+                    let probs = &self.probs[t][i * c..(i + 1) * c];
+                    let r = model.expected_stop_reward(t, probs, self.labels[i]);
+                    if r > best.reward {
+                        best = OracleStop {
+                            stage: t,
+                            reward: r,
+                        };
+                    }
+                }
+                best
+            })
+            .collect())
+    }
+
+    /// Writes the trace to `path` atomically (see the module docs for the
+    /// format).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let header = serde_json::to_string(&self.header())
+            .map_err(|e| Error::trace(Some(path), format!("cannot encode the header: {e}")))?;
+        let f32_bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let n = self.labels.len();
+        let c = self.meta.num_classes;
+        let mut owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for t in 0..self.costs.len() {
+            owned.push((
+                format!("stage{t}.features"),
+                Dtype::F32,
+                vec![n, self.feature_dims[t]],
+                f32_bytes(&self.features[t]),
+            ));
+            owned.push((
+                format!("stage{t}.probs"),
+                Dtype::F32,
+                vec![n, c],
+                f32_bytes(&self.probs[t]),
+            ));
+        }
+        owned.push((
+            "labels".into(),
+            Dtype::I64,
+            vec![n],
+            self.labels
+                .iter()
+                .flat_map(|&y| (y as i64).to_le_bytes())
+                .collect(),
+        ));
+        owned.push((
+            "costs".into(),
+            Dtype::F64,
+            vec![self.costs.len()],
+            self.costs.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
+        let views = owned
+            .iter()
+            .map(|(name, dtype, shape, bytes)| {
+                TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::trace(Some(path), format!("cannot build tensors: {e}")))?;
+        let metadata = HashMap::from([(TRACE_METADATA_KEY.to_string(), header)]);
+        let bytes = safetensors::tensor::serialize(views, Some(metadata))
+            .map_err(|e| Error::trace(Some(path), format!("cannot serialise: {e}")))?;
+        crate::fsutil::write_atomic(path, &bytes).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Reads and validates a trace file; every problem is an
+    /// [`Error::Trace`] naming the file and what is wrong.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, Some(path))
+    }
+
+    /// Parses a trace from the bytes of a file (`path` only names it in
+    /// errors).
+    pub fn from_bytes(bytes: &[u8], path: Option<&Path>) -> Result<Self> {
+        let err = |p: String| Error::trace(path, p);
+        let (_, raw_meta) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| err(format!("not a safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| err(format!("not a safetensors file: {e}")))?;
+        let json = raw_meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(TRACE_METADATA_KEY))
+            .ok_or_else(|| {
+                err(format!(
+                    "no `{TRACE_METADATA_KEY}` entry in the safetensors metadata (not a cascade trace?)"
+                ))
+            })?;
+        let version: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+            err(format!(
+                "the `{TRACE_METADATA_KEY}` header is not JSON: {e}"
+            ))
+        })?;
+        match version.get("format_version").and_then(|v| v.as_u64()) {
+            Some(v) if v == TRACE_FORMAT_VERSION as u64 => {}
+            Some(v) => {
+                return Err(err(format!(
+                    "unknown trace format version {v} (this build reads version {TRACE_FORMAT_VERSION})"
+                )))
+            }
+            None => return Err(err("the header has no integer `format_version`".into())),
+        }
+        let header: TraceHeader =
+            serde_json::from_value(version).map_err(|e| err(format!("bad header: {e}")))?;
+        let k = header.stages.len();
+        let n = header.num_samples;
+        let c = header.num_classes;
+
+        let tensor = |name: &str| -> Result<TensorView<'_>> {
+            st.tensor(name)
+                .map_err(|_| err(format!("missing tensor `{name}`")))
+        };
+        let shape_is = |name: &str, v: &TensorView<'_>, want: &[usize]| -> Result<()> {
+            if v.shape() != want {
+                return Err(err(format!(
+                    "tensor `{name}` has shape {:?}, expected {want:?}",
+                    v.shape()
+                )));
+            }
+            Ok(())
+        };
+        let dtype_is = |name: &str, v: &TensorView<'_>, want: Dtype| -> Result<()> {
+            if v.dtype() != want {
+                return Err(err(format!(
+                    "tensor `{name}` has dtype {:?}, expected {want:?}",
+                    v.dtype()
+                )));
+            }
+            Ok(())
+        };
+        for name in st.names() {
+            if let Some(t) = name
+                .strip_prefix("stage")
+                .and_then(|r| r.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+            {
+                if t >= k {
+                    return Err(err(format!(
+                        "tensor `{name}` but the header names {k} stages"
+                    )));
+                }
+            }
+        }
+
+        let costs_v = tensor("costs")?;
+        dtype_is("costs", &costs_v, Dtype::F64)?;
+        shape_is("costs", &costs_v, &[k])?;
+        let costs: Vec<f64> = costs_v
+            .data()
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8")))
+            .collect();
+        for (t, (a, s)) in costs.iter().zip(&header.stages).enumerate() {
+            let tol = 1e-9 * a.abs().max(s.cost.abs());
+            if (a - s.cost).abs() > tol || a.is_nan() != s.cost.is_nan() {
+                return Err(err(format!(
+                    "costs mismatch at stage{t}: tensor `costs` says {a}, the header says {}",
+                    s.cost
+                )));
+            }
+        }
+
+        let labels_v = tensor("labels")?;
+        shape_is("labels", &labels_v, &[n])?;
+        let labels = read_labels(&labels_v).map_err(|p| err(format!("tensor `labels`: {p}")))?;
+
+        let mut stages = Vec::with_capacity(k);
+        for (t, info) in header.stages.iter().enumerate() {
+            let fname = format!("stage{t}.features");
+            let fv = tensor(&fname)?;
+            dtype_is(&fname, &fv, Dtype::F32)?;
+            shape_is(&fname, &fv, &[n, info.feature_dim])?;
+            let pname = format!("stage{t}.probs");
+            let pv = tensor(&pname)?;
+            dtype_is(&pname, &pv, Dtype::F32)?;
+            shape_is(&pname, &pv, &[n, c])?;
+            stages.push(StageTrace {
+                name: info.name.clone(),
+                cost: info.cost,
+                feature_dim: info.feature_dim,
+                features: read_f32(fv.data()),
+                probs: read_f32(pv.data()),
+            });
+        }
+        let meta = TraceMeta {
+            dataset: header.dataset,
+            split: header.split,
+            cascade: header.cascade,
+            cost_unit: header.cost_unit,
+            num_classes: c,
+        };
+        validate_content(&meta, &stages, &labels).map_err(err)?;
+        Ok(Self::from_parts(meta, stages, labels))
+    }
+
+    fn check_request(&self, stage: usize, samples: &[usize]) -> Result<()> {
+        let k = self.costs.len();
+        if stage >= k {
+            return Err(Error::InvalidArgument(format!(
+                "stage index {stage} out of range for a {k}-stage cascade"
+            )));
+        }
+        let n = self.labels.len();
+        if let Some(&s) = samples.iter().find(|&&s| s >= n) {
+            return Err(Error::InvalidArgument(format!(
+                "sample {s} out of range: the trace has {n} samples"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn read_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn read_labels(v: &TensorView<'_>) -> std::result::Result<Vec<u32>, String> {
+    let b = v.data();
+    let wide: Vec<i128> = match v.dtype() {
+        Dtype::U8 => b.iter().map(|&x| x as i128).collect(),
+        Dtype::U16 => b
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as i128)
+            .collect(),
+        Dtype::U32 => b
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i128)
+            .collect(),
+        Dtype::I32 => b
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i128)
+            .collect(),
+        Dtype::I64 => b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("chunks of 8")) as i128)
+            .collect(),
+        Dtype::U64 => b
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("chunks of 8")) as i128)
+            .collect(),
+        other => {
+            return Err(format!(
+                "dtype {other:?}, expected an integer type (I64, I32, U8, U16, U32 or U64)"
+            ))
+        }
+    };
+    wide.into_iter()
+        .enumerate()
+        .map(|(i, y)| {
+            u32::try_from(y).map_err(|_| format!("sample {i} has label {y}, not a class index"))
+        })
+        .collect()
+}
+
+impl StageBackend for ReplayBackend {
+    fn num_stages(&self) -> usize {
+        self.costs.len()
+    }
+
+    fn stage_costs(&self) -> &[f64] {
+        &self.costs
+    }
+
+    fn num_classes(&self) -> usize {
+        self.meta.num_classes
+    }
+
+    fn feature_dims(&self) -> &[usize] {
+        &self.feature_dims
+    }
+
+    fn num_samples(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn label(&self, sample: usize) -> u32 {
+        self.labels[sample]
+    }
+
+    fn run_stage(&mut self, stage: usize, samples: &[usize]) -> Result<StageBatch> {
+        self.check_request(stage, samples)?;
+        let d = self.feature_dims[stage];
+        let c = self.meta.num_classes;
+        let mut out = StageBatch {
+            features: Vec::with_capacity(samples.len() * d),
+            probs: Vec::with_capacity(samples.len() * c),
+        };
+        for &s in samples {
+            out.features
+                .extend_from_slice(&self.features[stage][s * d..(s + 1) * d]);
+            out.probs
+                .extend_from_slice(&self.probs[stage][s * c..(s + 1) * c]);
+        }
+        Ok(out)
+    }
+
+    fn run_stage_into(
+        &mut self,
+        stage: usize,
+        samples: &[usize],
+        out: StageRows<'_>,
+    ) -> Result<()> {
+        self.check_request(stage, samples)?;
+        let d = self.feature_dims[stage];
+        let c = self.meta.num_classes;
+        check_rows(stage, samples.len(), d, c, &out)?;
+        let (src_f, src_p) = (&self.features[stage], &self.probs[stage]);
+        for (&s, &r) in samples.iter().zip(out.rows) {
+            let r = r as usize;
+            out.features[r * d..(r + 1) * d].copy_from_slice(&src_f[s * d..(s + 1) * d]);
+            out.probs[r * c..(r + 1) * c].copy_from_slice(&src_p[s * c..(s + 1) * c]);
+        }
+        Ok(())
+    }
+}
+
+/// Settings of [`ReplayBackend::synthetic`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyntheticConfig {
+    /// Number of samples N.
+    pub num_samples: usize,
+    /// Number of classes C (>= 2).
+    pub num_classes: usize,
+    /// Feature width per stage (each >= 2); its length is K.
+    pub feature_dims: Vec<usize>,
+    /// Raw stage costs, `[K]`.
+    pub stage_costs: Vec<f64>,
+    /// Fraction of samples no stage gets right (in `[0, 1]`).
+    pub hopeless_fraction: f64,
+    /// Seed of the generator.
+    pub seed: u64,
+}
+
+impl Default for SyntheticConfig {
+    fn default() -> Self {
+        SyntheticConfig {
+            num_samples: 2000,
+            num_classes: 10,
+            feature_dims: vec![16, 32, 64],
+            stage_costs: vec![1.0, 4.0, 16.0],
+            hopeless_fraction: 0.1,
+            seed: 0,
+        }
+    }
+}
+
+impl ReplayBackend {
+    /// A generated trace whose best policy is known by construction
+    /// (data set name `"synthetic"`: not real data).
+    ///
+    /// Each sample draws a label uniformly and a difficulty: with
+    /// probability `hopeless_fraction` no stage is right, otherwise a
+    /// difficulty h uniform in `0..K`, and stages `t >= h` are right. A
+    /// right stage puts probability in `[0.91, 0.99)` on the label, a wrong
+    /// one puts `[0.55, 0.85)` on another class; the rest is spread evenly.
+    /// So "stop once the top probability exceeds 0.9" stops at h (and runs
+    /// hopeless samples to the end). Features: `f[0]` is a noisy hint of
+    /// the difficulty (`h / K`, 1 for hopeless, plus N(0, 0.02^2) noise),
+    /// `f[1]` is 1 when the stage is right and 0 otherwise, the rest are
+    /// N(0, 1) noise.
+    ///
+    /// With [`crate::Prediction::Argmax`] and [`crate::Loss::ZeroOne`], if
+    /// `alpha * Cost(K) < 1` the optimal stop is stage h for a solvable
+    /// sample and stage 0 for a hopeless one; [`ReplayBackend::oracle`]
+    /// computes it for any spec.
+    pub fn synthetic(cfg: &SyntheticConfig) -> Result<Self> {
+        let bad = |m: String| Error::InvalidArgument(format!("synthetic trace: {m}"));
+        let k = cfg.feature_dims.len();
+        if k == 0 {
+            return Err(bad("feature_dims is empty (no stages)".into()));
+        }
+        if cfg.stage_costs.len() != k {
+            return Err(bad(format!(
+                "{k} feature widths but {} stage costs",
+                cfg.stage_costs.len()
+            )));
+        }
+        if let Some(d) = cfg.feature_dims.iter().find(|&&d| d < 2) {
+            return Err(bad(format!("feature width {d} < 2")));
+        }
+        if cfg.num_classes < 2 {
+            return Err(bad(format!("num_classes {} < 2", cfg.num_classes)));
+        }
+        if cfg.num_samples == 0 {
+            return Err(bad("num_samples is 0".into()));
+        }
+        if !(0.0..=1.0).contains(&cfg.hopeless_fraction) {
+            return Err(bad(format!(
+                "hopeless_fraction {} not in [0, 1]",
+                cfg.hopeless_fraction
+            )));
+        }
+        let (n, c) = (cfg.num_samples, cfg.num_classes);
+        let mut rng = EnvRng::new(cfg.seed);
+        let mut stages: Vec<StageTrace> = (0..k)
+            .map(|t| StageTrace {
+                name: format!("synthetic-{t}"),
+                cost: cfg.stage_costs[t],
+                feature_dim: cfg.feature_dims[t],
+                features: Vec::with_capacity(n * cfg.feature_dims[t]),
+                probs: Vec::with_capacity(n * c),
+            })
+            .collect();
+        let mut labels = Vec::with_capacity(n);
+        for _ in 0..n {
+            let y = rng.below(c);
+            let h = if rng.next_f64() < cfg.hopeless_fraction {
+                None
+            } else {
+                Some(rng.below(k))
+            };
+            let hint = h.map_or(1.0, |h| h as f64 / k as f64);
+            labels.push(y as u32);
+            for (t, st) in stages.iter_mut().enumerate() {
+                let right = h.is_some_and(|h| t >= h);
+                let (top, conf) = if right {
+                    (y, 0.91 + 0.08 * rng.next_f64())
+                } else {
+                    ((y + 1 + rng.below(c - 1)) % c, 0.55 + 0.30 * rng.next_f64())
+                };
+                let rest = ((1.0 - conf) / (c - 1) as f64) as f32;
+                let start = st.probs.len();
+                st.probs.resize(start + c, rest);
+                st.probs[start + top] = conf as f32;
+                st.features.push((hint + 0.02 * rng.normal()) as f32);
+                st.features.push(if right { 1.0 } else { 0.0 });
+                for _ in 2..st.feature_dim {
+                    st.features.push(rng.normal() as f32);
+                }
+            }
+        }
+        let meta = TraceMeta {
+            dataset: "synthetic".into(),
+            split: "all".into(),
+            cascade: format!("synthetic-{k}-stage"),
+            cost_unit: "arbitrary".into(),
+            num_classes: c,
+        };
+        ReplayBackend::new(meta, stages, labels)
+    }
+}
