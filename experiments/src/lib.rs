@@ -1,0 +1,6 @@
+//! cascade-experiments: the `cascade` command-line tool and the experiment
+//! binaries of cascade-rl. The binaries are thin; the work is here so tests
+//! can call it.
+
+pub mod cli;
+pub mod log;

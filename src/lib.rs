@@ -1,0 +1,22 @@
+//! cascade-rl: a cascade of deep classifiers of increasing cost, framed as an
+//! optimal-stopping MDP.
+//!
+//! This crate holds the data sets, the candle classifier zoo, analytic FLOP
+//! counts, supervised pretraining, checkpoints, device choice and the lazy
+//! candle backend that implements [`cascade_env::StageBackend`]. The MDP
+//! itself lives in the `cascade-env` crate, which has no candle in it.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod flops;
+pub mod models;
+pub mod nn;
+pub mod ops;
+pub mod presets;
+pub mod train;
+
+pub use cascade_env::fsutil;
+pub use error::{Error, Result};
