@@ -158,7 +158,18 @@ fn preview(args: &PreviewArgs) -> anyhow::Result<()> {
         }
     }
     let idx: Vec<usize> = picked.concat();
-    let subset = train.subset(&idx);
+    let mut subset = train.subset(&idx);
+    // Real data loads in [0, 1]; the synthetic set does not: stretch it.
+    let (lo, hi) = subset
+        .images
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if lo < 0.0 || hi > 1.0 {
+        let span = (hi - lo).max(1e-6);
+        subset.images.iter_mut().for_each(|v| *v = (*v - lo) / span);
+    }
     let mut title = format!(
         "{}: {} images per class (training set)",
         train.name, args.per_class
@@ -167,15 +178,24 @@ fn preview(args: &PreviewArgs) -> anyhow::Result<()> {
         title.push_str(" - SYNTHETIC DATA");
     }
     let stem = args.out.with_extension("");
-    let grid = cascade_plots::ImageGrid {
-        title,
+    if let Some(parent) = stem.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let labels: Vec<usize> = subset.labels.iter().map(|&l| l as usize).collect();
+    let [c, h, w] = subset.shape;
+    // Small images are upscaled more, so a grid stays legible.
+    let scale = (96 / h.max(w).max(1)).clamp(1, 8) as u32;
+    let grid = cascade_plots::ImageGridPlot {
+        title: &title,
         images: &subset.images,
-        labels: &subset.labels,
-        shape: subset.shape,
+        shape: [subset.len(), c, h, w],
+        labels: &labels,
         class_names: &subset.class_names,
         per_class: args.per_class,
+        scale,
     };
-    cascade_plots::image_grid(&grid, &stem).context("drawing the preview")?;
+    grid.write(&stem).context("drawing the preview")?;
     println!("wrote {}.png and {}.svg", stem.display(), stem.display());
     Ok(())
 }

@@ -1,0 +1,60 @@
+//! The `cascade` binary: help, `data info`, `data preview`, and the one-line
+//! error with a non-zero exit status.
+
+use std::process::Command;
+
+fn cascade() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cascade"))
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let out = cascade().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("data"), "{text}");
+}
+
+#[test]
+fn data_info_on_synthetic_says_it_is_synthetic() {
+    let out = cascade()
+        .args(["data", "info", "--dataset", "synthetic"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("synthetic data"), "{text}");
+    assert!(text.contains("train 5400, validation 600, test 2000"), "{text}");
+    assert!(text.contains("| 0 | north |"), "{text}");
+}
+
+#[test]
+fn unknown_data_set_is_one_line_and_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cascade()
+        .args(["data", "info", "--dataset", "cifar10", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: loading data set 'cifar10'"), "{err}");
+    assert!(err.contains("CIFAR-10 binary version"), "{err}");
+}
+
+#[test]
+fn data_preview_writes_png_and_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("sub/preview.png");
+    let out = cascade()
+        .args(["data", "preview", "--dataset", "synthetic", "--per-class", "3", "--out"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(png.with_extension("svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("SYNTHETIC"), "svg lacks the notice");
+}
