@@ -1,0 +1,106 @@
+//! ReLU and the residual `relu(a + b)` as single multi-threaded passes whose
+//! backward is one pass too (candle's ReLU backward builds a mask, converts
+//! it and multiplies: several single-threaded passes).
+
+use super::cpu::{slice_f32, with_f32};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+const CHUNK: usize = 1 << 14;
+
+/// `g * (y > 0)`: the gradient through a ReLU whose output is `y`.
+fn relu_grad(gy: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let gy = gy.contiguous()?;
+    let dx = with_f32(&gy, "relu output gradient", |gs| {
+        with_f32(y, "relu output", |ys| {
+            let mut dx = vec![0f32; gs.len()];
+            dx.par_chunks_mut(CHUNK)
+                .zip(gs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK)))
+                .for_each(|(d, (g, y))| {
+                    for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
+                        *d = if y > 0.0 { g } else { 0.0 };
+                    }
+                });
+            Ok(dx)
+        })
+    })?;
+    Tensor::from_vec(dx, y.shape(), y.device())
+}
+
+/// `max(x, 0)` as a candle custom op.
+pub(crate) struct Relu;
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "cascade-relu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice_f32(s, l, "relu input")?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(y, x)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = x.max(0.0);
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(relu_grad(gy, y)?))
+    }
+}
+
+/// `max(a + b, 0)` as a candle custom op (the end of a residual block).
+pub(crate) struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "cascade-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            bail!(
+                "add_relu: shapes differ, {:?} and {:?}",
+                l1.dims(),
+                l2.dims()
+            )
+        }
+        let a = slice_f32(s1, l1, "add_relu lhs")?;
+        let b = slice_f32(s2, l2, "add_relu rhs")?;
+        let mut y = vec![0f32; a.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(y, (a, b))| {
+                for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+                    *y = (a + b).max(0.0);
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = relu_grad(gy, y)?;
+        match (a.track_op(), b.track_op()) {
+            (true, true) => Ok((Some(g.clone()), Some(g))),
+            (true, false) => Ok((Some(g), None)),
+            (false, true) => Ok((None, Some(g))),
+            (false, false) => Ok((None, None)),
+        }
+    }
+}

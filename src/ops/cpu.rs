@@ -1,0 +1,230 @@
+//! Shared plumbing for the CPU kernels: access to contiguous f32 storage,
+//! the thread count, a safe wrapper around the `gemm` crate, and vectorised
+//! reductions.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, Tensor};
+use gemm::Parallelism;
+
+/// True when every tensor lives on the CPU and holds f32: the case the fast
+/// kernels cover. Anything else goes to candle's own ops.
+pub(crate) fn fast_path(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// The contiguous f32 slice a CPU storage and layout describe.
+pub(crate) fn slice_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let v = match s {
+        CpuStorage::F32(v) => v,
+        _ => bail!("{what}: expected f32 storage, got {:?}", s.dtype()),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => bail!("{what}: expected a contiguous layout"),
+    }
+}
+
+/// Runs `f` on the contiguous f32 data of a CPU tensor.
+pub(crate) fn with_f32<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&[f32]) -> Result<R>,
+) -> Result<R> {
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cpu(cs) => f(slice_f32(cs, l, what)?),
+        _ => bail!("{what}: expected a CPU tensor"),
+    }
+}
+
+/// Copies a small CPU f32 tensor (any layout) into a `Vec`.
+pub(crate) fn to_vec_f32(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+/// Threads the kernels may use: the size of rayon's global pool, which also
+/// runs candle's matmul (`RAYON_NUM_THREADS` sets it).
+pub(crate) fn num_threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+/// A row-major matrix view for [`sgemm`]: element `(i, j)` is at
+/// `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major matrix with leading dimension `ld`.
+    pub fn rows(data: &'a [f32], ld: usize) -> Self {
+        Mat {
+            data,
+            rs: ld,
+            cs: 1,
+        }
+    }
+    /// The transpose of a row-major matrix with leading dimension `ld`.
+    pub fn trans(data: &'a [f32], ld: usize) -> Self {
+        Mat {
+            data,
+            rs: 1,
+            cs: ld,
+        }
+    }
+    fn fits(&self, r: usize, c: usize) -> bool {
+        r == 0 || c == 0 || (r - 1) * self.rs + (c - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst[m, n] = (accumulate ? dst : 0) + a[m, k] * b[k, n]`, `dst` row-major
+/// with leading dimension `ld`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    ld: usize,
+    accumulate: bool,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    par: Parallelism,
+) {
+    assert!(
+        m == 0 || n == 0 || (m - 1) * ld + n <= dst.len(),
+        "sgemm: dst too small"
+    );
+    assert!(a.fits(m, k) && b.fits(k, n), "sgemm: operand too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                dst[i * ld..i * ld + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    // SAFETY: the asserts above keep every index the kernel touches inside
+    // the three slices; `dst` is exclusively borrowed and does not alias the
+    // operands.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            ld as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+const LANES: usize = 16;
+
+/// `(sum(x - shift), sum((x - shift)^2))`, vectorised across 16 lanes.
+#[inline]
+pub(crate) fn sum_sq_shifted(x: &[f32], shift: f32) -> (f64, f64) {
+    let mut s = [0f32; LANES];
+    let mut q = [0f32; LANES];
+    let mut it = x.chunks_exact(LANES);
+    for c in &mut it {
+        for l in 0..LANES {
+            let d = c[l] - shift;
+            s[l] += d;
+            q[l] += d * d;
+        }
+    }
+    let (mut ss, mut qq) = (0f64, 0f64);
+    for &v in it.remainder() {
+        let d = (v - shift) as f64;
+        ss += d;
+        qq += d * d;
+    }
+    for l in 0..LANES {
+        ss += s[l] as f64;
+        qq += q[l] as f64;
+    }
+    (ss, qq)
+}
+
+/// `(sum(g), sum(g * (x - mean)))` where `g = gy` or, with `mask`, `g = gy`
+/// where `mask > 0` and 0 elsewhere (the gradient through a ReLU whose
+/// output is `mask`).
+#[inline]
+pub(crate) fn sum_g_gx(gy: &[f32], x: &[f32], mean: f32, mask: Option<&[f32]>) -> (f64, f64) {
+    let mut s = [0f32; LANES];
+    let mut q = [0f32; LANES];
+    let n = gy.len();
+    let full = n - n % LANES;
+    match mask {
+        None => {
+            for i in (0..full).step_by(LANES) {
+                let (g, xx) = (&gy[i..i + LANES], &x[i..i + LANES]);
+                for l in 0..LANES {
+                    s[l] += g[l];
+                    q[l] += g[l] * (xx[l] - mean);
+                }
+            }
+        }
+        Some(y) => {
+            for i in (0..full).step_by(LANES) {
+                let (g, xx, yy) = (&gy[i..i + LANES], &x[i..i + LANES], &y[i..i + LANES]);
+                for l in 0..LANES {
+                    let gl = if yy[l] > 0.0 { g[l] } else { 0.0 };
+                    s[l] += gl;
+                    q[l] += gl * (xx[l] - mean);
+                }
+            }
+        }
+    }
+    let (mut ss, mut qq) = (0f64, 0f64);
+    for i in full..n {
+        let g = match mask {
+            Some(y) if y[i] <= 0.0 => 0.0,
+            _ => gy[i] as f64,
+        };
+        ss += g;
+        qq += g * (x[i] - mean) as f64;
+    }
+    for l in 0..LANES {
+        ss += s[l] as f64;
+        qq += q[l] as f64;
+    }
+    (ss, qq)
+}
+
+/// Sum of a slice, vectorised across 16 lanes.
+#[inline]
+pub(crate) fn sum(x: &[f32]) -> f64 {
+    let mut s = [0f32; LANES];
+    let mut it = x.chunks_exact(LANES);
+    for c in &mut it {
+        for l in 0..LANES {
+            s[l] += c[l];
+        }
+    }
+    let mut ss: f64 = it.remainder().iter().map(|&v| v as f64).sum();
+    for v in s {
+        ss += v as f64;
+    }
+    ss
+}

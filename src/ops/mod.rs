@@ -1,0 +1,284 @@
+//! Tensor operations used by the classifier zoo, behind one stable set of
+//! functions so the models never call a slow path directly.
+//!
+//! Each function has candle's semantics. On the CPU with f32 tensors it runs
+//! a custom op written for training speed:
+//!
+//! - [`conv2d`]: im2col + one GEMM per image (rayon over the batch); the
+//!   weight gradient is a GEMM against the same im2col buffer and the input
+//!   gradient a GEMM + col2im. The input gradient is skipped when the input
+//!   takes no part in autograd (raw images into a first layer).
+//! - [`batch_norm_train`] / [`batch_norm_relu_train`]: fused, two passes
+//!   forward and two backward (the closed-form gradient).
+//! - [`max_pool2d`]: records each window's argmax; the backward is one
+//!   scatter.
+//! - [`relu`], [`add_relu`]: one pass forward and backward.
+//!
+//! On other devices and dtypes every function falls back to candle's own ops
+//! ([`reference`]), which also serve as the yardstick in tests and
+//! benchmarks. Custom ops support first-order gradients only.
+
+mod act;
+mod conv;
+mod cpu;
+mod norm;
+mod pool;
+pub mod reference;
+#[cfg(test)]
+mod tests;
+
+use candle_core::{bail, Result, Tensor};
+use cpu::{fast_path, with_f32};
+
+/// 2-D convolution, NCHW input, OIHW weights, square stride and padding.
+///
+/// # Shapes
+/// `x: [b, c_in, h, w]`, `w: [c_out, c_in, k, k]`, `bias: [c_out]`
+/// -> `[b, c_out, (h + 2p - k) / s + 1, (w + 2p - k) / s + 1]`
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let mut ts = vec![x, w];
+    ts.extend(bias);
+    if !fast_path(&ts) {
+        return reference::conv2d(x, w, bias, stride, padding);
+    }
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    match bias {
+        None => x.apply_op2(&w, conv::Conv2d { stride, padding }),
+        Some(b) => {
+            let b = b.contiguous()?;
+            x.apply_op3(&w, &b, conv::Conv2dBias { stride, padding })
+        }
+    }
+}
+
+fn check_bn_params(c: usize, params: &[(&str, &Tensor)]) -> Result<()> {
+    for (name, t) in params {
+        if t.dims() != [c] {
+            bail!(
+                "batch_norm: {name} has shape {:?}, expected [{c}] (one per channel)",
+                t.dims()
+            )
+        }
+    }
+    Ok(())
+}
+
+fn bn_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if !fast_path(&[x, gamma, beta]) {
+        let (y, mean, var) = reference::batch_norm_train(x, gamma, beta, eps)?;
+        let y = if relu { y.relu()? } else { y };
+        return Ok((y, mean, var));
+    }
+    let (n, c, hw) = norm::dims_nchw(x.dims(), "batch_norm")?;
+    check_bn_params(c, &[("gamma", gamma), ("beta", beta)])?;
+    let x = x.contiguous()?;
+    let (mean, var) = with_f32(&x, "batch_norm input", |xs| Ok(norm::stats(xs, n, c, hw)))?;
+    let invstd = var
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+        .collect();
+    let dev = x.device().clone();
+    let mean_t = Tensor::from_vec(mean.clone(), c, &dev)?;
+    let var_t = Tensor::from_vec(var, c, &dev)?;
+    let op = norm::BatchNorm {
+        mean,
+        invstd,
+        relu,
+        batch_stats: true,
+    };
+    let y = x.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    Ok((y, mean_t, var_t))
+}
+
+/// Batch norm in training mode: normalises with the batch statistics.
+/// Returns `(y, batch_mean, batch_var)`; the variance is the biased one
+/// (divided by `b*h*w`), as used for the normalisation. The gradient of `y`
+/// accounts for the statistics' dependence on `x`; the returned statistics
+/// themselves are detached (they feed the running averages).
+///
+/// # Shapes
+/// `x: [b, c, h, w]`, `gamma, beta: [c]` -> `y: [b, c, h, w]`, `mean, var: [c]`
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    bn_train(x, gamma, beta, eps, false)
+}
+
+/// [`batch_norm_train`] followed by a ReLU, fused: `y = max(bn(x), 0)`.
+///
+/// # Shapes
+/// `x: [b, c, h, w]`, `gamma, beta: [c]` -> `y: [b, c, h, w]`, `mean, var: [c]`
+pub fn batch_norm_relu_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    bn_train(x, gamma, beta, eps, true)
+}
+
+fn bn_eval(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    if !fast_path(&[x, gamma, beta, mean, var]) {
+        let y = reference::batch_norm_eval(x, gamma, beta, mean, var, eps)?;
+        return if relu { y.relu() } else { Ok(y) };
+    }
+    let (_, c, _) = norm::dims_nchw(x.dims(), "batch_norm")?;
+    check_bn_params(
+        c,
+        &[
+            ("gamma", gamma),
+            ("beta", beta),
+            ("mean", mean),
+            ("var", var),
+        ],
+    )?;
+    let mean = cpu::to_vec_f32(mean)?;
+    let invstd = cpu::to_vec_f32(var)?
+        .iter()
+        .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32)
+        .collect();
+    let op = norm::BatchNorm {
+        mean,
+        invstd,
+        relu,
+        batch_stats: false,
+    };
+    x.contiguous()?
+        .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)
+}
+
+/// Batch norm with given statistics (inference mode). Gradients flow to `x`,
+/// `gamma` and `beta`; `mean` and `var` are treated as constants.
+///
+/// # Shapes
+/// `x: [b, c, h, w]`, `gamma, beta, mean, var: [c]` -> `[b, c, h, w]`
+pub fn batch_norm_eval(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    bn_eval(x, gamma, beta, mean, var, eps, false)
+}
+
+/// [`batch_norm_eval`] followed by a ReLU, fused.
+///
+/// # Shapes
+/// `x: [b, c, h, w]`, `gamma, beta, mean, var: [c]` -> `[b, c, h, w]`
+pub fn batch_norm_relu_eval(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    eps: f64,
+) -> Result<Tensor> {
+    bn_eval(x, gamma, beta, mean, var, eps, true)
+}
+
+/// Non-overlapping max pooling with a square `k x k` window and stride `k`.
+/// Where a window holds several maxima, the gradient goes to the first in
+/// row-major order. On other devices and dtypes it runs
+/// [`reference::max_pool2d_by_reduction`] (candle's own `max_pool2d`
+/// gets the gradient wrong by a factor `k^2`).
+///
+/// # Shapes
+/// `x: [b, c, h, w]` -> `[b, c, h / k, w / k]`
+pub fn max_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    if !fast_path(&[x]) || x.rank() != 4 || k == 0 || k > pool::MAX_K {
+        return reference::max_pool2d_by_reduction(x, k);
+    }
+    let (h, w) = (x.dim(2)?, x.dim(3)?);
+    if h < k || w < k {
+        bail!("max_pool2d: kernel size {k} is larger than the input {h}x{w}")
+    }
+    x.contiguous()?.apply_op1(pool::MaxPool2d::new(k))
+}
+
+/// Rectified linear unit, `max(x, 0)`.
+///
+/// # Shapes
+/// any -> same
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if !fast_path(&[x]) {
+        return x.relu();
+    }
+    x.contiguous()?.apply_op1(act::Relu)
+}
+
+/// `max(a + b, 0)`, fused: the join of a residual block.
+///
+/// # Shapes
+/// `a, b`: the same shape -> that shape
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !fast_path(&[a, b]) {
+        return (a + b)?.relu();
+    }
+    if a.shape() != b.shape() {
+        bail!("add_relu: shapes differ, {:?} and {:?}", a.dims(), b.dims())
+    }
+    a.contiguous()?.apply_op2(&b.contiguous()?, act::AddRelu)
+}
+
+/// Folds an inference-mode batch norm into the convolution before it:
+/// `bn(conv(x, w, b))` equals `conv(x, w', b')` with
+/// `w' = w * s`, `b' = (b - mean) * s + beta`, `s = gamma / sqrt(var + eps)`
+/// (per output channel). `b = None` means a conv without bias. Works on any
+/// device; the results are detached from autograd.
+///
+/// # Shapes
+/// `w: [c_out, c_in, k, k]`, `b, gamma, beta, mean, var: [c_out]`
+/// -> `(w': [c_out, c_in, k, k], b': [c_out])`
+pub fn fold_bn_into_conv(
+    w: &Tensor,
+    b: Option<&Tensor>,
+    gamma: &Tensor,
+    beta: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    let co = w.dim(0)?;
+    let mut params = vec![
+        ("gamma", gamma),
+        ("beta", beta),
+        ("mean", mean),
+        ("var", var),
+    ];
+    params.extend(b.map(|b| ("conv bias", b)));
+    check_bn_params(co, &params)?;
+    let scale = (gamma.detach() / (var.detach() + eps)?.sqrt()?)?;
+    let w2 = w.detach().broadcast_mul(&scale.reshape((co, 1, 1, 1))?)?;
+    let shifted = match b {
+        Some(b) => (b.detach() - mean.detach())?,
+        None => mean.detach().neg()?,
+    };
+    let b2 = ((shifted * scale)? + beta.detach())?;
+    Ok((w2, b2))
+}
