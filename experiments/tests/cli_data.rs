@@ -58,3 +58,37 @@ fn data_preview_writes_png_and_svg() {
     let svg = std::fs::read_to_string(png.with_extension("svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("SYNTHETIC"), "svg lacks the notice");
 }
+
+#[test]
+fn pretrain_then_export_trace_writes_a_loadable_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = cascade()
+        .args(["pretrain", "--preset", "synthetic-3", "--epochs", "1", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let trace = dir.path().join("val.safetensors");
+    let out = cascade()
+        .args(["export-trace", "--split", "val", "--cascade"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replay = cascade_env::ReplayBackend::load(&trace).unwrap();
+    assert_eq!(replay.meta().split, "val");
+    assert_eq!(replay.meta().cascade, "synthetic-3");
+    assert_eq!(replay.labels().len(), 600);
+    let out = cascade()
+        .args(["export-trace", "--split", "dev", "--cascade"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&trace)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown split 'dev'"));
+}

@@ -3,7 +3,11 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod data;
+pub mod export_trace;
+pub mod flops;
+pub mod pretrain;
 
 /// cascade-rl: cascades of deep classifiers as an optimal-stopping MDP.
 #[derive(Debug, Parser)]
@@ -23,6 +27,14 @@ pub enum Command {
     /// Inspect and preview data sets.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Analytic MACs and parameters of a model (per layer) or of a cascade preset.
+    Flops(flops::FlopsArgs),
+    /// Train every stage of a cascade preset; write checkpoints and the static table.
+    Pretrain(pretrain::PretrainArgs),
+    /// Time one training step and one inference batch of each stage of a preset.
+    Bench(bench::BenchArgs),
+    /// Record every stage's outputs on a split into a replay trace file.
+    ExportTrace(export_trace::ExportTraceArgs),
 }
 
 impl Cli {
@@ -31,6 +43,10 @@ impl Cli {
         crate::log::set_verbosity(self.verbose);
         match &self.command {
             Command::Data(cmd) => data::run(cmd),
+            Command::Flops(args) => flops::run(args),
+            Command::Pretrain(args) => pretrain::run(args),
+            Command::Bench(args) => bench::run(args),
+            Command::ExportTrace(args) => export_trace::run(args),
         }
     }
 }

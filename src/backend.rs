@@ -1,0 +1,247 @@
+//! The live backend: the pretrained candle cascade behind
+//! [`cascade_env::StageBackend`], run lazily.
+//!
+//! Stage t runs only for the samples the env asks for, which are exactly the
+//! samples that went forward to it, in batches. That is what makes the
+//! saving of early stopping real: a sample stopped at stage 1 never pays for
+//! stages 2..K. Batch norm is folded into the convolutions once at
+//! construction, so inference pays for the convs only.
+
+use candle_core::{DType, Device, Tensor};
+use cascade_env::{ReplayBackend, StageBackend, StageBatch, StageTrace, TraceMeta};
+
+use crate::checkpoint::Cascade;
+use crate::data::{Dataset, SplitConfig, Splits, SyntheticConfig};
+use crate::error::{Error, Result};
+use crate::models::Classifier;
+
+/// Samples per forward pass when the caller does not choose.
+pub const DEFAULT_BATCH: usize = 512;
+
+/// Reloads the data splits a cascade was trained on: same data set, seed,
+/// validation fraction and sizes as recorded in its `cascade.json`. The
+/// normalisation refitted on the reloaded training split must equal the
+/// recorded one, which proves it is the same split; otherwise this fails
+/// rather than evaluate on data the cascade may have trained on.
+pub fn cascade_splits(cascade: &Cascade, data_dir: Option<&std::path::Path>) -> Result<Splits> {
+    let m = cascade.manifest();
+    let cfg = SplitConfig {
+        val_fraction: m.split.val_fraction,
+        seed: m.seed,
+        max_train: Some(m.split.n_train),
+        max_val: Some(m.split.n_val),
+        max_test: Some(m.split.n_test),
+        synthetic: SyntheticConfig {
+            n_train: m.split.n_train + m.split.n_val,
+            n_test: m.split.n_test,
+            ..SyntheticConfig::default()
+        },
+    };
+    let splits = Splits::load(&m.dataset, data_dir, &cfg)?;
+    if splits.normalization != m.normalization || splits.train.len() != m.split.n_train {
+        return Err(Error::Checkpoint {
+            path: cascade.dir().join("cascade.json"),
+            msg: format!(
+                "cannot reproduce the training split of data set '{}' (seed {}): the reloaded \
+                 training statistics {:?} differ from the recorded {:?}",
+                m.dataset, m.seed, splits.normalization, m.normalization
+            ),
+        });
+    }
+    Ok(splits)
+}
+
+/// A cascade of candle classifiers over one normalised data split.
+pub struct CandleBackend {
+    stages: Vec<Classifier>,
+    stage_names: Vec<String>,
+    dataset: String,
+    cascade_name: String,
+    images: Vec<f32>,
+    labels: Vec<u32>,
+    shape: [usize; 3],
+    costs: Vec<f64>,
+    feature_dims: Vec<usize>,
+    num_classes: usize,
+    device: Device,
+    batch: usize,
+    /// Samples run per stage since construction (for accounting and tests).
+    runs: Vec<u64>,
+}
+
+impl std::fmt::Debug for CandleBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CandleBackend")
+            .field("stages", &self.stages.len())
+            .field("samples", &self.labels.len())
+            .field("costs", &self.costs)
+            .field("device", &self.device)
+            .field("batch", &self.batch)
+            .finish()
+    }
+}
+
+impl CandleBackend {
+    /// Wraps `cascade` over `split` (already normalised with the cascade's
+    /// statistics, as [`crate::data::Splits`] does). `batch` caps the
+    /// samples per forward pass.
+    pub fn new(cascade: &Cascade, split: &Dataset, batch: usize) -> Result<Self> {
+        if batch == 0 {
+            return Err(Error::Config("backend batch size must be positive".into()));
+        }
+        if split.is_empty() {
+            return Err(Error::Config(format!(
+                "data split of '{}' is empty",
+                split.name
+            )));
+        }
+        if split.shape != cascade.input_shape() || split.num_classes() != cascade.num_classes() {
+            return Err(Error::Config(format!(
+                "data '{}' ({:?}, {} classes) does not fit the cascade ({:?}, {} classes)",
+                split.name,
+                split.shape,
+                split.num_classes(),
+                cascade.input_shape(),
+                cascade.num_classes()
+            )));
+        }
+        let mut stages = Vec::with_capacity(cascade.len());
+        let mut device = Device::Cpu;
+        for s in cascade.stages() {
+            device = s.model.device().clone();
+            stages.push(s.model.classifier().fold_batch_norm()?);
+        }
+        Ok(Self {
+            costs: cascade.macs().iter().map(|&m| m as f64).collect(),
+            feature_dims: cascade.feature_dims(),
+            num_classes: cascade.num_classes(),
+            runs: vec![0; stages.len()],
+            stage_names: cascade
+                .stages()
+                .iter()
+                .map(|s| s.model.config().name())
+                .collect(),
+            dataset: cascade.dataset().to_string(),
+            cascade_name: cascade.preset().to_string(),
+            stages,
+            images: split.images.clone(),
+            labels: split.labels.clone(),
+            shape: split.shape,
+            device,
+            batch,
+        })
+    }
+
+    /// How many sample evaluations each stage has run so far.
+    pub fn stage_runs(&self) -> &[u64] {
+        &self.runs
+    }
+
+    /// Runs stage `stage` on the given samples, returning `(features, probs)`
+    /// as tensors on the backend's device.
+    ///
+    /// # Shapes
+    /// `samples: [n]` -> `features: [n, d_stage]`, `probs: [n, classes]`
+    pub fn forward_samples(&self, stage: usize, samples: &[usize]) -> Result<(Tensor, Tensor)> {
+        let d = self.shape.iter().product::<usize>();
+        let mut x = Vec::with_capacity(samples.len() * d);
+        for &i in samples {
+            x.extend_from_slice(&self.images[i * d..(i + 1) * d]);
+        }
+        let [c, h, w] = self.shape;
+        let x = Tensor::from_vec(x, (samples.len(), c, h, w), &self.device)?;
+        let out = self.stages[stage].forward_t(&x, false)?;
+        let probs = candle_nn::ops::softmax_last_dim(&out.logits)?;
+        Ok((out.features, probs))
+    }
+
+    /// Runs every stage on every sample and returns the recorded outputs as
+    /// a replay backend (what `cascade export-trace` writes). `split` names
+    /// the split in the trace header (`"val"`, `"test"`, ...).
+    pub fn record_trace(&mut self, split: &str) -> Result<ReplayBackend> {
+        let all: Vec<usize> = (0..self.labels.len()).collect();
+        let mut stages = Vec::with_capacity(self.stages.len());
+        for t in 0..self.stages.len() {
+            let batch = self.run(t, &all)?;
+            stages.push(StageTrace {
+                name: self.stage_names[t].clone(),
+                cost: self.costs[t],
+                feature_dim: self.feature_dims[t],
+                features: batch.features,
+                probs: batch.probs,
+            });
+        }
+        let meta = TraceMeta {
+            dataset: self.dataset.clone(),
+            split: split.to_string(),
+            cascade: self.cascade_name.clone(),
+            cost_unit: "MACs".to_string(),
+            num_classes: self.num_classes,
+        };
+        Ok(ReplayBackend::new(meta, stages, self.labels.clone())?)
+    }
+
+    fn check_request(&self, stage: usize, samples: &[usize]) -> Result<()> {
+        if stage >= self.stages.len() {
+            return Err(Error::Config(format!(
+                "stage {stage} requested from a cascade of {} stages",
+                self.stages.len()
+            )));
+        }
+        if let Some(&bad) = samples.iter().find(|&&i| i >= self.labels.len()) {
+            return Err(Error::Config(format!(
+                "sample {bad} requested from a split of {} samples",
+                self.labels.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, stage: usize, samples: &[usize]) -> Result<StageBatch> {
+        self.check_request(stage, samples)?;
+        let mut out = StageBatch {
+            features: Vec::with_capacity(samples.len() * self.feature_dims[stage]),
+            probs: Vec::with_capacity(samples.len() * self.num_classes),
+        };
+        for chunk in samples.chunks(self.batch) {
+            let (f, p) = self.forward_samples(stage, chunk)?;
+            out.features
+                .extend(f.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+            out.probs
+                .extend(p.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+        }
+        self.runs[stage] += samples.len() as u64;
+        Ok(out)
+    }
+}
+
+impl StageBackend for CandleBackend {
+    fn num_stages(&self) -> usize {
+        self.stages.len()
+    }
+
+    fn stage_costs(&self) -> &[f64] {
+        &self.costs
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn feature_dims(&self) -> &[usize] {
+        &self.feature_dims
+    }
+
+    fn num_samples(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn label(&self, sample: usize) -> u32 {
+        self.labels[sample]
+    }
+
+    fn run_stage(&mut self, stage: usize, samples: &[usize]) -> cascade_env::Result<StageBatch> {
+        self.run(stage, samples)
+            .map_err(cascade_env::Error::backend)
+    }
+}
