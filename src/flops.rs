@@ -1,0 +1,446 @@
+//! Analytic compute and parameter counts, layer by layer.
+//!
+//! **MACs** (multiply-accumulates) count the convolutions and linear layers
+//! only: a convolution costs `c_out * h_out * w_out * c_in * k * k`, a linear
+//! layer `d_in * d_out`; bias additions are not counted. This is the usual
+//! convention (ResNet-20 on 3x32x32 is 40.55 M MACs) and the cost the cascade
+//! uses. One MAC is two FLOPs.
+//!
+//! Everything else is counted separately as **other ops**, one per
+//! elementwise operation, and is *not* part of `macs`: batch norm 2 per
+//! element (a scale and a shift once folded), ReLU 1 per element, a residual
+//! add 1 per element, max-pool `k*k - 1` comparisons per output, average
+//! pooling 1 add per input element. Zero-padding shortcuts and reshapes cost
+//! nothing.
+//!
+//! **Params** are the trainable parameters (weights, biases, batch-norm scale
+//! and shift); **buffers** are the batch-norm running statistics, which a
+//! checkpoint also stores. Both match the tensors a [`crate::models::Model`]
+//! actually holds (checked in the tests).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::models::{conv3_out, ModelConfig, Shortcut};
+
+/// The kind of a counted layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerKind {
+    /// Convolution (MACs).
+    Conv,
+    /// Fully connected layer (MACs).
+    Linear,
+    /// Batch norm (other ops).
+    BatchNorm,
+    /// ReLU (other ops).
+    Relu,
+    /// Max pooling (other ops).
+    MaxPool,
+    /// Average pooling, global or windowed (other ops).
+    AvgPool,
+    /// Residual addition (other ops).
+    Add,
+}
+
+/// Cost of one layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerCost {
+    /// Name; for layers with parameters, their parameter prefix
+    /// (`layer2.0.conv1`).
+    pub name: String,
+    /// Layer kind.
+    pub kind: LayerKind,
+    /// Output shape, `[c, h, w]` or `[d]`.
+    pub output: Vec<usize>,
+    /// Multiply-accumulates (convolutions and linear layers only).
+    pub macs: u64,
+    /// Elementwise operations (everything else; not part of `macs`).
+    pub other_ops: u64,
+    /// Trainable parameters.
+    pub params: u64,
+    /// Buffer values (batch-norm running statistics).
+    pub buffers: u64,
+}
+
+/// Compute and size of a model for one input shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlopReport {
+    /// Canonical model name.
+    pub model: String,
+    /// Input shape `(c, h, w)`.
+    pub input: [usize; 3],
+    /// Number of classes.
+    pub classes: usize,
+    /// Total multiply-accumulates per image.
+    pub macs: u64,
+    /// Total trainable parameters.
+    pub params: u64,
+    /// Total buffer values.
+    pub buffers: u64,
+    /// Total other (elementwise) operations per image.
+    pub other_ops: u64,
+    /// Stage feature dimension.
+    pub feature_dim: usize,
+    /// Per-layer breakdown, in execution order.
+    pub layers: Vec<LayerCost>,
+}
+
+/// Accumulates layers while walking a model's structure.
+struct Walker {
+    layers: Vec<LayerCost>,
+}
+
+/// The counts of one layer, before naming it.
+#[derive(Default)]
+struct Cost {
+    macs: u64,
+    other: u64,
+    params: u64,
+    buffers: u64,
+}
+
+/// A square convolution's hyperparameters.
+struct ConvSpec {
+    c_out: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    bias: bool,
+}
+
+/// A 3x3, padding-1 convolution without bias (batch norm follows).
+fn conv3(c_out: usize, stride: usize) -> ConvSpec {
+    ConvSpec {
+        c_out,
+        k: 3,
+        stride,
+        pad: 1,
+        bias: false,
+    }
+}
+
+impl Walker {
+    fn push(&mut self, name: String, kind: LayerKind, output: Vec<usize>, c: Cost) {
+        self.layers.push(LayerCost {
+            name,
+            kind,
+            output,
+            macs: c.macs,
+            other_ops: c.other,
+            params: c.params,
+            buffers: c.buffers,
+        });
+    }
+
+    /// A convolution; returns the output `[c, h, w]`.
+    fn conv(&mut self, name: &str, input: [usize; 3], spec: ConvSpec) -> [usize; 3] {
+        let ConvSpec {
+            c_out,
+            k,
+            stride,
+            pad,
+            bias,
+        } = spec;
+        let [c_in, h, w] = input;
+        let ho = (h + 2 * pad - k) / stride + 1;
+        let wo = (w + 2 * pad - k) / stride + 1;
+        let cost = Cost {
+            macs: (c_out * ho * wo * c_in * k * k) as u64,
+            params: (c_out * c_in * k * k + if bias { c_out } else { 0 }) as u64,
+            ..Default::default()
+        };
+        self.push(name.into(), LayerKind::Conv, vec![c_out, ho, wo], cost);
+        [c_out, ho, wo]
+    }
+
+    fn bn(&mut self, name: &str, shape: [usize; 3]) {
+        let c = shape[0] as u64;
+        let n: usize = shape.iter().product();
+        let cost = Cost {
+            other: 2 * n as u64,
+            params: 2 * c,
+            buffers: 2 * c,
+            ..Default::default()
+        };
+        self.push(name.into(), LayerKind::BatchNorm, shape.to_vec(), cost);
+    }
+
+    /// A layer with only elementwise work: `other` operations.
+    fn elementwise(&mut self, name: &str, kind: LayerKind, output: Vec<usize>, other: u64) {
+        let cost = Cost {
+            other,
+            ..Default::default()
+        };
+        self.push(name.into(), kind, output, cost);
+    }
+
+    fn relu(&mut self, name: &str, shape: Vec<usize>) {
+        let n: usize = shape.iter().product();
+        self.elementwise(name, LayerKind::Relu, shape, n as u64);
+    }
+
+    fn linear(&mut self, name: &str, d_in: usize, d_out: usize) {
+        let cost = Cost {
+            macs: (d_in * d_out) as u64,
+            params: (d_in * d_out + d_out) as u64,
+            ..Default::default()
+        };
+        self.push(name.into(), LayerKind::Linear, vec![d_out], cost);
+    }
+
+    fn finish(self, cfg: &ModelConfig, input: [usize; 3], classes: usize) -> FlopReport {
+        let sum = |f: fn(&LayerCost) -> u64| self.layers.iter().map(f).sum();
+        FlopReport {
+            model: cfg.name(),
+            input,
+            classes,
+            macs: sum(|l| l.macs),
+            params: sum(|l| l.params),
+            buffers: sum(|l| l.buffers),
+            other_ops: sum(|l| l.other_ops),
+            feature_dim: cfg.feature_dim(input),
+            layers: self.layers,
+        }
+    }
+}
+
+/// Counts MACs, other ops and parameters of `cfg` on `input` `(c, h, w)`
+/// with `classes` outputs, layer by layer. Refuses configurations that do
+/// not fit the input.
+pub fn count(cfg: &ModelConfig, input: [usize; 3], classes: usize) -> Result<FlopReport> {
+    cfg.validate_for(input, classes)?;
+    let mut wk = Walker { layers: vec![] };
+    match cfg {
+        ModelConfig::Linear(c) => {
+            if c.pool > 1 {
+                let [ch, h, w] = input;
+                let out = vec![ch, h / c.pool, w / c.pool];
+                let reads = (ch * (h / c.pool) * c.pool * (w / c.pool) * c.pool) as u64;
+                wk.elementwise("pool", LayerKind::AvgPool, out, reads);
+            }
+            wk.linear("fc", c.feature_dim(input), classes);
+        }
+        ModelConfig::Mlp(c) => {
+            let mut d: usize = input.iter().product();
+            for (i, &h) in c.hidden.iter().enumerate() {
+                wk.linear(&format!("fc{}", i + 1), d, h);
+                wk.relu(&format!("relu{}", i + 1), vec![h]);
+                d = h;
+            }
+            wk.linear("fc", d, classes);
+        }
+        ModelConfig::Cnn(c) => {
+            let mut shape = input;
+            for (i, &ch) in c.channels.iter().enumerate() {
+                let k = i + 1;
+                let spec = ConvSpec {
+                    bias: !c.batch_norm,
+                    ..conv3(ch, 1)
+                };
+                shape = wk.conv(&format!("conv{k}"), shape, spec);
+                if c.batch_norm {
+                    wk.bn(&format!("bn{k}"), shape);
+                }
+                wk.relu(&format!("relu{k}"), shape.to_vec());
+                let out = [shape[0], shape[1] / 2, shape[2] / 2];
+                let n_out: usize = out.iter().product();
+                // A 2x2 window: 3 comparisons per output.
+                wk.elementwise(
+                    &format!("pool{k}"),
+                    LayerKind::MaxPool,
+                    out.to_vec(),
+                    3 * n_out as u64,
+                );
+                shape = out;
+            }
+            let d = match c.hidden {
+                Some(h) => {
+                    wk.linear("fc1", shape.iter().product(), h);
+                    wk.relu("relu_fc1", vec![h]);
+                    h
+                }
+                None => {
+                    let n: usize = shape.iter().product();
+                    wk.elementwise("avgpool", LayerKind::AvgPool, vec![shape[0]], n as u64);
+                    shape[0]
+                }
+            };
+            wk.linear("fc", d, classes);
+        }
+        ModelConfig::Resnet(c) => {
+            let ch = c.stage_channels();
+            let mut shape = wk.conv("conv1", input, conv3(ch[0], 1));
+            wk.bn("bn1", shape);
+            wk.relu("relu", shape.to_vec());
+            for (s, &c_out) in ch.iter().enumerate() {
+                for i in 0..c.blocks_per_stage() {
+                    let p = format!("layer{}.{i}", s + 1);
+                    let stride = if s > 0 && i == 0 { 2 } else { 1 };
+                    let x = shape;
+                    let y = wk.conv(&format!("{p}.conv1"), x, conv3(c_out, stride));
+                    debug_assert_eq!(y[1], conv3_out(x[1], stride));
+                    wk.bn(&format!("{p}.bn1"), y);
+                    wk.relu(&format!("{p}.relu1"), y.to_vec());
+                    let y = wk.conv(&format!("{p}.conv2"), y, conv3(c_out, 1));
+                    wk.bn(&format!("{p}.bn2"), y);
+                    if (stride != 1 || x[0] != c_out) && c.shortcut == Shortcut::B {
+                        let spec = ConvSpec {
+                            c_out,
+                            k: 1,
+                            stride,
+                            pad: 0,
+                            bias: false,
+                        };
+                        let d = wk.conv(&format!("{p}.downsample.0"), x, spec);
+                        wk.bn(&format!("{p}.downsample.1"), d);
+                    }
+                    let n: usize = y.iter().product();
+                    wk.elementwise(&format!("{p}.add"), LayerKind::Add, y.to_vec(), n as u64);
+                    wk.relu(&format!("{p}.relu2"), y.to_vec());
+                    shape = y;
+                }
+            }
+            let n: usize = shape.iter().product();
+            wk.elementwise("avgpool", LayerKind::AvgPool, vec![shape[0]], n as u64);
+            wk.linear("fc", shape[0], classes);
+        }
+    }
+    Ok(wk.finish(cfg, input, classes))
+}
+
+impl FlopReport {
+    /// A plain-text per-layer table.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{} on {}x{}x{}, {} classes\n{:<28} {:<10} {:>14} {:>14} {:>12} {:>12}\n",
+            self.model,
+            self.input[0],
+            self.input[1],
+            self.input[2],
+            self.classes,
+            "layer",
+            "kind",
+            "output",
+            "MACs",
+            "other ops",
+            "params"
+        );
+        for l in &self.layers {
+            let out = l
+                .output
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x");
+            s += &format!(
+                "{:<28} {:<10} {:>14} {:>14} {:>12} {:>12}\n",
+                l.name,
+                format!("{:?}", l.kind).to_lowercase(),
+                out,
+                l.macs,
+                l.other_ops,
+                l.params
+            );
+        }
+        s += &format!(
+            "{:<28} {:<10} {:>14} {:>14} {:>12} {:>12}\n",
+            "total", "", "", self.macs, self.other_ops, self.params
+        );
+        s += &format!(
+            "MACs {:.4} M ({:.4} M FLOPs), params {} (+{} buffer values), feature dim {}\n",
+            self.macs as f64 / 1e6,
+            2.0 * self.macs as f64 / 1e6,
+            self.params,
+            self.buffers,
+            self.feature_dim
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Model;
+    use candle_core::Device;
+
+    fn report(name: &str, input: [usize; 3], classes: usize) -> FlopReport {
+        count(&name.parse().unwrap(), input, classes).unwrap()
+    }
+
+    #[test]
+    fn small_models_match_hand_counts() {
+        // 784 * 10 MACs; 7840 weights + 10 biases.
+        let r = report("linear", [1, 28, 28], 10);
+        assert_eq!((r.macs, r.params, r.feature_dim), (7_840, 7_850, 784));
+        // 2x2 pooling: 196 inputs.
+        let r = report("linear-pool2", [1, 28, 28], 10);
+        assert_eq!((r.macs, r.params, r.other_ops), (1_960, 1_970, 784));
+        // 784*256 + 256*10 = 203_264 MACs; + 256 + 10 biases.
+        let r = report("mlp-256", [1, 28, 28], 10);
+        assert_eq!((r.macs, r.params), (203_264, 203_530));
+        // conv1 16*28*28*1*9 = 112_896, conv2 32*14*14*16*9 = 903_168,
+        // fc1 1568*128 = 200_704, fc 128*10 = 1_280.
+        let r = report("cnn-16-32", [1, 28, 28], 10);
+        assert_eq!(r.macs, 112_896 + 903_168 + 200_704 + 1_280);
+        // 144 + 32 (bn1) + 4608 + 64 (bn2) + 200_832 + 1_290.
+        assert_eq!(r.params, 206_970);
+        assert_eq!(r.buffers, 2 * 16 + 2 * 32);
+    }
+
+    #[test]
+    fn resnets_match_published_counts() {
+        // He et al. / the common PyTorch port: ResNet-20 0.27 M params,
+        // 40.55 M MACs on CIFAR-10; ResNet-56 0.85 M, ResNet-110 1.73 M params
+        // (option A, batch-norm scale and shift included).
+        let r = report("resnet-20", [3, 32, 32], 10);
+        assert_eq!(r.macs, 40_551_040);
+        assert_eq!(r.params, 269_722);
+        assert_eq!(report("resnet-56", [3, 32, 32], 10).params, 853_018);
+        assert_eq!(report("resnet-110", [3, 32, 32], 10).params, 1_727_962);
+        // Option B adds two 1x1 projections: 16*32 + 32*64 weights + BN.
+        let b = report("resnet-20-b", [3, 32, 32], 10);
+        assert_eq!(b.params - r.params, (16 * 32 + 64 + 32 * 64 + 128) as u64);
+        assert_eq!(
+            b.macs - r.macs,
+            (32 * 16 * 16 * 16 + 64 * 8 * 8 * 32) as u64
+        );
+    }
+
+    #[test]
+    fn counts_match_the_tensors_models_hold() {
+        for (name, shape) in [
+            ("linear", [1, 12, 12]),
+            ("linear-pool2", [3, 32, 32]),
+            ("mlp-64-32", [1, 28, 28]),
+            ("cnn-8-16", [1, 28, 28]),
+            ("cnn-8-16-gap-nobn", [3, 32, 32]),
+            ("resnet-8", [1, 28, 28]),
+            ("resnet-20-w0.5-b", [3, 32, 32]),
+        ] {
+            let cfg = name.parse().unwrap();
+            let r = count(&cfg, shape, 10).unwrap();
+            let m = Model::new(&cfg, shape, 10, 0, &Device::Cpu).unwrap();
+            let (params, buffers) = m.param_counts().unwrap();
+            assert_eq!(
+                (r.params, r.buffers),
+                (params as u64, buffers as u64),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn resnet_depth_ladder_grows_linearly() {
+        let macs: Vec<u64> = [8, 20, 32, 56, 110]
+            .iter()
+            .map(|d| report(&format!("resnet-{d}"), [3, 32, 32], 10).macs)
+            .collect();
+        // Each extra block pair per stage adds the same cost: 6 blocks of
+        // 2 convs = 2 * 2_359_296 * 3 per step of n.
+        let per_n = 3 * 2 * 2_359_296u64;
+        assert_eq!(macs[1] - macs[0], 2 * per_n);
+        assert_eq!(macs[4] - macs[3], 9 * per_n);
+    }
+}

@@ -1,0 +1,669 @@
+//! Thin layer types for the classifier zoo, built on [`crate::ops`] so that
+//! every convolution, batch norm and max-pool takes the fast CPU path.
+//!
+//! Each layer is a struct of tensors plus a constructor taking a
+//! [`VarBuilder`]; the same code initialises fresh weights (from a
+//! [`VarMap`], see [`seeded_var_builder`]) and loads a checkpoint. Parameter
+//! names follow PyTorch (`weight`, `bias`, `running_mean`, `running_var`), so
+//! a checkpoint is a plain safetensors file a PyTorch user can read with
+//! `safetensors.torch.load_file` and `load_state_dict(strict=False)`
+//! (PyTorch's `num_batches_tracked` counters are not stored).
+//!
+//! Initialisation follows PyTorch: convolutions that feed a ReLU use He
+//! (Kaiming) normal initialisation with fan-in; linear layers and conv biases
+//! use `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`; batch norm starts at
+//! `gamma = 1, beta = 0, running_mean = 0, running_var = 1`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Result, Shape, Tensor, Var};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::{Init, VarBuilder, VarMap};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+
+use crate::ops;
+
+/// Batch-norm epsilon, PyTorch's default.
+pub const BN_EPS: f64 = 1e-5;
+/// Batch-norm running-statistics momentum, PyTorch's default.
+pub const BN_MOMENTUM: f64 = 0.1;
+
+/// Suffixes of the tensors that are state, not trainable parameters.
+const BUFFER_SUFFIXES: [&str; 2] = ["running_mean", "running_var"];
+
+/// True when the parameter named `name` is a buffer (batch-norm running
+/// statistics) rather than a trainable weight.
+pub fn is_buffer(name: &str) -> bool {
+    BUFFER_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+// ---------------------------------------------------------------------------
+// Seeded initialisation
+// ---------------------------------------------------------------------------
+
+/// A [`VarMap`] backend that creates missing variables from its own seeded
+/// RNG, so the same seed gives the same weights on every device and run
+/// (candle's CPU device cannot be seeded).
+struct SeededVarMap {
+    varmap: VarMap,
+    rng: Mutex<StdRng>,
+}
+
+fn lock_err<T>(_: T) -> candle_core::Error {
+    candle_core::Error::Msg("variable map lock poisoned".into())
+}
+
+/// Draws a tensor of `shape` for `init` on the CPU with `rng`.
+fn init_values(shape: &Shape, init: Init, rng: &mut StdRng) -> Result<Vec<f32>> {
+    let n = shape.elem_count();
+    let normal = |rng: &mut StdRng, mean: f64, std: f64| -> Result<Vec<f32>> {
+        let dist = Normal::new(mean, std)
+            .map_err(|e| candle_core::Error::Msg(format!("bad normal init: {e}")))?;
+        Ok((0..n).map(|_| dist.sample(rng) as f32).collect())
+    };
+    let uniform = |rng: &mut StdRng, lo: f64, up: f64| -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(lo..up) as f32).collect()
+    };
+    match init {
+        Init::Const(v) => Ok(vec![v as f32; n]),
+        Init::Randn { mean, stdev } => normal(rng, mean, stdev),
+        Init::Uniform { lo, up } => Ok(uniform(rng, lo, up)),
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
+            let fan = fan.for_shape(shape).max(1) as f64;
+            let std = non_linearity.gain() / fan.sqrt();
+            match dist {
+                candle_nn::init::NormalOrUniform::Normal => normal(rng, 0.0, std),
+                candle_nn::init::NormalOrUniform::Uniform => {
+                    let bound = 3f64.sqrt() * std;
+                    Ok(uniform(rng, -bound, bound))
+                }
+            }
+        }
+    }
+}
+
+impl SimpleBackend for SeededVarMap {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
+        let mut data = self.varmap.data().lock().map_err(lock_err)?;
+        if let Some(var) = data.get(name) {
+            if var.shape() != &s {
+                candle_core::bail!(
+                    "shape mismatch on {name}: {s:?} requested, {:?} stored",
+                    var.shape()
+                )
+            }
+            return Ok(var.as_tensor().clone());
+        }
+        let values = {
+            let mut rng = self.rng.lock().map_err(lock_err)?;
+            init_values(&s, h, &mut rng)?
+        };
+        let t = Tensor::from_vec(values, s, &Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(dev)?;
+        let var = Var::from_tensor(&t)?;
+        let out = var.as_tensor().clone();
+        data.insert(name.to_string(), var);
+        Ok(out)
+    }
+
+    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> Result<Tensor> {
+        let data = self.varmap.data().lock().map_err(lock_err)?;
+        match data.get(name) {
+            Some(v) => Ok(v.as_tensor().clone()),
+            None => candle_core::bail!("no variable named {name}"),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.varmap
+            .data()
+            .lock()
+            .map(|d| d.contains_key(name))
+            .unwrap_or(false)
+    }
+}
+
+/// A [`VarBuilder`] that stores variables in `varmap` and initialises the
+/// missing ones from an RNG seeded with `seed`. Variables are drawn in the
+/// order the model asks for them, so a model built twice with the same seed
+/// gets identical weights. Variables already in `varmap` are returned as is.
+pub fn seeded_var_builder(
+    varmap: &VarMap,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> VarBuilder<'static> {
+    let backend = SeededVarMap {
+        varmap: varmap.clone(),
+        rng: Mutex::new(StdRng::seed_from_u64(seed)),
+    };
+    VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
+}
+
+/// The variables of `varmap` by name, sorted by name.
+pub fn named_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
+    let data = varmap.data().lock().map_err(lock_err)?;
+    let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
+}
+
+/// The trainable variables of `varmap` (everything except batch-norm running
+/// statistics), sorted by name.
+pub fn trainable_vars(varmap: &VarMap) -> Result<Vec<Var>> {
+    Ok(named_vars(varmap)?
+        .into_iter()
+        .filter(|(k, _)| !is_buffer(k))
+        .map(|(_, v)| v)
+        .collect())
+}
+
+/// A copy of every tensor in `varmap` (detached), to restore later with
+/// [`restore_snapshot`].
+pub fn snapshot(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
+    named_vars(varmap)?
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.as_tensor().detach().copy()?)))
+        .collect()
+}
+
+/// Writes a [`snapshot`] back into the variables of `varmap`.
+pub fn restore_snapshot(varmap: &VarMap, snap: &HashMap<String, Tensor>) -> Result<()> {
+    for (name, var) in named_vars(varmap)? {
+        match snap.get(&name) {
+            Some(t) => var.set(t)?,
+            None => candle_core::bail!("snapshot has no tensor named {name}"),
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Layers
+// ---------------------------------------------------------------------------
+
+/// Options of a [`Conv2d`]: square stride and zero padding, optional bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    /// Stride in both directions.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub padding: usize,
+    /// Whether the layer has a bias (off when a batch norm follows).
+    pub bias: bool,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            padding: 0,
+            bias: true,
+        }
+    }
+}
+
+/// A 2-D convolution with square kernels, OIHW weights.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    cfg: Conv2dConfig,
+}
+
+impl Conv2d {
+    /// `in_channels -> out_channels` with a `kernel x kernel` window. Weights
+    /// are `weight: [out, in, k, k]` (He normal, fan-in), `bias: [out]`.
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        cfg: Conv2dConfig,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        if in_channels == 0 || out_channels == 0 || kernel == 0 || cfg.stride == 0 {
+            candle_core::bail!(
+                "conv2d {in_channels}->{out_channels} kernel {kernel} stride {}: sizes must be positive",
+                cfg.stride
+            )
+        }
+        let weight = vb.get_with_hints(
+            (out_channels, in_channels, kernel, kernel),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        let bias = if cfg.bias {
+            let bound = 1.0 / ((in_channels * kernel * kernel) as f64).sqrt();
+            Some(vb.get_with_hints(
+                out_channels,
+                "bias",
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, cfg })
+    }
+
+    /// A convolution from given tensors (used by batch-norm folding).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>, cfg: Conv2dConfig) -> Self {
+        Self { weight, bias, cfg }
+    }
+
+    /// The weights, `[out, in, k, k]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias, `[out]`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// Stride and padding.
+    pub fn config(&self) -> Conv2dConfig {
+        self.cfg
+    }
+
+    /// Applies the convolution.
+    ///
+    /// # Shapes
+    /// `x: [b, in, h, w] -> [b, out, (h + 2p - k) / s + 1, (w + 2p - k) / s + 1]`
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        ops::conv2d(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            self.cfg.stride,
+            self.cfg.padding,
+        )
+    }
+}
+
+/// Batch normalisation over the channels of an NCHW tensor, with running
+/// statistics (momentum 0.1, unbiased running variance as in PyTorch) kept as
+/// variables of the [`VarMap`] so they are saved with the weights. They get no
+/// gradient; optimisers skip them.
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+impl BatchNorm2d {
+    /// A batch norm over `num_features` channels: `weight, bias, running_mean,
+    /// running_var: [num_features]`.
+    pub fn new(num_features: usize, vb: VarBuilder) -> Result<Self> {
+        if num_features == 0 {
+            candle_core::bail!("batch norm over 0 features")
+        }
+        let weight = vb.get_with_hints(num_features, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(num_features, "bias", Init::Const(0.0))?;
+        let running_mean = vb.get_with_hints(num_features, "running_mean", Init::Const(0.0))?;
+        let running_var = vb.get_with_hints(num_features, "running_var", Init::Const(1.0))?;
+        Ok(Self {
+            weight,
+            bias,
+            // Shares storage with the VarMap's variable when built from one;
+            // when loaded from a plain tensor store it is a private copy.
+            running_mean: Var::from_tensor(&running_mean)?,
+            running_var: Var::from_tensor(&running_var)?,
+            eps: BN_EPS,
+            momentum: BN_MOMENTUM,
+        })
+    }
+
+    /// Scale `gamma`, `[c]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Shift `beta`, `[c]`.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// Running mean, `[c]`.
+    pub fn running_mean(&self) -> &Tensor {
+        self.running_mean.as_tensor()
+    }
+
+    /// Running (unbiased) variance, `[c]`.
+    pub fn running_var(&self) -> &Tensor {
+        self.running_var.as_tensor()
+    }
+
+    /// Epsilon added to the variance.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
+    /// Normalises with batch statistics (and updates the running ones) when
+    /// `train`, with the running statistics otherwise.
+    ///
+    /// # Shapes
+    /// `x: [b, c, h, w] -> [b, c, h, w]`
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_impl(x, train, false)
+    }
+
+    /// [`BatchNorm2d::forward_t`] followed by a ReLU, fused.
+    ///
+    /// # Shapes
+    /// `x: [b, c, h, w] -> [b, c, h, w]`
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_impl(x, train, true)
+    }
+
+    fn forward_impl(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        if !train {
+            let f = if relu {
+                ops::batch_norm_relu_eval
+            } else {
+                ops::batch_norm_eval
+            };
+            return f(
+                x,
+                &self.weight,
+                &self.bias,
+                self.running_mean.as_tensor(),
+                self.running_var.as_tensor(),
+                self.eps,
+            );
+        }
+        let f = if relu {
+            ops::batch_norm_relu_train
+        } else {
+            ops::batch_norm_train
+        };
+        let (y, mean, var) = f(x, &self.weight, &self.bias, self.eps)?;
+        let (b, _, h, w) = x.dims4()?;
+        let n = (b * h * w) as f64;
+        let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
+        let m = self.momentum;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (var.detach() * (m * unbiased))?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        Ok(y)
+    }
+}
+
+/// A fully connected layer `y = x W^T + b`, PyTorch layout.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// `in_features -> out_features`: `weight: [out, in]`, `bias: [out]`,
+    /// both `U(-1/sqrt(in), 1/sqrt(in))` as in PyTorch.
+    pub fn new(in_features: usize, out_features: usize, vb: VarBuilder) -> Result<Self> {
+        if in_features == 0 || out_features == 0 {
+            candle_core::bail!("linear {in_features}->{out_features}: sizes must be positive")
+        }
+        let bound = 1.0 / (in_features as f64).sqrt();
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let weight = vb.get_with_hints((out_features, in_features), "weight", init)?;
+        let bias = vb.get_with_hints(out_features, "bias", init)?;
+        Ok(Self { weight, bias })
+    }
+
+    /// Applies the layer.
+    ///
+    /// # Shapes
+    /// `x: [b, in] -> [b, out]`
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+    }
+}
+
+/// A convolution followed by an optional batch norm. After
+/// [`ConvBn::fold_batch_norm`] the batch norm is merged into the
+/// convolution's weights and bias (inference only).
+#[derive(Debug, Clone)]
+pub struct ConvBn {
+    conv: Conv2d,
+    bn: Option<BatchNorm2d>,
+}
+
+impl ConvBn {
+    /// A `k x k` convolution at `vb_conv` and, when `vb_bn` is given, a batch
+    /// norm at `vb_bn`; the convolution has a bias only without batch norm.
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        vb_conv: VarBuilder,
+        vb_bn: Option<VarBuilder>,
+    ) -> Result<Self> {
+        let cfg = Conv2dConfig {
+            stride,
+            padding,
+            bias: vb_bn.is_none(),
+        };
+        let conv = Conv2d::new(in_channels, out_channels, kernel, cfg, vb_conv)?;
+        let bn = match vb_bn {
+            Some(vb) => Some(BatchNorm2d::new(out_channels, vb)?),
+            None => None,
+        };
+        Ok(Self { conv, bn })
+    }
+
+    /// Convolution then batch norm.
+    ///
+    /// # Shapes
+    /// `x: [b, in, h, w] -> [b, out, h', w']` (see [`Conv2d::forward`])
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv.forward(x)?;
+        match &self.bn {
+            Some(bn) => bn.forward_t(&y, train),
+            None => Ok(y),
+        }
+    }
+
+    /// Convolution, batch norm and ReLU (the last two fused).
+    ///
+    /// # Shapes
+    /// `x: [b, in, h, w] -> [b, out, h', w']` (see [`Conv2d::forward`])
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv.forward(x)?;
+        match &self.bn {
+            Some(bn) => bn.forward_relu_t(&y, train),
+            None => ops::relu(&y),
+        }
+    }
+
+    /// True while a batch norm follows the convolution (not yet folded).
+    pub fn has_batch_norm(&self) -> bool {
+        self.bn.is_some()
+    }
+
+    /// The layer with its batch norm folded into the convolution using the
+    /// running statistics ([`ops::fold_bn_into_conv`]). Outputs equal
+    /// `forward_t(x, false)` up to rounding. The new tensors are plain
+    /// tensors, not variables: the result is for inference only.
+    pub fn fold_batch_norm(&self) -> Result<ConvBn> {
+        let Some(bn) = &self.bn else {
+            return Ok(self.clone());
+        };
+        let (w, b) = ops::fold_bn_into_conv(
+            self.conv.weight(),
+            self.conv.bias(),
+            bn.weight(),
+            bn.bias(),
+            bn.running_mean(),
+            bn.running_var(),
+            bn.eps(),
+        )?;
+        let cfg = Conv2dConfig {
+            bias: true,
+            ..self.conv.config()
+        };
+        Ok(ConvBn {
+            conv: Conv2d::from_tensors(w, Some(b), cfg),
+            bn: None,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Functional helpers
+// ---------------------------------------------------------------------------
+
+/// Global average pooling.
+///
+/// # Shapes
+/// `x: [b, c, h, w] -> [b, c]`
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    x.mean(3)?.mean(2)
+}
+
+/// Non-overlapping `k x k` average pooling; trailing rows/columns that do not
+/// fill a window are dropped (like PyTorch's `avg_pool2d(k)`).
+///
+/// # Shapes
+/// `x: [b, c, h, w] -> [b, c, h / k, w / k]`
+pub fn avg_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
+    if k == 1 {
+        return Ok(x.clone());
+    }
+    let (b, c, h, w) = x.dims4()?;
+    let (ho, wo) = (h / k, w / k);
+    if ho == 0 || wo == 0 {
+        candle_core::bail!("avg_pool2d: window {k} larger than the {h}x{w} input")
+    }
+    let x = x.narrow(2, 0, ho * k)?.narrow(3, 0, wo * k)?.contiguous()?;
+    x.reshape((b, c, ho, k, wo, k))?.mean(5)?.mean(3)
+}
+
+/// Spatial subsampling with stride 2, keeping rows and columns `0, 2, 4, ...`
+/// (PyTorch's `x[:, :, ::2, ::2]`).
+///
+/// # Shapes
+/// `x: [b, c, h, w] -> [b, c, ceil(h / 2), ceil(w / 2)]`
+pub fn subsample2(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let idx = |n: usize| -> Result<Tensor> {
+        let v: Vec<u32> = (0..n as u32).step_by(2).collect();
+        let len = v.len();
+        Tensor::from_vec(v, len, x.device())
+    };
+    x.index_select(&idx(h)?, 2)?.index_select(&idx(w)?, 3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_builder_is_deterministic_and_seed_dependent() {
+        let build = |seed| {
+            let vm = VarMap::new();
+            let vb = seeded_var_builder(&vm, seed, DType::F32, &Device::Cpu);
+            let l = Linear::new(4, 3, vb.pp("fc")).unwrap();
+            l.weight.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        assert_eq!(build(7), build(7));
+        assert_ne!(build(7), build(8));
+        // PyTorch's bound for in_features = 4 is 1/2.
+        assert!(build(7).iter().all(|v| v.abs() <= 0.5));
+    }
+
+    #[test]
+    fn batch_norm_updates_running_stats_like_pytorch() {
+        // torch: bn = nn.BatchNorm2d(1); x = torch.tensor([1.,2.,3.,4.]).view(2,1,1,2)
+        // bn(x); bn.running_mean -> 0.25, bn.running_var -> 0.9*1 + 0.1*(5/3) = 1.0666667
+        let vm = VarMap::new();
+        let vb = seeded_var_builder(&vm, 0, DType::F32, &Device::Cpu);
+        let bn = BatchNorm2d::new(1, vb.pp("bn")).unwrap();
+        let x = Tensor::new(&[1f32, 2., 3., 4.], &Device::Cpu)
+            .unwrap()
+            .reshape((2, 1, 1, 2))
+            .unwrap();
+        let y = bn.forward_t(&x, true).unwrap();
+        let y: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+        // (x - 2.5) / sqrt(1.25 + 1e-5)
+        let expect = [-1.3416355f32, -0.4472118, 0.4472118, 1.3416355];
+        for (a, b) in y.iter().zip(expect) {
+            assert!((a - b).abs() < 1e-5, "{y:?}");
+        }
+        let rm: Vec<f32> = vm.data().lock().unwrap()["bn.running_mean"]
+            .as_tensor()
+            .to_vec1()
+            .unwrap();
+        let rv: Vec<f32> = vm.data().lock().unwrap()["bn.running_var"]
+            .as_tensor()
+            .to_vec1()
+            .unwrap();
+        assert!((rm[0] - 0.25).abs() < 1e-6, "{rm:?}");
+        assert!((rv[0] - 1.0666667).abs() < 1e-6, "{rv:?}");
+        assert!(is_buffer("bn.running_var") && !is_buffer("bn.weight"));
+        assert_eq!(trainable_vars(&vm).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn folded_conv_bn_matches_eval_forward() {
+        let vm = VarMap::new();
+        let vb = seeded_var_builder(&vm, 3, DType::F32, &Device::Cpu);
+        let cb = ConvBn::new(2, 3, 3, 1, 1, vb.pp("conv"), Some(vb.pp("bn"))).unwrap();
+        let x = Tensor::randn(0f32, 1., (4, 2, 5, 5), &Device::Cpu).unwrap();
+        // Two training passes move the running statistics away from 0 / 1.
+        cb.forward_t(&x, true).unwrap();
+        cb.forward_t(&(&x * 2.0).unwrap(), true).unwrap();
+        let a = cb.forward_t(&x, false).unwrap();
+        let folded = cb.fold_batch_norm().unwrap();
+        assert!(!folded.has_batch_norm());
+        let b = folded.forward_t(&x, false).unwrap();
+        let diff: f32 = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn pooling_and_subsampling_shapes_and_values() {
+        let x = Tensor::arange(0f32, 2. * 5. * 5., &Device::Cpu)
+            .unwrap()
+            .reshape((1, 2, 5, 5))
+            .unwrap();
+        let s = subsample2(&x).unwrap();
+        assert_eq!(s.dims(), &[1, 2, 3, 3]);
+        let first: Vec<f32> = s.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(&first[..3], &[0., 2., 4.]);
+        assert_eq!(first[3], 10.);
+        let p = avg_pool2d(&x, 2).unwrap();
+        assert_eq!(p.dims(), &[1, 2, 2, 2]);
+        let v: Vec<f32> = p.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(v[0], (0. + 1. + 5. + 6.) / 4.);
+        let g = global_avg_pool(&x).unwrap();
+        assert_eq!(g.dims(), &[1, 2]);
+        assert_eq!(g.to_vec2::<f32>().unwrap()[0][0], 12.0);
+    }
+}
