@@ -1,0 +1,736 @@
+//! Checkpoints: one safetensors file per classifier plus a `cascade.json`
+//! manifest per cascade, and the [`Cascade`] they load into.
+//!
+//! A cascade folder, as written by [`crate::train::pretrain`]:
+//!
+//! | file | content |
+//! |---|---|
+//! | `stage1.safetensors` .. `stageK.safetensors` | weights and batch-norm running statistics, f32, PyTorch names (`conv1.weight`, `layer1.0.bn1.running_var`, `fc.bias`, ...) |
+//! | `cascade.json` | [`CascadeManifest`]: data set, preset, per-stage model and training config, MACs, validation and test error, normalisation, seed, synthetic flag |
+//! | `static.md`, `static.csv` | per-stage test error and cost as a share of the largest stage |
+//! | `train_log.csv` | one row per stage and epoch |
+//!
+//! Loading checks the manifest against what the caller expects (preset,
+//! data set) and every safetensors file against its model config (missing,
+//! extra, wrong-shaped or wrong-typed tensors) and refuses a mismatch with an
+//! error naming the file and the tensors.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::data::Normalization;
+use crate::error::{Error, Result};
+use crate::flops;
+use crate::models::{Model, ModelConfig};
+use crate::train::TrainConfig;
+
+/// Version of the `cascade.json` layout; bumped on incompatible changes.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// File name of the manifest in a cascade folder.
+pub const MANIFEST_FILE: &str = "cascade.json";
+
+/// The checkpoint file name of stage `t` (1-based): `stage{t}.safetensors`.
+pub fn stage_file_name(t: usize) -> String {
+    format!("stage{t}.safetensors")
+}
+
+/// Sizes of the splits a cascade was trained and evaluated on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitRecord {
+    /// Validation fraction carved from the training set.
+    pub val_fraction: f64,
+    /// Training images used.
+    pub n_train: usize,
+    /// Validation images.
+    pub n_val: usize,
+    /// Test images.
+    pub n_test: usize,
+}
+
+/// One stage in `cascade.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// Stage number, 1-based (C_1 .. C_K).
+    pub stage: usize,
+    /// Canonical model name.
+    pub name: String,
+    /// Checkpoint file, relative to the cascade folder.
+    pub file: String,
+    /// Model configuration.
+    pub model: ModelConfig,
+    /// Training recipe used.
+    pub train: TrainConfig,
+    /// Multiply-accumulates per image (see [`crate::flops`]).
+    pub macs: u64,
+    /// Trainable parameters.
+    pub params: u64,
+    /// Stage feature dimension.
+    pub feature_dim: usize,
+    /// Epoch whose weights were kept (lowest validation error).
+    pub best_epoch: usize,
+    /// Validation error of the kept weights.
+    pub val_error: f64,
+    /// Validation cross-entropy of the kept weights.
+    pub val_loss: f64,
+    /// Test error (reported, never used for choices).
+    pub test_error: f64,
+    /// Test cross-entropy.
+    pub test_loss: f64,
+    /// Training wall time, seconds.
+    pub train_seconds: f64,
+}
+
+/// The content of `cascade.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadeManifest {
+    /// [`MANIFEST_VERSION`] at writing time.
+    pub format_version: u32,
+    /// Preset name.
+    pub preset: String,
+    /// Data set name.
+    pub dataset: String,
+    /// True when trained on the built-in synthetic data.
+    pub synthetic: bool,
+    /// The synthetic-data notice, present exactly when `synthetic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
+    /// Where the data came from.
+    pub data_source: String,
+    /// Input shape `(c, h, w)`.
+    pub input_shape: [usize; 3],
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Class names.
+    pub class_names: Vec<String>,
+    /// Normalisation applied to inputs (fitted on the training split).
+    pub normalization: Normalization,
+    /// Run seed.
+    pub seed: u64,
+    /// Split sizes.
+    pub split: SplitRecord,
+    /// Device the stages were trained on.
+    pub device: String,
+    /// The stages, cheapest first.
+    pub stages: Vec<StageRecord>,
+}
+
+fn ckpt_err(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// Writes the weights of `model` to `path` as safetensors, atomically, with
+/// metadata `format = pt` and the model name.
+pub fn save_model(model: &Model, path: &Path) -> Result<()> {
+    let vars = model.named_vars()?;
+    let tensors: Vec<(String, Tensor)> = vars
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.as_tensor().to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
+    let [c, h, w] = model.classifier().input_shape();
+    let meta: HashMap<String, String> = [
+        ("format".to_string(), "pt".to_string()),
+        ("model".to_string(), model.config().name()),
+        ("input_shape".to_string(), format!("{c},{h},{w}")),
+        (
+            "num_classes".to_string(),
+            model.classifier().num_classes().to_string(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let bytes =
+        safetensors::tensor::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
+            .map_err(|e| ckpt_err(path, format!("cannot serialise: {e}")))?;
+    crate::fsutil::write_atomic(path, &bytes).map_err(|e| Error::io(path, e))
+}
+
+/// Loads a model of `config` for `input_shape` / `num_classes` from the
+/// safetensors file at `path` onto `device`. The file must hold exactly the
+/// tensors the model has, with the same shapes, in f32; anything else is
+/// refused with a list of the differences.
+pub fn load_model(
+    path: &Path,
+    config: &ModelConfig,
+    input_shape: [usize; 3],
+    num_classes: usize,
+    device: &Device,
+) -> Result<Model> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let stored = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        .map_err(|e| ckpt_err(path, format!("not a readable safetensors file: {e}")))?;
+    let model = Model::new(config, input_shape, num_classes, 0, device)?;
+    let vars = model.named_vars()?;
+    let expected: BTreeSet<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+    let found: BTreeSet<&str> = stored.keys().map(|k| k.as_str()).collect();
+    let mut problems = Vec::new();
+    let missing: Vec<&str> = expected.difference(&found).copied().collect();
+    if !missing.is_empty() {
+        problems.push(format!("missing tensors {}", list(&missing)));
+    }
+    let extra: Vec<&str> = found.difference(&expected).copied().collect();
+    if !extra.is_empty() {
+        problems.push(format!("unexpected tensors {}", list(&extra)));
+    }
+    for (name, var) in &vars {
+        if let Some(t) = stored.get(name) {
+            if t.dims() != var.dims() {
+                problems.push(format!(
+                    "{name} has shape {:?}, the model needs {:?}",
+                    t.dims(),
+                    var.dims()
+                ));
+            } else if t.dtype() != DType::F32 {
+                problems.push(format!("{name} is {:?}, expected f32", t.dtype()));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ckpt_err(
+            path,
+            format!("does not match model {}: {}", config, problems.join("; ")),
+        ));
+    }
+    for (name, var) in &vars {
+        let t = stored[name].to_device(device)?;
+        var.set(&t)?;
+    }
+    Ok(model)
+}
+
+fn list(names: &[&str]) -> String {
+    const SHOW: usize = 6;
+    let mut s = names
+        .iter()
+        .take(SHOW)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOW {
+        s += &format!(" and {} more", names.len() - SHOW);
+    }
+    s
+}
+
+/// Writes `dir/cascade.json` atomically.
+pub fn write_manifest(dir: &Path, manifest: &CascadeManifest) -> Result<()> {
+    let path = dir.join(MANIFEST_FILE);
+    let json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Json {
+        path: path.clone(),
+        source: e,
+    })?;
+    crate::fsutil::write_atomic(&path, &json).map_err(|e| Error::io(&path, e))
+}
+
+/// Reads and checks `dir/cascade.json` (version, stage numbering, the
+/// synthetic notice, MACs recomputed from the configs).
+pub fn read_manifest(dir: &Path) -> Result<CascadeManifest> {
+    let path = dir.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let m: CascadeManifest = serde_json::from_slice(&bytes).map_err(|e| Error::Json {
+        path: path.clone(),
+        source: e,
+    })?;
+    if m.format_version != MANIFEST_VERSION {
+        return Err(ckpt_err(
+            &path,
+            format!(
+                "format version {} is not supported (this build reads {MANIFEST_VERSION})",
+                m.format_version
+            ),
+        ));
+    }
+    if m.stages.is_empty() {
+        return Err(ckpt_err(&path, "lists no stages"));
+    }
+    if m.synthetic != m.notice.is_some() {
+        return Err(ckpt_err(&path, "synthetic flag and notice disagree"));
+    }
+    for (i, s) in m.stages.iter().enumerate() {
+        if s.stage != i + 1 {
+            return Err(ckpt_err(
+                &path,
+                format!("stage {} listed in position {}", s.stage, i + 1),
+            ));
+        }
+        let macs = flops::count(&s.model, m.input_shape, m.num_classes)
+            .map_err(|e| ckpt_err(&path, format!("stage {}: {e}", s.stage)))?
+            .macs;
+        if macs != s.macs {
+            return Err(ckpt_err(
+                &path,
+                format!(
+                    "stage {}: records {} MACs but {} counts {macs}",
+                    s.stage, s.macs, s.model
+                ),
+            ));
+        }
+    }
+    Ok(m)
+}
+
+/// One loaded stage.
+#[derive(Debug, Clone)]
+pub struct CascadeStage {
+    /// Its record in `cascade.json`.
+    pub record: StageRecord,
+    /// The classifier with its variables (fine-tunable).
+    pub model: Model,
+}
+
+/// A loaded cascade: per-stage models (with their variables, for joint
+/// fine-tuning), costs, feature dimensions and the input normalisation.
+/// Stages are indexed from 0 here (`stages()[0]` is C_1).
+#[derive(Debug, Clone)]
+pub struct Cascade {
+    dir: PathBuf,
+    manifest: CascadeManifest,
+    stages: Vec<CascadeStage>,
+}
+
+impl Cascade {
+    /// Loads the cascade in `dir` onto `device`. When `expected_preset` or
+    /// `expected_dataset` is given, a cascade trained for another preset or
+    /// data set is refused; so is any checkpoint file that does not match
+    /// its stage's model config.
+    pub fn load(
+        dir: &Path,
+        device: &Device,
+        expected_preset: Option<&str>,
+        expected_dataset: Option<&str>,
+    ) -> Result<Cascade> {
+        let manifest = read_manifest(dir)?;
+        let mpath = dir.join(MANIFEST_FILE);
+        if let Some(p) = expected_preset {
+            if p != manifest.preset {
+                return Err(ckpt_err(
+                    &mpath,
+                    format!(
+                        "was trained for preset '{}', but preset '{p}' was requested",
+                        manifest.preset
+                    ),
+                ));
+            }
+        }
+        if let Some(d) = expected_dataset {
+            if d != manifest.dataset {
+                return Err(ckpt_err(
+                    &mpath,
+                    format!(
+                        "was trained on data set '{}', but '{d}' was requested",
+                        manifest.dataset
+                    ),
+                ));
+            }
+        }
+        let stages = manifest
+            .stages
+            .iter()
+            .map(|r| {
+                let model = load_model(
+                    &dir.join(&r.file),
+                    &r.model,
+                    manifest.input_shape,
+                    manifest.num_classes,
+                    device,
+                )?;
+                Ok(CascadeStage {
+                    record: r.clone(),
+                    model,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Cascade {
+            dir: dir.to_path_buf(),
+            manifest,
+            stages,
+        })
+    }
+
+    /// Writes every stage's current weights and the manifest to `dir`
+    /// (e.g. after fine-tuning), atomically per file, manifest last.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        for s in &self.stages {
+            save_model(&s.model, &dir.join(&s.record.file))?;
+        }
+        let manifest = CascadeManifest {
+            stages: self.stages.iter().map(|s| s.record.clone()).collect(),
+            ..self.manifest.clone()
+        };
+        write_manifest(dir, &manifest)
+    }
+
+    /// The folder it was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &CascadeManifest {
+        &self.manifest
+    }
+
+    /// The stages, cheapest first.
+    pub fn stages(&self) -> &[CascadeStage] {
+        &self.stages
+    }
+
+    /// Mutable stages (to update records after fine-tuning).
+    pub fn stages_mut(&mut self) -> &mut [CascadeStage] {
+        &mut self.stages
+    }
+
+    /// Number of stages K.
+    pub fn len(&self) -> usize {
+        self.stages.len()
+    }
+
+    /// Always false: a loaded cascade has at least one stage.
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// The model of stage `i` (0-based).
+    pub fn model(&self, i: usize) -> Option<&Model> {
+        self.stages.get(i).map(|s| &s.model)
+    }
+
+    /// MACs per image of each stage run alone.
+    pub fn macs(&self) -> Vec<u64> {
+        self.stages.iter().map(|s| s.record.macs).collect()
+    }
+
+    /// Feature dimension of each stage.
+    pub fn feature_dims(&self) -> Vec<usize> {
+        self.stages
+            .iter()
+            .map(|s| s.model.classifier().feature_dim())
+            .collect()
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.manifest.num_classes
+    }
+
+    /// Input shape `(c, h, w)`.
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.manifest.input_shape
+    }
+
+    /// The normalisation the classifiers expect their inputs in.
+    pub fn normalization(&self) -> &Normalization {
+        &self.manifest.normalization
+    }
+
+    /// Data set name.
+    pub fn dataset(&self) -> &str {
+        &self.manifest.dataset
+    }
+
+    /// Preset name.
+    pub fn preset(&self) -> &str {
+        &self.manifest.preset
+    }
+
+    /// True when trained on synthetic data.
+    pub fn is_synthetic(&self) -> bool {
+        self.manifest.synthetic
+    }
+}
+
+/// One row of the static table.
+struct StaticRow {
+    stage: usize,
+    name: String,
+    macs: u64,
+    /// % of the largest stage's MACs.
+    pct: f64,
+    cumulative: u64,
+    cumulative_pct: f64,
+    val_error: f64,
+    test_error: f64,
+}
+
+fn static_rows(m: &CascadeManifest) -> Vec<StaticRow> {
+    let largest = m.stages.iter().map(|s| s.macs).max().unwrap_or(1).max(1) as f64;
+    let mut cum = 0u64;
+    m.stages
+        .iter()
+        .map(|s| {
+            cum += s.macs;
+            StaticRow {
+                stage: s.stage,
+                name: s.name.clone(),
+                macs: s.macs,
+                pct: 100.0 * s.macs as f64 / largest,
+                cumulative: cum,
+                cumulative_pct: 100.0 * cum as f64 / largest,
+                val_error: s.val_error,
+                test_error: s.test_error,
+            }
+        })
+        .collect()
+}
+
+/// The static table in Markdown: each stage used alone, its test error and
+/// cost as a share of the largest stage.
+pub fn static_markdown(m: &CascadeManifest) -> String {
+    let mut s = format!(
+        "# Static cascade table: preset `{}`, data set `{}`\n\n",
+        m.preset, m.dataset
+    );
+    if let Some(n) = &m.notice {
+        s += &format!("**{n}**\n\n");
+    }
+    s += &format!(
+        "Each stage used alone on the {} test images (seed {}). MACs per image; \
+         % is of the largest stage; cumulative = all stages up to this one run.\n\n",
+        m.split.n_test, m.seed
+    );
+    s += "| stage | model | MACs | % of largest | cumulative MACs | cumulative % | val error % | test error % |\n";
+    s += "|---:|---|---:|---:|---:|---:|---:|---:|\n";
+    for r in static_rows(m) {
+        s += &format!(
+            "| {} | {} | {} | {:.2} | {} | {:.2} | {:.2} | {:.2} |\n",
+            r.stage,
+            r.name,
+            r.macs,
+            r.pct,
+            r.cumulative,
+            r.cumulative_pct,
+            100.0 * r.val_error,
+            100.0 * r.test_error
+        );
+    }
+    s
+}
+
+/// The static table as CSV (one row per stage; the `synthetic` column says
+/// whether the numbers come from synthetic data).
+pub fn static_csv(m: &CascadeManifest) -> String {
+    let mut s = String::from(
+        "preset,dataset,synthetic,stage,model,macs,macs_pct_of_largest,cumulative_macs,cumulative_pct_of_largest,val_error,test_error\n",
+    );
+    for r in static_rows(m) {
+        s += &format!(
+            "{},{},{},{},{},{},{:.4},{},{:.4},{:.6},{:.6}\n",
+            m.preset,
+            m.dataset,
+            m.synthetic,
+            r.stage,
+            r.name,
+            r.macs,
+            r.pct,
+            r.cumulative,
+            r.cumulative_pct,
+            r.val_error,
+            r.test_error
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{SplitConfig, SyntheticConfig, SYNTHETIC_NOTICE};
+    use crate::presets::Preset;
+    use crate::train::{evaluate, pretrain, PretrainOptions};
+
+    /// Pretrains `synthetic-3` on a small synthetic set (a few seconds), then
+    /// loads it back, checks it reproduces the recorded test errors exactly,
+    /// and checks every refusal.
+    #[test]
+    fn pretrained_cascade_loads_and_mismatches_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let preset = Preset::by_name("synthetic-3").unwrap();
+        let split = SplitConfig {
+            synthetic: SyntheticConfig {
+                n_train: 3000,
+                n_test: 600,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let opts = PretrainOptions {
+            seed: 3,
+            split,
+            ..PretrainOptions::new(dir.path())
+        };
+        let started = std::time::Instant::now();
+        let summary = pretrain(&preset, &opts).unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        assert!(secs < 60.0, "pretraining synthetic-3 took {secs:.1} s");
+        let m = &summary.manifest;
+        assert_eq!(m.stages.len(), 3);
+        assert!(m.synthetic && m.notice.as_deref() == Some(SYNTHETIC_NOTICE));
+        let (first, last) = (&m.stages[0], &m.stages[2]);
+        assert!(
+            last.val_error < first.val_error,
+            "last stage {} val error {} vs first {}",
+            last.name,
+            last.val_error,
+            first.val_error
+        );
+        assert!(m.stages.windows(2).all(|w| w[0].macs < w[1].macs));
+        for f in [
+            "cascade.json",
+            "static.md",
+            "static.csv",
+            "train_log.csv",
+            "stage1.safetensors",
+            "stage3.safetensors",
+        ] {
+            assert!(dir.path().join(f).is_file(), "{f} missing");
+        }
+        let md = std::fs::read_to_string(dir.path().join("static.md")).unwrap();
+        assert!(md.contains(SYNTHETIC_NOTICE), "{md}");
+        let csv = std::fs::read_to_string(dir.path().join("static.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 4);
+        assert!(
+            csv.lines().skip(1).all(|l| l.contains(",synthetic,true,")),
+            "{csv}"
+        );
+
+        // Loading reproduces the recorded test errors bit for bit.
+        let c = Cascade::load(
+            dir.path(),
+            &Device::Cpu,
+            Some("synthetic-3"),
+            Some("synthetic"),
+        )
+        .unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(
+            c.macs(),
+            m.stages.iter().map(|s| s.macs).collect::<Vec<_>>()
+        );
+        assert_eq!(c.feature_dims(), vec![144, 64, 32]);
+        assert_eq!((c.num_classes(), c.input_shape()), (4, [1, 12, 12]));
+        assert!(c.is_synthetic());
+        let splits =
+            crate::data::Splits::load("synthetic", None, &SplitConfig { seed: 3, ..split })
+                .unwrap();
+        assert_eq!(c.normalization(), &splits.normalization);
+        for s in c.stages() {
+            let e = evaluate(&s.model, &splits.test, 500).unwrap();
+            // Same count of mistakes (the JSON float may differ in the last bit).
+            let n = splits.test.len() as f64;
+            assert_eq!(
+                (e.error * n).round(),
+                (s.record.test_error * n).round(),
+                "stage {}",
+                s.record.stage
+            );
+        }
+
+        // Refusals: preset, data set, corrupted and swapped checkpoints.
+        let err = Cascade::load(dir.path(), &Device::Cpu, Some("fmnist-4"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("preset 'synthetic-3'") && err.contains("'fmnist-4'"),
+            "{err}"
+        );
+        let err = Cascade::load(dir.path(), &Device::Cpu, None, Some("fashion-mnist"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("data set 'synthetic'"), "{err}");
+        let p2 = dir.path().join("stage2.safetensors");
+        let p3 = dir.path().join("stage3.safetensors");
+        let good2 = std::fs::read(&p2).unwrap();
+        std::fs::copy(&p3, &p2).unwrap();
+        let err = Cascade::load(dir.path(), &Device::Cpu, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("stage2.safetensors") && err.contains("does not match model mlp-64"),
+            "{err}"
+        );
+        std::fs::write(&p2, &good2[..100]).unwrap();
+        let err = Cascade::load(dir.path(), &Device::Cpu, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("stage2.safetensors") && err.contains("not a readable"),
+            "{err}"
+        );
+        std::fs::remove_file(&p2).unwrap();
+        assert!(Cascade::load(dir.path(), &Device::Cpu, None, None).is_err());
+        // A manifest whose MACs disagree with its configs.
+        let mut bad = m.clone();
+        bad.stages[1].macs += 1;
+        write_manifest(dir.path(), &bad).unwrap();
+        let err = read_manifest(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("records"), "{err}");
+    }
+
+    #[test]
+    fn saved_model_reloads_bit_identically_and_mismatches_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let cfg: ModelConfig = "resnet-8-w0.25".parse().unwrap();
+        let m = Model::new(&cfg, [1, 12, 12], 4, 9, &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 1., (5, 1, 12, 12), &Device::Cpu).unwrap();
+        // Train-mode passes change the running statistics, which must be saved.
+        m.forward_t(&x, true).unwrap();
+        let before = m.forward_t(&x, false).unwrap();
+        save_model(&m, &path).unwrap();
+        let back = load_model(&path, &cfg, [1, 12, 12], 4, &Device::Cpu).unwrap();
+        let after = back.forward_t(&x, false).unwrap();
+        let a: Vec<Vec<f32>> = before.logits.to_vec2().unwrap();
+        let b: Vec<Vec<f32>> = after.logits.to_vec2().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            before.features.to_vec2::<f32>().unwrap(),
+            after.features.to_vec2::<f32>().unwrap()
+        );
+
+        // Another model: missing, extra and wrong-shaped tensors.
+        let err = load_model(
+            &path,
+            &"resnet-8-w0.5".parse().unwrap(),
+            [1, 12, 12],
+            4,
+            &Device::Cpu,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("conv1.weight has shape [4, 1, 3, 3]"), "{err}");
+        let err = load_model(
+            &path,
+            &"resnet-8-w0.25-b".parse().unwrap(),
+            [1, 12, 12],
+            4,
+            &Device::Cpu,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("missing tensors layer2.0.downsample"), "{err}");
+        let err = load_model(
+            &path,
+            &"cnn-4".parse().unwrap(),
+            [1, 12, 12],
+            4,
+            &Device::Cpu,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unexpected tensors"), "{err}");
+        // A truncated file.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = load_model(&path, &cfg, [1, 12, 12], 4, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a readable safetensors file"), "{err}");
+    }
+}
