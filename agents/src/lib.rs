@@ -1,1 +1,61 @@
-//! placeholder
+//! cascade-agents: stopping agents for the cascade MDP of cascade-env, and
+//! their evaluation.
+//!
+//! Every agent implements [`Agent`]: it maps observations (one
+//! [`cascade_env::Observation`] or a batch [`cascade_env::BatchObservation`])
+//! to stop probabilities and actions, trains from its own config
+//! ([`Agent::train`] on the training and validation splits' stage outputs),
+//! saves and loads itself ([`load_agent`]), and is scored on a split by
+//! [`evaluate`] into one [`EvalReport`].
+//!
+//! | agent | file | what it does |
+//! |---|---|---|
+//! | `static-k` | [`static_k`] | always stops at stage k (the paper's static classifiers) |
+//! | `oracle` | [`oracle`] | first stage whose argmax is right (reads the label; the bound) |
+//! | `threshold` | [`threshold`] | first stage whose top probability reaches tau, tau chosen on validation |
+//! | `reinforce` | [`reinforce`], [`joint`] | learned policy, REINFORCE; frozen (policy only) or joint (with the classifiers) |
+//!
+//! Agents that need only stage outputs work on any
+//! [`cascade_env::StageBackend`]: a recorded [`cascade_env::ReplayBackend`]
+//! or the live [`cascade_rl::backend::CandleBackend`]. Joint training
+//! needs the classifiers themselves ([`cascade_rl::checkpoint::Cascade`]).
+//!
+//! ```
+//! use cascade_agents::{evaluate, Agent, EvalConfig, ThresholdAgent, ThresholdConfig, TrainData, TrainOptions};
+//! use cascade_env::{ReplayBackend, RewardSpec, SyntheticConfig};
+//! # fn main() -> Result<(), cascade_agents::Error> {
+//! let trace = |seed| ReplayBackend::synthetic(&SyntheticConfig { num_samples: 300, seed, ..Default::default() });
+//! let (mut train, mut val, mut test) = (trace(0)?, trace(1)?, trace(2)?);
+//! let mut agent = ThresholdAgent::new(ThresholdConfig::default(), 3)?;
+//! let opts = TrainOptions { quiet: true, count_policy_cost: false, ..Default::default() };
+//! agent.train(TrainData { train: &mut train, val: &mut val }, &opts)?;
+//! let cfg = EvalConfig { count_policy_cost: false, ..EvalConfig::for_split("test") };
+//! let report = evaluate(&agent, &mut test, &RewardSpec::default(), &cfg)?;
+//! assert!(report.error < 0.2);
+//! # Ok(()) }
+//! ```
+
+pub mod agent;
+mod error;
+pub mod eval;
+pub mod joint;
+pub mod oracle;
+pub mod policy;
+pub mod reinforce;
+pub mod static_k;
+pub mod threshold;
+pub mod training;
+
+pub use agent::{
+    decide, load_agent, read_manifest, ActMode, Agent, AgentManifest, AgentState, EpochMetrics,
+    TrainData, TrainOptions, TrainSummary, AGENT_FILE, AGENT_FORMAT_VERSION,
+};
+pub use error::{Error, Result};
+pub use eval::{costs_with_policy, evaluate, record_trace, EvalConfig, EvalReport};
+pub use joint::JointConfig;
+pub use oracle::OracleAgent;
+pub use policy::{FeatureNorm, PolicySpec, StopPolicy};
+pub use reinforce::{ReinforceAgent, ReinforceConfig, ReinforceMode};
+pub use static_k::StaticAgent;
+pub use threshold::{GridPoint, ThresholdAgent, ThresholdConfig};
+pub use training::Baseline;

@@ -1,0 +1,601 @@
+//! Evaluating an agent on a split: [`evaluate`] plays every sample of a
+//! stage backend's split once through the vector env and summarises the
+//! outcomes into one [`EvalReport`] (JSON and CSV writers).
+//!
+//! Rewards, losses and costs are the env's: [`evaluate`] builds a
+//! [`VecEnv`] over the backend and reads [`cascade_env::Evaluation`]. Two
+//! things are added on the way:
+//!
+//! - **Policy cost.** A learned stopping policy costs compute too. With
+//!   [`EvalConfig::count_policy_cost`] the env is given stage costs that
+//!   include the policy's multiply-accumulates ([`costs_with_policy`]), so
+//!   the reported cost (and, in training, the reward) is honest about
+//!   them. The report also gives the classifiers' share and the policy's
+//!   share separately.
+//! - **Labels for the oracle.** Observations carry no label. The evaluator
+//!   wraps the backend and records, whenever a stage runs for a sub-env,
+//!   the label of the sample it runs on (`StageBackend::label`); agents
+//!   that [`Agent::uses_labels`] get them, no one else does.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Instant;
+
+use cascade_env::{
+    Action, AutoReset, CostModel, EnvRng, Evaluation, ReplayBackend, RewardSpec, StageBackend,
+    StageBatch, StageRows, StageTrace, TraceMeta, VecEnv,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{ActMode, Agent};
+use crate::error::{Error, Result};
+
+/// How [`evaluate`] runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Name of the split, for the report (`"val"`, `"test"`).
+    pub split: String,
+    /// Seed of the agent's action draws and the env's sampled predictions.
+    pub seed: u64,
+    /// Sub-envs run in lock step (the stage batch size).
+    pub num_envs: usize,
+    /// Greedy or sampled actions.
+    pub mode: ActMode,
+    /// Count the policy's MACs into the env's stage costs
+    /// ([`costs_with_policy`]); needs stage costs in MACs.
+    pub count_policy_cost: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            split: "test".into(),
+            seed: 0,
+            num_envs: 256,
+            mode: ActMode::Greedy,
+            count_policy_cost: true,
+        }
+    }
+}
+
+impl EvalConfig {
+    /// A config for `split` with defaults for the rest.
+    pub fn for_split(split: &str) -> Self {
+        EvalConfig {
+            split: split.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Refuses zero sub-envs.
+    pub fn validate(&self) -> Result<()> {
+        if self.num_envs == 0 {
+            return Err(Error::Config("eval num_envs must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The result of evaluating one agent on one split.
+///
+/// Costs are normalised by the largest stage's own cost `F_K` and given
+/// in percent, as in the paper's table. Per-stage vectors are `[K]` with
+/// stage 0 = `C_1`; `exits_per_class` is `[C][K]` (true class, exit stage).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// The agent's name.
+    pub agent: String,
+    /// The agent's kind.
+    pub kind: String,
+    /// The agent's parameters.
+    pub params: serde_json::Value,
+    /// The split's name.
+    pub split: String,
+    /// Samples evaluated.
+    pub n: usize,
+    /// Number of stages K.
+    pub num_stages: usize,
+    /// Number of classes C.
+    pub num_classes: usize,
+    /// The reward used.
+    pub spec: RewardSpec,
+    /// Greedy or sampled actions.
+    pub mode: ActMode,
+    /// The evaluation seed.
+    pub seed: u64,
+    /// Fraction of wrong predictions.
+    pub error: f64,
+    /// Mean reward `-L - alpha * Cost(k)`.
+    pub mean_reward: f64,
+    /// Mean loss under the spec's loss.
+    pub mean_loss: f64,
+    /// Mean cost in percent of `cost_normaliser` (the env's cost: with the
+    /// policy's MACs when `policy_cost_counted`).
+    pub cost_pct_mean: f64,
+    /// Standard deviation over samples of that cost, in percent.
+    pub cost_pct_std: f64,
+    /// The classifiers' share of `cost_pct_mean`.
+    pub classifier_cost_pct_mean: f64,
+    /// The policy's share of `cost_pct_mean` (0 when not counted).
+    pub policy_cost_pct_mean: f64,
+    /// Mean cost in the backend's raw units (e.g. MACs per sample).
+    pub mean_raw_cost: f64,
+    /// The env's normaliser in raw units: the largest stage cost it was
+    /// given, i.e. `F_K` (see [`costs_with_policy`] for when the policy
+    /// changes it).
+    pub cost_normaliser: f64,
+    /// Whether the policy's MACs were counted into the cost.
+    pub policy_cost_counted: bool,
+    /// Raw cost `F_t` of each stage alone, `[K]`.
+    pub stage_costs: Vec<f64>,
+    /// The policy's MACs per stage evaluated, `[K]`.
+    pub policy_macs: Vec<f64>,
+    /// Fraction of samples exiting at each stage ("sample distribution"), `[K]`.
+    pub exit_fraction: Vec<f64>,
+    /// Accuracy of the samples exiting at each stage ("accuracy
+    /// distribution"), `None` where no sample exits, `[K]`.
+    pub exit_accuracy: Vec<Option<f64>>,
+    /// Exits per true class and stage, `[C][K]`.
+    pub exits_per_class: Vec<Vec<usize>>,
+    /// Mean stop probability the agent gave at each stage over the
+    /// observations it acted on there, `None` where none, `[K]`.
+    pub mean_stop_prob: Vec<Option<f64>>,
+    /// Wall time of the evaluation, seconds.
+    pub wall_seconds: f64,
+}
+
+/// Raw stage costs with the policy's MACs added, so that the env's
+/// `Cost(k)` counts the policy evaluations of an episode that stops at k.
+///
+/// With [`CostModel::Cumulative`] (stage t run means policy t evaluated)
+/// `F'_t = F_t + P_t`; with [`CostModel::Exit`] (`F_k` is the cost of
+/// reaching exit k) `F'_k = F_k + P_1 + ... + P_k`. The env normalises by
+/// the largest `F'_t`. Under the cumulative model that is still `F_K`
+/// (learned policies cost nothing at the last stage, where `pi_K = 1`) as
+/// long as every policy evaluation costs less than `F_K - F_t`, which holds
+/// for any real cascade (a policy head is thousands of MACs, `F_K`
+/// millions); under the exit model it grows by the policy's total, a
+/// relative change of the order of the policy's MACs over `F_K`.
+/// [`EvalReport::cost_normaliser`] records the normaliser used.
+///
+/// # Shapes
+/// `stage_costs: [K]`, `policy_macs: [K]` -> `[K]`.
+pub fn costs_with_policy(
+    stage_costs: &[f64],
+    policy_macs: &[f64],
+    model: CostModel,
+) -> Result<Vec<f64>> {
+    if stage_costs.len() != policy_macs.len() {
+        return Err(Error::Config(format!(
+            "{} stage costs but policy MACs for {} stages",
+            stage_costs.len(),
+            policy_macs.len()
+        )));
+    }
+    if let Some(p) = policy_macs.iter().find(|p| !(p.is_finite() && **p >= 0.0)) {
+        return Err(Error::Config(format!(
+            "policy MACs must be finite and >= 0, got {p}"
+        )));
+    }
+    let mut acc = 0.0;
+    Ok(stage_costs
+        .iter()
+        .zip(policy_macs)
+        .map(|(&f, &p)| match model {
+            CostModel::Cumulative => f + p,
+            CostModel::Exit => {
+                acc += p;
+                f + acc
+            }
+        })
+        .collect())
+}
+
+/// A backend seen through the evaluator: stage costs replaced (policy
+/// cost) and the label of each sub-env's sample recorded whenever a stage
+/// runs for it (row `r` of a stage request is sub-env `r`).
+struct Tap<'a> {
+    inner: &'a mut dyn StageBackend,
+    costs: Vec<f64>,
+    labels: Rc<RefCell<Vec<u32>>>,
+}
+
+impl StageBackend for Tap<'_> {
+    fn num_stages(&self) -> usize {
+        self.inner.num_stages()
+    }
+    fn stage_costs(&self) -> &[f64] {
+        &self.costs
+    }
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+    fn feature_dims(&self) -> &[usize] {
+        self.inner.feature_dims()
+    }
+    fn num_samples(&self) -> usize {
+        self.inner.num_samples()
+    }
+    fn label(&self, sample: usize) -> u32 {
+        self.inner.label(sample)
+    }
+    fn run_stage(&mut self, stage: usize, samples: &[usize]) -> cascade_env::Result<StageBatch> {
+        self.inner.run_stage(stage, samples)
+    }
+    fn run_stage_into(
+        &mut self,
+        stage: usize,
+        samples: &[usize],
+        out: StageRows<'_>,
+    ) -> cascade_env::Result<()> {
+        {
+            let mut labels = self.labels.borrow_mut();
+            for (&s, &r) in samples.iter().zip(out.rows) {
+                let r = r as usize;
+                if r >= labels.len() {
+                    labels.resize(r + 1, 0);
+                }
+                if s < self.inner.num_samples() {
+                    labels[r] = self.inner.label(s);
+                }
+            }
+        }
+        self.inner.run_stage_into(stage, samples, out)
+    }
+}
+
+/// Plays every sample of `backend`'s split once with `agent` and reports.
+///
+/// The env is a [`VecEnv`] with `cfg.num_envs` sub-envs (fewer if the split
+/// is smaller) over `backend`, reward `spec`, and stage costs with the
+/// policy's MACs when `cfg.count_policy_cost`. Results do not depend on
+/// `num_envs` in greedy mode; sampled actions draw from one stream seeded
+/// by `cfg.seed`.
+pub fn evaluate(
+    agent: &dyn Agent,
+    backend: &mut dyn StageBackend,
+    spec: &RewardSpec,
+    cfg: &EvalConfig,
+) -> Result<EvalReport> {
+    cfg.validate()?;
+    spec.validate()?;
+    agent.check_fits(&*backend)?;
+    let k = backend.num_stages();
+    let c = backend.num_classes();
+    let n = backend.num_samples();
+    let raw_costs = backend.stage_costs().to_vec();
+    let policy_macs = agent.policy_macs();
+    let env_costs = if cfg.count_policy_cost {
+        costs_with_policy(&raw_costs, &policy_macs, spec.cost)?
+    } else {
+        raw_costs.clone()
+    };
+    let n_envs = cfg.num_envs.min(n).max(1);
+    let labels = Rc::new(RefCell::new(vec![0u32; n_envs]));
+    let tap = Tap {
+        inner: backend,
+        costs: env_costs.clone(),
+        labels: Rc::clone(&labels),
+    };
+    let mut venv = VecEnv::new(tap, *spec, n_envs, AutoReset::Disabled)?;
+    let mut rng = EnvRng::new(cfg.seed ^ 0x5EED_AC75);
+    let mut probs = vec![0f32; n_envs];
+    let mut prob_sum = vec![0f64; k];
+    let mut prob_count = vec![0usize; k];
+    let uses_labels = agent.uses_labels();
+    let start = Instant::now();
+    let ev = venv
+        .evaluate_all(cfg.seed, |obs, actions: &mut [Action]| {
+            let lab = labels.borrow();
+            let l = uses_labels.then_some(&lab[..]);
+            agent
+                .act_batch(obs, l, cfg.mode, &mut rng, &mut probs, actions)
+                .map_err(cascade_env::Error::policy)?;
+            for t in 0..k {
+                for &i in obs.envs_at_stage(t) {
+                    prob_sum[t] += probs[i as usize] as f64;
+                    prob_count[t] += 1;
+                }
+            }
+            Ok(())
+        })
+        .map_err(Error::from_env)?;
+    let wall_seconds = start.elapsed().as_secs_f64();
+    let mean_stop_prob = prob_sum
+        .iter()
+        .zip(&prob_count)
+        .map(|(&s, &m)| (m > 0).then(|| s / m as f64))
+        .collect();
+    // The classifiers' share, under the env's normaliser so shares add up.
+    let norm = env_costs.iter().copied().fold(0.0, f64::max);
+    let mut acc = 0.0;
+    let classifier_costs = raw_costs
+        .iter()
+        .map(|&f| {
+            acc += f;
+            match spec.cost {
+                CostModel::Cumulative => acc / norm,
+                CostModel::Exit => f / norm,
+            }
+        })
+        .collect();
+    Ok(EvalReport::from_evaluation(
+        agent,
+        &ev,
+        ReportContext {
+            split: &cfg.split,
+            spec: *spec,
+            mode: cfg.mode,
+            seed: cfg.seed,
+            num_classes: c,
+            policy_cost_counted: cfg.count_policy_cost,
+            stage_costs: raw_costs,
+            policy_macs,
+            classifier_costs,
+            cost_normaliser: norm,
+            mean_stop_prob,
+            wall_seconds,
+        },
+    ))
+}
+
+/// What [`EvalReport::from_evaluation`] needs besides the outcomes.
+struct ReportContext<'a> {
+    split: &'a str,
+    spec: RewardSpec,
+    mode: ActMode,
+    seed: u64,
+    num_classes: usize,
+    policy_cost_counted: bool,
+    stage_costs: Vec<f64>,
+    policy_macs: Vec<f64>,
+    classifier_costs: Vec<f64>,
+    cost_normaliser: f64,
+    mean_stop_prob: Vec<Option<f64>>,
+    wall_seconds: f64,
+}
+
+impl EvalReport {
+    fn from_evaluation(agent: &dyn Agent, ev: &Evaluation, ctx: ReportContext<'_>) -> Self {
+        let k = ctx.stage_costs.len();
+        let c = ctx.num_classes;
+        let n = ev.outcomes.len();
+        let m = n.max(1) as f64;
+        let mut exits = vec![0usize; k];
+        let mut right = vec![0usize; k];
+        let mut per_class = vec![vec![0usize; k]; c];
+        let mut cls_cost = 0.0;
+        let mut sq = 0.0;
+        for o in &ev.outcomes {
+            exits[o.stop_stage] += 1;
+            right[o.stop_stage] += (o.prediction == o.label) as usize;
+            if let Some(row) = per_class.get_mut(o.label as usize) {
+                row[o.stop_stage] += 1;
+            }
+            cls_cost += ctx.classifier_costs[o.stop_stage];
+            sq += (o.cost - ev.mean_cost).powi(2);
+        }
+        let cost_pct_mean = 100.0 * ev.mean_cost;
+        let classifier_cost_pct_mean = 100.0 * cls_cost / m;
+        EvalReport {
+            agent: agent.name(),
+            kind: agent.kind().to_string(),
+            params: agent.params(),
+            split: ctx.split.to_string(),
+            n,
+            num_stages: k,
+            num_classes: c,
+            spec: ctx.spec,
+            mode: ctx.mode,
+            seed: ctx.seed,
+            error: ev.error_rate,
+            mean_reward: ev.mean_return,
+            mean_loss: ev.mean_loss,
+            cost_pct_mean,
+            cost_pct_std: 100.0 * (sq / m).sqrt(),
+            classifier_cost_pct_mean,
+            policy_cost_pct_mean: if ctx.policy_cost_counted {
+                cost_pct_mean - classifier_cost_pct_mean
+            } else {
+                0.0
+            },
+            mean_raw_cost: ev.mean_raw_cost,
+            cost_normaliser: ctx.cost_normaliser,
+            policy_cost_counted: ctx.policy_cost_counted,
+            stage_costs: ctx.stage_costs,
+            policy_macs: ctx.policy_macs,
+            exit_fraction: exits.iter().map(|&e| e as f64 / m).collect(),
+            exit_accuracy: exits
+                .iter()
+                .zip(&right)
+                .map(|(&e, &r)| (e > 0).then(|| r as f64 / e as f64))
+                .collect(),
+            exits_per_class: per_class,
+            mean_stop_prob: ctx.mean_stop_prob,
+            wall_seconds: ctx.wall_seconds,
+        }
+    }
+
+    /// The CSV column names: summary columns, then per stage (1-based,
+    /// `s1..sK`) exit fraction, exit accuracy, mean stop probability,
+    /// stage cost and policy MACs, then `exits_c{class}_s{stage}`, then the
+    /// agent's parameters as a JSON string.
+    pub fn csv_header(&self) -> Vec<String> {
+        let mut h: Vec<String> = [
+            "agent",
+            "kind",
+            "split",
+            "n",
+            "alpha",
+            "loss",
+            "cost_model",
+            "prediction",
+            "mode",
+            "seed",
+            "error",
+            "mean_reward",
+            "mean_loss",
+            "cost_pct_mean",
+            "cost_pct_std",
+            "classifier_cost_pct_mean",
+            "policy_cost_pct_mean",
+            "mean_raw_cost",
+            "cost_normaliser",
+            "policy_cost_counted",
+            "wall_seconds",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for prefix in [
+            "exit_fraction",
+            "exit_accuracy",
+            "mean_stop_prob",
+            "stage_cost",
+            "policy_macs",
+        ] {
+            h.extend((1..=self.num_stages).map(|t| format!("{prefix}_s{t}")));
+        }
+        for cl in 0..self.num_classes {
+            h.extend((1..=self.num_stages).map(|t| format!("exits_c{cl}_s{t}")));
+        }
+        h.push("params".into());
+        h
+    }
+
+    /// One CSV row matching [`Self::csv_header`] (`None` accuracies are
+    /// empty cells).
+    pub fn csv_record(&self) -> Vec<String> {
+        let enum_name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let opt = |v: &Option<f64>| v.map_or_else(String::new, |x| x.to_string());
+        let mut r = vec![
+            self.agent.clone(),
+            self.kind.clone(),
+            self.split.clone(),
+            self.n.to_string(),
+            self.spec.alpha.to_string(),
+            enum_name(serde_json::to_value(self.spec.loss).unwrap_or_default()),
+            enum_name(serde_json::to_value(self.spec.cost).unwrap_or_default()),
+            enum_name(serde_json::to_value(self.spec.prediction).unwrap_or_default()),
+            enum_name(serde_json::to_value(self.mode).unwrap_or_default()),
+            self.seed.to_string(),
+            self.error.to_string(),
+            self.mean_reward.to_string(),
+            self.mean_loss.to_string(),
+            self.cost_pct_mean.to_string(),
+            self.cost_pct_std.to_string(),
+            self.classifier_cost_pct_mean.to_string(),
+            self.policy_cost_pct_mean.to_string(),
+            self.mean_raw_cost.to_string(),
+            self.cost_normaliser.to_string(),
+            self.policy_cost_counted.to_string(),
+            self.wall_seconds.to_string(),
+        ];
+        r.extend(self.exit_fraction.iter().map(|x| x.to_string()));
+        r.extend(self.exit_accuracy.iter().map(opt));
+        r.extend(self.mean_stop_prob.iter().map(opt));
+        r.extend(self.stage_costs.iter().map(|x| x.to_string()));
+        r.extend(self.policy_macs.iter().map(|x| x.to_string()));
+        for row in &self.exits_per_class {
+            r.extend(row.iter().map(|x| x.to_string()));
+        }
+        r.push(self.params.to_string());
+        r
+    }
+
+    /// Writes the report as pretty JSON to `path`, atomically.
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        cascade_env::fsutil::write_atomic(path, &json).map_err(|e| Error::io(path, e))
+    }
+
+    /// Reads a report written by [`Self::write_json`].
+    pub fn read_json(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Writes the header and this report's row as CSV to `path`, atomically.
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        let csv_err = |source| Error::Csv {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(self.csv_header()).map_err(csv_err)?;
+        w.write_record(self.csv_record()).map_err(csv_err)?;
+        let bytes = w
+            .into_inner()
+            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+        cascade_env::fsutil::write_atomic(path, &bytes).map_err(|e| Error::io(path, e))
+    }
+}
+
+/// Runs every stage of `backend` on every sample once and keeps the
+/// outputs in memory as a [`ReplayBackend`] (with the backend's labels and
+/// stage costs; `meta` names the data set, split and cascade, its class
+/// count is taken from the backend). Stages run in chunks of `chunk`
+/// samples.
+///
+/// When the classifiers are fixed this is all a policy ever needs to see:
+/// frozen training and threshold selection replay it instead of running
+/// the cascade every epoch.
+pub fn record_trace(
+    backend: &mut dyn StageBackend,
+    meta: TraceMeta,
+    chunk: usize,
+) -> Result<ReplayBackend> {
+    let k = backend.num_stages();
+    let n = backend.num_samples();
+    let c = backend.num_classes();
+    let chunk = chunk.max(1);
+    let all: Vec<usize> = (0..n).collect();
+    let mut stages = Vec::with_capacity(k);
+    for t in 0..k {
+        let d = backend.feature_dims()[t];
+        let mut features = Vec::with_capacity(n * d);
+        let mut probs = Vec::with_capacity(n * c);
+        for part in all.chunks(chunk) {
+            let b = backend.run_stage(t, part)?;
+            let m = part.len();
+            let bad = if b.features.len() != m * d {
+                Some(("feature", m * d, b.features.len()))
+            } else if b.probs.len() != m * c {
+                Some(("probability", m * c, b.probs.len()))
+            } else {
+                None
+            };
+            if let Some((what, expected, found)) = bad {
+                return Err(Error::Env(cascade_env::Error::BackendOutput {
+                    stage: t,
+                    what,
+                    expected,
+                    found,
+                }));
+            }
+            features.extend_from_slice(&b.features);
+            probs.extend_from_slice(&b.probs);
+        }
+        stages.push(StageTrace {
+            name: format!("stage{}", t + 1),
+            cost: backend.stage_costs()[t],
+            feature_dim: d,
+            features,
+            probs,
+        });
+    }
+    let labels = all.iter().map(|&s| backend.label(s)).collect();
+    let meta = TraceMeta {
+        num_classes: c,
+        ..meta
+    };
+    Ok(ReplayBackend::new(meta, stages, labels)?)
+}

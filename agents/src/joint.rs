@@ -1,0 +1,373 @@
+//! Joint training: the stopping policy and the classifiers learn together
+//! ([`ReinforceAgent::train_joint`], the paper's setting).
+//!
+//! Starting from a pretrained [`Cascade`], every minibatch of training
+//! images plays one sampled trajectory each, lazily: stage t runs (with
+//! gradients) only on the images whose trajectory reached it, the policy
+//! decides from its features and probabilities, and a stopping image gets
+//! its prediction and reward with the env's semantics
+//! ([`cascade_env::RewardModel`], the same type the env computes rewards
+//! with). The loss is the REINFORCE surrogate of `training.rs`:
+//!
+//! ```text
+//! -(1/B) sum_b [ sum_{t<k} log(1 - pi_t(s_t)) + log pi_k(s_k) + log C_k(yhat|x) ] (R_b - b)
+//! ```
+//!
+//! so classifier gradients flow through `log C_k(yhat|x)` of the stage
+//! each image stopped at (only for the images that stopped there), and
+//! through the features and probabilities `s_t, p_t` the policy read at
+//! every stage the image reached. One backward pass, then one step of each
+//! optimiser: the policy's (AdamW, `ReinforceConfig::lr`) and the
+//! classifiers' (AdamW, its own [`JointConfig::classifier_lr`]).
+//!
+//! **Batch norm stays in eval mode** during joint fine-tuning: the
+//! classifiers normalise with their pretrained running statistics, which
+//! are never updated, while the affine parameters and everything else
+//! train. The lazy minibatches that reach late stages can be a handful of
+//! images, whose batch statistics would be noise, and eval mode keeps
+//! training and inference computing the same function.
+//!
+//! After every epoch the current classifiers and policy are evaluated on
+//! the validation split through the env, lazily, with a
+//! [`CandleBackend`]; the best epoch's classifiers and policy are kept
+//! (selection, patience and budget as in the frozen mode). The fine-tuned
+//! classifiers become part of the agent: it is saved with them, and must
+//! be evaluated on observations from them ([`ReinforceAgent::cascade`]).
+//!
+//! The policy starts from the agent's current policy when it was trained
+//! before (e.g. frozen, a warm start), or fresh otherwise, with its
+//! feature standardisation fitted on `norm_samples` training images.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::Optimizer;
+use cascade_env::{EnvRng, StageBackend};
+use cascade_rl::backend::CandleBackend;
+use cascade_rl::checkpoint::Cascade;
+use cascade_rl::data::Dataset;
+use cascade_rl::models::Model;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{Agent, TrainOptions, TrainSummary};
+use crate::error::{Error, Result};
+use crate::policy::{FeatureNorm, StopPolicy};
+use crate::reinforce::{shuffle, EpochSums, ReinforceAgent, ReinforceMode, Seeds};
+use crate::training::{
+    adamw, better, dual_ascent, epoch_bar, finite_scalar, rollout, surrogate, BaselineState,
+    MetricLog, StageOut, StageSource, ValScore,
+};
+
+/// Settings of joint training beyond the policy's ([`crate::ReinforceConfig`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JointConfig {
+    /// Classifier learning rate (AdamW), separate from the policy's.
+    pub classifier_lr: f64,
+    /// Classifier weight decay (AdamW, decoupled).
+    pub classifier_weight_decay: f64,
+    /// Images per forward pass when evaluating on validation.
+    pub eval_batch_size: usize,
+    /// Training images used to fit the policy's feature standardisation
+    /// (when the policy starts fresh).
+    pub norm_samples: usize,
+}
+
+impl Default for JointConfig {
+    fn default() -> Self {
+        JointConfig {
+            classifier_lr: 1e-4,
+            classifier_weight_decay: 0.0,
+            eval_batch_size: 512,
+            norm_samples: 4096,
+        }
+    }
+}
+
+impl JointConfig {
+    /// Refuses bad rates and zero sizes.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.classifier_lr.is_finite() && self.classifier_lr >= 0.0) {
+            return Err(Error::Config(format!(
+                "joint: classifier_lr must be >= 0, got {}",
+                self.classifier_lr
+            )));
+        }
+        if !(self.classifier_weight_decay.is_finite() && self.classifier_weight_decay >= 0.0) {
+            return Err(Error::Config(format!(
+                "joint: classifier_weight_decay must be >= 0, got {}",
+                self.classifier_weight_decay
+            )));
+        }
+        if self.eval_batch_size == 0 || self.norm_samples == 0 {
+            return Err(Error::Config(
+                "joint: eval_batch_size and norm_samples must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Stage outputs of a minibatch computed by the classifiers, with
+/// gradients, for the rows still in play.
+struct ModelSource<'a> {
+    models: Vec<&'a Model>,
+    images: Tensor,
+    device: Device,
+}
+
+impl StageSource for ModelSource<'_> {
+    fn stage(&mut self, stage: usize, rows: &[usize]) -> Result<StageOut> {
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let idx = Tensor::from_vec(idx, rows.len(), &self.device)?;
+        let x = self.images.index_select(&idx, 0)?;
+        // Eval-mode batch norm (see the module docs).
+        let out = self.models[stage].forward_t(&x, false)?;
+        let logp = candle_nn::ops::log_softmax(&out.logits, 1)?;
+        let probs = logp.exp()?;
+        let probs_cpu = probs
+            .detach()
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(StageOut {
+            features: out.features,
+            probs,
+            probs_cpu,
+            class_logp: Some(logp),
+        })
+    }
+}
+
+/// The images at `idx` as one tensor.
+///
+/// # Shapes
+/// `-> [idx.len(), c, h, w]`
+fn images(ds: &Dataset, idx: &[usize], device: &Device) -> Result<Tensor> {
+    let [c, h, w] = ds.shape;
+    let mut x = Vec::with_capacity(idx.len() * c * h * w);
+    for &i in idx {
+        x.extend_from_slice(ds.image(i));
+    }
+    Ok(Tensor::from_vec(x, (idx.len(), c, h, w), device)?)
+}
+
+/// Snapshot of every stage's variables.
+type Weights = Vec<std::collections::HashMap<String, Tensor>>;
+
+fn snapshot_cascade(cascade: &Cascade) -> Result<Weights> {
+    cascade
+        .stages()
+        .iter()
+        .map(|s| Ok(cascade_rl::nn::snapshot(s.model.varmap())?))
+        .collect()
+}
+
+fn restore_cascade(cascade: &Cascade, w: &Weights) -> Result<()> {
+    for (s, snap) in cascade.stages().iter().zip(w) {
+        cascade_rl::nn::restore_snapshot(s.model.varmap(), snap)?;
+    }
+    Ok(())
+}
+
+impl ReinforceAgent {
+    /// Trains the policy and the classifiers of `cascade` together on
+    /// `train`, selecting on `val` (both normalised with the cascade's
+    /// statistics, as [`cascade_rl::data::Splits`] gives them); see the
+    /// module docs. The agent keeps the fine-tuned cascade.
+    pub fn train_joint(
+        &mut self,
+        cascade: Cascade,
+        train: &Dataset,
+        val: &Dataset,
+        joint: &JointConfig,
+        opts: &TrainOptions,
+    ) -> Result<TrainSummary> {
+        // -- Settings -------------------------------------------------------
+        let cfg = self.config.clone();
+        cfg.validate()?;
+        joint.validate()?;
+        opts.validate()?;
+        for ds in [train, val] {
+            if ds.is_empty()
+                || ds.shape != cascade.input_shape()
+                || ds.num_classes() != cascade.num_classes()
+            {
+                return Err(Error::Config(format!(
+                    "joint: data '{}' ({} images of {:?}, {} classes) does not fit the cascade ({:?}, {} classes)",
+                    ds.name,
+                    ds.len(),
+                    ds.shape,
+                    ds.num_classes(),
+                    cascade.input_shape(),
+                    cascade.num_classes()
+                )));
+            }
+        }
+        let probe = CandleBackend::new(&cascade, val, joint.eval_batch_size)?;
+        self.check_fits(&probe)?;
+        drop(probe);
+        let start = Instant::now();
+        let seeds = Seeds::new(opts.seed);
+        let device = cascade
+            .model(0)
+            .map(|m| m.device().clone())
+            .unwrap_or(Device::Cpu);
+        let k = cascade.len();
+        let costs: Vec<f64> = cascade.macs().iter().map(|&m| m as f64).collect();
+        let n = train.len();
+
+        // -- Policy: warm start, or fresh with standardisation from training images
+        let norm = if self.mode == ReinforceMode::Untrained {
+            let mut order: Vec<usize> = (0..n).collect();
+            shuffle(&mut order, &mut EnvRng::new(seeds.shuffle ^ 1));
+            order.truncate(joint.norm_samples.min(n));
+            let mut b = CandleBackend::new(&cascade, &train.subset(&order), joint.eval_batch_size)?;
+            let all: Vec<usize> = (0..order.len()).collect();
+            let outs = (0..k)
+                .map(|t| Ok(b.run_stage(t, &all)?.features))
+                .collect::<Result<Vec<_>>>()?;
+            let blocks: Vec<(&[f32], usize)> = outs
+                .iter()
+                .zip(cascade.feature_dims())
+                .map(|(f, d)| (f.as_slice(), d))
+                .collect();
+            FeatureNorm::fit(&blocks)
+        } else {
+            self.policy.norm().clone()
+        };
+        let fresh = StopPolicy::new(self.policy.spec().clone(), norm, seeds.init, &device)?;
+        if self.mode != ReinforceMode::Untrained {
+            // Warm start: carry the trained weights over to `device`.
+            for ((_, dst), (_, src)) in cascade_rl::nn::named_vars(fresh.varmap())?
+                .into_iter()
+                .zip(cascade_rl::nn::named_vars(self.policy.varmap())?)
+            {
+                dst.set(&src.as_tensor().to_device(&device)?)?;
+            }
+        }
+        self.policy = fresh;
+        let mut policy_opt = adamw(self.policy.vars(), cfg.lr, cfg.weight_decay)?;
+        let classifier_vars = cascade
+            .stages()
+            .iter()
+            .map(|s| Ok(s.model.trainable_vars()?))
+            .collect::<Result<Vec<_>>>()?
+            .concat();
+        let mut classifier_opt = adamw(
+            classifier_vars,
+            joint.classifier_lr,
+            joint.classifier_weight_decay,
+        )?;
+        let mut baseline = BaselineState::new(cfg.baseline, &self.policy, seeds.value_init)?;
+        let mut rng = EnvRng::new(seeds.sampling);
+        let mut shuffle_rng = EnvRng::new(seeds.shuffle);
+        let mut alpha = opts.spec.alpha;
+        self.cascade = Some(cascade.clone());
+        self.joint = Some(joint.clone());
+        self.mode = ReinforceMode::Joint;
+
+        // -- Bookkeeping ----------------------------------------------------
+        let validate = |agent: &ReinforceAgent, alpha: f64| -> Result<ValScore> {
+            let mut b = CandleBackend::new(&cascade, val, joint.eval_batch_size)?;
+            agent.validate_live(&mut b, opts, alpha)
+        };
+        let mut log = MetricLog::new(opts.log_csv.as_deref());
+        let bar = epoch_bar(cfg.epochs, "reinforce-joint", opts.quiet);
+        let mut best = validate(self, alpha)?;
+        let mut best_epoch = 0;
+        let mut best_alpha = alpha;
+        let mut best_policy = cascade_rl::nn::snapshot(self.policy.varmap())?;
+        let mut best_cascade = snapshot_cascade(&cascade)?;
+        let mut stale = 0;
+        let mut step = 0;
+        let mut epochs_run = 0;
+
+        for epoch in 1..=cfg.epochs {
+            epochs_run = epoch;
+            let t0 = Instant::now();
+            let model = self.reward_model(&costs, opts, alpha)?;
+            let mut order: Vec<usize> = (0..n).collect();
+            shuffle(&mut order, &mut shuffle_rng);
+            let mut sums = EpochSums::default();
+            for batch in order.chunks(cfg.batch_size) {
+                step += 1;
+                // Rollout: lazily through the classifiers, with gradients.
+                let labels: Vec<u32> = batch.iter().map(|&i| train.labels[i]).collect();
+                let mut source = ModelSource {
+                    models: cascade.stages().iter().map(|s| &s.model).collect(),
+                    images: images(train, batch, &device)?,
+                    device: device.clone(),
+                };
+                let roll = rollout(&self.policy, &mut source, &labels, &model, &mut rng)?;
+                // Update both: one backward pass, two optimisers.
+                let loss = surrogate(&roll, &baseline, cfg.entropy_at(epoch), &device)?;
+                let policy_loss = finite_scalar(&loss.policy, "losses/policy", epoch, step)?;
+                let classifier_loss = match &loss.classifier {
+                    Some(c) => finite_scalar(c, "losses/classifier", epoch, step)?,
+                    None => 0.0,
+                };
+                let value_loss = match &loss.value {
+                    Some(v) => finite_scalar(v, "losses/value", epoch, step)?,
+                    None => 0.0,
+                };
+                let grads = loss.total()?.backward()?;
+                policy_opt.step(&grads)?;
+                if joint.classifier_lr > 0.0 {
+                    classifier_opt.step(&grads)?;
+                }
+                baseline.step(&grads)?;
+                baseline.update(&roll.returns);
+                sums.add(&roll, policy_loss, classifier_loss, value_loss);
+            }
+            let secs = t0.elapsed().as_secs_f64();
+
+            // Validate (lazily, through the env), select, adjust alpha.
+            let v = validate(self, alpha)?;
+            log.push(sums.row(epoch, step, alpha, secs, &v))?;
+            bar.inc(1);
+            bar.set_message(format!(
+                "val reward {:.4} error {:.2}% cost {:.1}% alpha {:.4}",
+                v.mean_reward,
+                100.0 * v.error,
+                100.0 * v.cost,
+                alpha
+            ));
+            if better(&v, &best, opts.budget) {
+                best = v;
+                best_epoch = epoch;
+                best_alpha = alpha;
+                best_policy = cascade_rl::nn::snapshot(self.policy.varmap())?;
+                best_cascade = snapshot_cascade(&cascade)?;
+                stale = 0;
+            } else {
+                stale += 1;
+            }
+            if let Some(b) = opts.budget {
+                alpha = dual_ascent(alpha, cfg.dual_lr, v.cost, b);
+            }
+            if cfg.patience > 0 && stale >= cfg.patience {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+
+        // -- Keep the best epoch's policy and classifiers ---------------------
+        cascade_rl::nn::restore_snapshot(self.policy.varmap(), &best_policy)?;
+        restore_cascade(&cascade, &best_cascade)?;
+        self.trained_with = Some(opts.clone());
+        Ok(TrainSummary {
+            agent: self.name(),
+            epochs_run,
+            best_epoch,
+            val_mean_reward: best.mean_reward,
+            val_error: best.error,
+            val_cost: best.cost,
+            alpha: best_alpha,
+            budget: opts.budget,
+            budget_met: opts.budget.map(|b| best.cost <= b * (1.0 + 1e-9)),
+            seconds: start.elapsed().as_secs_f64(),
+            history: log.into_rows(),
+        })
+    }
+}

@@ -1,0 +1,379 @@
+//! `threshold`: stop at the first stage whose top class probability
+//! reaches tau (one tau shared by all stages, or one per stage).
+//!
+//! The classic confidence cascade. Training chooses tau on the VALIDATION
+//! split (never test), over a grid of candidates, either
+//!
+//! - to maximise the mean reward at the spec's alpha (no budget), or
+//! - to meet a cost budget B: among candidates with validation mean cost
+//!   <= B the one with the lowest error (then the lowest cost); if none
+//!   meets B, the cheapest, and the summary says the budget is not met.
+//!
+//! With `per_stage`, the shared best tau is refined by coordinate search:
+//! sweep the stages, for each try every grid value while the others stay
+//! fixed, keep strict improvements, until a sweep changes nothing (or
+//! `max_sweeps`). Ties keep the earlier grid value. Every candidate is
+//! scored by [`crate::evaluate`] through the env on a recording of the
+//! validation split, so the scores are the env's rewards and costs.
+//!
+//! The stop rule needs only the top probability, which the classifier's
+//! own argmax computes anyway: the policy adds no MACs.
+
+use std::path::Path;
+use std::time::Instant;
+
+use cascade_env::{BatchObservation, Observation, TraceMeta};
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{write_manifest, ActMode, Agent, AgentManifest, AgentState, TrainData};
+use crate::agent::{TrainOptions, TrainSummary, AGENT_FORMAT_VERSION};
+use crate::error::{Error, Result};
+use crate::eval::{evaluate, record_trace, EvalConfig};
+
+/// How thresholds are chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThresholdConfig {
+    /// The candidate thresholds, in search order. A value above 1 means
+    /// "never stop before the last stage".
+    pub grid: Vec<f32>,
+    /// One tau per stage (coordinate search) instead of one shared tau.
+    pub per_stage: bool,
+    /// Most coordinate-search sweeps over the stages.
+    pub max_sweeps: usize,
+}
+
+impl Default for ThresholdConfig {
+    /// The grid 0.00, 0.01, ..., 1.00 and 1.01 (never stop early); shared tau.
+    fn default() -> Self {
+        let mut grid: Vec<f32> = (0..=100).map(|i| i as f32 / 100.0).collect();
+        grid.push(1.01);
+        ThresholdConfig {
+            grid,
+            per_stage: false,
+            max_sweeps: 3,
+        }
+    }
+}
+
+impl ThresholdConfig {
+    /// Refuses an empty grid, non-finite or negative values, and zero sweeps
+    /// with `per_stage`.
+    pub fn validate(&self) -> Result<()> {
+        if self.grid.is_empty() {
+            return Err(Error::Config("threshold grid is empty".into()));
+        }
+        if let Some(t) = self.grid.iter().find(|t| !(t.is_finite() && **t >= 0.0)) {
+            return Err(Error::Config(format!(
+                "threshold grid values must be finite and >= 0, got {t}"
+            )));
+        }
+        if self.per_stage && self.max_sweeps == 0 {
+            return Err(Error::Config(
+                "threshold per_stage search needs max_sweeps >= 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The validation numbers of one candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GridPoint {
+    /// The thresholds, `[K - 1]`.
+    pub taus: Vec<f32>,
+    /// Validation mean reward.
+    pub mean_reward: f64,
+    /// Validation error.
+    pub error: f64,
+    /// Validation mean normalised cost.
+    pub cost: f64,
+}
+
+/// The saved state of a [`ThresholdAgent`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdState {
+    /// The search settings.
+    pub config: ThresholdConfig,
+    /// The thresholds of stages `0..K-1`, `[K - 1]`.
+    pub taus: Vec<f32>,
+    /// Every shared-tau candidate scored on validation, in grid order
+    /// (empty if never trained).
+    pub grid_scores: Vec<GridPoint>,
+}
+
+/// Stops once the top probability reaches the stage's threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThresholdAgent {
+    config: ThresholdConfig,
+    taus: Vec<f32>,
+    num_stages: usize,
+    grid_scores: Vec<GridPoint>,
+    trained_with: Option<TrainOptions>,
+}
+
+impl ThresholdAgent {
+    /// An untrained agent (tau = 1.01 everywhere: run to the last stage)
+    /// that [`Agent::train`] fits with `config`.
+    pub fn new(config: ThresholdConfig, num_stages: usize) -> Result<Self> {
+        config.validate()?;
+        if num_stages == 0 {
+            return Err(Error::Config("threshold: the cascade has no stages".into()));
+        }
+        Ok(ThresholdAgent {
+            config,
+            taus: vec![1.01; num_stages - 1],
+            num_stages,
+            grid_scores: Vec::new(),
+            trained_with: None,
+        })
+    }
+
+    /// An agent with fixed thresholds: `taus` has one value per stage
+    /// before the last (`[K - 1]`), or a single value shared by all.
+    pub fn with_taus(taus: &[f32], num_stages: usize) -> Result<Self> {
+        let mut a = Self::new(ThresholdConfig::default(), num_stages)?;
+        a.set_taus(taus)?;
+        Ok(a)
+    }
+
+    pub(crate) fn from_state(
+        s: ThresholdState,
+        num_stages: usize,
+        trained_with: Option<TrainOptions>,
+        dir: &Path,
+    ) -> Result<Self> {
+        let mut a =
+            Self::new(s.config, num_stages).map_err(|e| Error::agent_file(dir, e.to_string()))?;
+        a.set_taus(&s.taus)
+            .map_err(|e| Error::agent_file(dir, e.to_string()))?;
+        a.grid_scores = s.grid_scores;
+        a.trained_with = trained_with;
+        Ok(a)
+    }
+
+    fn set_taus(&mut self, taus: &[f32]) -> Result<()> {
+        let k1 = self.num_stages - 1;
+        if let Some(t) = taus.iter().find(|t| !t.is_finite()) {
+            return Err(Error::Config(format!("threshold {t} is not finite")));
+        }
+        self.taus = match taus.len() {
+            1 => vec![taus[0]; k1],
+            n if n == k1 => taus.to_vec(),
+            n => {
+                return Err(Error::Config(format!(
+                    "{n} thresholds for a {}-stage cascade: give 1 or {k1}",
+                    self.num_stages
+                )))
+            }
+        };
+        Ok(())
+    }
+
+    /// The thresholds of stages `0..K-1`, `[K - 1]`.
+    pub fn taus(&self) -> &[f32] {
+        &self.taus
+    }
+
+    /// The search settings.
+    pub fn config(&self) -> &ThresholdConfig {
+        &self.config
+    }
+
+    /// Every shared-tau candidate's validation numbers, in grid order (the
+    /// reported grid; empty before training).
+    pub fn grid_scores(&self) -> &[GridPoint] {
+        &self.grid_scores
+    }
+
+    #[inline]
+    fn prob(&self, stage: usize, probs: &[f32]) -> f32 {
+        if stage + 1 >= self.num_stages {
+            return 1.0;
+        }
+        let top = probs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if top >= self.taus[stage] {
+            1.0
+        } else {
+            0.0
+        }
+    }
+
+    /// Scores the current thresholds on the recorded validation split.
+    fn score(
+        &self,
+        val: &mut cascade_env::ReplayBackend,
+        opts: &TrainOptions,
+    ) -> Result<GridPoint> {
+        let cfg = EvalConfig {
+            split: "val".into(),
+            seed: opts.seed,
+            num_envs: opts.num_envs,
+            mode: ActMode::Greedy,
+            count_policy_cost: opts.count_policy_cost,
+        };
+        let r = evaluate(self, val, &opts.spec, &cfg)?;
+        Ok(GridPoint {
+            taus: self.taus.clone(),
+            mean_reward: r.mean_reward,
+            error: r.error,
+            cost: r.cost_pct_mean / 100.0,
+        })
+    }
+}
+
+/// Whether candidate `a` beats the incumbent `b`: higher mean reward, or
+/// with a budget: feasible first, then lower error, then lower cost (among
+/// infeasible candidates, lower cost).
+fn better(a: &GridPoint, b: &GridPoint, budget: Option<f64>) -> bool {
+    match budget {
+        None => a.mean_reward > b.mean_reward,
+        Some(bud) => {
+            let fits = |p: &GridPoint| p.cost <= bud * (1.0 + 1e-9);
+            match (fits(a), fits(b)) {
+                (true, false) => true,
+                (false, true) => false,
+                (true, true) => a.error < b.error || (a.error == b.error && a.cost < b.cost),
+                (false, false) => a.cost < b.cost,
+            }
+        }
+    }
+}
+
+impl Agent for ThresholdAgent {
+    fn kind(&self) -> &'static str {
+        "threshold"
+    }
+
+    fn name(&self) -> String {
+        "threshold".into()
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({
+            "taus": self.taus,
+            "per_stage": self.config.per_stage,
+            "grid_size": self.config.grid.len(),
+            "objective": match self.trained_with.as_ref().and_then(|o| o.budget) {
+                Some(b) => format!("lowest validation error at mean cost <= {b}"),
+                None => "highest validation mean reward".to_string(),
+            },
+        })
+    }
+
+    fn num_stages(&self) -> usize {
+        self.num_stages
+    }
+
+    fn policy_macs(&self) -> Vec<f64> {
+        vec![0.0; self.num_stages]
+    }
+
+    fn stop_prob(&self, obs: &Observation, _label: Option<u32>) -> Result<f32> {
+        Ok(self.prob(obs.stage, &obs.probs))
+    }
+
+    fn stop_probs(
+        &self,
+        obs: &BatchObservation,
+        _labels: Option<&[u32]>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        for t in 0..obs.num_stages() {
+            for &i in obs.envs_at_stage(t) {
+                let i = i as usize;
+                out[i] = self.prob(t, obs.probs_of(i));
+            }
+        }
+        Ok(())
+    }
+
+    /// Chooses the thresholds on `data.val` (the training split is not
+    /// used: there is nothing to fit on it).
+    fn train(&mut self, data: TrainData<'_>, opts: &TrainOptions) -> Result<TrainSummary> {
+        opts.validate()?;
+        self.config.validate()?;
+        self.check_fits(&*data.val)?;
+        let start = Instant::now();
+        let meta = TraceMeta {
+            dataset: "recorded".into(),
+            split: "val".into(),
+            cascade: "recorded".into(),
+            cost_unit: "raw".into(),
+            num_classes: data.val.num_classes(),
+        };
+        let mut val = record_trace(data.val, meta, 1024)?;
+        let grid = self.config.grid.clone();
+
+        // Shared tau over the whole grid.
+        let mut scores = Vec::with_capacity(grid.len());
+        let mut best: Option<GridPoint> = None;
+        for &tau in &grid {
+            self.taus.fill(tau);
+            let p = self.score(&mut val, opts)?;
+            if best.as_ref().is_none_or(|b| better(&p, b, opts.budget)) {
+                best = Some(p.clone());
+            }
+            scores.push(p);
+        }
+        let mut best = best.ok_or_else(|| Error::Config("threshold grid is empty".into()))?;
+
+        // Per-stage refinement by coordinate search.
+        if self.config.per_stage && self.num_stages > 2 {
+            for _ in 0..self.config.max_sweeps {
+                let mut changed = false;
+                for t in 0..self.num_stages - 1 {
+                    for &tau in &grid {
+                        if tau == best.taus[t] {
+                            continue;
+                        }
+                        self.taus.clone_from(&best.taus);
+                        self.taus[t] = tau;
+                        let p = self.score(&mut val, opts)?;
+                        if better(&p, &best, opts.budget) {
+                            best = p;
+                            changed = true;
+                        }
+                    }
+                }
+                if !changed {
+                    break;
+                }
+            }
+        }
+        self.taus.clone_from(&best.taus);
+        self.grid_scores = scores;
+        self.trained_with = Some(opts.clone());
+        Ok(TrainSummary {
+            agent: self.name(),
+            epochs_run: 0,
+            best_epoch: 0,
+            val_mean_reward: best.mean_reward,
+            val_error: best.error,
+            val_cost: best.cost,
+            alpha: opts.spec.alpha,
+            budget: opts.budget,
+            budget_met: opts.budget.map(|b| best.cost <= b * (1.0 + 1e-9)),
+            seconds: start.elapsed().as_secs_f64(),
+            history: Vec::new(),
+        })
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        write_manifest(
+            dir,
+            &AgentManifest {
+                format_version: AGENT_FORMAT_VERSION,
+                name: self.name(),
+                num_stages: self.num_stages,
+                state: AgentState::Threshold(ThresholdState {
+                    config: self.config.clone(),
+                    taus: self.taus.clone(),
+                    grid_scores: self.grid_scores.clone(),
+                }),
+                trained_with: self.trained_with.clone(),
+            },
+        )
+    }
+}

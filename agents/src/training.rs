@@ -1,0 +1,500 @@
+//! Machinery shared by the REINFORCE trainers (policy-only and joint):
+//! sampling a minibatch of trajectories stage by stage, the paper's
+//! surrogate loss with its baseline, and the per-epoch bookkeeping (log
+//! file, progress bar, early stopping, dual ascent, divergence checks).
+//! The trainers themselves read top to bottom in `reinforce.rs` and
+//! `joint.rs`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use cascade_env::{EnvRng, RewardModel};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::agent::EpochMetrics;
+use crate::error::{Error, Result};
+use crate::policy::StopPolicy;
+
+/// The baseline b in `(R - b)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Baseline {
+    /// An exponential running mean of the minibatch mean reward:
+    /// `b <- momentum * b + (1 - momentum) * mean(R)` after each step (the
+    /// first minibatch sets it).
+    RunningMean {
+        /// Weight of the old value, in [0, 1).
+        momentum: f64,
+    },
+    /// A learned per-stage value `V_t(x_t)` (a head like the policy's on
+    /// the same, detached, input), fitted to R by least squares on the
+    /// trajectories that reach stage t. The decision at stage t uses
+    /// `R - V_t(x_t)`; the last stage, which makes no decision, uses the
+    /// running mean (momentum 0.9).
+    Value {
+        /// Learning rate of the value heads (AdamW).
+        lr: f64,
+    },
+}
+
+impl Default for Baseline {
+    /// The learned value (lr 0.01): on the synthetic traces, whose optimum
+    /// is known, it reached the optimum where the running mean stalled on
+    /// the low-stakes decisions (see `ReinforceConfig`).
+    fn default() -> Self {
+        Baseline::Value { lr: 1e-2 }
+    }
+}
+
+impl Baseline {
+    pub(crate) fn validate(&self) -> Result<()> {
+        match *self {
+            Baseline::RunningMean { momentum } if !(0.0..1.0).contains(&momentum) => {
+                Err(Error::Config(format!(
+                    "baseline momentum must be in [0, 1), got {momentum}"
+                )))
+            }
+            Baseline::Value { lr } if !(lr.is_finite() && lr > 0.0) => Err(Error::Config(format!(
+                "value baseline lr must be positive, got {lr}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Trajectories
+// ---------------------------------------------------------------------------
+
+/// The outputs of one stage for the minibatch rows still in play.
+///
+/// # Shapes
+/// `features: [m, d_t]`, `probs: [m, C]`, `probs_cpu: [m * C]`,
+/// `class_logp: [m, C]`.
+pub(crate) struct StageOut {
+    /// Stage features (with gradient in joint training).
+    pub features: Tensor,
+    /// Class probabilities `p_t` (with gradient in joint training).
+    pub probs: Tensor,
+    /// The same probabilities as plain data, for predictions and rewards.
+    pub probs_cpu: Vec<f32>,
+    /// `log C_t(.|x)`, only when the classifiers train.
+    pub class_logp: Option<Tensor>,
+}
+
+/// Where a trainer gets stage outputs: the recorded trace (frozen) or the
+/// classifiers themselves (joint).
+pub(crate) trait StageSource {
+    /// Runs (or looks up) 0-based `stage` for minibatch rows `rows`.
+    fn stage(&mut self, stage: usize, rows: &[usize]) -> Result<StageOut>;
+}
+
+/// One stage of a minibatch of sampled trajectories.
+pub(crate) struct StageRollout {
+    /// Minibatch rows in play at this stage, `[m]`.
+    pub rows: Vec<usize>,
+    /// The head input `x_t` (`None` at the last stage), `[m, in_t]`.
+    pub input: Option<Tensor>,
+    /// Stop logits `z_t` (`None` at the last stage), `[m]`.
+    pub logits: Option<Tensor>,
+    /// Action index per row: 0 = Stop, 1 = Forward, `[m]`.
+    pub actions: Vec<u32>,
+    /// Prediction of each stopping row (unused for forwarding rows), `[m]`.
+    pub yhat: Vec<u32>,
+    /// `log C_t(.|x)` (joint only), `[m, C]`.
+    pub class_logp: Option<Tensor>,
+}
+
+/// A minibatch of finished trajectories.
+pub(crate) struct Rollout {
+    /// Per stage reached.
+    pub stages: Vec<StageRollout>,
+    /// Return of each row, `[B]`.
+    pub returns: Vec<f64>,
+    /// Normalised cost of each row, `[B]`.
+    pub costs: Vec<f64>,
+    /// Whether each row's prediction was wrong, `[B]`.
+    pub wrong: Vec<bool>,
+}
+
+/// Samples one trajectory per minibatch row: at each stage the policy's
+/// stop probability is drawn against a uniform from `rng`, the last stage
+/// always stops, and a stopping row gets its prediction and reward from
+/// `model` exactly as the env computes them.
+///
+/// # Shapes
+/// `labels: [B]`.
+pub(crate) fn rollout(
+    policy: &StopPolicy,
+    source: &mut dyn StageSource,
+    labels: &[u32],
+    model: &RewardModel,
+    rng: &mut EnvRng,
+) -> Result<Rollout> {
+    let b = labels.len();
+    let k = model.num_stages();
+    let c = policy.spec().num_classes;
+    let mut out = Rollout {
+        stages: Vec::with_capacity(k),
+        returns: vec![0.0; b],
+        costs: vec![0.0; b],
+        wrong: vec![false; b],
+    };
+    let mut alive: Vec<usize> = (0..b).collect();
+    for t in 0..k {
+        let s = source.stage(t, &alive)?;
+        let m = alive.len();
+        let last = t + 1 == k;
+        let (input, logits, pi) = if last {
+            (None, None, vec![1.0f32; m])
+        } else {
+            let x = policy.input(t, &s.features, &s.probs)?;
+            let z = policy.logits_from_input(t, &x)?;
+            let pi = candle_nn::ops::sigmoid(&z.detach())?.to_vec1::<f32>()?;
+            (Some(x), Some(z), pi)
+        };
+        let mut actions = vec![0u32; m];
+        let mut yhat = vec![0u32; m];
+        let mut next = Vec::with_capacity(m);
+        for (j, &row) in alive.iter().enumerate() {
+            let stop = last || rng.next_f64() < pi[j] as f64;
+            if stop {
+                let p = &s.probs_cpu[j * c..(j + 1) * c];
+                let y = model.predict(p, rng);
+                yhat[j] = y;
+                out.returns[row] = model.stop_reward(t, p, y, labels[row]);
+                out.costs[row] = model.cost(t);
+                out.wrong[row] = y != labels[row];
+            } else {
+                actions[j] = 1;
+                next.push(row);
+            }
+        }
+        out.stages.push(StageRollout {
+            rows: std::mem::take(&mut alive),
+            input,
+            logits,
+            actions,
+            yhat,
+            class_logp: s.class_logp,
+        });
+        alive = next;
+        if alive.is_empty() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Baselines and the surrogate loss
+// ---------------------------------------------------------------------------
+
+/// Per-stage value heads `V_t` for [`Baseline::Value`].
+pub(crate) struct ValueHeads {
+    heads: Vec<(candle_nn::Linear, candle_nn::Linear)>,
+    opt: AdamW,
+}
+
+impl ValueHeads {
+    /// Heads shaped like `policy`'s, seeded with `seed`.
+    pub fn new(policy: &StopPolicy, lr: f64, seed: u64) -> Result<Self> {
+        let varmap = VarMap::new();
+        let dev = policy.device();
+        let vb = cascade_rl::nn::seeded_var_builder(&varmap, seed, DType::F32, dev);
+        let spec = policy.spec();
+        let h = spec.hidden;
+        let mut heads = Vec::new();
+        for t in 0..spec.num_stages().saturating_sub(1) {
+            let vb = vb.pp(format!("value{t}"));
+            heads.push((
+                candle_nn::linear(spec.input_dim(t), h, vb.pp("fc1"))?,
+                candle_nn::linear(h, 1, vb.pp("fc2"))?,
+            ));
+        }
+        let opt = AdamW::new(
+            varmap.all_vars(),
+            ParamsAdamW {
+                lr,
+                weight_decay: 0.0,
+                ..Default::default()
+            },
+        )?;
+        Ok(ValueHeads { heads, opt })
+    }
+
+    /// `V_t(x)` on detached inputs.
+    ///
+    /// # Shapes
+    /// `x: [m, in_t]` -> `[m]`
+    fn value(&self, t: usize, x: &Tensor) -> Result<Tensor> {
+        use candle_nn::Module;
+        let (fc1, fc2) = &self.heads[t];
+        Ok(fc2
+            .forward(&fc1.forward(&x.detach())?.tanh()?)?
+            .squeeze(D::Minus1)?)
+    }
+}
+
+/// The baseline's state across steps.
+pub(crate) struct BaselineState {
+    momentum: f64,
+    mean: Option<f64>,
+    /// The value heads, for [`Baseline::Value`].
+    pub values: Option<ValueHeads>,
+}
+
+impl BaselineState {
+    pub fn new(kind: Baseline, policy: &StopPolicy, seed: u64) -> Result<Self> {
+        Ok(match kind {
+            Baseline::RunningMean { momentum } => BaselineState {
+                momentum,
+                mean: None,
+                values: None,
+            },
+            Baseline::Value { lr } => BaselineState {
+                momentum: 0.9,
+                mean: None,
+                values: Some(ValueHeads::new(policy, lr, seed)?),
+            },
+        })
+    }
+
+    /// The running mean (the first minibatch's mean before any update).
+    fn running(&self, returns: &[f64]) -> f64 {
+        self.mean
+            .unwrap_or_else(|| returns.iter().sum::<f64>() / returns.len().max(1) as f64)
+    }
+
+    /// Moves the running mean towards this minibatch's mean return.
+    pub fn update(&mut self, returns: &[f64]) {
+        let m = returns.iter().sum::<f64>() / returns.len().max(1) as f64;
+        self.mean = Some(match self.mean {
+            None => m,
+            Some(b) => self.momentum * b + (1.0 - self.momentum) * m,
+        });
+    }
+
+    /// Steps the value heads on their loss's gradients (no-op without).
+    pub fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
+        if let Some(v) = &mut self.values {
+            v.opt.step(grads)?;
+        }
+        Ok(())
+    }
+}
+
+/// The three parts of the loss of one minibatch.
+pub(crate) struct Surrogate {
+    /// `-(1/B) sum [sum_{t<k} log(1 - pi_t) + log pi_k] (R - b)` minus the
+    /// entropy bonus.
+    pub policy: Tensor,
+    /// `-(1/B) sum log C_k(yhat|x) (R - b)` (joint only).
+    pub classifier: Option<Tensor>,
+    /// Mean squared error of the value heads (value baseline only).
+    pub value: Option<Tensor>,
+}
+
+impl Surrogate {
+    /// The sum of the parts (the three touch disjoint parameters, except
+    /// that policy and classifier terms both reach the classifiers).
+    pub fn total(&self) -> Result<Tensor> {
+        let mut t = self.policy.clone();
+        if let Some(c) = &self.classifier {
+            t = (t + c)?;
+        }
+        if let Some(v) = &self.value {
+            t = (t + v)?;
+        }
+        Ok(t)
+    }
+}
+
+/// The paper's REINFORCE surrogate for a minibatch of trajectories: its
+/// gradient is `-(1/B) sum_b [sum_{t<k} grad log(1 - pi_t) + grad log pi_k
+/// + grad log C_k(yhat|x)] (R_b - b)`, the returns and baselines held
+/// constant. Trajectories contribute only at the stages they reached, and
+/// `log C_k` only at the stage they stopped at.
+pub(crate) fn surrogate(
+    roll: &Rollout,
+    baseline: &BaselineState,
+    entropy_coef: f64,
+    device: &Device,
+) -> Result<Surrogate> {
+    let b = roll.returns.len().max(1) as f64;
+    let running = baseline.running(&roll.returns);
+    let mut policy_terms: Vec<Tensor> = Vec::new();
+    let mut class_terms: Vec<Tensor> = Vec::new();
+    let mut value_terms: Vec<Tensor> = Vec::new();
+    for (t, st) in roll.stages.iter().enumerate() {
+        let m = st.rows.len();
+        let r: Vec<f32> = st.rows.iter().map(|&i| roll.returns[i] as f32).collect();
+        let r = Tensor::from_vec(r, m, device)?;
+        // Advantages: against V_t(x_t) where there is a value head.
+        let adv = match (&baseline.values, &st.input) {
+            (Some(v), Some(x)) => {
+                let vt = v.value(t, x)?;
+                value_terms.push((&vt - &r)?.sqr()?.sum_all()?);
+                (&r - vt.detach())?
+            }
+            _ => r.affine(1.0, -running)?,
+        };
+        let actions = Tensor::from_slice(&st.actions, m, device)?;
+        if let Some(z) = &st.logits {
+            // [log pi, log (1 - pi)] = log_softmax([z, 0]), indexed by action.
+            let two = Tensor::cat(&[&z.unsqueeze(1)?, &z.zeros_like()?.unsqueeze(1)?], 1)?;
+            let logp = candle_nn::ops::log_softmax(&two, 1)?;
+            let chosen = logp.gather(&actions.unsqueeze(1)?, 1)?.squeeze(1)?;
+            policy_terms.push((chosen * &adv)?.sum_all()?);
+            if entropy_coef > 0.0 {
+                let ent = (logp.exp()? * &logp)?.sum_all()?.neg()?;
+                policy_terms.push(ent.affine(entropy_coef, 0.0)?);
+            }
+        }
+        if let Some(lp) = &st.class_logp {
+            let stop: Vec<f32> = st.actions.iter().map(|&a| (a == 0) as u8 as f32).collect();
+            let stop = Tensor::from_vec(stop, m, device)?;
+            let yhat = Tensor::from_slice(&st.yhat, (m, 1), device)?;
+            let chosen = lp.gather(&yhat, 1)?.squeeze(1)?;
+            class_terms.push((chosen * (&adv * stop)?)?.sum_all()?);
+        }
+    }
+    let sum = |terms: Vec<Tensor>| -> Result<Option<Tensor>> {
+        if terms.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            Tensor::stack(&terms, 0)?.sum_all()?.affine(-1.0 / b, 0.0)?,
+        ))
+    };
+    let zero = || Tensor::zeros((), DType::F32, device);
+    Ok(Surrogate {
+        policy: match sum(policy_terms)? {
+            Some(p) => p,
+            None => zero()?,
+        },
+        classifier: sum(class_terms)?,
+        value: sum(value_terms)?.map(|v| v.neg()).transpose()?,
+    })
+}
+
+/// AdamW over `vars` (candle's: decoupled weight decay).
+pub(crate) fn adamw(vars: Vec<Var>, lr: f64, weight_decay: f64) -> Result<AdamW> {
+    Ok(AdamW::new(
+        vars,
+        ParamsAdamW {
+            lr,
+            weight_decay,
+            ..Default::default()
+        },
+    )?)
+}
+
+/// A scalar tensor's value, refusing NaN and infinities with the loss's
+/// logged name and where it happened.
+pub(crate) fn finite_scalar(t: &Tensor, what: &str, epoch: usize, step: usize) -> Result<f64> {
+    let v = t.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    if !v.is_finite() {
+        return Err(Error::NonFinite {
+            what: what.into(),
+            value: v,
+            epoch,
+            step,
+        });
+    }
+    Ok(v)
+}
+
+// ---------------------------------------------------------------------------
+// Epoch bookkeeping
+// ---------------------------------------------------------------------------
+
+/// Validation numbers used for model selection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ValScore {
+    pub mean_reward: f64,
+    pub error: f64,
+    pub cost: f64,
+}
+
+/// Whether `a` beats the incumbent `b`: a higher mean reward; with a
+/// budget, meeting it first, then a lower error, then a lower cost (among
+/// candidates over budget, the lower cost).
+pub(crate) fn better(a: &ValScore, b: &ValScore, budget: Option<f64>) -> bool {
+    match budget {
+        None => a.mean_reward > b.mean_reward,
+        Some(bud) => {
+            let fits = |p: &ValScore| p.cost <= bud * (1.0 + 1e-9);
+            match (fits(a), fits(b)) {
+                (true, false) => true,
+                (false, true) => false,
+                (true, true) => a.error < b.error || (a.error == b.error && a.cost < b.cost),
+                (false, false) => a.cost < b.cost,
+            }
+        }
+    }
+}
+
+/// The per-epoch log: rows kept in memory and rewritten to the CSV file
+/// atomically after every epoch, so a crash leaves a complete file.
+pub(crate) struct MetricLog {
+    path: Option<PathBuf>,
+    rows: Vec<EpochMetrics>,
+}
+
+impl MetricLog {
+    pub fn new(path: Option<&Path>) -> Self {
+        MetricLog {
+            path: path.map(Path::to_path_buf),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: EpochMetrics) -> Result<()> {
+        self.rows.push(row);
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let csv_err = |source| Error::Csv {
+            path: path.clone(),
+            source,
+        };
+        let mut w = csv::Writer::from_writer(Vec::new());
+        for r in &self.rows {
+            w.serialize(r).map_err(csv_err)?;
+        }
+        let bytes = w
+            .into_inner()
+            .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+        cascade_env::fsutil::write_atomic(path, &bytes).map_err(|e| Error::io(path, e))
+    }
+
+    pub fn into_rows(self) -> Vec<EpochMetrics> {
+        self.rows
+    }
+}
+
+/// A progress bar over epochs on stderr, hidden when `quiet` or when
+/// stderr is not a terminal.
+pub(crate) fn epoch_bar(epochs: usize, prefix: &str, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(epochs as u64), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{prefix} [{elapsed_precise}] {bar:30} {pos}/{len} epochs {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    pb.set_style(style);
+    pb.set_prefix(prefix.to_string());
+    pb
+}
+
+/// Dual ascent on alpha for a cost budget:
+/// `alpha <- max(0, alpha + eta * (val_cost - B))`.
+pub(crate) fn dual_ascent(alpha: f64, eta: f64, val_cost: f64, budget: f64) -> f64 {
+    (alpha + eta * (val_cost - budget)).max(0.0)
+}
