@@ -424,3 +424,72 @@ pub fn load_agent(dir: &Path) -> Result<Box<dyn Agent>> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions() {
+        let mut rng = EnvRng::new(0);
+        assert_eq!(decide(0.5, false, ActMode::Greedy, &mut rng), Action::Stop);
+        assert_eq!(
+            decide(0.49, false, ActMode::Greedy, &mut rng),
+            Action::Forward
+        );
+        assert_eq!(decide(0.0, true, ActMode::Greedy, &mut rng), Action::Stop);
+        assert_eq!(decide(0.0, true, ActMode::Sample, &mut rng), Action::Stop);
+        assert_eq!(
+            decide(0.0, false, ActMode::Sample, &mut rng),
+            Action::Forward
+        );
+        assert_eq!(decide(1.0, false, ActMode::Sample, &mut rng), Action::Stop);
+        let stops = (0..10_000)
+            .filter(|_| decide(0.3, false, ActMode::Sample, &mut rng) == Action::Stop)
+            .count();
+        assert!((2_800..3_200).contains(&stops), "{stops}");
+    }
+
+    #[test]
+    fn options_are_validated() {
+        assert!(TrainOptions::default().validate().is_ok());
+        for budget in [0.0, -1.0, f64::NAN] {
+            let o = TrainOptions {
+                budget: Some(budget),
+                ..Default::default()
+            };
+            assert!(o.validate().unwrap_err().to_string().contains("budget"));
+        }
+        let o = TrainOptions {
+            spec: RewardSpec::with_alpha(-1.0),
+            ..Default::default()
+        };
+        assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn manifests_of_other_versions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = AgentManifest {
+            format_version: AGENT_FORMAT_VERSION,
+            name: "static-1".into(),
+            num_stages: 2,
+            state: AgentState::Static(crate::static_k::StaticState { stage_index: 0 }),
+            trained_with: None,
+        };
+        write_manifest(dir.path(), &m).unwrap();
+        assert_eq!(read_manifest(dir.path()).unwrap(), m);
+        let text = std::fs::read_to_string(dir.path().join(AGENT_FILE)).unwrap();
+        std::fs::write(
+            dir.path().join(AGENT_FILE),
+            text.replace("\"format_version\": 1", "\"format_version\": 9"),
+        )
+        .unwrap();
+        let err = load_agent(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("format version 9"), "{err}");
+        let err = load_agent(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agent.json"), "{err}");
+    }
+}

@@ -38,7 +38,7 @@ pub enum Error {
     },
 
     /// A saved agent folder that is missing, corrupt or of another kind.
-    #[error("agent folder {path}: {msg}")]
+    #[error("saved agent {path}: {msg}")]
     AgentFile {
         /// The folder or file.
         path: PathBuf,

@@ -599,3 +599,59 @@ pub fn record_trace(
     };
     Ok(ReplayBackend::new(meta, stages, labels)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_costs_follow_the_cost_model() {
+        let f = [10.0, 100.0, 1000.0];
+        let p = [1.0, 2.0, 0.0];
+        assert_eq!(
+            costs_with_policy(&f, &p, CostModel::Cumulative).unwrap(),
+            vec![11.0, 102.0, 1000.0]
+        );
+        assert_eq!(
+            costs_with_policy(&f, &p, CostModel::Exit).unwrap(),
+            vec![11.0, 103.0, 1003.0]
+        );
+        assert!(costs_with_policy(&f, &p[..2], CostModel::Exit).is_err());
+        assert!(costs_with_policy(&f, &[1.0, -1.0, 0.0], CostModel::Exit).is_err());
+        assert!(costs_with_policy(&f, &[1.0, f64::NAN, 0.0], CostModel::Exit).is_err());
+    }
+
+    #[test]
+    fn recorded_trace_equals_the_source() {
+        let mut src = ReplayBackend::synthetic(&cascade_env::SyntheticConfig {
+            num_samples: 37,
+            ..Default::default()
+        })
+        .unwrap();
+        let meta = TraceMeta {
+            dataset: "d".into(),
+            split: "s".into(),
+            cascade: "c".into(),
+            cost_unit: "u".into(),
+            num_classes: 0,
+        };
+        let rec = record_trace(&mut src, meta, 8).unwrap();
+        assert_eq!(rec.labels(), src.labels());
+        assert_eq!(rec.stage_costs(), src.stage_costs());
+        for t in 0..3 {
+            assert_eq!(rec.stage_features(t), src.stage_features(t));
+            assert_eq!(rec.stage_probs(t), src.stage_probs(t));
+        }
+        assert_eq!(rec.meta().num_classes, 10);
+        assert_eq!(rec.meta().split, "s");
+    }
+
+    #[test]
+    fn eval_config_refuses_zero_envs() {
+        let cfg = EvalConfig {
+            num_envs: 0,
+            ..Default::default()
+        };
+        assert!(cfg.validate().is_err());
+    }
+}

@@ -471,3 +471,96 @@ fn linear(d_in: usize, d_out: usize, vb: VarBuilder, init: Init) -> Result<Linea
     let b = vb.get_with_hints(d_out, "bias", b_init)?;
     Ok(Linear::new(w, Some(b)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> PolicySpec {
+        PolicySpec {
+            feature_dims: vec![3, 5],
+            num_classes: 4,
+            hidden: 6,
+        }
+    }
+
+    #[test]
+    fn shapes_macs_and_last_stage() {
+        let p = StopPolicy::new(spec(), FeatureNorm::identity(&[3, 5]), 1, &Device::Cpu).unwrap();
+        assert_eq!(p.macs(), vec![(3 + 4 + 9 * 6 + 6) as f64, 0.0]);
+        let f = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+        let q = Tensor::from_slice(
+            &[0.25f32, 0.25, 0.25, 0.25, 1.0, 0.0, 0.0, 0.0],
+            (2, 4),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let x = p.input(0, &f, &q).unwrap();
+        assert_eq!(x.dims(), &[2, 9]);
+        let x: Vec<Vec<f32>> = x.to_vec2().unwrap();
+        // Top probability, then entropy / ln C: 1 for uniform, 0 for one-hot.
+        assert_eq!(&x[0][7..], &[0.25, 1.0]);
+        assert_eq!(&x[1][7..], &[1.0, 0.0]);
+        assert_eq!(p.logits(0, &f, &q).unwrap().dims(), &[2]);
+        // The last stage always stops and has no head.
+        assert_eq!(
+            p.stop_probs_rows(1, &[0.0; 10], &[0.25; 8]).unwrap(),
+            vec![1.0, 1.0]
+        );
+        assert!(p.logits(1, &f, &q).is_err());
+        // A fresh head starts near 1/2.
+        let pi = p.stop_probs_rows(0, &[0.1; 6], &[0.25; 8]).unwrap();
+        assert!(pi.iter().all(|v| (v - 0.5).abs() < 0.05), "{pi:?}");
+        assert!(p.stop_probs_rows(0, &[0.1; 5], &[0.25; 8]).is_err());
+    }
+
+    #[test]
+    fn standardisation_is_fitted_and_applied() {
+        let x = [1.0f32, 10.0, 3.0, 10.0];
+        let n = FeatureNorm::fit(&[(&x, 2)]);
+        assert_eq!(n.mean, vec![vec![2.0, 10.0]]);
+        // A constant feature gets std 1, not 0.
+        assert_eq!(n.std, vec![vec![1.0, 1.0]]);
+        let norm = FeatureNorm {
+            mean: vec![vec![2.0, 10.0, 0.0], vec![0.0; 5]],
+            std: vec![vec![1.0, 1.0, 2.0], vec![1.0; 5]],
+        };
+        let p = StopPolicy::new(spec(), norm, 0, &Device::Cpu).unwrap();
+        let f = Tensor::from_slice(&[3.0f32, 10.0, 4.0], (1, 3), &Device::Cpu).unwrap();
+        let q = Tensor::from_slice(&[0.25f32; 4], (1, 4), &Device::Cpu).unwrap();
+        let x: Vec<Vec<f32>> = p.input(0, &f, &q).unwrap().to_vec2().unwrap();
+        assert_eq!(&x[0][..3], &[1.0, 0.0, 2.0]);
+        assert!(StopPolicy::new(spec(), FeatureNorm::identity(&[3, 4]), 0, &Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn save_load_is_bit_identical_and_checks_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.safetensors");
+        let norm = FeatureNorm {
+            mean: vec![vec![0.5, -1.0, 2.0], vec![0.0; 5]],
+            std: vec![vec![2.0, 1.0, 0.5], vec![1.0; 5]],
+        };
+        let p = StopPolicy::new(spec(), norm.clone(), 7, &Device::Cpu).unwrap();
+        p.save(&path).unwrap();
+        let q = StopPolicy::load(&path, spec(), &Device::Cpu).unwrap();
+        assert_eq!(q.norm(), &norm);
+        let f = [0.3f32, -2.0, 1.0, 5.0, 0.0, 0.1];
+        let pr = [0.7f32, 0.1, 0.1, 0.1, 0.4, 0.3, 0.2, 0.1];
+        assert_eq!(
+            p.stop_probs_rows(0, &f, &pr).unwrap(),
+            q.stop_probs_rows(0, &f, &pr).unwrap()
+        );
+        let other = PolicySpec {
+            hidden: 7,
+            ..spec()
+        };
+        let err = StopPolicy::load(&path, other, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("p.safetensors") && err.contains("stage0.fc1"),
+            "{err}"
+        );
+    }
+}

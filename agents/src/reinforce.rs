@@ -266,6 +266,26 @@ impl ReinforceAgent {
         })
     }
 
+    /// Loads a REINFORCE agent saved with [`Agent::save`] (on the CPU; a
+    /// jointly trained agent's classifiers come with it). Refuses folders
+    /// holding another kind of agent.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let m = crate::agent::read_manifest(dir)?;
+        match m.state {
+            AgentState::Reinforce(s) => Self::from_state(s, m.trained_with, dir),
+            other => Err(Error::agent_file(
+                dir,
+                format!(
+                    "holds a {} agent, not a reinforce agent",
+                    serde_json::to_value(&other)
+                        .ok()
+                        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(String::from))
+                        .unwrap_or_else(|| "different".into())
+                ),
+            )),
+        }
+    }
+
     /// The policy.
     pub fn policy(&self) -> &StopPolicy {
         &self.policy

@@ -377,3 +377,47 @@ impl Agent for ThresholdAgent {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_rule_and_bad_settings() {
+        let a = ThresholdAgent::with_taus(&[0.6, 0.8], 3).unwrap();
+        let obs = |stage, top: f32| Observation {
+            stage,
+            features: vec![],
+            probs: vec![top, 1.0 - top],
+            cost_so_far: 0.0,
+        };
+        assert_eq!(a.stop_prob(&obs(0, 0.6), None).unwrap(), 1.0);
+        assert_eq!(a.stop_prob(&obs(0, 0.59), None).unwrap(), 0.0);
+        assert_eq!(a.stop_prob(&obs(1, 0.7), None).unwrap(), 0.0);
+        assert_eq!(a.stop_prob(&obs(2, 0.5), None).unwrap(), 1.0);
+        assert_eq!(
+            ThresholdAgent::with_taus(&[0.9], 3).unwrap().taus(),
+            &[0.9, 0.9]
+        );
+        assert!(ThresholdAgent::with_taus(&[0.9, 0.9, 0.9], 3).is_err());
+        assert!(ThresholdAgent::with_taus(&[f32::NAN], 3).is_err());
+        for bad in [
+            ThresholdConfig {
+                grid: vec![],
+                ..Default::default()
+            },
+            ThresholdConfig {
+                grid: vec![-0.1],
+                ..Default::default()
+            },
+            ThresholdConfig {
+                per_stage: true,
+                max_sweeps: 0,
+                ..Default::default()
+            },
+        ] {
+            assert!(ThresholdAgent::new(bad, 3).is_err());
+        }
+        assert_eq!(ThresholdConfig::default().grid.len(), 102);
+    }
+}

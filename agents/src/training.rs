@@ -498,3 +498,150 @@ pub(crate) fn epoch_bar(epochs: usize, prefix: &str, quiet: bool) -> ProgressBar
 pub(crate) fn dual_ascent(alpha: f64, eta: f64, val_cost: f64, budget: f64) -> f64 {
     (alpha + eta * (val_cost - budget)).max(0.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(z: f64) -> f64 {
+        1.0 / (1.0 + (-z).exp())
+    }
+
+    /// Three trajectories over two stages: row 0 stops at stage 0, rows 1
+    /// and 2 go forward and stop at the last stage.
+    fn rollout_fixture(dev: &Device) -> (Rollout, Var, Var) {
+        let z = Var::from_slice(&[0.5f32, -1.0, 2.0], 3, dev).unwrap();
+        let l0 = Var::from_slice(&[1.0f32, 0.0, 0.5, -0.5, 0.2, 0.1], (3, 2), dev).unwrap();
+        let l1 = Var::from_slice(&[0.3f32, -0.2, -1.0, 1.0], (2, 2), dev).unwrap();
+        let lp0 = candle_nn::ops::log_softmax(l0.as_tensor(), 1).unwrap();
+        let lp1 = candle_nn::ops::log_softmax(l1.as_tensor(), 1).unwrap();
+        let roll = Rollout {
+            stages: vec![
+                StageRollout {
+                    rows: vec![0, 1, 2],
+                    input: None,
+                    logits: Some(z.as_tensor().clone()),
+                    actions: vec![0, 1, 1],
+                    yhat: vec![0, 0, 0],
+                    class_logp: Some(lp0),
+                },
+                StageRollout {
+                    rows: vec![1, 2],
+                    input: None,
+                    logits: None,
+                    actions: vec![0, 0],
+                    yhat: vec![1, 0],
+                    class_logp: Some(lp1),
+                },
+            ],
+            returns: vec![-0.2, -1.1, -0.5],
+            costs: vec![0.1, 1.0, 1.0],
+            wrong: vec![false, true, false],
+        };
+        (roll, z, l1)
+    }
+
+    #[test]
+    fn surrogate_values_and_gradients_match_the_estimator() {
+        let dev = Device::Cpu;
+        let (roll, z, l1) = rollout_fixture(&dev);
+        let baseline = BaselineState {
+            momentum: 0.9,
+            mean: Some(-0.6),
+            values: None,
+        };
+        let s = surrogate(&roll, &baseline, 0.0, &dev).unwrap();
+        let adv = [0.4, -0.5, 0.1];
+        let zs = [0.5f64, -1.0, 2.0];
+        // log pi(stop) for row 0, log (1 - pi) = log sig(-z) for rows 1, 2.
+        let want =
+            -(adv[0] * sig(zs[0]).ln() + adv[1] * sig(-zs[1]).ln() + adv[2] * sig(-zs[2]).ln())
+                / 3.0;
+        let got = s.policy.to_scalar::<f32>().unwrap() as f64;
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        let grads = s.total().unwrap().backward().unwrap();
+        let gz = grads.get(z.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+        let want_gz = [
+            -adv[0] * (1.0 - sig(zs[0])) / 3.0,
+            adv[1] * sig(zs[1]) / 3.0,
+            adv[2] * sig(zs[2]) / 3.0,
+        ];
+        for (g, w) in gz.iter().zip(want_gz) {
+            assert!((*g as f64 - w).abs() < 1e-6, "{gz:?} vs {want_gz:?}");
+        }
+        // log C_k(yhat|x): at the last stage rows 1 (yhat 1) and 2 (yhat 0);
+        // gradient -(1/B) A (onehot - softmax).
+        let gl = grads.get(l1.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        for (j, (row, (y, a))) in [[0.3f64, -0.2], [-1.0, 1.0]]
+            .iter()
+            .zip([(1usize, adv[1]), (0, adv[2])])
+            .enumerate()
+        {
+            let e: Vec<f64> = row.iter().map(|v| v.exp()).collect();
+            let tot: f64 = e.iter().sum();
+            for c in 0..2 {
+                let want = -a * ((c == y) as u8 as f64 - e[c] / tot) / 3.0;
+                assert!((gl[j][c] as f64 - want).abs() < 1e-6, "{gl:?}");
+            }
+        }
+        // The classifier term: log C_k(yhat|x) of the stage each row stopped
+        // at (row 0 at stage 0, yhat 0; rows 1, 2 at stage 1).
+        let cls = s.classifier.unwrap().to_scalar::<f32>().unwrap() as f64;
+        let lse = |r: [f64; 2]| (r[0].exp() + r[1].exp()).ln();
+        let direct = -(adv[0] * (1.0 - lse([1.0, 0.0]))
+            + adv[1] * (-0.2 - lse([0.3, -0.2]))
+            + adv[2] * (-1.0 - lse([-1.0, 1.0])))
+            / 3.0;
+        assert!((cls - direct).abs() < 1e-6, "{cls} vs {direct}");
+    }
+
+    #[test]
+    fn entropy_bonus_lowers_the_loss_and_running_mean_moves() {
+        let dev = Device::Cpu;
+        let (roll, _, _) = rollout_fixture(&dev);
+        let mut baseline = BaselineState {
+            momentum: 0.5,
+            mean: None,
+            values: None,
+        };
+        let plain = surrogate(&roll, &baseline, 0.0, &dev).unwrap().policy;
+        let bonus = surrogate(&roll, &baseline, 0.1, &dev).unwrap().policy;
+        let ent: f64 = [0.5f64, -1.0, 2.0]
+            .iter()
+            .map(|&z| -(sig(z) * sig(z).ln() + sig(-z) * sig(-z).ln()))
+            .sum();
+        let d = plain.to_scalar::<f32>().unwrap() - bonus.to_scalar::<f32>().unwrap();
+        assert!((d as f64 - 0.1 * ent / 3.0).abs() < 1e-6);
+        // First update sets the mean, later ones move it by the momentum.
+        baseline.update(&[-1.0, 0.0]);
+        assert_eq!(baseline.mean, Some(-0.5));
+        baseline.update(&[1.0]);
+        assert_eq!(baseline.mean, Some(0.25));
+    }
+
+    #[test]
+    fn selection_and_dual_ascent() {
+        let p = |r, e, c| ValScore {
+            mean_reward: r,
+            error: e,
+            cost: c,
+        };
+        assert!(better(&p(-0.1, 0.2, 0.9), &p(-0.2, 0.1, 0.1), None));
+        // Budget 0.5: feasible beats infeasible, then error, then cost.
+        let b = Some(0.5);
+        assert!(better(&p(-9.0, 0.3, 0.5), &p(0.0, 0.1, 0.6), b));
+        assert!(better(&p(-9.0, 0.1, 0.4), &p(0.0, 0.2, 0.1), b));
+        assert!(better(&p(-9.0, 0.1, 0.3), &p(0.0, 0.1, 0.4), b));
+        assert!(better(&p(-9.0, 0.9, 0.7), &p(0.0, 0.1, 0.8), b));
+        assert!(!better(&p(0.0, 0.1, 0.4), &p(0.0, 0.1, 0.4), b));
+        assert_eq!(dual_ascent(0.1, 2.0, 0.75, 0.5), 0.6);
+        assert_eq!(dual_ascent(0.1, 2.0, 0.25, 0.5), 0.0);
+    }
+
+    #[test]
+    fn bad_baselines_are_refused() {
+        assert!(Baseline::RunningMean { momentum: 1.0 }.validate().is_err());
+        assert!(Baseline::Value { lr: 0.0 }.validate().is_err());
+        assert!(Baseline::default().validate().is_ok());
+    }
+}
