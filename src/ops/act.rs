@@ -2,9 +2,8 @@
 //! backward is one pass too (candle's ReLU backward builds a mask, converts
 //! it and multiplies: several single-threaded passes).
 
-use super::cpu::{slice_f32, with_f32};
+use super::cpu::{par_init, slice_f32, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
 
@@ -13,15 +12,12 @@ fn relu_grad(gy: &Tensor, y: &Tensor) -> Result<Tensor> {
     let gy = gy.contiguous()?;
     let dx = with_f32(&gy, "relu output gradient", |gs| {
         with_f32(y, "relu output", |ys| {
-            let mut dx = vec![0f32; gs.len()];
-            dx.par_chunks_mut(CHUNK)
-                .zip(gs.par_chunks(CHUNK).zip(ys.par_chunks(CHUNK)))
-                .for_each(|(d, (g, y))| {
-                    for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
-                        *d = if y > 0.0 { g } else { 0.0 };
-                    }
-                });
-            Ok(dx)
+            Ok(par_init(gs.len(), CHUNK, |t, d| {
+                let (g, y) = (&gs[t * CHUNK..][..d.len()], &ys[t * CHUNK..][..d.len()]);
+                for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
+                    *d = if y > 0.0 { g } else { 0.0 };
+                }
+            }))
         })
     })?;
     Tensor::from_vec(dx, y.shape(), y.device())
@@ -37,14 +33,11 @@ impl CustomOp1 for Relu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice_f32(s, l, "relu input")?;
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = x.max(0.0);
-                }
-            });
+        let y = par_init(x.len(), CHUNK, |t, y| {
+            for (y, &x) in y.iter_mut().zip(&x[t * CHUNK..]) {
+                *y = x.max(0.0);
+            }
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -77,14 +70,11 @@ impl CustomOp2 for AddRelu {
         }
         let a = slice_f32(s1, l1, "add_relu lhs")?;
         let b = slice_f32(s2, l2, "add_relu rhs")?;
-        let mut y = vec![0f32; a.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(y, (a, b))| {
-                for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
-                    *y = (a + b).max(0.0);
-                }
-            });
+        let y = par_init(a.len(), CHUNK, |t, y| {
+            for ((y, &a), &b) in y.iter_mut().zip(&a[t * CHUNK..]).zip(&b[t * CHUNK..]) {
+                *y = (a + b).max(0.0);
+            }
+        });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 

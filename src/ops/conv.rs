@@ -5,10 +5,11 @@
 //! The batch is split across rayon's threads; each GEMM runs on one thread
 //! then. With fewer images than threads the GEMMs themselves go parallel.
 
-use super::cpu::{num_threads, sgemm, slice_f32, sum, with_f32, Mat};
+use super::cpu::{num_threads, par_init, sgemm, slice_f32, sum, with_f32, Mat};
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// Sizes of one convolution, derived once from the operand shapes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,14 +101,60 @@ impl Geom {
     }
 }
 
+/// For a stride-1 conv whose output has the input's size ("same"
+/// padding), im2col row `(c, ki, kj)` is the channel plane shifted by
+/// `d = (ki - p) * w + (kj - p)`: `row[j] = plane[j + d]`, except in output
+/// rows whose input row is off the image and in the columns that wrap
+/// around an edge. Returns `(j0, j1, d)`: `row[j]` for `j` in `[j0, j1)` is
+/// `plane[j + d]` up to the wrapped columns, everything else is zero.
+fn same_shift(g: &Geom, ki: usize, kj: usize) -> (usize, usize, isize) {
+    let (h, w, p) = (g.h, g.w, g.p);
+    let oh_lo = p.saturating_sub(ki);
+    let oh_hi = (h + p).saturating_sub(ki).min(h);
+    let d = (ki as isize - p as isize) * w as isize + (kj as isize - p as isize);
+    let hw = (h * w) as isize;
+    let j0 = ((oh_lo * w) as isize).max(-d).max(0) as usize;
+    let j1 = ((oh_hi * w) as isize).min(hw - d).max(j0 as isize) as usize;
+    (j0, j1, d)
+}
+
+/// The wrapped columns of a "same" conv at kernel column `kj`: `[0, lo)` and
+/// `[hi, w)` of every output row.
+fn same_cols(g: &Geom, kj: usize) -> (usize, usize) {
+    (
+        g.p.saturating_sub(kj),
+        (g.w + g.p).saturating_sub(kj).min(g.w),
+    )
+}
+
+fn is_same(g: &Geom) -> bool {
+    g.s == 1 && g.ho == g.h && g.wo == g.w
+}
+
 /// Unfolds one image `[c, h, w]` into `col: [c * k * k, ho * wo]`.
 fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
     let (pp, wo) = (g.pp(), g.wo);
+    let same = is_same(g);
     for c in 0..g.c {
         let plane = &x[c * g.h * g.w..][..g.h * g.w];
         for ki in 0..g.k {
             for kj in 0..g.k {
                 let row = &mut col[((c * g.k + ki) * g.k + kj) * pp..][..pp];
+                if same {
+                    let (j0, j1, d) = same_shift(g, ki, kj);
+                    row[..j0].fill(0.0);
+                    row[j1..].fill(0.0);
+                    let s0 = (j0 as isize + d) as usize;
+                    row[j0..j1].copy_from_slice(&plane[s0..s0 + (j1 - j0)]);
+                    let (lo, hi) = same_cols(g, kj);
+                    if lo > 0 || hi < wo {
+                        for r in row.chunks_exact_mut(wo) {
+                            r[..lo].fill(0.0);
+                            r[hi..].fill(0.0);
+                        }
+                    }
+                    continue;
+                }
                 let (lo, hi) = g.ow_range(kj);
                 for oh in 0..g.ho {
                     let dst = &mut row[oh * wo..][..wo];
@@ -122,8 +169,9 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
                         let iw0 = lo + kj - g.p;
                         dst[lo..hi].copy_from_slice(&src[iw0..iw0 + hi - lo]);
                     } else {
-                        for (ow, d) in dst.iter_mut().enumerate().take(hi).skip(lo) {
-                            *d = src[ow * g.s + kj - g.p];
+                        let src = &src[lo * g.s + kj - g.p..];
+                        for (d, &v) in dst[lo..hi].iter_mut().zip(src.iter().step_by(g.s)) {
+                            *d = v;
                         }
                     }
                 }
@@ -133,14 +181,32 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
 }
 
 /// Folds `col: [c * k * k, ho * wo]` back onto one image `[c, h, w]`,
-/// adding into `x` (the adjoint of [`im2col`]).
-fn col2im(g: &Geom, col: &[f32], x: &mut [f32]) {
+/// adding into `x` (the adjoint of [`im2col`]). `col` is scratch: the
+/// entries that fall off the image may be overwritten.
+fn col2im(g: &Geom, col: &mut [f32], x: &mut [f32]) {
     let (pp, wo) = (g.pp(), g.wo);
+    let same = is_same(g);
     for c in 0..g.c {
         let plane = &mut x[c * g.h * g.w..][..g.h * g.w];
         for ki in 0..g.k {
             for kj in 0..g.k {
-                let row = &col[((c * g.k + ki) * g.k + kj) * pp..][..pp];
+                let row = &mut col[((c * g.k + ki) * g.k + kj) * pp..][..pp];
+                if same {
+                    // Zero the wrapped columns, then one contiguous add.
+                    let (lo, hi) = same_cols(g, kj);
+                    if lo > 0 || hi < wo {
+                        for r in row.chunks_exact_mut(wo) {
+                            r[..lo].fill(0.0);
+                            r[hi..].fill(0.0);
+                        }
+                    }
+                    let (j0, j1, d) = same_shift(g, ki, kj);
+                    let s0 = (j0 as isize + d) as usize;
+                    for (dst, &v) in plane[s0..s0 + (j1 - j0)].iter_mut().zip(&row[j0..j1]) {
+                        *dst += v;
+                    }
+                    continue;
+                }
                 let (lo, hi) = g.ow_range(kj);
                 if lo >= hi {
                     continue;
@@ -155,8 +221,9 @@ fn col2im(g: &Geom, col: &[f32], x: &mut [f32]) {
                             *d += v;
                         }
                     } else {
-                        for (ow, &v) in src.iter().enumerate().take(hi).skip(lo) {
-                            dst[ow * g.s + kj - g.p] += v;
+                        let dst = &mut dst[lo * g.s + kj - g.p..];
+                        for (d, &v) in dst.iter_mut().step_by(g.s).zip(&src[lo..hi]) {
+                            *d += v;
                         }
                     }
                 }
@@ -183,44 +250,40 @@ fn schedule(n: usize) -> (usize, Parallelism) {
 /// Forward convolution. `y[i] = w * im2col(x[i]) + bias`.
 pub(crate) fn conv_fwd(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (kk, pp, in_img, out_img) = (g.kk(), g.pp(), g.in_img(), g.out_img());
-    let mut y = vec![0f32; g.n * out_img];
     if g.n == 0 || out_img == 0 {
-        return y;
+        return vec![0f32; g.n * out_img];
     }
     let (per_task, par) = schedule(g.n);
     let col_len = if g.pointwise() { 0 } else { kk * pp };
-    y.par_chunks_mut(per_task * out_img)
-        .enumerate()
-        .for_each(|(t, ys)| {
-            let mut col = vec![0f32; col_len];
-            for (j, yn) in ys.chunks_mut(out_img).enumerate() {
-                let i = t * per_task + j;
-                let xn = &x[i * in_img..][..in_img];
-                let colref: &[f32] = if g.pointwise() {
-                    xn
-                } else {
-                    im2col(g, xn, &mut col);
-                    &col
-                };
-                if let Some(b) = bias {
-                    for (row, &bv) in yn.chunks_mut(pp).zip(b) {
-                        row.fill(bv);
-                    }
+    par_init(g.n * out_img, per_task * out_img, |t, ys| {
+        let mut col = vec![0f32; col_len];
+        for (j, yn) in ys.chunks_mut(out_img).enumerate() {
+            let i = t * per_task + j;
+            let xn = &x[i * in_img..][..in_img];
+            let colref: &[f32] = if g.pointwise() {
+                xn
+            } else {
+                im2col(g, xn, &mut col);
+                &col
+            };
+            if let Some(b) = bias {
+                for (row, &bv) in yn.chunks_mut(pp).zip(b) {
+                    row.fill(bv);
                 }
-                sgemm(
-                    g.co,
-                    pp,
-                    kk,
-                    yn,
-                    pp,
-                    bias.is_some(),
-                    Mat::rows(w, kk),
-                    Mat::rows(colref, pp),
-                    par,
-                );
             }
-        });
-    y
+            sgemm(
+                g.co,
+                pp,
+                kk,
+                yn,
+                pp,
+                bias.is_some(),
+                Mat::rows(w, kk),
+                Mat::rows(colref, pp),
+                par,
+            );
+        }
+    })
 }
 
 /// Gradients of a convolution; each is computed only when asked for.
@@ -308,23 +371,33 @@ pub(crate) fn conv_bwd(
                         Mat::rows(gyn, pp),
                         par,
                     );
-                    dxn.fill(0.0);
-                    col2im(g, &dcol, dxn);
+                    col2im(g, &mut dcol, dxn);
                 }
             }
         }
         (dw, db.into_iter().map(|v| v as f32).collect())
     };
 
-    let mut dx = need_dx.then(|| vec![0f32; g.n * in_img]);
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = match dx.as_mut() {
-        Some(dx) if in_img > 0 => dx
-            .par_chunks_mut(per_task * in_img)
-            .enumerate()
-            .map(|(t, c)| run(t, Some(c)))
-            .collect(),
-        _ => (0..tasks).into_par_iter().map(|t| run(t, None)).collect(),
+    let slots: Vec<Mutex<(Vec<f32>, Vec<f32>)>> = (0..tasks).map(|_| Mutex::default()).collect();
+    let store = |t: usize, r: (Vec<f32>, Vec<f32>)| {
+        if let Ok(mut slot) = slots[t].lock() {
+            *slot = r;
+        }
     };
+    let dx = if need_dx && in_img > 0 {
+        Some(par_init(g.n * in_img, per_task * in_img, |t, dxs| {
+            store(t, run(t, Some(dxs)))
+        }))
+    } else {
+        (0..tasks)
+            .into_par_iter()
+            .for_each(|t| store(t, run(t, None)));
+        need_dx.then(Vec::new)
+    };
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = slots
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
     let reduce = |pick: fn(&(Vec<f32>, Vec<f32>)) -> &Vec<f32>, len: usize| {
         let mut acc = vec![0f32; len];
         for p in &partials {

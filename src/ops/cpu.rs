@@ -5,6 +5,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, Tensor};
 use gemm::Parallelism;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// True when every tensor lives on the CPU and holds f32: the case the fast
 /// kernels cover. Anything else goes to candle's own ops.
@@ -47,6 +49,32 @@ pub(crate) fn to_vec_f32(t: &Tensor) -> Result<Vec<f32>> {
 /// runs candle's matmul (`RAYON_NUM_THREADS` sets it).
 pub(crate) fn num_threads() -> usize {
     rayon::current_num_threads().max(1)
+}
+
+/// A new vector of `n` f32 filled chunk by chunk in parallel: chunk `i`
+/// (`chunk` elements, the last one shorter) is zeroed by the thread that
+/// then runs `f(i, chunk)` on it. Unlike `vec![0.0; n]` followed by a
+/// parallel pass, the zeroing is spread over the threads and happens while
+/// the chunk is in cache.
+pub(crate) fn par_init(n: usize, chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    if n > 0 {
+        v.spare_capacity_mut()[..n]
+            .par_chunks_mut(chunk.max(1))
+            .enumerate()
+            .for_each(|(i, c)| {
+                for e in c.iter_mut() {
+                    e.write(0.0);
+                }
+                // SAFETY: every element of `c` was initialised just above, and
+                // `MaybeUninit<f32>` has the layout of `f32`.
+                let c = unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                f(i, c);
+            });
+    }
+    // SAFETY: the chunks cover `0..n` and were all initialised.
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// A row-major matrix view for [`sgemm`]: element `(i, j)` is at

@@ -5,7 +5,7 @@
 //! to write the input gradient. Work is spread over channels (reductions) or
 //! planes (element-wise passes) with rayon.
 
-use super::cpu::{slice_f32, sum_g_gx, sum_sq_shifted, with_f32};
+use super::cpu::{par_init, slice_f32, sum_g_gx, sum_sq_shifted, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -48,15 +48,14 @@ pub(crate) fn stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<
 
 /// `y = x * scale[c] + shift[c]`, then `max(y, 0)` when `relu`.
 fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
     if hw == 0 {
-        return y;
+        return vec![0f32; x.len()];
     }
-    y.par_chunks_mut(hw)
-        .zip(x.par_chunks(hw))
-        .enumerate()
-        .with_min_len(min_planes(hw))
-        .for_each(|(plane, (yp, xp))| {
+    let per = min_planes(hw);
+    par_init(x.len(), per * hw, |t, ys| {
+        for (j, yp) in ys.chunks_mut(hw).enumerate() {
+            let plane = t * per + j;
+            let xp = &x[plane * hw..][..hw];
             let (a, b) = (scale[plane % c], shift[plane % c]);
             if relu {
                 for (yv, &xv) in yp.iter_mut().zip(xp) {
@@ -67,8 +66,8 @@ fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bo
                     *yv = xv * a + b;
                 }
             }
-        });
-    y
+        }
+    })
 }
 
 /// Batch norm with the statistics fixed at construction, as a candle custom
@@ -161,35 +160,35 @@ impl CustomOp3 for BatchNorm {
                                 k[ci] = (-ac * sums[ci].0 / m - bc * self.mean[ci] as f64) as f32;
                             }
                         }
-                        let mut dx = vec![0f32; xs.len()];
-                        if hw > 0 {
-                            dx.par_chunks_mut(hw)
-                                .enumerate()
-                                .with_min_len(min_planes(hw))
-                                .for_each(|(plane, d)| {
-                                    let ci = plane % c;
-                                    let o = plane * hw;
-                                    let (g, xp) = (&gys[o..o + hw], &xs[o..o + hw]);
-                                    let (ac, bc, kc) = (a[ci], b[ci], k[ci]);
-                                    match mask {
-                                        None => {
-                                            for ((d, &g), &xv) in d.iter_mut().zip(g).zip(xp) {
-                                                *d = ac * g + bc * xv + kc;
-                                            }
-                                        }
-                                        Some(ys) => {
-                                            let yp = &ys[o..o + hw];
-                                            for (((d, &g), &xv), &yv) in
-                                                d.iter_mut().zip(g).zip(xp).zip(yp)
-                                            {
-                                                let g = if yv > 0.0 { g } else { 0.0 };
-                                                *d = ac * g + bc * xv + kc;
-                                            }
+                        if hw == 0 {
+                            return vec![0f32; xs.len()];
+                        }
+                        let per = min_planes(hw);
+                        par_init(xs.len(), per * hw, |t, dxs| {
+                            for (j, d) in dxs.chunks_mut(hw).enumerate() {
+                                let plane = t * per + j;
+                                let ci = plane % c;
+                                let o = plane * hw;
+                                let (g, xp) = (&gys[o..o + hw], &xs[o..o + hw]);
+                                let (ac, bc, kc) = (a[ci], b[ci], k[ci]);
+                                match mask {
+                                    None => {
+                                        for ((d, &g), &xv) in d.iter_mut().zip(g).zip(xp) {
+                                            *d = ac * g + bc * xv + kc;
                                         }
                                     }
-                                });
-                        }
-                        dx
+                                    Some(ys) => {
+                                        let yp = &ys[o..o + hw];
+                                        for (((d, &g), &xv), &yv) in
+                                            d.iter_mut().zip(g).zip(xp).zip(yp)
+                                        {
+                                            let g = if yv > 0.0 { g } else { 0.0 };
+                                            *d = ac * g + bc * xv + kc;
+                                        }
+                                    }
+                                }
+                            }
+                        })
                     });
                     Ok((dx, dgamma, dbeta))
                 })

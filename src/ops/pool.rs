@@ -1,7 +1,7 @@
 //! Non-overlapping max pooling on the CPU that records, for every output,
 //! which element of its window won, so the backward is one scatter pass.
 
-use super::cpu::{slice_f32, with_f32};
+use super::cpu::{par_init, slice_f32, with_f32};
 use super::norm::dims_nchw;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -111,22 +111,24 @@ impl CustomOp1 for MaxPool2d {
             if arg.len() != gys.len() {
                 bail!("max_pool2d: backward without a matching forward")
             }
-            let mut dx = vec![0f32; x.elem_count()];
-            if !gys.is_empty() {
-                dx.par_chunks_mut(hw)
-                    .zip(gys.par_chunks(ho * wo))
-                    .zip(arg.par_chunks(ho * wo))
-                    .with_min_len((4096 / (ho * wo)).max(1))
-                    .for_each(|((dp, gp), ap)| {
-                        for oh in 0..ho {
-                            for ow in 0..wo {
-                                let j = oh * wo + ow;
-                                let a = ap[j] as usize;
-                                dp[(oh * k + a / k) * w + ow * k + a % k] = gp[j];
-                            }
-                        }
-                    });
+            if gys.is_empty() {
+                return Ok(vec![0f32; x.elem_count()]);
             }
+            let per = (4096 / (ho * wo)).max(1);
+            let dx = par_init(x.elem_count(), per * hw, |t, dxs| {
+                for (j, dp) in dxs.chunks_mut(hw).enumerate() {
+                    let plane = t * per + j;
+                    let gp = &gys[plane * ho * wo..][..ho * wo];
+                    let ap = &arg[plane * ho * wo..][..ho * wo];
+                    for oh in 0..ho {
+                        for ow in 0..wo {
+                            let j = oh * wo + ow;
+                            let a = ap[j] as usize;
+                            dp[(oh * k + a / k) * w + ow * k + a % k] = gp[j];
+                        }
+                    }
+                }
+            });
             Ok(dx)
         })?;
         Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))

@@ -88,6 +88,8 @@ fn conv2d_matches_reference_forward_and_gradients() {
         (2, 4, 7, 7, 6, 1, 2, 0, false),
         (9, 2, 5, 6, 3, 3, 1, 1, true),
         (2, 3, 4, 4, 2, 3, 1, 0, false),
+        (2, 2, 6, 7, 3, 5, 1, 2, true),
+        (1, 2, 5, 4, 2, 3, 1, 2, false),
     ];
     for (n, c, h, w, co, k, s, p, with_bias) in cases {
         let tag = format!("n{n} c{c} {h}x{w} co{co} k{k} s{s} p{p} bias {with_bias}");
