@@ -21,10 +21,17 @@ fn data_info_on_synthetic_says_it_is_synthetic() {
         .args(["data", "info", "--dataset", "synthetic"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("synthetic data"), "{text}");
-    assert!(text.contains("train 5400, validation 600, test 2000"), "{text}");
+    assert!(
+        text.contains("train 5400, validation 600, test 2000"),
+        "{text}"
+    );
     assert!(text.contains("| 0 | north |"), "{text}");
 }
 
@@ -39,7 +46,10 @@ fn unknown_data_set_is_one_line_and_non_zero() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.starts_with("error: loading data set 'cifar10'"), "{err}");
+    assert!(
+        err.starts_with("error: loading data set 'cifar10'"),
+        "{err}"
+    );
     assert!(err.contains("CIFAR-10 binary version"), "{err}");
 }
 
@@ -48,15 +58,30 @@ fn data_preview_writes_png_and_svg() {
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("sub/preview.png");
     let out = cascade()
-        .args(["data", "preview", "--dataset", "synthetic", "--per-class", "3", "--out"])
+        .args([
+            "data",
+            "preview",
+            "--dataset",
+            "synthetic",
+            "--per-class",
+            "3",
+            "--out",
+        ])
         .arg(&png)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     let svg = std::fs::read_to_string(png.with_extension("svg")).unwrap();
-    assert!(svg.contains("<svg") && svg.contains("SYNTHETIC"), "svg lacks the notice");
+    assert!(
+        svg.contains("<svg") && svg.contains("SYNTHETIC"),
+        "svg lacks the notice"
+    );
 }
 
 #[test]
@@ -64,11 +89,22 @@ fn pretrain_then_export_trace_writes_a_loadable_trace() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let out = cascade()
-        .args(["pretrain", "--preset", "synthetic-3", "--epochs", "1", "--out"])
+        .args([
+            "pretrain",
+            "--preset",
+            "synthetic-3",
+            "--epochs",
+            "1",
+            "--out",
+        ])
         .arg(&run)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let trace = dir.path().join("val.safetensors");
     let out = cascade()
         .args(["export-trace", "--split", "val", "--cascade"])
@@ -77,7 +113,11 @@ fn pretrain_then_export_trace_writes_a_loadable_trace() {
         .arg(&trace)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let replay = cascade_env::ReplayBackend::load(&trace).unwrap();
     assert_eq!(replay.meta().split, "val");
     assert_eq!(replay.meta().cascade, "synthetic-3");
