@@ -147,10 +147,11 @@ impl Generator {
     }
 }
 
+/// A generated split with the difficulty of each sample.
+pub type LabelledSplit = (Dataset, Vec<Difficulty>);
+
 /// Generates `(train, test)` and the difficulty of each sample.
-pub fn generate(
-    cfg: &SyntheticConfig,
-) -> Result<((Dataset, Vec<Difficulty>), (Dataset, Vec<Difficulty>))> {
+pub fn generate(cfg: &SyntheticConfig) -> Result<(LabelledSplit, LabelledSplit)> {
     if cfg.n_train == 0 || cfg.n_test == 0 {
         return Err(Error::Config(format!(
             "synthetic data needs n_train > 0 and n_test > 0, got {} and {}",
