@@ -3,4 +3,9 @@
 //! can call it.
 
 pub mod cli;
+pub mod error;
+pub mod figures;
 pub mod log;
+pub mod results;
+pub mod study;
+pub mod summary;

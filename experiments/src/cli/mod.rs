@@ -7,6 +7,8 @@ pub mod bench;
 pub mod data;
 pub mod export_trace;
 pub mod flops;
+pub mod merge;
+pub mod plot;
 pub mod pretrain;
 
 /// cascade-rl: cascades of deep classifiers as an optimal-stopping MDP.
@@ -35,6 +37,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Record every stage's outputs on a split into a replay trace file.
     ExportTrace(export_trace::ExportTraceArgs),
+    /// Redraw a study's figures and summary from its run folder.
+    Plot(plot::PlotArgs),
+    /// Join a sharded study's results into results.csv and redraw its report.
+    Merge(merge::MergeArgs),
 }
 
 impl Cli {
@@ -47,6 +53,8 @@ impl Cli {
             Command::Pretrain(args) => pretrain::run(args),
             Command::Bench(args) => bench::run(args),
             Command::ExportTrace(args) => export_trace::run(args),
+            Command::Plot(args) => plot::run(args),
+            Command::Merge(args) => merge::run(args),
         }
     }
 }

@@ -1,0 +1,487 @@
+//! The resolved configuration of a study ([`StudyConfig`], written as
+//! `config.json` next to the results) and the study presets.
+
+use std::path::Path;
+
+use cascade_agents::{JointConfig, ReinforceConfig, ThresholdConfig};
+use cascade_env::RewardSpec;
+use cascade_rl::data::{find_data_dir, DatasetKind, SplitConfig, SyntheticConfig};
+use cascade_rl::presets::Preset;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The study presets of `joint_vs_frozen` and `alpha_sweep`.
+pub const STUDY_PRESETS: [&str; 4] = ["default", "quick", "fmnist", "cifar10"];
+
+/// An agent whose sweep a study runs (static stages and the oracle are
+/// always evaluated: they cost nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SweptAgent {
+    /// Confidence threshold calibrated on validation at each alpha / budget.
+    #[serde(rename = "threshold")]
+    Threshold,
+    /// REINFORCE policy on the frozen pretrained classifiers.
+    #[serde(rename = "reinforce-frozen")]
+    Frozen,
+    /// REINFORCE policy trained jointly with the classifiers.
+    #[serde(rename = "reinforce-joint")]
+    Joint,
+}
+
+impl SweptAgent {
+    /// The agent's name in results (`threshold`, `reinforce-frozen`,
+    /// `reinforce-joint`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SweptAgent::Threshold => "threshold",
+            SweptAgent::Frozen => "reinforce-frozen",
+            SweptAgent::Joint => "reinforce-joint",
+        }
+    }
+
+    /// The agent's family in results.
+    pub fn kind(self) -> &'static str {
+        match self {
+            SweptAgent::Threshold => "threshold",
+            _ => "reinforce",
+        }
+    }
+
+    /// A label for figures and tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            SweptAgent::Threshold => "threshold",
+            SweptAgent::Frozen => "REINFORCE frozen",
+            SweptAgent::Joint => "REINFORCE joint",
+        }
+    }
+}
+
+impl std::str::FromStr for SweptAgent {
+    type Err = Error;
+
+    /// `threshold`, `frozen` or `joint` (or the full result names).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "threshold" => Ok(SweptAgent::Threshold),
+            "frozen" | "reinforce-frozen" => Ok(SweptAgent::Frozen),
+            "joint" | "reinforce-joint" => Ok(SweptAgent::Joint),
+            other => Err(Error::Config(format!(
+                "unknown agent '{other}' (expected threshold, frozen or joint)"
+            ))),
+        }
+    }
+}
+
+/// How the cascade is pretrained (and what a reused one must match).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// Seed of the split, the initialisation and the batch order.
+    pub seed: u64,
+    /// Every stage's epochs (`None`: the cascade preset's recipe).
+    pub epochs: Option<usize>,
+    /// At most this many training images (real data; `None`: all).
+    pub max_train: Option<usize>,
+    /// At most this many validation images (real data).
+    pub max_val: Option<usize>,
+    /// At most this many test images (real data).
+    pub max_test: Option<usize>,
+    /// Synthetic data: training images (validation is carved from them).
+    pub synthetic_train: usize,
+    /// Synthetic data: test images.
+    pub synthetic_test: usize,
+    /// Share of the training split held out from pretraining for the
+    /// learned agents (see [`super::data`]); 0: the agents train on the
+    /// classifiers' own training images.
+    pub agent_fraction: f64,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        PretrainConfig {
+            seed: 0,
+            epochs: None,
+            max_train: None,
+            max_val: None,
+            max_test: None,
+            synthetic_train: SyntheticConfig::default().n_train,
+            synthetic_test: SyntheticConfig::default().n_test,
+            agent_fraction: 0.2,
+        }
+    }
+}
+
+/// Everything a study's numbers depend on. Written, resolved, as
+/// `config.json` in the run folder; a rerun in the same folder must agree
+/// on everything but the sweep itself (`agents`, `alphas`, `budgets`,
+/// `seeds`), which it may extend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudyConfig {
+    /// The experiment: `joint_vs_frozen` or `alpha_sweep`.
+    pub study: String,
+    /// The study preset it was resolved from (`default`, `quick`, `fmnist`, `cifar10`).
+    pub preset: String,
+    /// The cascade preset of cascade-rl (`synthetic-3`, `fmnist-4`, `cifar10-resnet`, ...).
+    pub cascade: String,
+    /// The data set (the cascade preset's).
+    pub dataset: String,
+    /// Pretraining of the cascade.
+    pub pretrain: PretrainConfig,
+    /// The agents swept over `alphas` (or `budgets`) and `seeds`.
+    pub agents: Vec<SweptAgent>,
+    /// The prices of compute swept (empty in budget mode).
+    pub alphas: Vec<f64>,
+    /// Cost budgets swept, as fractions of the largest stage's cost
+    /// (budget mode; `alphas` is then empty).
+    pub budgets: Vec<f64>,
+    /// The starting alpha of dual ascent in budget mode.
+    pub budget_alpha0: f64,
+    /// Training seeds of the learned agents.
+    pub seeds: Vec<u64>,
+    /// Loss, cost model and prediction of the reward (its alpha is set per point).
+    pub reward: RewardSpec,
+    /// Count the stopping policy's own MACs into the cost.
+    pub count_policy_cost: bool,
+    /// Threshold search.
+    pub threshold: ThresholdConfig,
+    /// The policy-only agent on frozen classifiers.
+    pub frozen: ReinforceConfig,
+    /// The policy of the joint agent (fresh policy, like the frozen one).
+    pub joint: ReinforceConfig,
+    /// The classifiers' side of joint training.
+    pub joint_classifiers: JointConfig,
+    /// At most this many of the agents' training images (a seeded subset,
+    /// the same for the frozen and the joint agent and every seed; `None`:
+    /// all of the held-out share).
+    pub agent_train_samples: Option<usize>,
+    /// Alphas of the label-aware oracle curve (`oracle-alpha`).
+    pub oracle_alphas: Vec<f64>,
+    /// Sub-envs run in lock step in evaluations.
+    pub num_envs: usize,
+    /// Images per forward pass of the live cascade (traces, joint evaluation).
+    pub eval_batch: usize,
+}
+
+/// `n` alphas spaced evenly in log scale from `lo` to `hi`.
+pub fn log_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    if n <= 1 {
+        return vec![lo];
+    }
+    let (a, b) = (lo.ln(), hi.ln());
+    (0..n)
+        .map(|i| {
+            let v = (a + (b - a) * i as f64 / (n - 1) as f64).exp();
+            // Four significant digits: readable in file and folder names.
+            let p = 10f64.powi(3 - v.log10().floor() as i32);
+            (v * p).round() / p
+        })
+        .collect()
+}
+
+impl StudyConfig {
+    /// The study preset `name` for the experiment `study`. `data_dir` is
+    /// where the data is looked for: the `default` preset uses
+    /// Fashion-MNIST when it is found and the synthetic set otherwise.
+    pub fn preset(study: &str, name: &str, data_dir: Option<&Path>) -> Result<Self> {
+        let reinforce = |epochs: usize, patience: usize| ReinforceConfig {
+            epochs,
+            patience,
+            ..Default::default()
+        };
+        let base = |cascade: &str, dataset: &str| StudyConfig {
+            study: study.to_string(),
+            preset: name.to_string(),
+            cascade: cascade.to_string(),
+            dataset: dataset.to_string(),
+            pretrain: PretrainConfig::default(),
+            agents: vec![SweptAgent::Threshold, SweptAgent::Frozen, SweptAgent::Joint],
+            alphas: vec![0.01, 0.03, 0.1],
+            budgets: vec![],
+            budget_alpha0: 0.05,
+            seeds: vec![0],
+            reward: RewardSpec::default(),
+            count_policy_cost: true,
+            threshold: ThresholdConfig::default(),
+            frozen: reinforce(20, 6),
+            joint: reinforce(4, 0),
+            joint_classifiers: JointConfig::default(),
+            agent_train_samples: None,
+            oracle_alphas: log_grid(1e-3, 30.0, 31),
+            num_envs: 256,
+            eval_batch: 512,
+        };
+        let fmnist_found = find_data_dir(DatasetKind::FashionMnist, data_dir).is_ok();
+        let cfg = match name {
+            "quick" => quick(base("synthetic-3", "synthetic")),
+            "default" if fmnist_found => {
+                let mut c = base("fmnist-4", "fashion-mnist");
+                c.pretrain.max_train = Some(6000);
+                c.pretrain.max_val = Some(2000);
+                c.pretrain.max_test = Some(5000);
+                c.alphas = vec![0.01, 0.03, 0.1];
+                c.frozen = reinforce(20, 6);
+                c.joint = reinforce(3, 0);
+                c.joint_classifiers.classifier_lr = 3e-4;
+                c
+            }
+            "default" => {
+                let mut c = base("synthetic-3", "synthetic");
+                c.pretrain.synthetic_train = 6000;
+                c.pretrain.synthetic_test = 2000;
+                c.alphas = vec![0.01, 0.03, 0.1, 0.3];
+                c.frozen = reinforce(20, 6);
+                c.joint = reinforce(8, 0);
+                c.joint_classifiers.classifier_lr = 1e-3;
+                c
+            }
+            "fmnist" => {
+                let mut c = base("fmnist-4", "fashion-mnist");
+                c.alphas = vec![0.003, 0.01, 0.02, 0.05, 0.1, 0.3];
+                c.seeds = vec![0, 1, 2];
+                c.frozen = reinforce(30, 6);
+                c.joint = reinforce(5, 0);
+                c.joint_classifiers.classifier_lr = 3e-4;
+                c.agent_train_samples = Some(20000);
+                c
+            }
+            "cifar10" => {
+                let mut c = base("cifar10-resnet", "cifar10");
+                c.alphas = vec![0.003, 0.01, 0.02, 0.05, 0.1, 0.3];
+                c.seeds = vec![0, 1, 2];
+                c.frozen = reinforce(30, 6);
+                c.joint = reinforce(10, 0);
+                c.joint_classifiers.classifier_lr = 1e-4;
+                c.eval_batch = 256;
+                c
+            }
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown study preset '{other}' (known: {})",
+                    STUDY_PRESETS.join(", ")
+                )))
+            }
+        };
+        Ok(cfg)
+    }
+
+    /// True when the study runs on the built-in synthetic data.
+    pub fn is_synthetic(&self) -> bool {
+        self.dataset == "synthetic"
+    }
+
+    /// The cascade preset, with the pretraining epoch override applied.
+    pub fn cascade_preset(&self) -> Result<Preset> {
+        let p = Preset::by_name(&self.cascade)?;
+        if p.dataset != self.dataset {
+            return Err(Error::Config(format!(
+                "cascade preset '{}' is trained on '{}', but the study names data set '{}'",
+                self.cascade, p.dataset, self.dataset
+            )));
+        }
+        Ok(match self.pretrain.epochs {
+            Some(e) => p.with_epochs(e),
+            None => p,
+        })
+    }
+
+    /// The split the cascade is pretrained on and every agent uses.
+    pub fn split_config(&self, preset: &Preset) -> SplitConfig {
+        let p = &self.pretrain;
+        if self.is_synthetic() {
+            SplitConfig {
+                val_fraction: preset.val_fraction,
+                seed: p.seed,
+                synthetic: SyntheticConfig {
+                    n_train: p.synthetic_train,
+                    n_test: p.synthetic_test,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+        } else {
+            SplitConfig {
+                val_fraction: preset.val_fraction,
+                seed: p.seed,
+                max_train: p.max_train,
+                max_val: p.max_val,
+                max_test: p.max_test,
+                ..Default::default()
+            }
+        }
+    }
+
+    /// True in budget mode (a `budgets` sweep instead of `alphas`).
+    pub fn budget_mode(&self) -> bool {
+        !self.budgets.is_empty()
+    }
+
+    /// Refuses empty sweeps, bad alphas and budgets, duplicate entries and
+    /// bad agent settings, naming the value.
+    pub fn validate(&self) -> Result<()> {
+        if self.study.is_empty() || self.preset.is_empty() {
+            return Err(Error::Config("study and preset names must be set".into()));
+        }
+        if self.agents.is_empty() {
+            return Err(Error::Config("no agents to sweep".into()));
+        }
+        if self.seeds.is_empty() {
+            return Err(Error::Config("no seeds".into()));
+        }
+        match (self.alphas.is_empty(), self.budgets.is_empty()) {
+            (true, true) => return Err(Error::Config("no alphas and no budgets to sweep".into())),
+            (false, false) => {
+                return Err(Error::Config(
+                    "give either alphas or budgets, not both".into(),
+                ))
+            }
+            _ => {}
+        }
+        for &a in self.alphas.iter().chain(&self.oracle_alphas) {
+            if !(a.is_finite() && a >= 0.0) {
+                return Err(Error::Config(format!(
+                    "alpha must be finite and >= 0, got {a}"
+                )));
+            }
+        }
+        for &b in &self.budgets {
+            if !(b.is_finite() && b > 0.0) {
+                return Err(Error::Config(format!(
+                    "budget must be a positive fraction of the largest stage's cost (e.g. 0.25), got {b}"
+                )));
+            }
+        }
+        if !(self.budget_alpha0.is_finite() && self.budget_alpha0 >= 0.0) {
+            return Err(Error::Config(format!(
+                "budget_alpha0 must be finite and >= 0, got {}",
+                self.budget_alpha0
+            )));
+        }
+        let dup = |name: &str, v: &[f64]| -> Result<()> {
+            for (i, x) in v.iter().enumerate() {
+                if v[..i].contains(x) {
+                    return Err(Error::Config(format!("{name}: {x} is listed twice")));
+                }
+            }
+            Ok(())
+        };
+        dup("alphas", &self.alphas)?;
+        dup("budgets", &self.budgets)?;
+        for (i, s) in self.seeds.iter().enumerate() {
+            if self.seeds[..i].contains(s) {
+                return Err(Error::Config(format!("seeds: {s} is listed twice")));
+            }
+        }
+        let f = self.pretrain.agent_fraction;
+        if !(f.is_finite() && (0.0..1.0).contains(&f)) {
+            return Err(Error::Config(format!(
+                "agent_fraction must be in [0, 1), got {f}"
+            )));
+        }
+        if self.agent_train_samples == Some(0) {
+            return Err(Error::Config("agent_train_samples must be positive".into()));
+        }
+        if self.num_envs == 0 || self.eval_batch == 0 {
+            return Err(Error::Config(
+                "num_envs and eval_batch must be positive".into(),
+            ));
+        }
+        if self.is_synthetic()
+            && (self.pretrain.synthetic_train < 8 || self.pretrain.synthetic_test == 0)
+        {
+            return Err(Error::Config(format!(
+                "synthetic data needs at least 8 training and 1 test image, got {} and {}",
+                self.pretrain.synthetic_train, self.pretrain.synthetic_test
+            )));
+        }
+        self.reward.validate()?;
+        self.threshold.validate()?;
+        self.frozen.validate()?;
+        self.joint.validate()?;
+        self.joint_classifiers.validate()?;
+        Ok(())
+    }
+
+    /// The part of the config that a run folder's results depend on: all
+    /// but the sweep (`agents`, `alphas`, `budgets`, `seeds`) and the
+    /// preset label.
+    pub fn identity(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(m) = v.as_object_mut() {
+            for k in ["agents", "alphas", "budgets", "seeds", "preset"] {
+                m.remove(k);
+            }
+        }
+        v
+    }
+}
+
+/// The `quick` preset: synthetic data, small, about a minute on two cores.
+fn quick(mut c: StudyConfig) -> StudyConfig {
+    c.pretrain.synthetic_train = 4000;
+    c.pretrain.synthetic_test = 1000;
+    c.alphas = vec![0.01, 0.05, 0.2];
+    c.frozen = ReinforceConfig {
+        epochs: 12,
+        patience: 4,
+        ..Default::default()
+    };
+    c.joint = ReinforceConfig {
+        epochs: 4,
+        patience: 0,
+        ..Default::default()
+    };
+    c.joint_classifiers.classifier_lr = 1e-3;
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate_and_quick_is_synthetic() {
+        for name in STUDY_PRESETS {
+            let c = StudyConfig::preset("joint_vs_frozen", name, None).unwrap();
+            c.validate().unwrap();
+            c.cascade_preset().unwrap();
+        }
+        let q = StudyConfig::preset("joint_vs_frozen", "quick", None).unwrap();
+        assert!(q.is_synthetic());
+        let e = StudyConfig::preset("joint_vs_frozen", "imagenet", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("imagenet") && e.contains("quick"), "{e}");
+    }
+
+    #[test]
+    fn log_grid_is_rounded_and_spans_the_range() {
+        assert_eq!(log_grid(0.01, 1.0, 3), vec![0.01, 0.1, 1.0]);
+        assert_eq!(log_grid(0.5, 2.0, 1), vec![0.5]);
+    }
+
+    #[test]
+    fn validation_names_the_bad_value() {
+        let mut c = StudyConfig::preset("joint_vs_frozen", "quick", None).unwrap();
+        c.alphas = vec![0.1, -1.0];
+        assert!(c.validate().unwrap_err().to_string().contains("-1"));
+        c.alphas = vec![0.1, 0.1];
+        assert!(c.validate().unwrap_err().to_string().contains("twice"));
+        c.alphas = vec![0.1];
+        c.budgets = vec![0.3];
+        assert!(c.validate().unwrap_err().to_string().contains("not both"));
+    }
+
+    #[test]
+    fn identity_ignores_the_sweep() {
+        let a = StudyConfig::preset("joint_vs_frozen", "quick", None).unwrap();
+        let mut b = a.clone();
+        b.alphas.push(0.7);
+        b.seeds.push(9);
+        assert_eq!(a.identity(), b.identity());
+        b.frozen.epochs += 1;
+        assert_ne!(a.identity(), b.identity());
+    }
+}

@@ -1,0 +1,24 @@
+//! Studies: sweeps of stopping agents over alphas (or budgets) and seeds on
+//! one pretrained cascade, written to a resumable, shardable run folder.
+//!
+//! - [`StudyConfig`]: the resolved configuration and the presets
+//!   (`default`, `quick`, `fmnist`, `cifar10`).
+//! - [`run_study`]: the driver (see [`run`] for the run folder's layout,
+//!   resuming and sharding).
+//! - [`StudyArgs`]: the command-line flags shared by `joint_vs_frozen`
+//!   and `alpha_sweep`.
+
+pub mod args;
+pub mod config;
+pub mod data;
+pub mod oracle;
+pub mod run;
+
+pub use args::{AlphaSweepArgs, JointVsFrozenArgs, StudyArgs};
+pub use config::{log_grid, PretrainConfig, StudyConfig, SweptAgent, STUDY_PRESETS};
+pub use data::{load_study_data, StudyData};
+pub use oracle::{oracle_at, Scores};
+pub use run::{
+    read_run_record, run_study, CascadeInfo, RunOptions, RunRecord, StudyOutcome, AGENTS_DIR,
+    CASCADE_DIR, CONFIG_FILE, TRACES_DIR, TRAIN_LOG,
+};

@@ -1,0 +1,1070 @@
+//! Running a study: pretrain (or reuse) the cascade, record its outputs on
+//! every split once, then train, calibrate and evaluate every agent of the
+//! sweep, writing the run folder as it goes.
+//!
+//! # Run folder
+//!
+//! ```text
+//! RUN/
+//!   config.json                 resolved StudyConfig + facts about the cascade (RunRecord)
+//!   cascade/                    the pretrained cascade (cascade.json, stage{t}.safetensors,
+//!                               static.md/csv, train_log.csv); never modified after pretraining
+//!   traces/{train,val,test}.trace   every stage's outputs on each split (a cache; safe to delete)
+//!   agents/{dataset}__{agent}__alpha{a}__seed{s}/   one folder per trained agent: agent.json,
+//!                               policy.safetensors, cascade/ (joint: the fine-tuned classifiers),
+//!                               train_log.csv (per epoch), train_summary.json, eval_{val,test}.json
+//!   results.csv                 one row per agent x alpha x seed (see crate::results)
+//!   results.shard-{i}-of-{n}.csv   rows of shard i (sharded runs; joined by `cascade merge`)
+//!   summary.md                  the table
+//!   figures/*.svg, *.png        the figures
+//! ```
+//!
+//! # Work units, resuming and shards
+//!
+//! The sweep is a fixed list of work units: each (alpha or budget, seed)
+//! of the joint agent, then of the frozen agent, then each alpha of the
+//! threshold agent, then the static stages, the oracle and the oracle
+//! curve. A unit whose rows are all in `results.csv` or any shard file is
+//! skipped (nothing is trained). With `--shard i/n` only the units at
+//! positions `p` with `p % n == i` run, and their rows go to
+//! `results.shard-i-of-n.csv`. Joint units come first so the expensive
+//! ones spread evenly over the shards.
+//!
+//! The joint agent fine-tunes a copy of the pretrained classifiers loaded
+//! afresh into memory for each point, and saves the result under its own
+//! folder: `RUN/cascade` is only ever read after pretraining.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cascade_agents::{
+    evaluate, ActMode, Agent, EvalConfig, EvalReport, OracleAgent, ReinforceAgent, StaticAgent,
+    ThresholdAgent, TrainData, TrainOptions, TrainSummary,
+};
+use cascade_env::{ReplayBackend, RewardSpec, StageBackend};
+use cascade_rl::backend::CandleBackend;
+use cascade_rl::checkpoint::{Cascade, MANIFEST_FILE};
+use cascade_rl::data::{Dataset, Splits, SYNTHETIC_NOTICE};
+use cascade_rl::device::DeviceSpec;
+use cascade_rl::presets::Preset;
+use cascade_rl::train::{pretrain, PretrainOptions, Progress};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::config::{StudyConfig, SweptAgent};
+use super::data::{load_study_data, StudyData};
+use super::oracle::{oracle_at, Scores};
+use crate::error::{read_json, write_json, Error, Result};
+use crate::results::{
+    read_results_if_present, shard_files, union, write_results, PointKey, ResultRow, Shard,
+    RESULTS_FILE,
+};
+
+/// File name of the resolved configuration in a run folder.
+pub const CONFIG_FILE: &str = "config.json";
+/// Folder of the pretrained cascade in a run folder.
+pub const CASCADE_DIR: &str = "cascade";
+/// Folder of the recorded traces in a run folder.
+pub const TRACES_DIR: &str = "traces";
+/// Folder of the agents in a run folder.
+pub const AGENTS_DIR: &str = "agents";
+/// The per-epoch log in an agent folder.
+pub const TRAIN_LOG: &str = "train_log.csv";
+
+/// How a study runs (nothing here changes its numbers).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run folder.
+    pub out: PathBuf,
+    /// Device of the classifiers (pretraining, traces, joint training).
+    pub device: DeviceSpec,
+    /// Data folder (default: discovery).
+    pub data_dir: Option<PathBuf>,
+    /// Run one shard of the sweep.
+    pub shard: Option<Shard>,
+    /// Stop after pretraining and recording the traces.
+    pub pretrain_only: bool,
+    /// Progress bars (on a terminal) or one line per unit (otherwise).
+    pub progress: bool,
+    /// Draw figures and write the summary at the end (unsharded runs).
+    pub report: bool,
+}
+
+impl RunOptions {
+    /// Defaults: CPU, discovered data, unsharded, quiet, with the report.
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        RunOptions {
+            out: out.into(),
+            device: DeviceSpec::Cpu,
+            data_dir: None,
+            shard: None,
+            pretrain_only: false,
+            progress: false,
+            report: true,
+        }
+    }
+}
+
+/// Facts about the cascade a study ran on, for reports and figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadeInfo {
+    /// Cascade preset name.
+    pub preset: String,
+    /// Data set name.
+    pub dataset: String,
+    /// Built-in synthetic data.
+    pub synthetic: bool,
+    /// The synthetic-data notice, when synthetic.
+    pub notice: Option<String>,
+    /// Where the data came from.
+    pub data_source: String,
+    /// Model name of each stage, cheapest first.
+    pub stage_names: Vec<String>,
+    /// MACs per image of each stage run alone.
+    pub stage_macs: Vec<u64>,
+    /// Class names.
+    pub class_names: Vec<String>,
+    /// Split sizes `[train, val, test]`.
+    pub split_sizes: [usize; 3],
+}
+
+impl CascadeInfo {
+    fn of(c: &Cascade) -> Self {
+        let m = c.manifest();
+        CascadeInfo {
+            preset: m.preset.clone(),
+            dataset: m.dataset.clone(),
+            synthetic: m.synthetic,
+            notice: m.notice.clone(),
+            data_source: m.data_source.clone(),
+            stage_names: m.stages.iter().map(|s| s.name.clone()).collect(),
+            stage_macs: m.stages.iter().map(|s| s.macs).collect(),
+            class_names: m.class_names.clone(),
+            split_sizes: [m.split.n_train, m.split.n_val, m.split.n_test],
+        }
+    }
+
+    /// A human name of the data set for titles (`Fashion-MNIST`, ...),
+    /// with `SYNTHETIC` when it is the built-in set.
+    pub fn dataset_title(&self) -> String {
+        match self.dataset.as_str() {
+            "fashion-mnist" => "Fashion-MNIST".into(),
+            "mnist" => "MNIST".into(),
+            "kmnist" => "KMNIST".into(),
+            "cifar10" => "CIFAR-10".into(),
+            "cifar100" => "CIFAR-100".into(),
+            "synthetic" => "SYNTHETIC data".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// What `config.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The resolved study configuration.
+    pub config: StudyConfig,
+    /// The cascade it ran on.
+    pub cascade: CascadeInfo,
+    /// The device of the last run in the folder.
+    pub device: String,
+}
+
+/// Reads `run_dir/config.json`.
+pub fn read_run_record(run_dir: &Path) -> Result<RunRecord> {
+    read_json(&run_dir.join(CONFIG_FILE))
+}
+
+/// What a study run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudyOutcome {
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// The results file written (`results.csv`, or the shard's file).
+    pub results_file: PathBuf,
+    /// Whether the cascade was pretrained in this run (false: reused).
+    pub pretrained: bool,
+    /// Result rows computed in this run.
+    pub computed: usize,
+    /// Result rows skipped because they were already present.
+    pub skipped: usize,
+    /// Work units run / skipped / owned by other shards.
+    pub units_run: usize,
+    /// Work units skipped (all rows present).
+    pub units_skipped: usize,
+    /// Figures written (PNG paths; an SVG lies beside each).
+    pub figures: Vec<PathBuf>,
+    /// The summary written.
+    pub summary: Option<PathBuf>,
+    /// True when the data is the built-in synthetic set.
+    pub synthetic: bool,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+/// One operating point of a sweep: an alpha, or a budget with its starting alpha.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Point {
+    alpha: f64,
+    budget: Option<f64>,
+}
+
+impl Point {
+    fn tag(&self) -> String {
+        match self.budget {
+            Some(b) => format!("budget{b}"),
+            None => format!("alpha{}", self.alpha),
+        }
+    }
+}
+
+/// A work unit (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unit {
+    Learned(SweptAgent, Point, u64),
+    Threshold(Point),
+    Static,
+    Oracle,
+    OracleCurve,
+}
+
+fn plan(cfg: &StudyConfig) -> Vec<Unit> {
+    let points: Vec<Point> = if cfg.budget_mode() {
+        cfg.budgets
+            .iter()
+            .map(|&b| Point {
+                alpha: cfg.budget_alpha0,
+                budget: Some(b),
+            })
+            .collect()
+    } else {
+        cfg.alphas
+            .iter()
+            .map(|&a| Point {
+                alpha: a,
+                budget: None,
+            })
+            .collect()
+    };
+    let mut units = Vec::new();
+    for agent in [SweptAgent::Joint, SweptAgent::Frozen] {
+        if cfg.agents.contains(&agent) {
+            for p in &points {
+                for &s in &cfg.seeds {
+                    units.push(Unit::Learned(agent, *p, s));
+                }
+            }
+        }
+    }
+    if cfg.agents.contains(&SweptAgent::Threshold) {
+        units.extend(points.iter().map(|&p| Unit::Threshold(p)));
+    }
+    units.extend([Unit::Static, Unit::Oracle, Unit::OracleCurve]);
+    units
+}
+
+impl Unit {
+    fn keys(&self, cfg: &StudyConfig, k: usize) -> Vec<PointKey> {
+        match *self {
+            Unit::Learned(a, p, s) => {
+                vec![PointKey::new(a.name(), Some(p.alpha), p.budget, Some(s))]
+            }
+            Unit::Threshold(p) => vec![PointKey::new("threshold", Some(p.alpha), p.budget, None)],
+            Unit::Static => (1..=k)
+                .map(|t| PointKey::new(&format!("static-{t}"), None, None, None))
+                .collect(),
+            Unit::Oracle => vec![PointKey::new("oracle", None, None, None)],
+            Unit::OracleCurve => cfg
+                .oracle_alphas
+                .iter()
+                .map(|&a| PointKey::new("oracle-alpha", Some(a), None, None))
+                .collect(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match *self {
+            Unit::Learned(a, p, s) => format!("{} {} seed {s}", a.name(), p.tag()),
+            Unit::Threshold(p) => format!("threshold {}", p.tag()),
+            Unit::Static => "static stages".into(),
+            Unit::Oracle => "oracle".into(),
+            Unit::OracleCurve => "oracle curve".into(),
+        }
+    }
+}
+
+/// Progress output: a bar over work units on a terminal, plain lines
+/// otherwise, nothing when quiet.
+struct Reporter {
+    bar: ProgressBar,
+    on: bool,
+}
+
+impl Reporter {
+    fn new(on: bool, len: usize) -> Self {
+        let bar = if on && std::io::stderr().is_terminal() {
+            let b = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template(
+                    "study [{elapsed_precise}] {bar:30} {pos}/{len} units {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        Reporter { bar, on }
+    }
+
+    fn say(&self, line: impl AsRef<str>) {
+        if !self.on {
+            return;
+        }
+        if self.bar.is_hidden() {
+            eprintln!("{}", line.as_ref());
+        } else {
+            self.bar.println(line.as_ref());
+        }
+    }
+
+    /// Runs `f` with the bar cleared, so that the bars of pretraining and
+    /// agent training draw alone.
+    fn quietly<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.bar.suspend(f)
+    }
+}
+
+/// Runs (or resumes) the study `cfg` in `opts.out`; see the module docs.
+pub fn run_study(cfg: &StudyConfig, opts: &RunOptions) -> Result<StudyOutcome> {
+    let started = Instant::now();
+    cfg.validate()?;
+    let run = opts.out.clone();
+    std::fs::create_dir_all(&run).map_err(|e| Error::io(&run, e))?;
+    check_config(&run, cfg)?;
+    let preset = cfg.cascade_preset()?;
+    let device = opts.device.open()?;
+    let units = plan(cfg);
+    let rep = Reporter::new(opts.progress, units.len());
+    if cfg.is_synthetic() && opts.progress {
+        rep.say(format!("\n{SYNTHETIC_NOTICE}\n"));
+    }
+
+    // -- Data and the pretrained cascade --------------------------------
+    let data = load_study_data(cfg, &preset, opts.data_dir.as_deref())?;
+    let splits = &data.splits;
+    let cascade_dir = run.join(CASCADE_DIR);
+    let pretrained = ensure_cascade(cfg, &preset, &cascade_dir, &data, opts, &device, &rep)?;
+    let cascade = Cascade::load(
+        &cascade_dir,
+        &device,
+        Some(&cfg.cascade),
+        Some(&cfg.dataset),
+    )?;
+    verify_cascade(&cascade, cfg, &preset, splits, &cascade_dir)?;
+    let info = CascadeInfo::of(&cascade);
+    write_json(
+        &run.join(CONFIG_FILE),
+        &RunRecord {
+            config: cfg.clone(),
+            cascade: info.clone(),
+            device: opts.device.to_string(),
+        },
+    )?;
+    let mut traces = ensure_traces(&run, &cascade, &data, cfg, &rep)?;
+    if opts.pretrain_only {
+        rep.bar.finish_and_clear();
+        return Ok(StudyOutcome {
+            run_dir: run.clone(),
+            results_file: run.join(RESULTS_FILE),
+            pretrained,
+            computed: 0,
+            skipped: 0,
+            units_run: 0,
+            units_skipped: 0,
+            figures: vec![],
+            summary: None,
+            synthetic: info.synthetic,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+
+    // -- What is done already -------------------------------------------
+    let main_file = run.join(RESULTS_FILE);
+    let own_file = match opts.shard {
+        Some(s) => run.join(s.file_name()),
+        None => main_file.clone(),
+    };
+    let mut sets = vec![read_results_if_present(&main_file)?];
+    for f in shard_files(&run)? {
+        sets.push(read_results_if_present(&f)?);
+    }
+    let (all_done, _) = union(sets);
+    let done: HashSet<String> = all_done.iter().map(|r| r.key().to_string()).collect();
+    // The rows this run's file holds: everything for an unsharded run,
+    // the shard's own rows otherwise.
+    let mut rows: Vec<ResultRow> = match opts.shard {
+        None => all_done,
+        Some(_) => read_results_if_present(&own_file)?,
+    };
+
+    // -- The sweep --------------------------------------------------------
+    let k = cascade.len();
+    let mut ctx = Ctx {
+        cfg,
+        run: &run,
+        cascade_dir: &cascade_dir,
+        device: &device,
+        data: &data,
+        traces: &mut traces,
+        rep: &rep,
+        quiet: !opts.progress,
+    };
+    let (mut computed, mut skipped, mut units_run, mut units_skipped) = (0, 0, 0, 0);
+    for (pos, unit) in units.iter().enumerate() {
+        if let Some(s) = opts.shard {
+            if !s.owns(pos) {
+                rep.bar.inc(1);
+                continue;
+            }
+        }
+        let keys = unit.keys(cfg, k);
+        if keys.iter().all(|key| done.contains(&key.to_string())) {
+            skipped += keys.len();
+            units_skipped += 1;
+            rep.bar.inc(1);
+            continue;
+        }
+        rep.bar.set_message(unit.describe());
+        let t0 = Instant::now();
+        let new_rows = ctx.run_unit(unit)?;
+        for r in &new_rows {
+            rep.say(format!(
+                "{}: test error {:.2}%, cost {:.2}% of the largest stage ({:.1} s)",
+                r.key(),
+                r.error_pct,
+                r.cost_pct,
+                t0.elapsed().as_secs_f64()
+            ));
+        }
+        computed += new_rows.len();
+        units_run += 1;
+        let fresh: HashSet<String> = new_rows.iter().map(|r| r.key().to_string()).collect();
+        rows.retain(|r| !fresh.contains(&r.key().to_string()));
+        rows.extend(new_rows);
+        write_results(&own_file, &rows)?;
+        rep.bar.inc(1);
+    }
+    rep.bar.finish_and_clear();
+
+    // -- Report -------------------------------------------------------------
+    let (mut figures, mut summary) = (Vec::new(), None);
+    if opts.shard.is_none() && opts.report && !rows.is_empty() {
+        summary = Some(crate::summary::write_summary(&run)?);
+        figures = crate::figures::draw_all(&run)?;
+    }
+    Ok(StudyOutcome {
+        run_dir: run,
+        results_file: own_file,
+        pretrained,
+        computed,
+        skipped,
+        units_run,
+        units_skipped,
+        figures,
+        summary,
+        synthetic: info.synthetic,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Refuses a run folder made with other settings.
+fn check_config(run: &Path, cfg: &StudyConfig) -> Result<()> {
+    let path = run.join(CONFIG_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let old: serde_json::Value = read_json(&path)?;
+    let old_cfg = old
+        .get("config")
+        .cloned()
+        .ok_or_else(|| Error::run_file(&path, "no `config` object"))?;
+    let old_cfg: StudyConfig = serde_json::from_value(old_cfg).map_err(|e| {
+        Error::run_file(
+            &path,
+            format!("written by another version of this study ({e}); use another --out"),
+        )
+    })?;
+    let (a, b) = (old_cfg.identity(), cfg.identity());
+    if a != b {
+        let mut differ = Vec::new();
+        if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+            for (key, v) in a {
+                if b.get(key) != Some(v) {
+                    differ.push(key.clone());
+                }
+            }
+        }
+        return Err(Error::Mismatch {
+            path,
+            msg: format!(
+                "this run folder holds a study with other settings (differs in: {}); \
+                 use another --out, or delete the folder to start over",
+                differ.join(", ")
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Removes the pretraining lock when dropped.
+struct LockGuard(PathBuf);
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Pretrains the cascade into `dir` unless a complete one is there.
+/// Concurrent runs on one folder (shards started together) serialise on
+/// the lock file `dir/../cascade.lock`: one pretrains, the others wait for
+/// `cascade.json` to appear. Returns whether this call pretrained.
+fn ensure_cascade(
+    cfg: &StudyConfig,
+    preset: &Preset,
+    dir: &Path,
+    data: &StudyData,
+    opts: &RunOptions,
+    device: &candle_core::Device,
+    rep: &Reporter,
+) -> Result<bool> {
+    let lock = dir.with_file_name("cascade.lock");
+    let mut told = false;
+    loop {
+        if dir.join(MANIFEST_FILE).exists() {
+            return Ok(false);
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(mut f) => {
+                use std::io::Write;
+                let _ = writeln!(f, "{}", std::process::id());
+                let _guard = LockGuard(lock.clone());
+                if dir.join(MANIFEST_FILE).exists() {
+                    return Ok(false);
+                }
+                rep.say(format!(
+                    "pretraining cascade {} on {} ({} training images) into {}",
+                    cfg.cascade,
+                    preset.dataset,
+                    data.splits.train.len(),
+                    dir.display()
+                ));
+                let popts = PretrainOptions {
+                    out_dir: dir.to_path_buf(),
+                    seed: cfg.pretrain.seed,
+                    epochs: cfg.pretrain.epochs,
+                    data_dir: opts.data_dir.clone(),
+                    device: device.clone(),
+                    split: data.pretrain_split,
+                    progress: if opts.progress {
+                        Progress::Bar
+                    } else {
+                        Progress::Quiet
+                    },
+                };
+                let s = rep.quietly(|| pretrain(preset, &popts))?;
+                rep.say(format!("pretrained in {:.1} s", s.seconds));
+                return Ok(true);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if !told {
+                    rep.say(format!(
+                        "waiting for another process to pretrain the cascade (lock {}; \
+                         delete it if no such process is running)",
+                        lock.display()
+                    ));
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Err(e) => return Err(Error::io(&lock, e)),
+        }
+    }
+}
+
+/// Checks that the cascade in `dir` is the one the study asks for: preset,
+/// data set (checked on load), seed, every stage's model and recipe, and
+/// the split (sizes and normalisation statistics).
+fn verify_cascade(
+    cascade: &Cascade,
+    cfg: &StudyConfig,
+    preset: &Preset,
+    splits: &Splits,
+    dir: &Path,
+) -> Result<()> {
+    let m = cascade.manifest();
+    let path = dir.join(MANIFEST_FILE);
+    let mut differ = Vec::new();
+    if m.seed != cfg.pretrain.seed {
+        differ.push(format!("seed {} (study: {})", m.seed, cfg.pretrain.seed));
+    }
+    if m.stages.len() != preset.stages.len() {
+        differ.push(format!(
+            "{} stages (preset: {})",
+            m.stages.len(),
+            preset.stages.len()
+        ));
+    }
+    for (r, p) in m.stages.iter().zip(&preset.stages) {
+        if r.model != p.model {
+            differ.push(format!(
+                "stage {} model {} (preset: {})",
+                r.stage,
+                r.model.name(),
+                p.model.name()
+            ));
+        }
+        if r.train != p.train {
+            differ.push(format!(
+                "stage {} training recipe ({} epochs; preset: {} epochs)",
+                r.stage, r.train.epochs, p.train.epochs
+            ));
+        }
+    }
+    let sizes = [splits.train.len(), splits.val.len(), splits.test.len()];
+    let have = [m.split.n_train, m.split.n_val, m.split.n_test];
+    if sizes != have {
+        differ.push(format!(
+            "split sizes train/val/test {have:?} (study: {sizes:?})"
+        ));
+    } else if m.normalization != splits.normalization {
+        differ.push("normalisation statistics (another split of the data)".into());
+    }
+    if differ.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Mismatch {
+            path,
+            msg: format!(
+                "the pretrained cascade does not match the study: {}; delete {} to pretrain again, or use another --out",
+                differ.join("; "),
+                dir.display()
+            ),
+        })
+    }
+}
+
+/// The three recorded splits.
+struct Traces {
+    train: ReplayBackend,
+    val: ReplayBackend,
+    test: ReplayBackend,
+}
+
+/// FNV-1a over the cascade's files: traces recorded from other weights are
+/// not reused.
+fn cascade_fingerprint(cascade: &Cascade) -> Result<String> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    let dir = cascade.dir();
+    let mut files = vec![MANIFEST_FILE.to_string()];
+    files.extend(cascade.manifest().stages.iter().map(|s| s.file.clone()));
+    for f in files {
+        let p = dir.join(&f);
+        feed(&std::fs::read(&p).map_err(|e| Error::io(&p, e))?);
+    }
+    Ok(format!("{h:016x}"))
+}
+
+/// Loads the recorded traces of the cascade or records them (once: later
+/// runs and shards reuse them).
+fn ensure_traces(
+    run: &Path,
+    cascade: &Cascade,
+    data: &StudyData,
+    cfg: &StudyConfig,
+    rep: &Reporter,
+) -> Result<Traces> {
+    let dir = run.join(TRACES_DIR);
+    let stamp_path = dir.join("fingerprint.txt");
+    let fp = cascade_fingerprint(cascade)?;
+    let fresh = std::fs::read_to_string(&stamp_path)
+        .map(|s| s.trim() == fp)
+        .unwrap_or(false);
+    let get = |split: &str, ds: &Dataset| -> Result<ReplayBackend> {
+        let path = dir.join(format!("{split}.trace"));
+        if fresh && path.exists() {
+            if let Ok(t) = ReplayBackend::load(&path) {
+                if t.labels() == ds.labels.as_slice() && t.num_stages() == cascade.len() {
+                    return Ok(t);
+                }
+            }
+        }
+        let t0 = Instant::now();
+        let mut b = CandleBackend::new(cascade, ds, cfg.eval_batch)?;
+        let t = rep.quietly(|| b.record_trace(split))?;
+        t.save(&path)?;
+        rep.say(format!(
+            "recorded the cascade's outputs on {split} ({} images) in {:.1} s",
+            ds.len(),
+            t0.elapsed().as_secs_f64()
+        ));
+        Ok(t)
+    };
+    let traces = Traces {
+        train: get("train", &data.agent_train)?,
+        val: get("val", &data.splits.val)?,
+        test: get("test", &data.splits.test)?,
+    };
+    crate::error::write_file(&stamp_path, format!("{fp}\n").as_bytes())?;
+    Ok(traces)
+}
+
+/// Everything a work unit needs.
+struct Ctx<'a> {
+    cfg: &'a StudyConfig,
+    run: &'a Path,
+    cascade_dir: &'a Path,
+    device: &'a candle_core::Device,
+    data: &'a StudyData,
+    traces: &'a mut Traces,
+    rep: &'a Reporter,
+    quiet: bool,
+}
+
+impl Ctx<'_> {
+    fn spec(&self, alpha: f64) -> RewardSpec {
+        RewardSpec {
+            alpha,
+            ..self.cfg.reward
+        }
+    }
+
+    fn eval_cfg(&self, split: &str, seed: u64) -> EvalConfig {
+        EvalConfig {
+            split: split.into(),
+            seed,
+            num_envs: self.cfg.num_envs,
+            mode: ActMode::Greedy,
+            count_policy_cost: self.cfg.count_policy_cost,
+        }
+    }
+
+    fn train_opts(&self, p: Point, seed: u64, log: Option<PathBuf>) -> TrainOptions {
+        TrainOptions {
+            spec: self.spec(p.alpha),
+            budget: p.budget,
+            seed,
+            quiet: self.quiet,
+            log_csv: log,
+            count_policy_cost: self.cfg.count_policy_cost,
+            num_envs: self.cfg.num_envs,
+        }
+    }
+
+    fn agent_dir(&self, agent: &str, p: Point, seed: Option<u64>) -> (PathBuf, String) {
+        let mut name = format!("{}__{}__{}", self.cfg.dataset, agent, p.tag());
+        if let Some(s) = seed {
+            name.push_str(&format!("__seed{s}"));
+        }
+        let rel = format!("{AGENTS_DIR}/{name}");
+        (self.run.join(&rel), rel)
+    }
+
+    /// Evaluates `agent` on the recorded val and test splits.
+    fn eval_replay(
+        &mut self,
+        agent: &dyn Agent,
+        spec: &RewardSpec,
+        seed: u64,
+    ) -> Result<(EvalReport, EvalReport)> {
+        let (vc, tc) = (self.eval_cfg("val", seed), self.eval_cfg("test", seed));
+        let val = evaluate(agent, &mut self.traces.val, spec, &vc)?;
+        let test = evaluate(agent, &mut self.traces.test, spec, &tc)?;
+        Ok((val, test))
+    }
+
+    fn run_unit(&mut self, unit: &Unit) -> Result<Vec<ResultRow>> {
+        match *unit {
+            Unit::Static => {
+                let k = self.traces.test.num_stages();
+                let spec = self.spec(0.0);
+                let mut rows = Vec::with_capacity(k);
+                for t in 0..k {
+                    let a = StaticAgent::new(t, k)?;
+                    let (val, test) = self.eval_replay(&a, &spec, 0)?;
+                    rows.push(self.row(
+                        &a.name(),
+                        "static",
+                        None,
+                        None,
+                        None,
+                        &val,
+                        &test,
+                        None,
+                        "",
+                    ));
+                }
+                Ok(rows)
+            }
+            Unit::Oracle => {
+                let a = OracleAgent::new(self.traces.test.num_stages())?;
+                let (val, test) = self.eval_replay(&a, &self.spec(0.0), 0)?;
+                Ok(vec![self.row(
+                    "oracle", "oracle", None, None, None, &val, &test, None, "",
+                )])
+            }
+            Unit::OracleCurve => {
+                let mut rows = Vec::new();
+                for &alpha in &self.cfg.oracle_alphas {
+                    let spec = self.spec(alpha);
+                    let val = oracle_at(&self.traces.val, &spec)?;
+                    let test = oracle_at(&self.traces.test, &spec)?;
+                    rows.push(self.row_from(
+                        "oracle-alpha",
+                        "oracle",
+                        Some(alpha),
+                        None,
+                        None,
+                        &val,
+                        &test,
+                        Some(alpha),
+                        None,
+                        "",
+                    ));
+                }
+                Ok(rows)
+            }
+            Unit::Threshold(p) => {
+                let (dir, rel) = self.agent_dir("threshold", p, None);
+                let k = self.traces.test.num_stages();
+                let mut agent = ThresholdAgent::new(self.cfg.threshold.clone(), k)?;
+                let opts = self.train_opts(p, 0, None);
+                let summary = agent.train(
+                    TrainData {
+                        train: &mut self.traces.train,
+                        val: &mut self.traces.val,
+                    },
+                    &opts,
+                )?;
+                agent.save(&dir)?;
+                let spec = self.spec(summary.alpha);
+                let (val, test) = self.eval_replay(&agent, &spec, 0)?;
+                self.save_reports(&dir, &summary, &val, &test)?;
+                Ok(vec![self.row(
+                    "threshold",
+                    "threshold",
+                    Some(p),
+                    None,
+                    Some(&summary),
+                    &val,
+                    &test,
+                    None,
+                    &rel,
+                )])
+            }
+            Unit::Learned(SweptAgent::Frozen, p, seed) => {
+                let (dir, rel) = self.agent_dir("reinforce-frozen", p, Some(seed));
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                let opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG)));
+                let mut agent =
+                    ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
+                let rep = self.rep;
+                let data = TrainData {
+                    train: &mut self.traces.train,
+                    val: &mut self.traces.val,
+                };
+                let summary = rep.quietly(|| agent.train(data, &opts))?;
+                agent.save(&dir)?;
+                let spec = self.spec(summary.alpha);
+                let (val, test) = self.eval_replay(&agent, &spec, seed)?;
+                self.save_reports(&dir, &summary, &val, &test)?;
+                Ok(vec![self.row(
+                    "reinforce-frozen",
+                    "reinforce",
+                    Some(p),
+                    Some(seed),
+                    Some(&summary),
+                    &val,
+                    &test,
+                    None,
+                    &rel,
+                )])
+            }
+            Unit::Learned(SweptAgent::Joint, p, seed) => {
+                let (dir, rel) = self.agent_dir("reinforce-joint", p, Some(seed));
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                let opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG)));
+                // A fresh in-memory copy of the pretrained classifiers: joint
+                // training changes the weights it is given.
+                let cascade = Cascade::load(
+                    self.cascade_dir,
+                    self.device,
+                    Some(&self.cfg.cascade),
+                    Some(&self.cfg.dataset),
+                )?;
+                let (train_ds, val_ds) = (&self.data.agent_train, &self.data.splits.val);
+                let mut agent = ReinforceAgent::new(
+                    self.cfg.joint.clone(),
+                    &cascade.feature_dims(),
+                    cascade.num_classes(),
+                )?;
+                let joint_cfg = self.cfg.joint_classifiers.clone();
+                let summary = self
+                    .rep
+                    .quietly(|| agent.train_joint(cascade, train_ds, val_ds, &joint_cfg, &opts))?;
+                agent.save(&dir)?;
+                let tuned = agent.cascade().ok_or_else(|| {
+                    Error::Config("joint training returned no fine-tuned cascade".into())
+                })?;
+                let spec = self.spec(summary.alpha);
+                let mut vb = CandleBackend::new(tuned, val_ds, self.cfg.eval_batch)?;
+                let val = evaluate(&agent, &mut vb, &spec, &self.eval_cfg("val", seed))?;
+                let mut tb =
+                    CandleBackend::new(tuned, &self.data.splits.test, self.cfg.eval_batch)?;
+                let test = evaluate(&agent, &mut tb, &spec, &self.eval_cfg("test", seed))?;
+                self.save_reports(&dir, &summary, &val, &test)?;
+                Ok(vec![self.row(
+                    "reinforce-joint",
+                    "reinforce",
+                    Some(p),
+                    Some(seed),
+                    Some(&summary),
+                    &val,
+                    &test,
+                    None,
+                    &rel,
+                )])
+            }
+            Unit::Learned(SweptAgent::Threshold, p, _) => self.run_unit(&Unit::Threshold(p)),
+        }
+    }
+
+    fn save_reports(
+        &self,
+        dir: &Path,
+        summary: &TrainSummary,
+        val: &EvalReport,
+        test: &EvalReport,
+    ) -> Result<()> {
+        write_json(&dir.join("train_summary.json"), summary)?;
+        val.write_json(&dir.join("eval_val.json"))?;
+        test.write_json(&dir.join("eval_test.json"))?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn row(
+        &self,
+        agent: &str,
+        kind: &str,
+        p: Option<Point>,
+        seed: Option<u64>,
+        summary: Option<&TrainSummary>,
+        val: &EvalReport,
+        test: &EvalReport,
+        final_alpha: Option<f64>,
+        agent_dir: &str,
+    ) -> ResultRow {
+        let mut r = self.row_from(
+            agent,
+            kind,
+            p.map(|p| p.alpha),
+            p.and_then(|p| p.budget),
+            seed,
+            &Scores::from(val),
+            &Scores::from(test),
+            final_alpha.or(summary.map(|s| s.alpha)),
+            summary,
+            agent_dir,
+        );
+        r.train_seconds = summary.map_or(0.0, |s| s.seconds);
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn row_from(
+        &self,
+        agent: &str,
+        kind: &str,
+        alpha: Option<f64>,
+        budget: Option<f64>,
+        seed: Option<u64>,
+        val: &Scores,
+        test: &Scores,
+        final_alpha: Option<f64>,
+        summary: Option<&TrainSummary>,
+        agent_dir: &str,
+    ) -> ResultRow {
+        let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let learned = summary.filter(|s| s.epochs_run > 0 || kind == "reinforce");
+        ResultRow {
+            agent: agent.to_string(),
+            kind: kind.to_string(),
+            alpha,
+            budget,
+            seed,
+            dataset: self.cfg.dataset.clone(),
+            cascade: self.cfg.cascade.clone(),
+            n: test.n,
+            error_pct: 100.0 * test.error,
+            cost_pct: test.cost_pct,
+            cost_pct_std: test.cost_pct_std,
+            classifier_cost_pct: test.classifier_cost_pct,
+            policy_cost_pct: test.policy_cost_pct,
+            mean_reward: test.mean_reward,
+            val_error_pct: 100.0 * val.error,
+            val_cost_pct: val.cost_pct,
+            val_mean_reward: val.mean_reward,
+            final_alpha,
+            budget_met: summary.and_then(|s| s.budget_met),
+            epochs_run: learned.map(|s| s.epochs_run),
+            best_epoch: learned.map(|s| s.best_epoch),
+            train_seconds: 0.0,
+            eval_seconds: test.seconds,
+            agent_dir: agent_dir.to_string(),
+            loss: name(serde_json::to_value(self.cfg.reward.loss).unwrap_or_default()),
+            cost_model: name(serde_json::to_value(self.cfg.reward.cost).unwrap_or_default()),
+            exit_fraction: test.exit_fraction.clone(),
+            exit_accuracy: test.exit_accuracy.clone(),
+            exits_per_class: test.exits_per_class.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_puts_joint_first_and_covers_every_point() {
+        let mut cfg = StudyConfig::preset("joint_vs_frozen", "quick", None).unwrap();
+        cfg.alphas = vec![0.1, 0.2];
+        cfg.seeds = vec![0, 1];
+        let units = plan(&cfg);
+        assert_eq!(units.len(), 4 + 4 + 2 + 3);
+        assert!(matches!(units[0], Unit::Learned(SweptAgent::Joint, _, 0)));
+        assert!(matches!(units[4], Unit::Learned(SweptAgent::Frozen, _, 0)));
+        let keys: Vec<String> = units
+            .iter()
+            .flat_map(|u| u.keys(&cfg, 3))
+            .map(|k| k.to_string())
+            .collect();
+        let unique: HashSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len());
+        assert!(keys.contains(&"reinforce-joint alpha 0.2 seed 1".to_string()));
+        assert!(keys.contains(&"static-3".to_string()));
+    }
+}

@@ -1,0 +1,270 @@
+//! End to end: the `joint_vs_frozen` study on a shrunken `quick` preset
+//! (synthetic data, a few hundred images, one or two epochs), then resuming,
+//! sharding + merging, redrawing, and an `alpha_sweep` in budget mode.
+
+use std::path::{Path, PathBuf};
+
+use cascade_experiments::results::{
+    header, read_results, ResultRow, FIXED_COLUMNS, RESULTS_FILE, WALL_TIME_COLUMNS,
+};
+use cascade_experiments::study::{run_study, AlphaSweepArgs, JointVsFrozenArgs, StudyOutcome};
+
+/// The shrunken quick study into `out`, with `extra` flags.
+fn study_args(out: &Path, extra: &[&str]) -> JointVsFrozenArgs {
+    let mut argv = vec![
+        "joint_vs_frozen",
+        "--preset",
+        "quick",
+        "--out",
+        out.to_str().unwrap(),
+        "--synthetic-train",
+        "1000",
+        "--synthetic-test",
+        "300",
+        "--pretrain-epochs",
+        "2",
+        "--frozen-epochs",
+        "3",
+        "--joint-epochs",
+        "2",
+        "--alphas",
+        "0.02,0.2",
+        "--seeds",
+        "0,1",
+        "--quiet",
+    ];
+    argv.extend_from_slice(extra);
+    JointVsFrozenArgs::from_argv(argv).unwrap()
+}
+
+fn run(args: &JointVsFrozenArgs) -> StudyOutcome {
+    let (cfg, opts) = args.resolve().unwrap();
+    run_study(&cfg, &opts).unwrap()
+}
+
+fn stage_files(cascade: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(cascade)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "safetensors" || x == "json")
+        })
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Rows with the wall-time columns zeroed.
+fn without_wall_times(rows: Vec<ResultRow>) -> Vec<ResultRow> {
+    rows.into_iter()
+        .map(|r| ResultRow {
+            train_seconds: 0.0,
+            eval_seconds: 0.0,
+            ..r
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn quick_study_end_to_end_resumes_shards_and_redraws() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+
+    // -- Pretrain only, then the sweep: the pretrained files never change.
+    let o = run(&study_args(&dir, &["--pretrain-only"]));
+    assert!(o.pretrained);
+    assert_eq!(o.computed, 0);
+    assert!(!dir.join(RESULTS_FILE).exists());
+    let before = stage_files(&dir.join("cascade"));
+    assert_eq!(before.len(), 4, "cascade.json and three stage files");
+
+    let o = run(&study_args(&dir, &[]));
+    assert!(
+        !o.pretrained,
+        "the cascade of the pretrain-only step is reused"
+    );
+    // 3 static + oracle + 31 oracle-alpha + 2 threshold + 4 frozen + 4 joint.
+    assert_eq!((o.computed, o.skipped), (45, 0));
+    assert_eq!(
+        stage_files(&dir.join("cascade")),
+        before,
+        "joint training wrote to the shared cascade"
+    );
+
+    // -- results.csv: the documented columns, every agent.
+    let text = std::fs::read_to_string(dir.join(RESULTS_FILE)).unwrap();
+    let head: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    assert_eq!(head, header(3, 4));
+    assert_eq!(&head[..FIXED_COLUMNS.len()], FIXED_COLUMNS);
+    let rows = read_results(&dir.join(RESULTS_FILE)).unwrap();
+    assert_eq!(rows.len(), 45);
+    for agent in [
+        "static-1",
+        "static-3",
+        "oracle",
+        "oracle-alpha",
+        "threshold",
+        "reinforce-frozen",
+        "reinforce-joint",
+    ] {
+        assert!(rows.iter().any(|r| r.agent == agent), "no {agent} row");
+    }
+    let joint: Vec<&ResultRow> = rows
+        .iter()
+        .filter(|r| r.agent == "reinforce-joint")
+        .collect();
+    assert_eq!(joint.len(), 4);
+    for r in &joint {
+        assert_eq!(r.n, 300);
+        assert!((r.exit_fraction.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        let per_class: usize = r.exits_per_class.iter().flatten().sum();
+        assert_eq!(per_class, 300);
+        assert!(dir.join(&r.agent_dir).join("train_log.csv").exists());
+        assert!(dir
+            .join(&r.agent_dir)
+            .join("cascade")
+            .join("cascade.json")
+            .exists());
+    }
+    // The largest stage alone: cumulative cost (all three stages) is > 100%.
+    let s3 = rows.iter().find(|r| r.agent == "static-3").unwrap();
+    assert_eq!(s3.exit_fraction, vec![0.0, 0.0, 1.0]);
+    assert!(s3.cost_pct > 100.0);
+
+    // -- Figures (valid PNG and SVG) and the summary.
+    for name in [
+        "pareto",
+        "sample_distribution",
+        "accuracy_distribution",
+        "exits_per_class",
+        "training_curves",
+    ] {
+        let png = std::fs::read(dir.join("figures").join(format!("{name}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}.png");
+        let svg = std::fs::read_to_string(dir.join("figures").join(format!("{name}.svg"))).unwrap();
+        assert!(
+            svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{name}.svg"
+        );
+    }
+    let summary = std::fs::read_to_string(dir.join("summary.md")).unwrap();
+    for needle in [
+        "static stage 1",
+        "static stage 3",
+        "threshold",
+        "REINFORCE frozen",
+        "REINFORCE joint",
+        "oracle",
+        "synthetic data",
+        "validation",
+    ] {
+        assert!(
+            summary.contains(needle),
+            "summary.md lacks {needle:?}:\n{summary}"
+        );
+    }
+
+    // -- Rerun: nothing trained, results unchanged.
+    let o = run(&study_args(&dir, &[]));
+    assert_eq!((o.computed, o.skipped), (0, 45));
+    assert_eq!(
+        std::fs::read_to_string(dir.join(RESULTS_FILE)).unwrap(),
+        text
+    );
+
+    // -- Other settings in the same folder are refused, naming them.
+    let (cfg, opts) = study_args(&dir, &["--classifier-lr", "0.5"])
+        .resolve()
+        .unwrap();
+    let err = run_study(&cfg, &opts).unwrap_err().to_string();
+    assert!(
+        err.contains("joint_classifiers") && err.contains("another --out"),
+        "{err}"
+    );
+
+    // -- Two shards merged equal the unsharded run (wall times aside).
+    let sharded = tmp.path().join("sharded");
+    copy_dir(&dir.join("cascade"), &sharded.join("cascade"));
+    let a = run(&study_args(&sharded, &["--shard", "0/2"]));
+    let b = run(&study_args(&sharded, &["--shard", "1/2"]));
+    assert!(!a.pretrained && !b.pretrained);
+    assert_eq!(a.computed + b.computed, 45);
+    assert!(a.computed > 0 && b.computed > 0);
+    assert!(sharded.join("results.shard-0-of-2.csv").exists());
+    assert!(!sharded.join(RESULTS_FILE).exists());
+    cascade_experiments::cli::merge::run(&cascade_experiments::cli::merge::MergeArgs {
+        run_dir: sharded.clone(),
+        no_report: false,
+    })
+    .unwrap();
+    let merged = read_results(&sharded.join(RESULTS_FILE)).unwrap();
+    assert_eq!(without_wall_times(merged), without_wall_times(rows.clone()));
+    assert!(sharded.join("figures").join("pareto.png").exists());
+    assert!(WALL_TIME_COLUMNS.iter().all(|c| head.contains(c)));
+
+    // -- `cascade plot` redraws from the files alone.
+    std::fs::remove_dir_all(dir.join("figures")).unwrap();
+    std::fs::remove_file(dir.join("summary.md")).unwrap();
+    cascade_experiments::cli::plot::run(&cascade_experiments::cli::plot::PlotArgs {
+        run_dir: dir.clone(),
+    })
+    .unwrap();
+    assert!(dir.join("figures").join("training_curves.svg").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("summary.md")).unwrap(),
+        summary
+    );
+
+    // -- alpha_sweep in budget mode on the same cascade: threshold only.
+    let sweep = tmp.path().join("sweep");
+    copy_dir(&dir.join("cascade"), &sweep.join("cascade"));
+    let args = AlphaSweepArgs::from_argv([
+        "alpha_sweep",
+        "--preset",
+        "quick",
+        "--out",
+        sweep.to_str().unwrap(),
+        "--synthetic-train",
+        "1000",
+        "--synthetic-test",
+        "300",
+        "--pretrain-epochs",
+        "2",
+        "--frozen-epochs",
+        "3",
+        "--joint-epochs",
+        "2",
+        "--agent",
+        "threshold",
+        "--budgets",
+        "0.3,0.6",
+        "--quiet",
+    ])
+    .unwrap();
+    let (cfg, opts) = args.resolve().unwrap();
+    let o = run_study(&cfg, &opts).unwrap();
+    assert!(!o.pretrained);
+    let rows = read_results(&sweep.join(RESULTS_FILE)).unwrap();
+    let th: Vec<&ResultRow> = rows.iter().filter(|r| r.agent == "threshold").collect();
+    assert_eq!(
+        th.iter().map(|r| r.budget).collect::<Vec<_>>(),
+        [Some(0.3), Some(0.6)]
+    );
+    for r in th {
+        // Chosen on validation to meet the budget.
+        if r.budget_met == Some(true) {
+            assert!(r.val_cost_pct <= 100.0 * r.budget.unwrap() + 1e-9);
+        }
+    }
+    assert!(!rows.iter().any(|r| r.agent.starts_with("reinforce")));
+}
