@@ -5,10 +5,15 @@
 //! The batch is split across rayon's threads; each GEMM runs on one thread
 //! then. With fewer images than threads the GEMMs themselves go parallel.
 
-use super::cpu::{num_threads, par_init, sgemm, slice_f32, sum, with_f32, Mat};
+use super::cpu::{
+    num_threads, par_init, sgemm, slice_f32, sum, sum_sq_shifted, to_vec_f32, with_f32, Mat,
+};
+use super::norm;
+use super::pool::pool_plane;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 /// Sizes of one convolution, derived once from the operand shapes.
@@ -247,16 +252,90 @@ fn schedule(n: usize) -> (usize, Parallelism) {
     }
 }
 
-/// Forward convolution. `y[i] = w * im2col(x[i]) + bias`.
-pub(crate) fn conv_fwd(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    let (kk, pp, in_img, out_img) = (g.kk(), g.pp(), g.in_img(), g.out_img());
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| candle_core::Error::Msg("conv2d: poisoned lock".into()))
+}
+
+/// One result slot per task, filled in parallel and read back in task order.
+struct Slots<T>(Vec<Mutex<T>>);
+
+impl<T: Default> Slots<T> {
+    fn new(n: usize) -> Self {
+        Slots((0..n).map(|_| Mutex::default()).collect())
+    }
+    fn put(&self, t: usize, v: T) {
+        if let Ok(mut s) = self.0[t].lock() {
+            *s = v;
+        }
+    }
+    fn into_vec(self) -> Vec<T> {
+        self.0
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect()
+    }
+}
+
+/// What follows the GEMM of [`ConvAct`], per image and while it is in cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Act {
+    /// `max(., 0)` after the bias.
+    pub relu: bool,
+    /// Non-overlapping `pool x pool` max pooling last (1: none).
+    pub pool: usize,
+}
+
+impl Act {
+    pub const NONE: Act = Act {
+        relu: false,
+        pool: 1,
+    };
+    /// Output size per channel.
+    fn out_hw(&self, g: &Geom) -> (usize, usize) {
+        (g.ho / self.pool, g.wo / self.pool)
+    }
+}
+
+/// Forward convolution with bias and epilogue:
+/// `y[i] = act(w * im2col(x[i]) + bias)`. With pooling, also returns the
+/// argmax record of every output (see [`super::pool`]).
+pub(crate) fn conv_fwd(
+    g: &Geom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Act,
+) -> (Vec<f32>, Vec<u8>) {
+    let (kk, pp, in_img) = (g.kk(), g.pp(), g.in_img());
+    let (ho, wo) = act.out_hw(g);
+    let out_img = g.co * ho * wo;
     if g.n == 0 || out_img == 0 {
-        return vec![0f32; g.n * out_img];
+        return (
+            vec![0f32; g.n * out_img],
+            vec![0u8; if act.pool > 1 { g.n * out_img } else { 0 }],
+        );
     }
     let (per_task, par) = schedule(g.n);
     let col_len = if g.pointwise() { 0 } else { kk * pp };
-    par_init(g.n * out_img, per_task * out_img, |t, ys| {
+    let pooled = act.pool > 1;
+    let mut argmax = vec![0u8; if pooled { g.n * out_img } else { 0 }];
+    let arg_chunks: Vec<Mutex<&mut [u8]>> = if pooled {
+        argmax
+            .chunks_mut(per_task * out_img)
+            .map(Mutex::new)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let y = par_init(g.n * out_img, per_task * out_img, |t, ys| {
         let mut col = vec![0f32; col_len];
+        let mut z = vec![0f32; if pooled { g.co * pp } else { 0 }];
+        let mut args = if pooled {
+            arg_chunks[t].lock().ok()
+        } else {
+            None
+        };
         for (j, yn) in ys.chunks_mut(out_img).enumerate() {
             let i = t * per_task + j;
             let xn = &x[i * in_img..][..in_img];
@@ -266,8 +345,9 @@ pub(crate) fn conv_fwd(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> 
                 im2col(g, xn, &mut col);
                 &col
             };
+            let zn: &mut [f32] = if pooled { &mut z } else { yn };
             if let Some(b) = bias {
-                for (row, &bv) in yn.chunks_mut(pp).zip(b) {
+                for (row, &bv) in zn.chunks_mut(pp).zip(b) {
                     row.fill(bv);
                 }
             }
@@ -275,15 +355,119 @@ pub(crate) fn conv_fwd(g: &Geom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> 
                 g.co,
                 pp,
                 kk,
-                yn,
+                zn,
                 pp,
                 bias.is_some(),
                 Mat::rows(w, kk),
                 Mat::rows(colref, pp),
                 par,
             );
+            if pooled {
+                let an = match args.as_deref_mut() {
+                    Some(a) => &mut a[j * out_img..][..out_img],
+                    None => continue,
+                };
+                for ((zp, yp), ap) in z
+                    .chunks(pp)
+                    .zip(yn.chunks_mut(ho * wo))
+                    .zip(an.chunks_mut(ho * wo))
+                {
+                    pool_plane(act.pool, g.wo, wo, zp, yp, ap);
+                    if act.relu {
+                        for v in yp.iter_mut() {
+                            *v = v.max(0.0);
+                        }
+                    }
+                }
+            } else if act.relu {
+                for v in yn.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
         }
-    })
+    });
+    drop(arg_chunks);
+    (y, argmax)
+}
+
+/// Where the backward finds the gradient `gz` of the GEMM output of image
+/// `i`: straight in the output gradient, or rebuilt from it through the
+/// fused epilogue (ReLU, pooling, batch norm).
+pub(crate) enum GradSrc<'a> {
+    /// `gz = gy`.
+    Direct(&'a [f32]),
+    /// `gz = gy * (y > 0)`, or with pooling: `gy` scattered to each window's
+    /// argmax (where `y > 0` if `relu`), zero elsewhere.
+    Act {
+        gy: &'a [f32],
+        y: &'a [f32],
+        argmax: &'a [u8],
+        act: Act,
+    },
+    /// Batch norm (training, closed form): `gz = a g + b z + k` per channel,
+    /// `g = gy` masked by `y > 0` when `relu`.
+    Bn {
+        gy: &'a [f32],
+        y: Option<&'a [f32]>,
+        z: &'a [f32],
+        coef: &'a norm::Coef,
+    },
+}
+
+impl GradSrc<'_> {
+    /// `gz` of image `i` (`[co, pp]`), built in `scratch` when needed.
+    fn image<'s>(&'s self, g: &Geom, i: usize, scratch: &'s mut Vec<f32>) -> &'s [f32] {
+        let (pp, co) = (g.pp(), g.co);
+        let n = co * pp;
+        match self {
+            GradSrc::Direct(gy) => &gy[i * n..][..n],
+            GradSrc::Act { gy, y, argmax, act } => {
+                scratch.resize(n, 0.0);
+                if act.pool <= 1 {
+                    let (gy, y) = (&gy[i * n..][..n], &y[i * n..][..n]);
+                    for ((d, &gv), &yv) in scratch.iter_mut().zip(gy).zip(y) {
+                        *d = if !act.relu || yv > 0.0 { gv } else { 0.0 };
+                    }
+                } else {
+                    let (ho, wo) = act.out_hw(g);
+                    let m = co * ho * wo;
+                    let (gy, y, am) = (&gy[i * m..][..m], &y[i * m..][..m], &argmax[i * m..][..m]);
+                    scratch.fill(0.0);
+                    let k = act.pool;
+                    for c in 0..co {
+                        let plane = &mut scratch[c * pp..][..pp];
+                        for oh in 0..ho {
+                            for ow in 0..wo {
+                                let j = (c * ho + oh) * wo + ow;
+                                if act.relu && y[j] <= 0.0 {
+                                    continue;
+                                }
+                                let a = am[j] as usize;
+                                plane[(oh * k + a / k) * g.wo + ow * k + a % k] = gy[j];
+                            }
+                        }
+                    }
+                }
+                scratch
+            }
+            GradSrc::Bn { gy, y, z, coef } => {
+                scratch.resize(n, 0.0);
+                let (gy, z) = (&gy[i * n..][..n], &z[i * n..][..n]);
+                let y = y.map(|y| &y[i * n..][..n]);
+                for c in 0..co {
+                    let r = c * pp..(c + 1) * pp;
+                    coef.apply(
+                        c,
+                        &gy[r.clone()],
+                        &z[r.clone()],
+                        y.map(|y| &y[r.clone()]),
+                        &mut scratch[r],
+                    );
+                }
+                scratch
+            }
+        }
+    }
 }
 
 /// Gradients of a convolution; each is computed only when asked for.
@@ -293,18 +477,19 @@ pub(crate) struct ConvGrads {
     pub db: Option<Vec<f32>>,
 }
 
-/// Backward convolution: `dw = sum_i gy[i] im2col(x[i])^T`,
-/// `db = sum gy`, `dx[i] = col2im(w^T gy[i])`, in one pass over the batch.
+/// Backward convolution: with `gz[i]` from `src`,
+/// `dw = sum_i gz[i] im2col(x[i])^T`, `db = sum gz`,
+/// `dx[i] = col2im(w^T gz[i])`, in one pass over the batch.
 pub(crate) fn conv_bwd(
     g: &Geom,
     x: &[f32],
     w: &[f32],
-    gy: &[f32],
+    src: &GradSrc<'_>,
     need_dx: bool,
     need_dw: bool,
     need_db: bool,
 ) -> ConvGrads {
-    let (kk, pp, in_img, out_img) = (g.kk(), g.pp(), g.in_img(), g.out_img());
+    let (kk, pp, in_img) = (g.kk(), g.pp(), g.in_img());
     let (per_task, par) = schedule(g.n);
     let tasks = g.n.div_ceil(per_task);
     let col_len = if need_dw && !g.pointwise() {
@@ -319,16 +504,16 @@ pub(crate) fn conv_bwd(
     };
 
     // One task: images [t * per_task, ..) -> partial (dw, db); writes dx.
-    let run = |t: usize, dxs: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
+    let run = |t: usize, mut dxs: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
         let mut col = vec![0f32; col_len];
         let mut dcol = vec![0f32; dcol_len];
+        let mut scratch = Vec::new();
         let mut dw = vec![0f32; if need_dw { g.co * kk } else { 0 }];
         let mut db = vec![0f64; if need_db { g.co } else { 0 }];
         let lo = t * per_task;
         let hi = (lo + per_task).min(g.n);
-        let mut dxs = dxs;
         for i in lo..hi {
-            let gyn = &gy[i * out_img..][..out_img];
+            let gzn = src.image(g, i, &mut scratch);
             let xn = &x[i * in_img..][..in_img];
             if need_dw {
                 let colref: &[f32] = if g.pointwise() {
@@ -344,13 +529,13 @@ pub(crate) fn conv_bwd(
                     &mut dw,
                     kk,
                     i > lo,
-                    Mat::rows(gyn, pp),
+                    Mat::rows(gzn, pp),
                     Mat::trans(colref, pp),
                     par,
                 );
             }
             if need_db {
-                for (acc, row) in db.iter_mut().zip(gyn.chunks(pp)) {
+                for (acc, row) in db.iter_mut().zip(gzn.chunks(pp)) {
                     *acc += sum(row);
                 }
             }
@@ -358,7 +543,7 @@ pub(crate) fn conv_bwd(
                 let dxn = &mut dxs[(i - lo) * in_img..][..in_img];
                 let wt = Mat::trans(w, kk);
                 if g.pointwise() {
-                    sgemm(kk, pp, g.co, dxn, pp, false, wt, Mat::rows(gyn, pp), par);
+                    sgemm(kk, pp, g.co, dxn, pp, false, wt, Mat::rows(gzn, pp), par);
                 } else {
                     sgemm(
                         kk,
@@ -368,7 +553,7 @@ pub(crate) fn conv_bwd(
                         pp,
                         false,
                         wt,
-                        Mat::rows(gyn, pp),
+                        Mat::rows(gzn, pp),
                         par,
                     );
                     col2im(g, &mut dcol, dxn);
@@ -378,26 +563,18 @@ pub(crate) fn conv_bwd(
         (dw, db.into_iter().map(|v| v as f32).collect())
     };
 
-    let slots: Vec<Mutex<(Vec<f32>, Vec<f32>)>> = (0..tasks).map(|_| Mutex::default()).collect();
-    let store = |t: usize, r: (Vec<f32>, Vec<f32>)| {
-        if let Ok(mut slot) = slots[t].lock() {
-            *slot = r;
-        }
-    };
+    let slots = Slots::new(tasks);
     let dx = if need_dx && in_img > 0 {
         Some(par_init(g.n * in_img, per_task * in_img, |t, dxs| {
-            store(t, run(t, Some(dxs)))
+            slots.put(t, run(t, Some(dxs)))
         }))
     } else {
         (0..tasks)
             .into_par_iter()
-            .for_each(|t| store(t, run(t, None)));
+            .for_each(|t| slots.put(t, run(t, None)));
         need_dx.then(Vec::new)
     };
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = slots
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect();
+    let partials = slots.into_vec();
     let reduce = |pick: fn(&(Vec<f32>, Vec<f32>)) -> &Vec<f32>, len: usize| {
         let mut acc = vec![0f32; len];
         for p in &partials {
@@ -414,27 +591,22 @@ pub(crate) fn conv_bwd(
     }
 }
 
-/// Backward of [`Conv2d`] / [`Conv2dBias`] as tensors. Only the gradients of
-/// operands that take part in autograd (`track_op`) are computed: the input
-/// gradient of a first layer fed raw images is skipped.
+/// Runs [`conv_bwd`] on tensors and wraps the gradients. Only operands that
+/// take part in autograd (`track_op`) get one: the input gradient of a first
+/// layer fed raw images is skipped.
 fn conv_bwd_tensors(
+    g: &Geom,
     x: &Tensor,
     w: &Tensor,
     bias: Option<&Tensor>,
-    gy: &Tensor,
-    stride: usize,
-    padding: usize,
+    src: impl FnOnce(&dyn Fn(&GradSrc<'_>) -> ConvGrads) -> Result<ConvGrads>,
 ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-    let gy = gy.contiguous()?;
     let need_dx = x.track_op();
     let need_dw = w.track_op();
     let need_db = bias.is_some_and(|b| b.track_op());
-    let g = Geom::new(x.dims(), w.dims(), stride, padding)?;
     let grads = with_f32(x, "conv2d input", |xs| {
         with_f32(w, "conv2d weight", |ws| {
-            with_f32(&gy, "conv2d output gradient", |gys| {
-                Ok(conv_bwd(&g, xs, ws, gys, need_dx, need_dw, need_db))
-            })
+            src(&|s: &GradSrc<'_>| conv_bwd(g, xs, ws, s, need_dx, need_dw, need_db))
         })
     })?;
     let dev = x.device();
@@ -453,13 +625,92 @@ fn conv_bwd_tensors(
     Ok((dx, dw, db))
 }
 
-/// Convolution without bias, as a candle custom op over `(x, w)`.
-pub(crate) struct Conv2d {
+/// Convolution, optional bias, then [`Act`], as a candle custom op over
+/// `(x, w)` ([`CustomOp2`]) or `(x, w, bias)` ([`CustomOp3`]).
+pub(crate) struct ConvAct {
     pub stride: usize,
     pub padding: usize,
+    pub act: Act,
+    argmax: Mutex<Vec<u8>>,
 }
 
-impl CustomOp2 for Conv2d {
+impl ConvAct {
+    pub fn new(stride: usize, padding: usize, act: Act) -> Self {
+        ConvAct {
+            stride,
+            padding,
+            act,
+            argmax: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn fwd(
+        &self,
+        x: (&CpuStorage, &Layout),
+        w: (&CpuStorage, &Layout),
+        b: Option<&[f32]>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geom::new(x.1.dims(), w.1.dims(), self.stride, self.padding)?;
+        if b.is_some_and(|b| b.len() != g.co) {
+            bail!(
+                "conv2d: bias has {} elements, expected {}",
+                b.map_or(0, |b| b.len()),
+                g.co
+            )
+        }
+        if self.act.pool > super::pool::MAX_K || g.ho < self.act.pool || g.wo < self.act.pool {
+            bail!(
+                "conv2d: pooling window {} does not fit the {}x{} output",
+                self.act.pool,
+                g.ho,
+                g.wo
+            )
+        }
+        let xs = slice_f32(x.0, x.1, "conv2d input")?;
+        let ws = slice_f32(w.0, w.1, "conv2d weight")?;
+        let (y, argmax) = conv_fwd(&g, xs, ws, b, self.act);
+        *lock(&self.argmax)? = argmax;
+        let (ho, wo) = self.act.out_hw(&g);
+        Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, ho, wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        y: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = Geom::new(x.dims(), w.dims(), self.stride, self.padding)?;
+        let gy = gy.contiguous()?;
+        if self.act == Act::NONE {
+            return conv_bwd_tensors(&g, x, w, b, |run| {
+                with_f32(&gy, "conv2d output gradient", |gys| {
+                    Ok(run(&GradSrc::Direct(gys)))
+                })
+            });
+        }
+        let argmax = lock(&self.argmax)?;
+        conv_bwd_tensors(&g, x, w, b, |run| {
+            with_f32(&gy, "conv2d output gradient", |gys| {
+                with_f32(y, "conv2d output", |ys| {
+                    if self.act.pool > 1 && argmax.len() != ys.len() {
+                        bail!("conv2d: backward without a matching forward")
+                    }
+                    Ok(run(&GradSrc::Act {
+                        gy: gys,
+                        y: ys,
+                        argmax: &argmax,
+                        act: self.act,
+                    }))
+                })
+            })
+        })
+    }
+}
+
+impl CustomOp2 for ConvAct {
     fn name(&self) -> &'static str {
         "cascade-conv2d"
     }
@@ -471,34 +722,150 @@ impl CustomOp2 for Conv2d {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
-        let x = slice_f32(s1, l1, "conv2d input")?;
-        let w = slice_f32(s2, l2, "conv2d weight")?;
-        let y = conv_fwd(&g, x, w, None);
-        Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, g.ho, g.wo))))
+        self.fwd((s1, l1), (s2, l2), None)
     }
 
     fn bwd(
         &self,
         x: &Tensor,
         w: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = conv_bwd_tensors(x, w, None, gy, self.stride, self.padding)?;
+        let (dx, dw, _) = ConvAct::bwd(self, x, w, None, y, gy)?;
         Ok((dx, dw))
     }
 }
 
-/// Convolution with bias, as a candle custom op over `(x, w, b)`.
-pub(crate) struct Conv2dBias {
-    pub stride: usize,
-    pub padding: usize,
-}
-
-impl CustomOp3 for Conv2dBias {
+impl CustomOp3 for ConvAct {
     fn name(&self) -> &'static str {
         "cascade-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let b = slice_f32(s3, l3, "conv2d bias")?;
+        self.fwd((s1, l1), (s2, l2), Some(b))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        ConvAct::bwd(self, x, w, Some(b), y, gy)
+    }
+}
+
+/// What the forward of [`ConvBn`] keeps for the backward and the caller.
+#[derive(Default)]
+pub(crate) struct BnSaved {
+    /// The conv output before normalisation, `[n, co, ho, wo]`.
+    pub z: Vec<f32>,
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+    pub invstd: Vec<f32>,
+}
+
+/// Forward conv and per-channel `(mean, biased var)` of its output, the
+/// statistics gathered per image while the output is in cache and merged
+/// with Chan's formula.
+fn conv_stats_fwd(g: &Geom, x: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (kk, pp, in_img, out_img) = (g.kk(), g.pp(), g.in_img(), g.out_img());
+    let (per_task, par) = schedule(g.n);
+    let tasks = g.n.div_ceil(per_task).max(1);
+    let col_len = if g.pointwise() { 0 } else { kk * pp };
+    // Per task and channel: (count, mean, M2).
+    let slots: Slots<Vec<(f64, f64, f64)>> = Slots::new(tasks);
+    let z = par_init(g.n * out_img, per_task * out_img, |t, zs| {
+        let mut col = vec![0f32; col_len];
+        let mut acc = vec![(0f64, 0f64, 0f64); g.co];
+        for (j, zn) in zs.chunks_mut(out_img).enumerate() {
+            let i = t * per_task + j;
+            let xn = &x[i * in_img..][..in_img];
+            let colref: &[f32] = if g.pointwise() {
+                xn
+            } else {
+                im2col(g, xn, &mut col);
+                &col
+            };
+            sgemm(
+                g.co,
+                pp,
+                kk,
+                zn,
+                pp,
+                false,
+                Mat::rows(w, kk),
+                Mat::rows(colref, pp),
+                par,
+            );
+            for (a, row) in acc.iter_mut().zip(zn.chunks(pp)) {
+                let m0 = (sum(row) / pp as f64) as f32;
+                let (s, q) = sum_sq_shifted(row, m0);
+                let row_stats = (
+                    pp as f64,
+                    m0 as f64 + s / pp as f64,
+                    (q - s * s / pp as f64).max(0.0),
+                );
+                *a = chan(*a, row_stats);
+            }
+        }
+        slots.put(t, acc);
+    });
+    let mut total = vec![(0f64, 0f64, 0f64); g.co];
+    for part in slots.into_vec() {
+        for (t, p) in total.iter_mut().zip(part) {
+            *t = chan(*t, p);
+        }
+    }
+    let mean = total.iter().map(|t| t.1 as f32).collect();
+    let var = total
+        .iter()
+        .map(|t| {
+            if t.0 > 0.0 {
+                (t.2 / t.0) as f32
+            } else {
+                f32::NAN
+            }
+        })
+        .collect();
+    (z, mean, var)
+}
+
+/// Merges two `(count, mean, M2)` summaries (Chan et al.).
+fn chan(a: (f64, f64, f64), b: (f64, f64, f64)) -> (f64, f64, f64) {
+    let n = a.0 + b.0;
+    if n == 0.0 {
+        return a;
+    }
+    let d = b.1 - a.1;
+    (n, a.1 + d * b.0 / n, a.2 + b.2 + d * d * a.0 * b.0 / n)
+}
+
+/// Convolution (no bias) followed by training-mode batch norm and an
+/// optional ReLU, as a candle custom op over `(x, w, [gamma; beta])`.
+pub(crate) struct ConvBn {
+    pub stride: usize,
+    pub padding: usize,
+    pub eps: f64,
+    pub relu: bool,
+    pub saved: Arc<Mutex<BnSaved>>,
+}
+
+impl CustomOp3 for ConvBn {
+    fn name(&self) -> &'static str {
+        "cascade-conv2d-batch-norm"
     }
 
     fn cpu_fwd(
@@ -513,11 +880,30 @@ impl CustomOp3 for Conv2dBias {
         let g = Geom::new(l1.dims(), l2.dims(), self.stride, self.padding)?;
         let x = slice_f32(s1, l1, "conv2d input")?;
         let w = slice_f32(s2, l2, "conv2d weight")?;
-        let b = slice_f32(s3, l3, "conv2d bias")?;
-        if b.len() != g.co {
-            bail!("conv2d: bias has {} elements, expected {}", b.len(), g.co)
+        let gb = slice_f32(s3, l3, "batch_norm gamma and beta")?;
+        if gb.len() != 2 * g.co {
+            bail!(
+                "batch_norm: expected {} gamma and beta values, got {}",
+                2 * g.co,
+                gb.len()
+            )
         }
-        let y = conv_fwd(&g, x, w, Some(b));
+        let (z, mean, var) = conv_stats_fwd(&g, x, w);
+        let invstd: Vec<f32> = var
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + self.eps).sqrt()) as f32)
+            .collect();
+        let scale: Vec<f32> = (0..g.co).map(|c| gb[c] * invstd[c]).collect();
+        let shift: Vec<f32> = (0..g.co)
+            .map(|c| gb[g.co + c] - mean[c] * scale[c])
+            .collect();
+        let y = norm::affine(&z, g.co, g.pp(), &scale, &shift, self.relu);
+        *lock(&self.saved)? = BnSaved {
+            z,
+            mean,
+            var,
+            invstd,
+        };
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.co, g.ho, g.wo))))
     }
 
@@ -525,10 +911,45 @@ impl CustomOp3 for Conv2dBias {
         &self,
         x: &Tensor,
         w: &Tensor,
-        b: &Tensor,
-        _y: &Tensor,
+        gb: &Tensor,
+        y: &Tensor,
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        conv_bwd_tensors(x, w, Some(b), gy, self.stride, self.padding)
+        let g = Geom::new(x.dims(), w.dims(), self.stride, self.padding)?;
+        let gy = gy.contiguous()?;
+        let saved = lock(&self.saved)?;
+        if saved.z.len() != g.n * g.out_img() {
+            bail!("conv2d_bn: backward without a matching forward")
+        }
+        let gamma = to_vec_f32(&gb.narrow(0, 0, g.co)?)?;
+        let mut dgb = None;
+        let (dx, dw, _) = conv_bwd_tensors(&g, x, w, None, |run| {
+            with_f32(&gy, "conv2d_bn output gradient", |gys| {
+                with_f32(y, "conv2d_bn output", |ys| {
+                    let mask = self.relu.then_some(ys);
+                    let sums = norm::grad_sums(gys, &saved.z, mask, &saved.mean, g.n, g.co, g.pp());
+                    let coef = norm::Coef::new(
+                        &sums,
+                        &gamma,
+                        &saved.mean,
+                        &saved.invstd,
+                        g.n * g.pp(),
+                        true,
+                    );
+                    dgb = Some([coef.dgamma.clone(), coef.dbeta.clone()].concat());
+                    Ok(run(&GradSrc::Bn {
+                        gy: gys,
+                        y: mask,
+                        z: &saved.z,
+                        coef: &coef,
+                    }))
+                })
+            })
+        })?;
+        let dgb = match dgb {
+            Some(v) if gb.track_op() => Some(Tensor::from_vec(v, 2 * g.co, gb.device())?),
+            _ => None,
+        };
+        Ok((dx, dw, dgb))
     }
 }

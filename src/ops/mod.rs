@@ -13,6 +13,12 @@
 //! - [`max_pool2d`]: records each window's argmax; the backward is one
 //!   scatter.
 //! - [`relu`], [`add_relu`]: one pass forward and backward.
+//! - Fused layers, fewer passes over memory and fewer autograd nodes:
+//!   [`conv2d_relu`], [`conv2d_relu_pool`], [`conv2d_bn_train`],
+//!   [`conv2d_bn_relu_train`] (statistics gathered while each image's conv
+//!   output is in cache; the backward rebuilds the conv output's gradient
+//!   per image) and their inference forms [`conv2d_bn_eval`],
+//!   [`conv2d_bn_relu_eval`] (batch norm folded into the weights).
 //!
 //! On other devices and dtypes every function falls back to candle's own ops
 //! ([`reference`]), which also serve as the yardstick in tests and
@@ -29,6 +35,7 @@ mod tests;
 
 use candle_core::{bail, Result, Tensor};
 use cpu::{fast_path, with_f32};
+use std::sync::{Arc, Mutex};
 
 /// 2-D convolution, NCHW input, OIHW weights, square stride and padding.
 ///
@@ -42,20 +49,238 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    conv_act(x, w, bias, stride, padding, conv::Act::NONE)
+}
+
+/// [`conv2d`] followed by a ReLU, fused: `max(conv2d(x), 0)`. The ReLU is
+/// applied to each image's output while it is in cache, and its backward
+/// folds into the convolution's.
+///
+/// # Shapes
+/// as [`conv2d`]
+pub fn conv2d_relu(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    conv_act(
+        x,
+        w,
+        bias,
+        stride,
+        padding,
+        conv::Act {
+            relu: true,
+            pool: 1,
+        },
+    )
+}
+
+/// [`conv2d`], ReLU and `k x k` max pooling (stride `k`), fused:
+/// `max_pool2d(max(conv2d(x), 0), k)`, the classic small-CNN stage. Only the
+/// pooled output is written to memory.
+///
+/// # Shapes
+/// `x: [b, c_in, h, w]`, `w: [c_out, c_in, kc, kc]`, `bias: [c_out]`
+/// -> `[b, c_out, h_out / k, w_out / k]` with `h_out, w_out` as in [`conv2d`]
+pub fn conv2d_relu_pool(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    k: usize,
+) -> Result<Tensor> {
+    if k == 0 || k > pool::MAX_K {
+        bail!(
+            "conv2d_relu_pool: pooling window {k} must be between 1 and {}",
+            pool::MAX_K
+        )
+    }
+    conv_act(
+        x,
+        w,
+        bias,
+        stride,
+        padding,
+        conv::Act {
+            relu: true,
+            pool: k,
+        },
+    )
+}
+
+fn conv_act(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    act: conv::Act,
+) -> Result<Tensor> {
     let mut ts = vec![x, w];
     ts.extend(bias);
     if !fast_path(&ts) {
-        return reference::conv2d(x, w, bias, stride, padding);
+        let y = reference::conv2d(x, w, bias, stride, padding)?;
+        let y = if act.relu { y.relu()? } else { y };
+        return if act.pool > 1 {
+            reference::max_pool2d_by_reduction(&y, act.pool)
+        } else {
+            Ok(y)
+        };
     }
     let x = x.contiguous()?;
     let w = w.contiguous()?;
+    let op = conv::ConvAct::new(stride, padding, act);
     match bias {
-        None => x.apply_op2(&w, conv::Conv2d { stride, padding }),
-        Some(b) => {
-            let b = b.contiguous()?;
-            x.apply_op3(&w, &b, conv::Conv2dBias { stride, padding })
-        }
+        None => x.apply_op2(&w, op),
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
     }
+}
+
+/// The parameters of a batch norm fused into a convolution
+/// ([`conv2d_bn_train`] and friends).
+#[derive(Clone, Copy, Debug)]
+pub struct BatchNormParams<'a> {
+    /// Scale, one per output channel.
+    pub gamma: &'a Tensor,
+    /// Shift, one per output channel.
+    pub beta: &'a Tensor,
+    /// Added to the variance before the square root.
+    pub eps: f64,
+}
+
+fn conv_bn_train(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    bn: &BatchNormParams<'_>,
+    relu: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if !fast_path(&[x, w, bn.gamma, bn.beta]) {
+        let z = reference::conv2d(x, w, None, stride, padding)?;
+        return bn_train(&z, bn.gamma, bn.beta, bn.eps, relu);
+    }
+    let co = w.dim(0)?;
+    check_bn_params(co, &[("gamma", bn.gamma), ("beta", bn.beta)])?;
+    let gb = Tensor::cat(&[bn.gamma, bn.beta], 0)?;
+    let saved = Arc::new(Mutex::new(conv::BnSaved::default()));
+    let op = conv::ConvBn {
+        stride,
+        padding,
+        eps: bn.eps,
+        relu,
+        saved: saved.clone(),
+    };
+    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &gb, op)?;
+    let s = saved
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("conv2d_bn: poisoned lock".into()))?;
+    let mean = Tensor::from_vec(s.mean.clone(), co, x.device())?;
+    let var = Tensor::from_vec(s.var.clone(), co, x.device())?;
+    Ok((y, mean, var))
+}
+
+/// Convolution (no bias) followed by batch norm in training mode, fused:
+/// equals [`batch_norm_train`] of [`conv2d`]. The statistics are gathered
+/// while each image's output is in cache, and the backward rebuilds the
+/// conv output's gradient per image instead of materialising it. Returns
+/// `(y, batch_mean, batch_var)` like [`batch_norm_train`].
+///
+/// # Shapes
+/// `x: [b, c_in, h, w]`, `w: [c_out, c_in, k, k]`, `gamma, beta: [c_out]`
+/// -> `y` as [`conv2d`], `mean, var: [c_out]`
+pub fn conv2d_bn_train(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    bn: &BatchNormParams<'_>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    conv_bn_train(x, w, stride, padding, bn, false)
+}
+
+/// [`conv2d_bn_train`] followed by a ReLU, fused.
+///
+/// # Shapes
+/// as [`conv2d_bn_train`]
+pub fn conv2d_bn_relu_train(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    bn: &BatchNormParams<'_>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    conv_bn_train(x, w, stride, padding, bn, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_bn_eval(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    bn: &BatchNormParams<'_>,
+    mean: &Tensor,
+    var: &Tensor,
+    relu: bool,
+) -> Result<Tensor> {
+    let co = w.dim(0)?;
+    check_bn_params(
+        co,
+        &[
+            ("gamma", bn.gamma),
+            ("beta", bn.beta),
+            ("mean", mean),
+            ("var", var),
+        ],
+    )?;
+    // Fold the batch norm into the weights with (cheap, per-channel) candle
+    // ops, so gradients still reach w, gamma and beta.
+    let scale = bn.gamma.broadcast_div(&(var.detach() + bn.eps)?.sqrt()?)?;
+    let w2 = w.broadcast_mul(&scale.reshape((co, 1, 1, 1))?)?;
+    let b2 = (bn.beta - (mean.detach() * &scale)?)?;
+    let act = conv::Act { relu, pool: 1 };
+    conv_act(x, &w2, Some(&b2), stride, padding, act)
+}
+
+/// Convolution (no bias) followed by batch norm with given statistics
+/// (inference mode), computed as one convolution with the batch norm folded
+/// into its weights and bias. Gradients reach `x`, `w`, `gamma` and `beta`;
+/// `mean` and `var` are constants.
+///
+/// # Shapes
+/// `x: [b, c_in, h, w]`, `w: [c_out, c_in, k, k]`,
+/// `gamma, beta, mean, var: [c_out]` -> as [`conv2d`]
+pub fn conv2d_bn_eval(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    bn: &BatchNormParams<'_>,
+    mean: &Tensor,
+    var: &Tensor,
+) -> Result<Tensor> {
+    conv_bn_eval(x, w, stride, padding, bn, mean, var, false)
+}
+
+/// [`conv2d_bn_eval`] followed by a ReLU, fused.
+///
+/// # Shapes
+/// as [`conv2d_bn_eval`]
+pub fn conv2d_bn_relu_eval(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    padding: usize,
+    bn: &BatchNormParams<'_>,
+    mean: &Tensor,
+    var: &Tensor,
+) -> Result<Tensor> {
+    conv_bn_eval(x, w, stride, padding, bn, mean, var, true)
 }
 
 fn check_bn_params(c: usize, params: &[(&str, &Tensor)]) -> Result<()> {

@@ -47,7 +47,14 @@ pub(crate) fn stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<
 }
 
 /// `y = x * scale[c] + shift[c]`, then `max(y, 0)` when `relu`.
-fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
+pub(crate) fn affine(
+    x: &[f32],
+    c: usize,
+    hw: usize,
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+) -> Vec<f32> {
     if hw == 0 {
         return vec![0f32; x.len()];
     }
@@ -68,6 +75,100 @@ fn affine(x: &[f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], relu: bo
             }
         }
     })
+}
+
+/// Per channel, `(sum(g), sum(g * (x - mean)))` over contiguous
+/// `[n, c, hw]` data, `g = gy` masked by `mask > 0` when a mask (the output
+/// of a fused ReLU) is given.
+pub(crate) fn grad_sums(
+    gy: &[f32],
+    x: &[f32],
+    mask: Option<&[f32]>,
+    mean: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+) -> Vec<(f64, f64)> {
+    (0..c)
+        .into_par_iter()
+        .map(|ci| {
+            let (mut s, mut q) = (0f64, 0f64);
+            for i in 0..n {
+                let o = (i * c + ci) * hw;
+                let mk = mask.map(|y| &y[o..o + hw]);
+                let (a, b) = sum_g_gx(&gy[o..o + hw], &x[o..o + hw], mean[ci], mk);
+                s += a;
+                q += b;
+            }
+            (s, q)
+        })
+        .collect()
+}
+
+/// The closed-form batch-norm backward as per-channel constants:
+/// `dx = a g + b x + k` (`b = k = 0` with fixed statistics), and the
+/// parameter gradients.
+pub(crate) struct Coef {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    k: Vec<f32>,
+    pub dgamma: Vec<f32>,
+    pub dbeta: Vec<f32>,
+}
+
+impl Coef {
+    /// From the sums of [`grad_sums`] over `m` elements per channel.
+    pub fn new(
+        sums: &[(f64, f64)],
+        gamma: &[f32],
+        mean: &[f32],
+        invstd: &[f32],
+        m: usize,
+        batch_stats: bool,
+    ) -> Self {
+        let m = m as f64;
+        let c = sums.len();
+        let mut coef = Coef {
+            a: vec![0.0; c],
+            b: vec![0.0; c],
+            k: vec![0.0; c],
+            dgamma: vec![0.0; c],
+            dbeta: vec![0.0; c],
+        };
+        for ci in 0..c {
+            let is = invstd[ci] as f64;
+            let ac = gamma[ci] as f64 * is;
+            coef.a[ci] = ac as f32;
+            if batch_stats {
+                let bc = -ac * is * is * sums[ci].1 / m;
+                coef.b[ci] = bc as f32;
+                coef.k[ci] = (-ac * sums[ci].0 / m - bc * mean[ci] as f64) as f32;
+            }
+            coef.dgamma[ci] = (sums[ci].1 * is) as f32;
+            coef.dbeta[ci] = sums[ci].0 as f32;
+        }
+        coef
+    }
+
+    /// `out = a g + b x + k` for one plane of channel `c`, `g = gy` masked
+    /// by `mask > 0` when given.
+    #[inline]
+    pub fn apply(&self, c: usize, gy: &[f32], x: &[f32], mask: Option<&[f32]>, out: &mut [f32]) {
+        let (a, b, k) = (self.a[c], self.b[c], self.k[c]);
+        match mask {
+            None => {
+                for ((d, &g), &xv) in out.iter_mut().zip(gy).zip(x) {
+                    *d = a * g + b * xv + k;
+                }
+            }
+            Some(y) => {
+                for (((d, &g), &xv), &yv) in out.iter_mut().zip(gy).zip(x).zip(y) {
+                    let g = if yv > 0.0 { g } else { 0.0 };
+                    *d = a * g + b * xv + k;
+                }
+            }
+        }
+    }
 }
 
 /// Batch norm with the statistics fixed at construction, as a candle custom
@@ -116,80 +217,39 @@ impl CustomOp3 for BatchNorm {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, c, hw) = dims_nchw(x.dims(), "batch_norm")?;
         let gy = gy.contiguous()?;
-        let m = (n * hw) as f64;
         let need_dx = x.track_op();
         let (dx, dgamma, dbeta) = with_f32(x, "batch_norm input", |xs| {
             with_f32(&gy, "batch_norm output gradient", |gys| {
                 with_f32(y, "batch_norm output", |ys| {
                     let gamma = super::cpu::to_vec_f32(gamma)?;
                     let mask = self.relu.then_some(ys);
-                    // Pass 1: per channel, sum(g) and sum(g * (x - mean)).
-                    let sums: Vec<(f64, f64)> = (0..c)
-                        .into_par_iter()
-                        .map(|ci| {
-                            let (mut s, mut q) = (0f64, 0f64);
-                            for i in 0..n {
-                                let o = (i * c + ci) * hw;
-                                let mk = mask.map(|y| &y[o..o + hw]);
-                                let (a, b) =
-                                    sum_g_gx(&gys[o..o + hw], &xs[o..o + hw], self.mean[ci], mk);
-                                s += a;
-                                q += b;
-                            }
-                            (s, q)
-                        })
-                        .collect();
-                    let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
-                    let dgamma: Vec<f32> = sums
-                        .iter()
-                        .zip(&self.invstd)
-                        .map(|(s, &is)| (s.1 * is as f64) as f32)
-                        .collect();
-                    // Pass 2: dx = a g + b x + k, per channel constants.
-                    let dx = need_dx.then(|| {
-                        let mut a = vec![0f32; c];
-                        let mut b = vec![0f32; c];
-                        let mut k = vec![0f32; c];
-                        for ci in 0..c {
-                            let is = self.invstd[ci] as f64;
-                            let ac = gamma[ci] as f64 * is;
-                            a[ci] = ac as f32;
-                            if self.batch_stats {
-                                let bc = -ac * is * is * sums[ci].1 / m;
-                                b[ci] = bc as f32;
-                                k[ci] = (-ac * sums[ci].0 / m - bc * self.mean[ci] as f64) as f32;
-                            }
-                        }
-                        if hw == 0 {
-                            return vec![0f32; xs.len()];
-                        }
+                    let sums = grad_sums(gys, xs, mask, &self.mean, n, c, hw);
+                    let coef = Coef::new(
+                        &sums,
+                        &gamma,
+                        &self.mean,
+                        &self.invstd,
+                        n * hw,
+                        self.batch_stats,
+                    );
+                    let dx = (need_dx && hw > 0).then(|| {
                         let per = min_planes(hw);
                         par_init(xs.len(), per * hw, |t, dxs| {
                             for (j, d) in dxs.chunks_mut(hw).enumerate() {
-                                let plane = t * per + j;
-                                let ci = plane % c;
-                                let o = plane * hw;
-                                let (g, xp) = (&gys[o..o + hw], &xs[o..o + hw]);
-                                let (ac, bc, kc) = (a[ci], b[ci], k[ci]);
-                                match mask {
-                                    None => {
-                                        for ((d, &g), &xv) in d.iter_mut().zip(g).zip(xp) {
-                                            *d = ac * g + bc * xv + kc;
-                                        }
-                                    }
-                                    Some(ys) => {
-                                        let yp = &ys[o..o + hw];
-                                        for (((d, &g), &xv), &yv) in
-                                            d.iter_mut().zip(g).zip(xp).zip(yp)
-                                        {
-                                            let g = if yv > 0.0 { g } else { 0.0 };
-                                            *d = ac * g + bc * xv + kc;
-                                        }
-                                    }
-                                }
+                                let o = (t * per + j) * hw;
+                                let mk = mask.map(|y| &y[o..o + hw]);
+                                coef.apply(
+                                    (t * per + j) % c,
+                                    &gys[o..o + hw],
+                                    &xs[o..o + hw],
+                                    mk,
+                                    d,
+                                );
                             }
                         })
                     });
+                    let dx = dx.or_else(|| need_dx.then(|| vec![0f32; xs.len()]));
+                    let (dgamma, dbeta) = (coef.dgamma, coef.dbeta);
                     Ok((dx, dgamma, dbeta))
                 })
             })

@@ -27,7 +27,9 @@ impl MaxPool2d {
     }
 }
 
-fn pool_plane(k: usize, w: usize, wo: usize, xp: &[f32], yp: &mut [f32], ap: &mut [u8]) {
+/// Max-pools one plane `xp` (row length `w`) into `yp` (row length `wo`),
+/// recording the window position of each maximum in `ap`.
+pub(crate) fn pool_plane(k: usize, w: usize, wo: usize, xp: &[f32], yp: &mut [f32], ap: &mut [u8]) {
     for (oh, (yr, ar)) in yp.chunks_mut(wo).zip(ap.chunks_mut(wo)).enumerate() {
         if k == 2 {
             let r0 = &xp[2 * oh * w..][..w];

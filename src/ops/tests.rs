@@ -392,3 +392,163 @@ fn other_dtypes_fall_back_to_the_reference_ops() {
         "f64 pool",
     );
 }
+
+/// (n, c, h, w, c_out, k, stride, padding) for the fused conv tests.
+const FUSED_CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 5] = [
+    (2, 3, 9, 7, 4, 3, 1, 1),
+    (1, 2, 8, 11, 3, 3, 2, 1),
+    (3, 4, 6, 6, 5, 1, 1, 0),
+    (2, 3, 9, 8, 4, 1, 2, 0),
+    (9, 2, 7, 5, 3, 3, 1, 0),
+];
+
+#[test]
+fn conv2d_relu_and_relu_pool_match_reference() {
+    let mut rng = StdRng::seed_from_u64(10);
+    for (n, c, h, w, co, k, s, p) in FUSED_CASES {
+        for pool in [1, 2, 3] {
+            let tag = format!("n{n} c{c} {h}x{w} co{co} k{k} s{s} p{p} pool{pool}");
+            let x = var(&randt(&mut rng, &[n, c, h, w], 1.0, 0.0));
+            let wt = var(&randt(&mut rng, &[co, c, k, k], 0.5, 0.0));
+            let b = var(&randt(&mut rng, &[co], 0.3, 0.0));
+            let z = ref_conv(&x, &wt, Some(&b), s, p);
+            if z.dim(2).unwrap() < pool || z.dim(3).unwrap() < pool {
+                continue;
+            }
+            let (y, y_ref) = if pool == 1 {
+                (
+                    conv2d_relu(&x, &wt, Some(&b), s, p).unwrap(),
+                    z.relu().unwrap(),
+                )
+            } else {
+                (
+                    conv2d_relu_pool(&x, &wt, Some(&b), s, p, pool).unwrap(),
+                    ref_pool(&z.relu().unwrap(), pool),
+                )
+            };
+            assert_close(&y, &y_ref, &format!("{tag}: forward"));
+            let r = randt(&mut rng, y.dims(), 1.0, 0.0);
+            let g = weighted_sum(&y, &r).backward().unwrap();
+            let g_ref = weighted_sum(&y_ref, &r).backward().unwrap();
+            for (v, name) in [(&x, "input"), (&wt, "weight"), (&b, "bias")] {
+                assert_close(
+                    g.get(v).unwrap(),
+                    g_ref.get(v).unwrap(),
+                    &format!("{tag}: d {name}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn conv2d_bn_train_matches_reference() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for (n, c, h, w, co, k, s, p) in FUSED_CASES {
+        for relu in [false, true] {
+            let tag = format!("n{n} c{c} {h}x{w} co{co} k{k} s{s} p{p} relu {relu}");
+            // An input offset gives the conv output a mean far from zero.
+            let x = var(&randt(&mut rng, &[n, c, h, w], 1.0, 3.0));
+            let wt = var(&randt(&mut rng, &[co, c, k, k], 0.5, 0.0));
+            let gamma = var(&randt(&mut rng, &[co], 0.3, 1.0));
+            let beta = var(&randt(&mut rng, &[co], 0.3, 0.0));
+            let bn = BatchNormParams {
+                gamma: &gamma,
+                beta: &beta,
+                eps: 1e-5,
+            };
+            let (y, mean, v) = if relu {
+                conv2d_bn_relu_train(&x, &wt, s, p, &bn).unwrap()
+            } else {
+                conv2d_bn_train(&x, &wt, s, p, &bn).unwrap()
+            };
+            let z = ref_conv(&x, &wt, None, s, p);
+            let (y_ref, mean_ref, v_ref) =
+                reference::batch_norm_train(&z, &gamma, &beta, 1e-5).unwrap();
+            let y_ref = if relu { y_ref.relu().unwrap() } else { y_ref };
+            assert_close(&y, &y_ref, &format!("{tag}: forward"));
+            assert_close(&mean, &mean_ref, &format!("{tag}: mean"));
+            assert_close(&v, &v_ref, &format!("{tag}: var"));
+            let r = randt(&mut rng, y.dims(), 1.0, 0.0);
+            let g = weighted_sum(&y, &r).backward().unwrap();
+            let g_ref = weighted_sum(&y_ref, &r).backward().unwrap();
+            for (t, name) in [
+                (&x, "input"),
+                (&wt, "weight"),
+                (&gamma, "gamma"),
+                (&beta, "beta"),
+            ] {
+                assert_close(
+                    g.get(t).unwrap(),
+                    g_ref.get(t).unwrap(),
+                    &format!("{tag}: d {name}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn conv2d_bn_eval_matches_reference() {
+    let mut rng = StdRng::seed_from_u64(12);
+    for (n, c, h, w, co, k, s, p) in FUSED_CASES {
+        for relu in [false, true] {
+            let tag = format!("n{n} c{c} {h}x{w} co{co} k{k} s{s} p{p} relu {relu}");
+            let x = var(&randt(&mut rng, &[n, c, h, w], 1.0, 0.0));
+            let wt = var(&randt(&mut rng, &[co, c, k, k], 0.5, 0.0));
+            let gamma = var(&randt(&mut rng, &[co], 0.3, 1.0));
+            let beta = var(&randt(&mut rng, &[co], 0.3, 0.0));
+            let mean = randt(&mut rng, &[co], 0.3, 0.0);
+            let v = randt(&mut rng, &[co], 0.3, 1.0);
+            let bn = BatchNormParams {
+                gamma: &gamma,
+                beta: &beta,
+                eps: 1e-3,
+            };
+            let f = if relu {
+                conv2d_bn_relu_eval
+            } else {
+                conv2d_bn_eval
+            };
+            let y = f(&x, &wt, s, p, &bn, &mean, &v).unwrap();
+            let z = ref_conv(&x, &wt, None, s, p);
+            let y_ref = reference::batch_norm_eval(&z, &gamma, &beta, &mean, &v, 1e-3).unwrap();
+            let y_ref = if relu { y_ref.relu().unwrap() } else { y_ref };
+            assert_close(&y, &y_ref, &format!("{tag}: forward"));
+            let r = randt(&mut rng, y.dims(), 1.0, 0.0);
+            let g = weighted_sum(&y, &r).backward().unwrap();
+            let g_ref = weighted_sum(&y_ref, &r).backward().unwrap();
+            for (t, name) in [
+                (&x, "input"),
+                (&wt, "weight"),
+                (&gamma, "gamma"),
+                (&beta, "beta"),
+            ] {
+                assert_close(
+                    g.get(t).unwrap(),
+                    g_ref.get(t).unwrap(),
+                    &format!("{tag}: d {name}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_convs_skip_the_gradient_of_an_input_outside_autograd() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let x = randt(&mut rng, &[4, 1, 8, 8], 1.0, 0.0);
+    let wt = var(&randt(&mut rng, &[3, 1, 3, 3], 0.5, 0.0));
+    let gamma = var(&randt(&mut rng, &[3], 0.3, 1.0));
+    let beta = var(&randt(&mut rng, &[3], 0.3, 0.0));
+    let bn = BatchNormParams {
+        gamma: &gamma,
+        beta: &beta,
+        eps: 1e-5,
+    };
+    let y = conv2d_bn_relu_train(&x, &wt, 1, 1, &bn).unwrap().0;
+    let y = (y + conv2d_relu_pool(&x, &wt, None, 1, 1, 1).unwrap()).unwrap();
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert!(g.get(&x).is_none());
+    assert!(g.get(&wt).is_some() && g.get(&gamma).is_some() && g.get(&beta).is_some());
+}
