@@ -286,6 +286,22 @@ impl ReinforceAgent {
         }
     }
 
+    /// Replaces the training settings, e.g. to continue a saved agent with
+    /// other epochs or rates. The policy's shape stays: a config with
+    /// another `hidden` width is refused.
+    pub fn set_config(&mut self, config: ReinforceConfig) -> Result<()> {
+        config.validate()?;
+        if config.hidden != self.policy.spec().hidden {
+            return Err(Error::Config(format!(
+                "reinforce: the policy has hidden width {}, the new config asks for {}",
+                self.policy.spec().hidden,
+                config.hidden
+            )));
+        }
+        self.config = config;
+        Ok(())
+    }
+
     /// The policy.
     pub fn policy(&self) -> &StopPolicy {
         &self.policy

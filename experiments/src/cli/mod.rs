@@ -5,11 +5,13 @@ use clap::{Parser, Subcommand};
 
 pub mod bench;
 pub mod data;
+pub mod eval;
 pub mod export_trace;
 pub mod flops;
 pub mod merge;
 pub mod plot;
 pub mod pretrain;
+pub mod train;
 
 /// cascade-rl: cascades of deep classifiers as an optimal-stopping MDP.
 #[derive(Debug, Parser)]
@@ -37,6 +39,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Record every stage's outputs on a split into a replay trace file.
     ExportTrace(export_trace::ExportTraceArgs),
+    /// Train a stopping agent (reinforce, threshold, static-K, oracle) on a pretrained cascade.
+    Train(train::TrainArgs),
+    /// Evaluate a saved agent on a split; write its report as JSON and CSV.
+    Eval(eval::EvalArgs),
     /// Redraw a study's figures and summary from its run folder.
     Plot(plot::PlotArgs),
     /// Join a sharded study's results into results.csv and redraw its report.
@@ -53,6 +59,8 @@ impl Cli {
             Command::Pretrain(args) => pretrain::run(args),
             Command::Bench(args) => bench::run(args),
             Command::ExportTrace(args) => export_trace::run(args),
+            Command::Train(args) => train::run(args),
+            Command::Eval(args) => eval::run(args),
             Command::Plot(args) => plot::run(args),
             Command::Merge(args) => merge::run(args),
         }

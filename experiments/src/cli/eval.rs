@@ -1,0 +1,208 @@
+//! `cascade eval`: evaluate a saved agent on a split of its cascade's data
+//! and write the report as JSON and CSV.
+//!
+//! ```text
+//! cascade eval --agent-dir runs/fmnist/agents/reinforce-frozen-a0.1-s0 --split test
+//! ```
+//!
+//! The cascade is the one the agent was trained on (from the agent
+//! folder's `train_args.json`, or `--cascade`); a jointly trained agent is
+//! always evaluated on its own fine-tuned classifiers (`cascade/` in its
+//! folder). The reward is the one the agent was trained with unless flags
+//! override it; for an agent trained to a budget, alpha is the multiplier
+//! it was selected at (`train_summary.json`). The samples run through the env over the live candle
+//! backend, which runs each stage only for the samples that reach it.
+//! Writes `eval_{split}.json` and `eval_{split}.csv` into the agent folder
+//! (or `--out PREFIX` + `.json` / `.csv`).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use cascade_agents::{
+    evaluate, load_agent, read_manifest, ActMode, AgentState, EvalConfig, TrainSummary,
+};
+use cascade_rl::backend::{cascade_splits, CandleBackend, DEFAULT_BATCH};
+use cascade_rl::checkpoint::Cascade;
+use cascade_rl::device::DeviceSpec;
+use clap::Args;
+
+use super::train::{parse_spec, TrainRecord, TRAIN_ARGS_FILE, TRAIN_SUMMARY_FILE};
+
+/// `cascade eval`.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Agent folder written by `cascade train`.
+    #[arg(long)]
+    pub agent_dir: PathBuf,
+    /// Split: test, val or train.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Pretrained cascade folder (default: the one in the agent's train_args.json).
+    #[arg(long)]
+    pub cascade: Option<PathBuf>,
+    /// Alpha of the reported reward (default: the one trained with).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Loss: zero-one or cross-entropy (default: as trained).
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// Cost model: cumulative or exit (default: as trained).
+    #[arg(long)]
+    pub cost_model: Option<String>,
+    /// Prediction: argmax or sample (default: as trained).
+    #[arg(long)]
+    pub prediction: Option<String>,
+    /// Sample actions from the stop probabilities instead of acting greedily.
+    #[arg(long)]
+    pub sample: bool,
+    /// Seed of sampled actions and predictions.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Do not count the policy's own MACs into the cost (default: as trained).
+    #[arg(long)]
+    pub no_policy_cost: bool,
+    /// Sub-envs run in lock step.
+    #[arg(long, default_value_t = 256)]
+    pub num_envs: usize,
+    /// Output prefix (default: AGENT_DIR/eval_SPLIT).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Folder holding the data set (default: as trained, else discovery).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Samples per forward pass of the classifiers.
+    #[arg(long, default_value_t = DEFAULT_BATCH)]
+    pub batch: usize,
+}
+
+/// Runs `cascade eval`.
+pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    let dir = &args.agent_dir;
+    let manifest = read_manifest(dir)?;
+    let agent = load_agent(dir)?;
+    let record: Option<TrainRecord> = match std::fs::read(dir.join(TRAIN_ARGS_FILE)) {
+        Ok(bytes) => Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", dir.join(TRAIN_ARGS_FILE).display()))?,
+        ),
+        Err(_) => None,
+    };
+
+    // The classifiers: the agent's own when it fine-tuned them.
+    let own = match &manifest.state {
+        AgentState::Reinforce(s) => s.cascade_dir.as_ref().map(|c| dir.join(c)),
+        _ => None,
+    };
+    let cascade_dir = match (own, &args.cascade) {
+        (Some(_), Some(given)) => bail!(
+            "{} was trained jointly: it is evaluated on its own fine-tuned classifiers, not on {}",
+            dir.display(),
+            given.display()
+        ),
+        (Some(own), None) => own,
+        (None, Some(given)) => given.clone(),
+        (None, None) => match &record {
+            Some(r) => r.cascade.clone(),
+            None => bail!(
+                "{} has no {TRAIN_ARGS_FILE}: name the cascade with --cascade",
+                dir.display()
+            ),
+        },
+    };
+    let device = args.device.parse::<DeviceSpec>()?.open()?;
+    let cascade = Cascade::load(&cascade_dir, &device, None, None)
+        .with_context(|| format!("loading the cascade in {}", cascade_dir.display()))?;
+    if cascade.is_synthetic() {
+        eprintln!("{}", cascade_rl::data::SYNTHETIC_NOTICE);
+    }
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| record.as_ref().and_then(|r| r.data_dir.clone()));
+    let splits = cascade_splits(&cascade, data_dir.as_deref())?;
+    let ds = match args.split.as_str() {
+        "test" => &splits.test,
+        "val" | "validation" => &splits.val,
+        "train" => &splits.train,
+        other => bail!("unknown split '{other}': use test, val or train"),
+    };
+
+    // The reward: as trained (with a budget, at the alpha the kept agent
+    // was selected at), flags on top.
+    let trained = manifest.trained_with.clone();
+    let mut base = trained.as_ref().map(|o| o.spec).unwrap_or_default();
+    if trained.as_ref().is_some_and(|o| o.budget.is_some()) {
+        if let Ok(bytes) = std::fs::read(dir.join(TRAIN_SUMMARY_FILE)) {
+            let s: TrainSummary = serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", dir.join(TRAIN_SUMMARY_FILE).display()))?;
+            base.alpha = s.alpha;
+        }
+    }
+    let name = |v: serde_json::Value| v.as_str().unwrap_or_default().replace('_', "-");
+    let spec = parse_spec(
+        args.alpha.unwrap_or(base.alpha),
+        &args
+            .loss
+            .clone()
+            .unwrap_or_else(|| name(serde_json::json!(base.loss))),
+        &args
+            .cost_model
+            .clone()
+            .unwrap_or_else(|| name(serde_json::json!(base.cost))),
+        &args
+            .prediction
+            .clone()
+            .unwrap_or_else(|| name(serde_json::json!(base.prediction))),
+    )?;
+    let count_policy_cost =
+        !args.no_policy_cost && trained.as_ref().is_none_or(|o| o.count_policy_cost);
+    let cfg = EvalConfig {
+        split: args.split.clone(),
+        seed: args.seed,
+        num_envs: args.num_envs,
+        mode: if args.sample {
+            ActMode::Sample
+        } else {
+            ActMode::Greedy
+        },
+        count_policy_cost,
+    };
+    let mut backend = CandleBackend::new(&cascade, ds, args.batch)?;
+    let report = evaluate(&*agent, &mut backend, &spec, &cfg)
+        .with_context(|| format!("evaluating {} on the {} split", agent.name(), args.split))?;
+    let prefix = args
+        .out
+        .clone()
+        .unwrap_or_else(|| dir.join(format!("eval_{}", args.split)));
+    let with_ext = |ext: &str| {
+        let mut p = prefix.clone().into_os_string();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let (json, csv) = (with_ext(".json"), with_ext(".csv"));
+    report.write_json(&json)?;
+    report.write_csv(&csv)?;
+    let exits: Vec<String> = report
+        .exit_fraction
+        .iter()
+        .map(|f| format!("{:.1}%", 100.0 * f))
+        .collect();
+    println!(
+        "{} on {} ({} samples): error {:.2}%, cost {:.2}% +- {:.2}% of the largest stage, mean reward {:.4} (alpha {}), exits per stage [{}], {:.1} s",
+        report.agent,
+        report.split,
+        report.n,
+        100.0 * report.error,
+        report.cost_pct_mean,
+        report.cost_pct_std,
+        report.mean_reward,
+        report.spec.alpha,
+        exits.join(", "),
+        report.wall_seconds
+    );
+    println!("wrote {} and {}", json.display(), csv.display());
+    Ok(())
+}

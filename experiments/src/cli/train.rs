@@ -1,0 +1,477 @@
+//! `cascade train`: train a stopping agent on a pretrained cascade and save
+//! it to an agent folder.
+//!
+//! ```text
+//! cascade train --cascade runs/fmnist --agent reinforce --frozen --alpha 0.1 --seed 0 \
+//!     --out runs/fmnist/agents/reinforce-frozen-a0.1-s0
+//! cascade train --cascade runs/fmnist --agent reinforce --joint --budget 0.3 --out ...
+//! cascade train --cascade runs/fmnist --agent threshold --alpha 0.1 --out ...
+//! cascade train --cascade runs/fmnist --agent static-2 --out ...
+//! ```
+//!
+//! The data splits are the cascade's own (reloaded from its manifest: same
+//! data set, seed and sizes). Stage outputs come from the live candle
+//! backend, which runs each stage lazily. Training uses the training split,
+//! every choice (early stopping, thresholds, budgets) the validation split;
+//! the test split is left to `cascade eval`.
+//!
+//! The agent folder gets the agent (`agent.json`, `policy.safetensors`, and
+//! `cascade/` for a jointly trained agent), `train_log.csv` (per epoch),
+//! `train_summary.json` and `train_args.json` (the resolved arguments,
+//! which `cascade eval` reads to find the cascade).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use cascade_agents::{
+    Agent, JointConfig, OracleAgent, ReinforceAgent, ReinforceConfig, StaticAgent, ThresholdAgent,
+    ThresholdConfig, TrainData, TrainOptions, TrainSummary,
+};
+use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
+use cascade_rl::backend::{cascade_splits, CandleBackend, DEFAULT_BATCH};
+use cascade_rl::checkpoint::Cascade;
+use cascade_rl::device::DeviceSpec;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// File of the resolved training arguments in an agent folder.
+pub const TRAIN_ARGS_FILE: &str = "train_args.json";
+/// File of the training summary in an agent folder.
+pub const TRAIN_SUMMARY_FILE: &str = "train_summary.json";
+/// File of the per-epoch log in an agent folder.
+pub const TRAIN_LOG_FILE: &str = "train_log.csv";
+
+/// `cascade train`.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Folder of a pretrained cascade (holding cascade.json).
+    #[arg(long)]
+    pub cascade: PathBuf,
+    /// Agent: reinforce, threshold, static-K (K = 1..number of stages) or oracle.
+    #[arg(long)]
+    pub agent: String,
+    /// REINFORCE: train the policy and the classifiers together.
+    #[arg(long, conflicts_with = "frozen")]
+    pub joint: bool,
+    /// REINFORCE: train the policy only, the classifiers fixed (the default).
+    #[arg(long)]
+    pub frozen: bool,
+    /// Price of compute alpha, in loss per full-model cost (the starting
+    /// value with --budget).
+    #[arg(long, default_value_t = 0.1)]
+    pub alpha: f64,
+    /// Cost budget as a fraction of the largest stage's cost (e.g. 0.3):
+    /// validation mean cost must stay within it.
+    #[arg(long)]
+    pub budget: Option<f64>,
+    /// Loss in the reward: zero-one or cross-entropy.
+    #[arg(long, default_value = "zero-one")]
+    pub loss: String,
+    /// Cost model: cumulative (separate networks) or exit (early exits).
+    #[arg(long, default_value = "cumulative")]
+    pub cost_model: String,
+    /// Prediction on stop: argmax or sample.
+    #[arg(long, default_value = "argmax")]
+    pub prediction: String,
+    /// Run seed (initialisation, shuffling, sampling).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Agent folder to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// REINFORCE: most epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// REINFORCE: trajectories per step.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// REINFORCE: policy learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// REINFORCE --joint: classifier learning rate.
+    #[arg(long)]
+    pub classifier_lr: Option<f64>,
+    /// REINFORCE: hidden width of the policy heads.
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// REINFORCE: epochs without a better validation score before stopping (0: never).
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// REINFORCE --joint: start from the policy of this saved reinforce agent.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Threshold: one threshold per stage (coordinate search).
+    #[arg(long)]
+    pub per_stage: bool,
+    /// Do not count the policy's own MACs into the cost.
+    #[arg(long)]
+    pub no_policy_cost: bool,
+    /// Folder holding the data set (overrides discovery).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Samples per forward pass of the classifiers.
+    #[arg(long, default_value_t = DEFAULT_BATCH)]
+    pub batch: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// What `train_args.json` holds: the resolved run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainRecord {
+    /// The pretrained cascade folder (absolute when it could be resolved).
+    pub cascade: PathBuf,
+    /// The data folder given, if any.
+    pub data_dir: Option<PathBuf>,
+    /// The agent argument.
+    pub agent: String,
+    /// `frozen` or `joint` for REINFORCE.
+    pub mode: Option<String>,
+    /// The training options (reward spec, budget, seed, ...).
+    pub options: TrainOptions,
+    /// REINFORCE settings.
+    pub reinforce: Option<ReinforceConfig>,
+    /// Joint settings.
+    pub joint: Option<JointConfig>,
+    /// Threshold settings.
+    pub threshold: Option<ThresholdConfig>,
+    /// Device name.
+    pub device: String,
+}
+
+/// Parses the reward flags into a spec.
+pub fn parse_spec(
+    alpha: f64,
+    loss: &str,
+    cost: &str,
+    prediction: &str,
+) -> anyhow::Result<RewardSpec> {
+    let loss = match loss {
+        "zero-one" | "zero_one" | "0-1" => Loss::ZeroOne,
+        "cross-entropy" | "cross_entropy" | "ce" => Loss::CrossEntropy,
+        other => bail!("unknown loss '{other}': use zero-one or cross-entropy"),
+    };
+    let cost = match cost {
+        "cumulative" => CostModel::Cumulative,
+        "exit" => CostModel::Exit,
+        other => bail!("unknown cost model '{other}': use cumulative or exit"),
+    };
+    let prediction = match prediction {
+        "argmax" => Prediction::Argmax,
+        "sample" => Prediction::Sample,
+        other => bail!("unknown prediction '{other}': use argmax or sample"),
+    };
+    let spec = RewardSpec {
+        alpha,
+        loss,
+        cost,
+        prediction,
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value)?;
+    cascade_rl::fsutil::write_atomic(path, &bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs `cascade train`.
+pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let spec = parse_spec(args.alpha, &args.loss, &args.cost_model, &args.prediction)?;
+    let is_reinforce = args.agent == "reinforce";
+    if !is_reinforce && (args.joint || args.frozen) {
+        bail!(
+            "--joint and --frozen apply to --agent reinforce only (got --agent {})",
+            args.agent
+        );
+    }
+    let device = args.device.parse::<DeviceSpec>()?.open()?;
+    let cascade = Cascade::load(&args.cascade, &device, None, None)
+        .with_context(|| format!("loading the cascade in {}", args.cascade.display()))?;
+    if cascade.is_synthetic() {
+        eprintln!("{}", cascade_rl::data::SYNTHETIC_NOTICE);
+    }
+    let splits = cascade_splits(&cascade, args.data_dir.as_deref())?;
+    let k = cascade.len();
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let opts = TrainOptions {
+        spec,
+        budget: args.budget,
+        seed: args.seed,
+        quiet: args.quiet,
+        log_csv: is_reinforce.then(|| args.out.join(TRAIN_LOG_FILE)),
+        count_policy_cost: !args.no_policy_cost,
+        ..Default::default()
+    };
+    opts.validate()?;
+    let mut record = TrainRecord {
+        cascade: std::fs::canonicalize(&args.cascade).unwrap_or_else(|_| args.cascade.clone()),
+        data_dir: args.data_dir.clone(),
+        agent: args.agent.clone(),
+        mode: None,
+        options: opts.clone(),
+        reinforce: None,
+        joint: None,
+        threshold: None,
+        device: cascade_rl::device::device_name(&device),
+    };
+
+    // Agents that learn from stage outputs see the cascade through the
+    // lazy live backend.
+    let live = |agent: &mut dyn Agent| -> anyhow::Result<TrainSummary> {
+        let mut train = CandleBackend::new(&cascade, &splits.train, args.batch)?;
+        let mut val = CandleBackend::new(&cascade, &splits.val, args.batch)?;
+        Ok(agent.train(
+            TrainData {
+                train: &mut train,
+                val: &mut val,
+            },
+            &opts,
+        )?)
+    };
+    let (agent, summary): (Box<dyn Agent>, TrainSummary) = match args.agent.as_str() {
+        "oracle" => {
+            let mut a = OracleAgent::new(k)?;
+            let s = live(&mut a)?;
+            (Box::new(a), s)
+        }
+        "threshold" => {
+            let cfg = ThresholdConfig {
+                per_stage: args.per_stage,
+                ..Default::default()
+            };
+            record.threshold = Some(cfg.clone());
+            let mut a = ThresholdAgent::new(cfg, k)?;
+            let s = live(&mut a)?;
+            (Box::new(a), s)
+        }
+        "reinforce" => {
+            // Settings: the defaults, or those of the agent to start from,
+            // with the flags given on top.
+            let init =
+                match &args.init {
+                    Some(dir) => Some(ReinforceAgent::load(dir).with_context(|| {
+                        format!("loading the initial agent in {}", dir.display())
+                    })?),
+                    None => None,
+                };
+            let base = init
+                .as_ref()
+                .map_or_else(ReinforceConfig::default, |a| a.config().clone());
+            let cfg = ReinforceConfig {
+                epochs: args.epochs.unwrap_or(base.epochs),
+                batch_size: args.batch_size.unwrap_or(base.batch_size),
+                lr: args.lr.unwrap_or(base.lr),
+                hidden: args.hidden.unwrap_or(base.hidden),
+                patience: args.patience.unwrap_or(base.patience),
+                ..base
+            };
+            cfg.validate()?;
+            record.reinforce = Some(cfg.clone());
+            let mut a = match init {
+                Some(mut a) => {
+                    a.set_config(cfg)?;
+                    a
+                }
+                None => ReinforceAgent::new(cfg, &cascade.feature_dims(), cascade.num_classes())?,
+            };
+            let s = if args.joint {
+                let joint = JointConfig {
+                    classifier_lr: args
+                        .classifier_lr
+                        .unwrap_or(JointConfig::default().classifier_lr),
+                    ..Default::default()
+                };
+                record.mode = Some("joint".into());
+                record.joint = Some(joint.clone());
+                a.train_joint(cascade.clone(), &splits.train, &splits.val, &joint, &opts)?
+            } else {
+                if args.init.is_some() {
+                    bail!("--init starts joint training from a saved policy; use it with --joint");
+                }
+                record.mode = Some("frozen".into());
+                live(&mut a)?
+            };
+            (Box::new(a), s)
+        }
+        name if name.starts_with("static-") => {
+            let mut a = StaticAgent::from_name(name, k)?;
+            let s = live(&mut a)?;
+            (Box::new(a), s)
+        }
+        other => bail!(
+            "unknown agent '{other}': use reinforce, threshold, oracle or static-1..static-{k}"
+        ),
+    };
+    agent.save(&args.out)?;
+    write_json(&args.out.join(TRAIN_SUMMARY_FILE), &summary)?;
+    write_json(&args.out.join(TRAIN_ARGS_FILE), &record)?;
+    println!(
+        "{}: validation mean reward {:.4}, error {:.2}%, cost {:.2}% of the largest stage (alpha {:.4}{}), {} epochs (best {})",
+        agent.name(),
+        summary.val_mean_reward,
+        100.0 * summary.val_error,
+        100.0 * summary.val_cost,
+        summary.alpha,
+        match (summary.budget, summary.budget_met) {
+            (Some(b), Some(true)) => format!(", budget {b} met"),
+            (Some(b), _) => format!(", budget {b} NOT met"),
+            _ => String::new(),
+        },
+        summary.epochs_run,
+        summary.best_epoch
+    );
+    println!(
+        "wrote {} in {:.1} s; evaluate with `cascade eval --agent-dir {} --split test`",
+        args.out.display(),
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use cascade_rl::data::{SplitConfig, SyntheticConfig};
+    use cascade_rl::presets::{Preset, StagePreset};
+    use cascade_rl::train::{pretrain, OptimizerConfig, PretrainOptions, TrainConfig};
+    use clap::Parser;
+
+    /// A two-stage cascade on the built-in synthetic data, pretrained for
+    /// one epoch per stage.
+    fn tiny_cascade(dir: &Path) {
+        let recipe = TrainConfig {
+            epochs: 1,
+            batch_size: 64,
+            optimizer: OptimizerConfig::adamw(3e-3, 0.0),
+            ..Default::default()
+        };
+        let stage = |m: &str| StagePreset {
+            model: m.parse().unwrap(),
+            train: recipe.clone(),
+        };
+        let preset = Preset {
+            name: "tiny-2".into(),
+            dataset: "synthetic".into(),
+            description: "two-stage test cascade on synthetic data".into(),
+            val_fraction: 0.25,
+            stages: vec![stage("linear"), stage("mlp-32")],
+        };
+        let mut opts = PretrainOptions::new(dir);
+        opts.split = SplitConfig {
+            synthetic: SyntheticConfig {
+                n_train: 800,
+                n_test: 200,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        pretrain(&preset, &opts).unwrap();
+    }
+
+    fn cli(args: &[&str]) -> anyhow::Result<()> {
+        let mut all = vec!["cascade"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all)?.run()
+    }
+
+    #[test]
+    fn train_then_eval_every_agent_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let cascade = dir.path().join("cascade");
+        tiny_cascade(&cascade);
+        let c = cascade.to_str().unwrap();
+        let agents = dir.path().join("agents");
+        let out = |name: &str| agents.join(name).to_str().unwrap().to_string();
+        let quick = ["--epochs", "2", "--quiet", "--no-policy-cost"];
+        let runs: Vec<(&str, Vec<&str>)> = vec![
+            ("static-2", vec!["--agent", "static-2"]),
+            ("oracle", vec!["--agent", "oracle"]),
+            ("threshold", vec!["--agent", "threshold", "--alpha", "0.05"]),
+            (
+                "frozen",
+                [&["--agent", "reinforce", "--frozen"][..], &quick[..]].concat(),
+            ),
+            (
+                "joint",
+                [
+                    &["--agent", "reinforce", "--joint", "--budget", "0.5"][..],
+                    &quick[..],
+                ]
+                .concat(),
+            ),
+        ];
+        for (name, extra) in &runs {
+            let o = out(name);
+            let mut args = vec!["train", "--cascade", c, "--out", &o, "--seed", "1"];
+            args.extend_from_slice(extra);
+            cli(&args).unwrap_or_else(|e| panic!("train {name}: {e:#}"));
+            cli(&["eval", "--agent-dir", &o, "--split", "test"])
+                .unwrap_or_else(|e| panic!("eval {name}: {e:#}"));
+            let d = agents.join(name);
+            for f in [
+                "agent.json",
+                TRAIN_ARGS_FILE,
+                TRAIN_SUMMARY_FILE,
+                "eval_test.json",
+                "eval_test.csv",
+            ] {
+                assert!(d.join(f).is_file(), "{name}: no {f}");
+            }
+            let r = cascade_agents::EvalReport::read_json(&d.join("eval_test.json")).unwrap();
+            assert_eq!(
+                (r.split.as_str(), r.n, r.num_stages),
+                ("test", 200, 2),
+                "{name}"
+            );
+        }
+        // Reports follow the agent: static-2 always exits at stage 2 and the
+        // frozen agent's log has one row per epoch run.
+        let r =
+            cascade_agents::EvalReport::read_json(&agents.join("static-2/eval_test.json")).unwrap();
+        assert_eq!(r.exit_fraction, vec![0.0, 1.0]);
+        let s: TrainSummary = serde_json::from_slice(
+            &std::fs::read(agents.join("frozen").join(TRAIN_SUMMARY_FILE)).unwrap(),
+        )
+        .unwrap();
+        let log = std::fs::read_to_string(agents.join("frozen").join(TRAIN_LOG_FILE)).unwrap();
+        assert_eq!(log.lines().count(), 1 + s.epochs_run);
+        // A budget agent is evaluated at the alpha it was selected at.
+        let s: TrainSummary = serde_json::from_slice(
+            &std::fs::read(agents.join("joint").join(TRAIN_SUMMARY_FILE)).unwrap(),
+        )
+        .unwrap();
+        let r =
+            cascade_agents::EvalReport::read_json(&agents.join("joint/eval_test.json")).unwrap();
+        assert_eq!(r.spec.alpha, s.alpha);
+        // The joint agent carries its fine-tuned classifiers.
+        assert!(agents.join("joint/cascade/cascade.json").is_file());
+        let err = cli(&["eval", "--agent-dir", &out("joint"), "--cascade", c]).unwrap_err();
+        assert!(format!("{err:#}").contains("trained jointly"), "{err:#}");
+
+        // Bad arguments are refused with a clear message.
+        let o = out("bad");
+        for (args, want) in [
+            (vec!["--agent", "static-3"], "out of range"),
+            (vec!["--agent", "threshold", "--joint"], "reinforce only"),
+            (vec!["--agent", "ppo"], "unknown agent"),
+            (vec!["--agent", "oracle", "--loss", "hinge"], "unknown loss"),
+        ] {
+            let mut a = vec!["train", "--cascade", c, "--out", &o];
+            a.extend_from_slice(&args);
+            let err = format!("{:#}", cli(&a).unwrap_err());
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+}
