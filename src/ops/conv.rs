@@ -6,7 +6,8 @@
 //! then. With fewer images than threads the GEMMs themselves go parallel.
 
 use super::cpu::{
-    num_threads, par_init, sgemm, slice_f32, sum, sum_sq_shifted, to_vec_f32, with_f32, Mat,
+    give_scratch, num_threads, par_init, sgemm, slice_f32, sum, sum_sq_shifted, take_scratch,
+    to_vec_f32, with_f32, Mat,
 };
 use super::norm;
 use super::pool::pool_plane;
@@ -329,8 +330,8 @@ pub(crate) fn conv_fwd(
         Vec::new()
     };
     let y = par_init(g.n * out_img, per_task * out_img, |t, ys| {
-        let mut col = vec![0f32; col_len];
-        let mut z = vec![0f32; if pooled { g.co * pp } else { 0 }];
+        let mut col = take_scratch(col_len);
+        let mut z = take_scratch(if pooled { g.co * pp } else { 0 });
         let mut args = if pooled {
             arg_chunks[t].lock().ok()
         } else {
@@ -385,6 +386,8 @@ pub(crate) fn conv_fwd(
                 }
             }
         }
+        give_scratch(col);
+        give_scratch(z);
     });
     drop(arg_chunks);
     (y, argmax)
@@ -405,12 +408,12 @@ pub(crate) enum GradSrc<'a> {
         act: Act,
     },
     /// Batch norm (training, closed form): `gz = a g + b z + k` per channel,
-    /// `g = gy` masked by `y > 0` when `relu`.
+    /// `g = gy` masked by the ReLU after the batch norm `relu` when given.
     Bn {
         gy: &'a [f32],
-        y: Option<&'a [f32]>,
         z: &'a [f32],
         coef: &'a norm::Coef,
+        relu: Option<&'a norm::Affine>,
     },
 }
 
@@ -450,19 +453,13 @@ impl GradSrc<'_> {
                 }
                 scratch
             }
-            GradSrc::Bn { gy, y, z, coef } => {
+            GradSrc::Bn { gy, z, coef, relu } => {
                 scratch.resize(n, 0.0);
                 let (gy, z) = (&gy[i * n..][..n], &z[i * n..][..n]);
-                let y = y.map(|y| &y[i * n..][..n]);
                 for c in 0..co {
                     let r = c * pp..(c + 1) * pp;
-                    coef.apply(
-                        c,
-                        &gy[r.clone()],
-                        &z[r.clone()],
-                        y.map(|y| &y[r.clone()]),
-                        &mut scratch[r],
-                    );
+                    let rl = norm::Affine::relu_of(*relu, c);
+                    coef.apply(c, &gy[r.clone()], &z[r.clone()], rl, &mut scratch[r]);
                 }
                 scratch
             }
@@ -505,9 +502,9 @@ pub(crate) fn conv_bwd(
 
     // One task: images [t * per_task, ..) -> partial (dw, db); writes dx.
     let run = |t: usize, mut dxs: Option<&mut [f32]>| -> (Vec<f32>, Vec<f32>) {
-        let mut col = vec![0f32; col_len];
-        let mut dcol = vec![0f32; dcol_len];
-        let mut scratch = Vec::new();
+        let mut col = take_scratch(col_len);
+        let mut dcol = take_scratch(dcol_len);
+        let mut scratch = take_scratch(0);
         let mut dw = vec![0f32; if need_dw { g.co * kk } else { 0 }];
         let mut db = vec![0f64; if need_db { g.co } else { 0 }];
         let lo = t * per_task;
@@ -560,6 +557,9 @@ pub(crate) fn conv_bwd(
                 }
             }
         }
+        give_scratch(col);
+        give_scratch(dcol);
+        give_scratch(scratch);
         (dw, db.into_iter().map(|v| v as f32).collect())
     };
 
@@ -788,7 +788,7 @@ fn conv_stats_fwd(g: &Geom, x: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f3
     // Per task and channel: (count, mean, M2).
     let slots: Slots<Vec<(f64, f64, f64)>> = Slots::new(tasks);
     let z = par_init(g.n * out_img, per_task * out_img, |t, zs| {
-        let mut col = vec![0f32; col_len];
+        let mut col = take_scratch(col_len);
         let mut acc = vec![(0f64, 0f64, 0f64); g.co];
         for (j, zn) in zs.chunks_mut(out_img).enumerate() {
             let i = t * per_task + j;
@@ -821,6 +821,7 @@ fn conv_stats_fwd(g: &Geom, x: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f3
                 *a = chan(*a, row_stats);
             }
         }
+        give_scratch(col);
         slots.put(t, acc);
     });
     let mut total = vec![(0f64, 0f64, 0f64); g.co];
@@ -912,7 +913,7 @@ impl CustomOp3 for ConvBn {
         x: &Tensor,
         w: &Tensor,
         gb: &Tensor,
-        y: &Tensor,
+        _y: &Tensor,
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = Geom::new(x.dims(), w.dims(), self.stride, self.padding)?;
@@ -921,29 +922,23 @@ impl CustomOp3 for ConvBn {
         if saved.z.len() != g.n * g.out_img() {
             bail!("conv2d_bn: backward without a matching forward")
         }
-        let gamma = to_vec_f32(&gb.narrow(0, 0, g.co)?)?;
+        let gbv = to_vec_f32(gb)?;
+        let (gamma, beta) = gbv.split_at(g.co);
+        let affine = norm::Affine::new(gamma, beta, &saved.mean, &saved.invstd);
+        let relu = self.relu.then_some(&affine);
         let mut dgb = None;
         let (dx, dw, _) = conv_bwd_tensors(&g, x, w, None, |run| {
             with_f32(&gy, "conv2d_bn output gradient", |gys| {
-                with_f32(y, "conv2d_bn output", |ys| {
-                    let mask = self.relu.then_some(ys);
-                    let sums = norm::grad_sums(gys, &saved.z, mask, &saved.mean, g.n, g.co, g.pp());
-                    let coef = norm::Coef::new(
-                        &sums,
-                        &gamma,
-                        &saved.mean,
-                        &saved.invstd,
-                        g.n * g.pp(),
-                        true,
-                    );
-                    dgb = Some([coef.dgamma.clone(), coef.dbeta.clone()].concat());
-                    Ok(run(&GradSrc::Bn {
-                        gy: gys,
-                        y: mask,
-                        z: &saved.z,
-                        coef: &coef,
-                    }))
-                })
+                let sums = norm::grad_sums(gys, &saved.z, relu, &saved.mean, g.n, g.co, g.pp());
+                let coef =
+                    norm::Coef::new(&sums, gamma, &saved.mean, &saved.invstd, g.n * g.pp(), true);
+                dgb = Some([coef.dgamma.clone(), coef.dbeta.clone()].concat());
+                Ok(run(&GradSrc::Bn {
+                    gy: gys,
+                    z: &saved.z,
+                    coef: &coef,
+                    relu,
+                }))
             })
         })?;
         let dgb = match dgb {

@@ -77,6 +77,33 @@ pub(crate) fn par_init(n: usize, chunk: usize, f: impl Fn(usize, &mut [f32]) + S
     v
 }
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of `len` f32 with arbitrary (stale but initialised) contents,
+/// taken from this thread's pool: the per-image scratch of the kernels is
+/// reused across calls instead of allocated (and page-faulted) each time.
+/// Give it back with [`give_scratch`].
+pub(crate) fn take_scratch(len: usize) -> Vec<f32> {
+    let mut v = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    v.resize(len, 0.0);
+    v
+}
+
+/// Returns a buffer from [`take_scratch`] to this thread's pool (which keeps
+/// a handful).
+pub(crate) fn give_scratch(v: Vec<f32>) {
+    if v.capacity() > 0 {
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < 8 {
+                s.push(v);
+            }
+        });
+    }
+}
+
 /// A row-major matrix view for [`sgemm`]: element `(i, j)` is at
 /// `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -194,16 +221,16 @@ pub(crate) fn sum_sq_shifted(x: &[f32], shift: f32) -> (f64, f64) {
     (ss, qq)
 }
 
-/// `(sum(g), sum(g * (x - mean)))` where `g = gy` or, with `mask`, `g = gy`
-/// where `mask > 0` and 0 elsewhere (the gradient through a ReLU whose
-/// output is `mask`).
+/// `(sum(g), sum(g * (x - mean)))` where `g = gy`, or with `relu = (a, b)`,
+/// `g = gy` where `x * a + b > 0` and 0 elsewhere: the gradient through a
+/// ReLU applied to `x * a + b`, decided exactly as the forward did.
 #[inline]
-pub(crate) fn sum_g_gx(gy: &[f32], x: &[f32], mean: f32, mask: Option<&[f32]>) -> (f64, f64) {
+pub(crate) fn sum_g_gx(gy: &[f32], x: &[f32], mean: f32, relu: Option<(f32, f32)>) -> (f64, f64) {
     let mut s = [0f32; LANES];
     let mut q = [0f32; LANES];
-    let n = gy.len();
+    let n = gy.len().min(x.len());
     let full = n - n % LANES;
-    match mask {
+    match relu {
         None => {
             for i in (0..full).step_by(LANES) {
                 let (g, xx) = (&gy[i..i + LANES], &x[i..i + LANES]);
@@ -213,11 +240,11 @@ pub(crate) fn sum_g_gx(gy: &[f32], x: &[f32], mean: f32, mask: Option<&[f32]>) -
                 }
             }
         }
-        Some(y) => {
+        Some((a, b)) => {
             for i in (0..full).step_by(LANES) {
-                let (g, xx, yy) = (&gy[i..i + LANES], &x[i..i + LANES], &y[i..i + LANES]);
+                let (g, xx) = (&gy[i..i + LANES], &x[i..i + LANES]);
                 for l in 0..LANES {
-                    let gl = if yy[l] > 0.0 { g[l] } else { 0.0 };
+                    let gl = if xx[l] * a + b > 0.0 { g[l] } else { 0.0 };
                     s[l] += gl;
                     q[l] += gl * (xx[l] - mean);
                 }
@@ -226,8 +253,8 @@ pub(crate) fn sum_g_gx(gy: &[f32], x: &[f32], mean: f32, mask: Option<&[f32]>) -
     }
     let (mut ss, mut qq) = (0f64, 0f64);
     for i in full..n {
-        let g = match mask {
-            Some(y) if y[i] <= 0.0 => 0.0,
+        let g = match relu {
+            Some((a, b)) if x[i] * a + b <= 0.0 => 0.0,
             _ => gy[i] as f64,
         };
         ss += g;

@@ -77,13 +77,36 @@ pub(crate) fn affine(
     })
 }
 
+/// The per-channel forward map of a batch norm, `y = x * scale + shift`.
+pub(crate) struct Affine {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+}
+
+impl Affine {
+    pub fn new(gamma: &[f32], beta: &[f32], mean: &[f32], invstd: &[f32]) -> Self {
+        let scale: Vec<f32> = gamma.iter().zip(invstd).map(|(g, s)| g * s).collect();
+        let shift = beta
+            .iter()
+            .zip(mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        Affine { scale, shift }
+    }
+    /// `(scale, shift)` of channel `c` when `relu`, for the ReLU mask.
+    pub fn relu_of(this: Option<&Self>, c: usize) -> Option<(f32, f32)> {
+        this.map(|a| (a.scale[c], a.shift[c]))
+    }
+}
+
 /// Per channel, `(sum(g), sum(g * (x - mean)))` over contiguous
-/// `[n, c, hw]` data, `g = gy` masked by `mask > 0` when a mask (the output
-/// of a fused ReLU) is given.
+/// `[n, c, hw]` data, `g = gy` masked by the ReLU after the batch norm
+/// `relu` when given.
 pub(crate) fn grad_sums(
     gy: &[f32],
     x: &[f32],
-    mask: Option<&[f32]>,
+    relu: Option<&Affine>,
     mean: &[f32],
     n: usize,
     c: usize,
@@ -93,10 +116,10 @@ pub(crate) fn grad_sums(
         .into_par_iter()
         .map(|ci| {
             let (mut s, mut q) = (0f64, 0f64);
+            let r = Affine::relu_of(relu, ci);
             for i in 0..n {
                 let o = (i * c + ci) * hw;
-                let mk = mask.map(|y| &y[o..o + hw]);
-                let (a, b) = sum_g_gx(&gy[o..o + hw], &x[o..o + hw], mean[ci], mk);
+                let (a, b) = sum_g_gx(&gy[o..o + hw], &x[o..o + hw], mean[ci], r);
                 s += a;
                 q += b;
             }
@@ -151,19 +174,26 @@ impl Coef {
     }
 
     /// `out = a g + b x + k` for one plane of channel `c`, `g = gy` masked
-    /// by `mask > 0` when given.
+    /// by the ReLU after the batch norm, `relu = (scale, shift)`, when given.
     #[inline]
-    pub fn apply(&self, c: usize, gy: &[f32], x: &[f32], mask: Option<&[f32]>, out: &mut [f32]) {
+    pub fn apply(
+        &self,
+        c: usize,
+        gy: &[f32],
+        x: &[f32],
+        relu: Option<(f32, f32)>,
+        out: &mut [f32],
+    ) {
         let (a, b, k) = (self.a[c], self.b[c], self.k[c]);
-        match mask {
+        match relu {
             None => {
                 for ((d, &g), &xv) in out.iter_mut().zip(gy).zip(x) {
                     *d = a * g + b * xv + k;
                 }
             }
-            Some(y) => {
-                for (((d, &g), &xv), &yv) in out.iter_mut().zip(gy).zip(x).zip(y) {
-                    let g = if yv > 0.0 { g } else { 0.0 };
+            Some((sc, sh)) => {
+                for ((d, &g), &xv) in out.iter_mut().zip(gy).zip(x) {
+                    let g = if xv * sc + sh > 0.0 { g } else { 0.0 };
                     *d = a * g + b * xv + k;
                 }
             }
@@ -212,46 +242,45 @@ impl CustomOp3 for BatchNorm {
         x: &Tensor,
         gamma: &Tensor,
         beta: &Tensor,
-        y: &Tensor,
+        _y: &Tensor,
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, c, hw) = dims_nchw(x.dims(), "batch_norm")?;
         let gy = gy.contiguous()?;
         let need_dx = x.track_op();
+        let gamma_v = super::cpu::to_vec_f32(gamma)?;
+        let beta_v = super::cpu::to_vec_f32(beta)?;
+        let affine = Affine::new(&gamma_v, &beta_v, &self.mean, &self.invstd);
+        let relu = self.relu.then_some(&affine);
         let (dx, dgamma, dbeta) = with_f32(x, "batch_norm input", |xs| {
             with_f32(&gy, "batch_norm output gradient", |gys| {
-                with_f32(y, "batch_norm output", |ys| {
-                    let gamma = super::cpu::to_vec_f32(gamma)?;
-                    let mask = self.relu.then_some(ys);
-                    let sums = grad_sums(gys, xs, mask, &self.mean, n, c, hw);
-                    let coef = Coef::new(
-                        &sums,
-                        &gamma,
-                        &self.mean,
-                        &self.invstd,
-                        n * hw,
-                        self.batch_stats,
-                    );
-                    let dx = (need_dx && hw > 0).then(|| {
-                        let per = min_planes(hw);
-                        par_init(xs.len(), per * hw, |t, dxs| {
-                            for (j, d) in dxs.chunks_mut(hw).enumerate() {
-                                let o = (t * per + j) * hw;
-                                let mk = mask.map(|y| &y[o..o + hw]);
-                                coef.apply(
-                                    (t * per + j) % c,
-                                    &gys[o..o + hw],
-                                    &xs[o..o + hw],
-                                    mk,
-                                    d,
-                                );
-                            }
-                        })
-                    });
-                    let dx = dx.or_else(|| need_dx.then(|| vec![0f32; xs.len()]));
-                    let (dgamma, dbeta) = (coef.dgamma, coef.dbeta);
-                    Ok((dx, dgamma, dbeta))
-                })
+                let sums = grad_sums(gys, xs, relu, &self.mean, n, c, hw);
+                let coef = Coef::new(
+                    &sums,
+                    &gamma_v,
+                    &self.mean,
+                    &self.invstd,
+                    n * hw,
+                    self.batch_stats,
+                );
+                let dx = (need_dx && hw > 0).then(|| {
+                    let per = min_planes(hw);
+                    par_init(xs.len(), per * hw, |t, dxs| {
+                        for (j, d) in dxs.chunks_mut(hw).enumerate() {
+                            let o = (t * per + j) * hw;
+                            let ci = (t * per + j) % c;
+                            coef.apply(
+                                ci,
+                                &gys[o..o + hw],
+                                &xs[o..o + hw],
+                                Affine::relu_of(relu, ci),
+                                d,
+                            );
+                        }
+                    })
+                });
+                let dx = dx.or_else(|| need_dx.then(|| vec![0f32; xs.len()]));
+                Ok((dx, coef.dgamma, coef.dbeta))
             })
         })?;
         let dev = x.device();
