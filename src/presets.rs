@@ -73,10 +73,10 @@ fn ladder_28(name: &str, dataset: &str, description: &str) -> Preset {
         description: description.into(),
         val_fraction: 0.1,
         stages: vec![
-            stage("linear", adamw(1e-3, 0.0, 5, 128)),
-            stage("mlp-256", adamw(1e-3, 1e-4, 8, 128)),
-            stage("cnn-16-32", adamw(2e-3, 1e-4, 4, 128)),
-            stage("resnet-8", adamw(2e-3, 1e-4, 3, 128)),
+            stage("linear", adamw(1e-3, 0.0, 4, 128)),
+            stage("mlp-256", adamw(1e-3, 1e-4, 6, 128)),
+            stage("cnn-8-16-fc64", adamw(2e-3, 1e-4, 4, 128)),
+            stage("resnet-8", adamw(2e-3, 1e-4, 2, 128)),
         ],
     }
 }

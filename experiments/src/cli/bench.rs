@@ -3,8 +3,9 @@
 
 use anyhow::Context;
 use cascade_rl::device::DeviceSpec;
+use cascade_rl::models::{Model, ModelConfig};
 use cascade_rl::presets::Preset;
-use cascade_rl::train::bench_preset;
+use cascade_rl::train::{bench_model, bench_preset};
 use clap::Args;
 
 /// `cascade bench`.
@@ -13,6 +14,15 @@ pub struct BenchArgs {
     /// Cascade preset whose stages are timed.
     #[arg(long, default_value = "fmnist-4")]
     pub preset: String,
+    /// Time this one model instead of a preset's stages (e.g. resnet-20).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Input shape C,H,W (with --model).
+    #[arg(long, default_value = "1,28,28")]
+    pub input: String,
+    /// Number of classes (with --model).
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
     /// Batch size.
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
@@ -40,13 +50,26 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
     }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
-    let preset = Preset::by_name(&args.preset)?;
     let device = args.device.parse::<DeviceSpec>()?.open()?;
-    let rows = bench_preset(&preset, args.batch, args.iters, args.seed, &device)
-        .with_context(|| format!("benchmarking preset '{}'", preset.name))?;
+    let (label, rows) = match &args.model {
+        Some(name) => {
+            let cfg: ModelConfig = name.parse()?;
+            let shape = super::flops::parse_shape(&args.input)?;
+            let model = Model::new(&cfg, shape, args.classes, args.seed, &device)?;
+            let r = bench_model(&model, args.batch, args.iters, args.seed)
+                .with_context(|| format!("benchmarking {cfg}"))?;
+            (format!("model {cfg}"), vec![r])
+        }
+        None => {
+            let preset = Preset::by_name(&args.preset)?;
+            let rows = bench_preset(&preset, args.batch, args.iters, args.seed, &device)
+                .with_context(|| format!("benchmarking preset '{}'", preset.name))?;
+            (format!("preset {}", preset.name), rows)
+        }
+    };
     if args.json {
         let out = serde_json::json!({
-            "preset": preset.name,
+            "what": label,
             "device": args.device,
             "threads": threads,
             "batch": args.batch,
@@ -56,8 +79,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "preset {}, device {}, {} threads, batch {}, median of {} (training step = forward + backward + AdamW)",
-        preset.name, args.device, threads, args.batch, args.iters
+        "{}, device {}, {} threads, batch {}, median of {} (training step = forward + backward + AdamW)",
+        label, args.device, threads, args.batch, args.iters
     );
     println!(
         "{:>5}  {:<14} {:>12} {:>14} {:>12} {:>14} {:>12}",

@@ -31,7 +31,8 @@ pub struct FlopsArgs {
     pub json: bool,
 }
 
-fn parse_shape(s: &str) -> anyhow::Result<[usize; 3]> {
+/// Parses an input shape `C,H,W`.
+pub fn parse_shape(s: &str) -> anyhow::Result<[usize; 3]> {
     let v: Vec<usize> = s
         .split(',')
         .map(|p| p.trim().parse::<usize>())
