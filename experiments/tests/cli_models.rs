@@ -19,7 +19,14 @@ fn stdout_of(args: &[&str]) -> String {
 #[test]
 fn flops_json_for_resnet_110() {
     let text = stdout_of(&[
-        "flops", "--model", "resnet-110", "--input", "3,32,32", "--classes", "10", "--json",
+        "flops",
+        "--model",
+        "resnet-110",
+        "--input",
+        "3,32,32",
+        "--classes",
+        "10",
+        "--json",
     ]);
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["model"], "resnet-110");

@@ -234,7 +234,7 @@ mod tests {
         }
         let mut right = [0usize; 3];
         let mut total = [0usize; 3];
-        for i in 0..train.len() {
+        for (i, &kind) in kinds.iter().enumerate().take(train.len()) {
             let x = train.image(i);
             let pred = (0..CLASSES)
                 .max_by(|&a, &b| {
@@ -245,7 +245,7 @@ mod tests {
                     s(a).total_cmp(&s(b))
                 })
                 .unwrap();
-            let k = kinds[i] as usize;
+            let k = kind as usize;
             total[k] += 1;
             right[k] += (pred as u32 == train.labels[i]) as usize;
         }

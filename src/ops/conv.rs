@@ -575,7 +575,7 @@ pub(crate) fn conv_bwd(
         need_dx.then(Vec::new)
     };
     let partials = slots.into_vec();
-    let reduce = |pick: fn(&(Vec<f32>, Vec<f32>)) -> &Vec<f32>, len: usize| {
+    let reduce = |pick: fn(&WeightGrads) -> &Vec<f32>, len: usize| {
         let mut acc = vec![0f32; len];
         for p in &partials {
             for (a, v) in acc.iter_mut().zip(pick(p)) {
@@ -590,6 +590,9 @@ pub(crate) fn conv_bwd(
         db: need_db.then(|| reduce(|p| &p.1, g.co)),
     }
 }
+
+/// One worker's partial weight and bias gradients.
+type WeightGrads = (Vec<f32>, Vec<f32>);
 
 /// Runs [`conv_bwd`] on tensors and wraps the gradients. Only operands that
 /// take part in autograd (`track_op`) get one: the input gradient of a first

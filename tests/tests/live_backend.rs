@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use candle_core::Device;
 use cascade_env::checker::{check_env, check_vec_env, CheckConfig, VecCheckConfig};
 use cascade_env::{
-    Action, AutoReset, Env, OptimalStoppingEnv, ReplayBackend, RewardSpec, StageBackend, VecEnv,
+    Action, AutoReset, OptimalStoppingEnv, ReplayBackend, RewardSpec, StageBackend, VecEnv,
 };
 use cascade_rl::backend::CandleBackend;
 use cascade_rl::checkpoint::Cascade;
@@ -137,12 +137,7 @@ fn stages_run_only_for_samples_that_went_forward() {
         })
         .unwrap();
     let runs = env.backend().stage_runs().to_vec();
-    let reached = |t: usize| {
-        eval.outcomes
-            .iter()
-            .filter(|o| o.stop_stage as usize >= t)
-            .count() as u64
-    };
+    let reached = |t: usize| eval.outcomes.iter().filter(|o| o.stop_stage >= t).count() as u64;
     assert_eq!(runs[0], n as u64, "stage 1 runs on every sample");
     assert_eq!(
         runs[1],
