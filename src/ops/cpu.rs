@@ -195,13 +195,25 @@ pub(crate) fn sgemm(
 
 const LANES: usize = 16;
 
+/// `x` as 16-lane blocks plus the remainder; the fixed-size blocks let the
+/// compiler keep 16 accumulators in one vector register.
+#[inline]
+fn blocks(x: &[f32]) -> (impl Iterator<Item = &[f32; LANES]>, &[f32]) {
+    let it = x.chunks_exact(LANES);
+    let rest = it.remainder();
+    (
+        it.map(|c| <&[f32; LANES]>::try_from(c).unwrap_or(&[0.0; LANES])),
+        rest,
+    )
+}
+
 /// `(sum(x - shift), sum((x - shift)^2))`, vectorised across 16 lanes.
 #[inline]
 pub(crate) fn sum_sq_shifted(x: &[f32], shift: f32) -> (f64, f64) {
     let mut s = [0f32; LANES];
     let mut q = [0f32; LANES];
-    let mut it = x.chunks_exact(LANES);
-    for c in &mut it {
+    let (it, rest) = blocks(x);
+    for c in it {
         for l in 0..LANES {
             let d = c[l] - shift;
             s[l] += d;
@@ -209,7 +221,7 @@ pub(crate) fn sum_sq_shifted(x: &[f32], shift: f32) -> (f64, f64) {
         }
     }
     let (mut ss, mut qq) = (0f64, 0f64);
-    for &v in it.remainder() {
+    for &v in rest {
         let d = (v - shift) as f64;
         ss += d;
         qq += d * d;
@@ -228,37 +240,22 @@ pub(crate) fn sum_sq_shifted(x: &[f32], shift: f32) -> (f64, f64) {
 pub(crate) fn sum_g_gx(gy: &[f32], x: &[f32], mean: f32, relu: Option<(f32, f32)>) -> (f64, f64) {
     let mut s = [0f32; LANES];
     let mut q = [0f32; LANES];
-    let n = gy.len().min(x.len());
-    let full = n - n % LANES;
-    match relu {
-        None => {
-            for i in (0..full).step_by(LANES) {
-                let (g, xx) = (&gy[i..i + LANES], &x[i..i + LANES]);
-                for l in 0..LANES {
-                    s[l] += g[l];
-                    q[l] += g[l] * (xx[l] - mean);
-                }
-            }
-        }
-        Some((a, b)) => {
-            for i in (0..full).step_by(LANES) {
-                let (g, xx) = (&gy[i..i + LANES], &x[i..i + LANES]);
-                for l in 0..LANES {
-                    let gl = if xx[l] * a + b > 0.0 { g[l] } else { 0.0 };
-                    s[l] += gl;
-                    q[l] += gl * (xx[l] - mean);
-                }
-            }
+    let (gb, grest) = blocks(gy);
+    let (xb, xrest) = blocks(x);
+    // Without a ReLU the mask is always open: a = 0, b = 1.
+    let (a, b) = relu.unwrap_or((0.0, 1.0));
+    for (g, xx) in gb.zip(xb) {
+        for l in 0..LANES {
+            let gl = if xx[l] * a + b > 0.0 { g[l] } else { 0.0 };
+            s[l] += gl;
+            q[l] += gl * (xx[l] - mean);
         }
     }
     let (mut ss, mut qq) = (0f64, 0f64);
-    for i in full..n {
-        let g = match relu {
-            Some((a, b)) if x[i] * a + b <= 0.0 => 0.0,
-            _ => gy[i] as f64,
-        };
+    for (&g, &xv) in grest.iter().zip(xrest) {
+        let g = if xv * a + b > 0.0 { g as f64 } else { 0.0 };
         ss += g;
-        qq += g * (x[i] - mean) as f64;
+        qq += g * (xv - mean) as f64;
     }
     for l in 0..LANES {
         ss += s[l] as f64;
@@ -271,13 +268,13 @@ pub(crate) fn sum_g_gx(gy: &[f32], x: &[f32], mean: f32, relu: Option<(f32, f32)
 #[inline]
 pub(crate) fn sum(x: &[f32]) -> f64 {
     let mut s = [0f32; LANES];
-    let mut it = x.chunks_exact(LANES);
-    for c in &mut it {
+    let (it, rest) = blocks(x);
+    for c in it {
         for l in 0..LANES {
             s[l] += c[l];
         }
     }
-    let mut ss: f64 = it.remainder().iter().map(|&v| v as f64).sum();
+    let mut ss: f64 = rest.iter().map(|&v| v as f64).sum();
     for v in s {
         ss += v as f64;
     }

@@ -13,6 +13,9 @@
 //! - [`max_pool2d`]: records each window's argmax; the backward is one
 //!   scatter.
 //! - [`relu`], [`add_relu`]: one pass forward and backward.
+//! - [`linear`]: a GEMM forward and a backward of two GEMMs straight into
+//!   the layouts of `x` and `w`.
+//! - [`AdamW`]: candle_nn's AdamW update, fused and in place.
 //! - Fused layers, fewer passes over memory and fewer autograd nodes:
 //!   [`conv2d_relu`], [`conv2d_relu_pool`], [`conv2d_bn_train`],
 //!   [`conv2d_bn_relu_train`] (statistics gathered while each image's conv
@@ -27,7 +30,9 @@
 mod act;
 mod conv;
 mod cpu;
+mod linear;
 mod norm;
+mod optim;
 mod pool;
 pub mod reference;
 #[cfg(test)]
@@ -36,6 +41,8 @@ mod tests;
 use candle_core::{bail, Result, Tensor};
 use cpu::{fast_path, with_f32};
 use std::sync::{Arc, Mutex};
+
+pub use optim::AdamW;
 
 /// 2-D convolution, NCHW input, OIHW weights, square stride and padding.
 ///
@@ -469,6 +476,28 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
         bail!("add_relu: shapes differ, {:?} and {:?}", a.dims(), b.dims())
     }
     a.contiguous()?.apply_op2(&b.contiguous()?, act::AddRelu)
+}
+
+/// Fully connected layer, `y = x w^T + b` (candle_nn's `Linear`).
+///
+/// # Shapes
+/// `x: [.., in]`, `w: [out, in]`, `b: [out]` -> `[.., out]`
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let mut ts = vec![x, w];
+    ts.extend(b);
+    if !fast_path(&ts) || x.rank() < 2 {
+        let y = x.broadcast_matmul(&w.t()?)?;
+        return match b {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        };
+    }
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    match b {
+        None => x.apply_op2(&w, linear::Linear),
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, linear::Linear),
+    }
 }
 
 /// Folds an inference-mode batch norm into the convolution before it:

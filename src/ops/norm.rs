@@ -26,24 +26,55 @@ fn min_planes(hw: usize) -> usize {
 /// `[n, c, hw]` data. Sums are taken around a per-channel shift (its first
 /// element) in f64, so a large mean does not cancel the variance away.
 pub(crate) fn stats(x: &[f32], n: usize, c: usize, hw: usize) -> (Vec<f32>, Vec<f32>) {
+    if n * hw == 0 {
+        return (vec![f32::NAN; c], vec![f32::NAN; c]);
+    }
     let m = (n * hw) as f64;
-    (0..c)
-        .into_par_iter()
-        .map(|ci| {
-            if n * hw == 0 {
-                return (f32::NAN, f32::NAN);
-            }
-            let shift = x[ci * hw];
-            let (mut s, mut q) = (0f64, 0f64);
-            for i in 0..n {
-                let (a, b) = sum_sq_shifted(&x[(i * c + ci) * hw..][..hw], shift);
-                s += a;
-                q += b;
-            }
+    // Per-image partial sums (contiguous reads), merged per channel.
+    let shift: Vec<f32> = (0..c).map(|ci| x[ci * hw]).collect();
+    let sums = per_image_sums(n, c, |i, acc| {
+        for (ci, a) in acc.iter_mut().enumerate() {
+            let (s, q) = sum_sq_shifted(&x[(i * c + ci) * hw..][..hw], shift[ci]);
+            a.0 += s;
+            a.1 += q;
+        }
+    });
+    sums.iter()
+        .zip(&shift)
+        .map(|(&(s, q), &sh)| {
             let d = s / m;
-            ((shift as f64 + d) as f32, (q / m - d * d).max(0.0) as f32)
+            ((sh as f64 + d) as f32, (q / m - d * d).max(0.0) as f32)
         })
         .unzip()
+}
+
+/// Runs `f(i, acc)` for every image `i`, in parallel over runs of images,
+/// and sums the per-run `acc` (one `(f64, f64)` per channel).
+fn per_image_sums(
+    n: usize,
+    c: usize,
+    f: impl Fn(usize, &mut [(f64, f64)]) + Sync,
+) -> Vec<(f64, f64)> {
+    (0..n)
+        .into_par_iter()
+        .with_min_len(8)
+        .fold(
+            || vec![(0f64, 0f64); c],
+            |mut acc, i| {
+                f(i, &mut acc);
+                acc
+            },
+        )
+        .reduce(
+            || vec![(0f64, 0f64); c],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    x.0 += y.0;
+                    x.1 += y.1;
+                }
+                a
+            },
+        )
 }
 
 /// `y = x * scale[c] + shift[c]`, then `max(y, 0)` when `relu`.
@@ -112,20 +143,19 @@ pub(crate) fn grad_sums(
     c: usize,
     hw: usize,
 ) -> Vec<(f64, f64)> {
-    (0..c)
-        .into_par_iter()
-        .map(|ci| {
-            let (mut s, mut q) = (0f64, 0f64);
-            let r = Affine::relu_of(relu, ci);
-            for i in 0..n {
-                let o = (i * c + ci) * hw;
-                let (a, b) = sum_g_gx(&gy[o..o + hw], &x[o..o + hw], mean[ci], r);
-                s += a;
-                q += b;
-            }
-            (s, q)
-        })
-        .collect()
+    per_image_sums(n, c, |i, acc| {
+        for (ci, a) in acc.iter_mut().enumerate() {
+            let o = (i * c + ci) * hw;
+            let (s, q) = sum_g_gx(
+                &gy[o..o + hw],
+                &x[o..o + hw],
+                mean[ci],
+                Affine::relu_of(relu, ci),
+            );
+            a.0 += s;
+            a.1 += q;
+        }
+    })
 }
 
 /// The closed-form batch-norm backward as per-channel constants:

@@ -394,7 +394,8 @@ fn other_dtypes_fall_back_to_the_reference_ops() {
 }
 
 /// (n, c, h, w, c_out, k, stride, padding) for the fused conv tests.
-const FUSED_CASES: [(usize, usize, usize, usize, usize, usize, usize, usize); 5] = [
+type ConvCase = (usize, usize, usize, usize, usize, usize, usize, usize);
+const FUSED_CASES: [ConvCase; 5] = [
     (2, 3, 9, 7, 4, 3, 1, 1),
     (1, 2, 8, 11, 3, 3, 2, 1),
     (3, 4, 6, 6, 5, 1, 1, 0),
@@ -551,4 +552,88 @@ fn fused_convs_skip_the_gradient_of_an_input_outside_autograd() {
     let g = y.sum_all().unwrap().backward().unwrap();
     assert!(g.get(&x).is_none());
     assert!(g.get(&wt).is_some() && g.get(&gamma).is_some() && g.get(&beta).is_some());
+}
+
+#[test]
+fn linear_matches_reference() {
+    let mut rng = StdRng::seed_from_u64(14);
+    for (lead, k, o, with_bias) in [
+        (vec![5], 7, 3, true),
+        (vec![1], 4, 6, false),
+        (vec![2, 3], 5, 4, true),
+    ] {
+        let tag = format!("x {lead:?} in {k} out {o} bias {with_bias}");
+        let mut xs = lead.clone();
+        xs.push(k);
+        let x = var(&randt(&mut rng, &xs, 1.0, 0.0));
+        let w = var(&randt(&mut rng, &[o, k], 0.5, 0.0));
+        let b = var(&randt(&mut rng, &[o], 0.5, 0.0));
+        let bias = with_bias.then_some(b.as_tensor());
+        let y = linear(&x, &w, bias).unwrap();
+        let y_ref = x.broadcast_matmul(&w.t().unwrap()).unwrap();
+        let y_ref = if with_bias {
+            y_ref.broadcast_add(&b).unwrap()
+        } else {
+            y_ref
+        };
+        assert_close(&y, &y_ref, &format!("{tag}: forward"));
+        let r = randt(&mut rng, y.dims(), 1.0, 0.0);
+        let g = weighted_sum(&y, &r).backward().unwrap();
+        let g_ref = weighted_sum(&y_ref, &r).backward().unwrap();
+        assert_close(
+            g.get(&x).unwrap(),
+            g_ref.get(&x).unwrap(),
+            &format!("{tag}: d input"),
+        );
+        assert_close(
+            g.get(&w).unwrap(),
+            g_ref.get(&w).unwrap(),
+            &format!("{tag}: d weight"),
+        );
+        if with_bias {
+            assert_close(
+                g.get(&b).unwrap(),
+                g_ref.get(&b).unwrap(),
+                &format!("{tag}: d bias"),
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_adamw_follows_candle_nn_adamw() {
+    use candle_nn::Optimizer;
+    let mut rng = StdRng::seed_from_u64(15);
+    let init = [
+        randt(&mut rng, &[37, 5], 1.0, 0.0),
+        randt(&mut rng, &[3], 1.0, 0.0),
+    ];
+    let ours: Vec<Var> = init.iter().map(var).collect();
+    let theirs: Vec<Var> = init.iter().map(var).collect();
+    let params = candle_nn::ParamsAdamW {
+        lr: 0.01,
+        weight_decay: 0.1,
+        ..Default::default()
+    };
+    let mut opt = AdamW::new(ours.clone(), params.clone()).unwrap();
+    let mut opt_ref = candle_nn::AdamW::new(theirs.clone(), params).unwrap();
+    for step in 0..4 {
+        let r = randt(&mut rng, &[37, 5], 1.0, 0.0);
+        let loss = |v: &[Var]| {
+            let a = (v[0].as_tensor() * &r)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            (a + v[1].as_tensor().sum_all().unwrap()).unwrap()
+        };
+        opt.backward_step(&loss(&ours)).unwrap();
+        opt_ref.backward_step(&loss(&theirs)).unwrap();
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert_close(a.as_tensor(), b.as_tensor(), &format!("step {step}"));
+        }
+    }
+    // The parameters moved: the comparison is not between two frozen copies.
+    assert!(rel_err(ours[0].as_tensor(), &init[0]) > 1e-3);
 }
