@@ -165,17 +165,17 @@ pub fn summary_markdown(rec: &RunRecord, rows: &[ResultRow]) -> String {
         );
     }
     let largest = info.stage_macs.iter().copied().max().unwrap_or(1).max(1) as f64;
-    let n_test = rows.first().map_or(0, |r| r.n);
     let cost_model = rows.first().map_or("cumulative", |r| r.cost_model.as_str());
     let seeds = cfg.seeds.len();
     let _ = writeln!(
         s,
-        "Study preset `{}`; data: {}; splits train / validation / test: {} / {} / {} images. \
-         Test error and FLOPs (mean multiply-accumulates per image, in % of the largest \
-         stage, {}, {:.0} MACs) on the {n_test} test images{}.\n",
+        "Study preset `{}`; data: {}; splits: {} training images for the classifiers, {} held out \
+         for the learned agents, {} validation, {} test. Test error and FLOPs (mean multiply-accumulates per image, in % of the largest \
+         stage, {}, {:.0} MACs) on the test images{}.\n",
         cfg.preset,
         info.data_source,
         info.split_sizes[0],
+        rec.agent_images,
         info.split_sizes[1],
         info.split_sizes[2],
         info.stage_names.last().map_or("", String::as_str),

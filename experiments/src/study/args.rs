@@ -53,9 +53,10 @@ pub struct StudyArgs {
     /// No progress bars or progress lines.
     #[arg(long)]
     pub quiet: bool,
-    /// Train every stage of the cascade for this many epochs.
-    #[arg(long)]
-    pub pretrain_epochs: Option<usize>,
+    /// Pretraining epochs: one value for every stage, or one per stage
+    /// (comma-separated, cheapest stage first).
+    #[arg(long, value_delimiter = ',')]
+    pub pretrain_epochs: Option<Vec<usize>>,
     /// Real data: use at most this many training images.
     #[arg(long)]
     pub max_train: Option<usize>,
@@ -75,6 +76,9 @@ pub struct StudyArgs {
     /// learned agents (0: they train on the classifiers' own images).
     #[arg(long)]
     pub agent_fraction: Option<f64>,
+    /// Policy epochs of both learned agents (frozen and joint).
+    #[arg(long)]
+    pub policy_epochs: Option<usize>,
     /// Most epochs of the frozen agent.
     #[arg(long)]
     pub frozen_epochs: Option<usize>,
@@ -155,8 +159,8 @@ impl StudyArgs {
             cfg.seeds = s.clone();
         }
         let p = &mut cfg.pretrain;
-        if let Some(e) = self.pretrain_epochs {
-            p.epochs = Some(e);
+        if let Some(e) = &self.pretrain_epochs {
+            p.epochs = e.clone();
         }
         if self.max_train.is_some() {
             p.max_train = self.max_train;
@@ -176,12 +180,19 @@ impl StudyArgs {
         if let Some(f) = self.agent_fraction {
             p.agent_fraction = f;
         }
+        if let Some(e) = self.policy_epochs {
+            cfg.frozen.epochs = e;
+            cfg.joint.epochs = e;
+            cfg.frozen.patience = cfg.frozen.patience.min(e);
+            cfg.joint.patience = cfg.joint.patience.min(e);
+        }
         if let Some(e) = self.frozen_epochs {
             cfg.frozen.epochs = e;
             cfg.frozen.patience = cfg.frozen.patience.min(e);
         }
         if let Some(e) = self.joint_epochs {
             cfg.joint.epochs = e;
+            cfg.joint.patience = cfg.joint.patience.min(e);
         }
         if let Some(lr) = self.classifier_lr {
             cfg.joint_classifiers.classifier_lr = lr;

@@ -80,8 +80,9 @@ impl std::str::FromStr for SweptAgent {
 pub struct PretrainConfig {
     /// Seed of the split, the initialisation and the batch order.
     pub seed: u64,
-    /// Every stage's epochs (`None`: the cascade preset's recipe).
-    pub epochs: Option<usize>,
+    /// Training epochs: empty for the cascade preset's recipe, one value
+    /// for every stage, or one per stage.
+    pub epochs: Vec<usize>,
     /// At most this many training images (real data; `None`: all).
     pub max_train: Option<usize>,
     /// At most this many validation images (real data).
@@ -102,7 +103,7 @@ impl Default for PretrainConfig {
     fn default() -> Self {
         PretrainConfig {
             seed: 0,
-            epochs: None,
+            epochs: vec![],
             max_train: None,
             max_val: None,
             max_test: None,
@@ -186,11 +187,6 @@ impl StudyConfig {
     /// where the data is looked for: the `default` preset uses
     /// Fashion-MNIST when it is found and the synthetic set otherwise.
     pub fn preset(study: &str, name: &str, data_dir: Option<&Path>) -> Result<Self> {
-        let reinforce = |epochs: usize, patience: usize| ReinforceConfig {
-            epochs,
-            patience,
-            ..Default::default()
-        };
         let base = |cascade: &str, dataset: &str| StudyConfig {
             study: study.to_string(),
             preset: name.to_string(),
@@ -205,8 +201,8 @@ impl StudyConfig {
             reward: RewardSpec::default(),
             count_policy_cost: true,
             threshold: ThresholdConfig::default(),
-            frozen: reinforce(20, 6),
-            joint: reinforce(4, 0),
+            frozen: policy(10),
+            joint: policy(10),
             joint_classifiers: JointConfig::default(),
             agent_train_samples: None,
             oracle_alphas: log_grid(1e-3, 30.0, 31),
@@ -218,22 +214,24 @@ impl StudyConfig {
             "quick" => quick(base("synthetic-3", "synthetic")),
             "default" if fmnist_found => {
                 let mut c = base("fmnist-4", "fashion-mnist");
-                c.pretrain.max_train = Some(6000);
+                c.pretrain.max_train = Some(20000);
                 c.pretrain.max_val = Some(2000);
                 c.pretrain.max_test = Some(5000);
-                c.alphas = vec![0.01, 0.03, 0.1];
-                c.frozen = reinforce(20, 6);
-                c.joint = reinforce(3, 0);
+                // A fifth of the full set: the ResNet needs more passes.
+                c.pretrain.epochs = vec![4, 6, 4, 6];
+                c.alphas = vec![0.003, 0.01, 0.03, 0.1];
+                c.frozen = policy(20);
+                c.joint = policy(20);
                 c.joint_classifiers.classifier_lr = 3e-4;
                 c
             }
             "default" => {
                 let mut c = base("synthetic-3", "synthetic");
-                c.pretrain.synthetic_train = 6000;
+                c.pretrain.synthetic_train = 8000;
                 c.pretrain.synthetic_test = 2000;
                 c.alphas = vec![0.01, 0.03, 0.1, 0.3];
-                c.frozen = reinforce(20, 6);
-                c.joint = reinforce(8, 0);
+                c.frozen = policy(12);
+                c.joint = policy(12);
                 c.joint_classifiers.classifier_lr = 1e-3;
                 c
             }
@@ -241,18 +239,17 @@ impl StudyConfig {
                 let mut c = base("fmnist-4", "fashion-mnist");
                 c.alphas = vec![0.003, 0.01, 0.02, 0.05, 0.1, 0.3];
                 c.seeds = vec![0, 1, 2];
-                c.frozen = reinforce(30, 6);
-                c.joint = reinforce(5, 0);
+                c.frozen = policy(8);
+                c.joint = policy(8);
                 c.joint_classifiers.classifier_lr = 3e-4;
-                c.agent_train_samples = Some(20000);
                 c
             }
             "cifar10" => {
                 let mut c = base("cifar10-resnet", "cifar10");
                 c.alphas = vec![0.003, 0.01, 0.02, 0.05, 0.1, 0.3];
                 c.seeds = vec![0, 1, 2];
-                c.frozen = reinforce(30, 6);
-                c.joint = reinforce(10, 0);
+                c.frozen = policy(20);
+                c.joint = policy(20);
                 c.joint_classifiers.classifier_lr = 1e-4;
                 c.eval_batch = 256;
                 c
@@ -281,10 +278,25 @@ impl StudyConfig {
                 self.cascade, p.dataset, self.dataset
             )));
         }
-        Ok(match self.pretrain.epochs {
-            Some(e) => p.with_epochs(e),
-            None => p,
-        })
+        let e = &self.pretrain.epochs;
+        match e.len() {
+            0 => Ok(p),
+            1 => Ok(p.with_epochs(e[0])),
+            k if k == p.stages.len() => {
+                let mut p = p;
+                for (s, &n) in p.stages.iter_mut().zip(e) {
+                    s.train.epochs = n;
+                }
+                p.validate()?;
+                Ok(p)
+            }
+            k => Err(Error::Config(format!(
+                "pretraining epochs: {k} values for the {} stages of '{}' (give 1 or {})",
+                p.stages.len(),
+                self.cascade,
+                p.stages.len()
+            ))),
+        }
     }
 
     /// The split the cascade is pretrained on and every agent uses.
@@ -418,21 +430,25 @@ impl StudyConfig {
     }
 }
 
-/// The `quick` preset: synthetic data, small, about a minute on two cores.
+/// The policy training of both learned agents in the presets: the frozen
+/// and the joint agent get the same budget (epochs, batch, learning rate,
+/// entropy schedule), every epoch runs and the best on validation is
+/// kept, so a difference between them is the classifiers' fine-tuning.
+fn policy(epochs: usize) -> ReinforceConfig {
+    ReinforceConfig {
+        epochs,
+        patience: 0,
+        ..Default::default()
+    }
+}
+
+/// The `quick` preset: synthetic data, small, well under a minute on two cores.
 fn quick(mut c: StudyConfig) -> StudyConfig {
     c.pretrain.synthetic_train = 4000;
     c.pretrain.synthetic_test = 1000;
     c.alphas = vec![0.01, 0.05, 0.2];
-    c.frozen = ReinforceConfig {
-        epochs: 12,
-        patience: 4,
-        ..Default::default()
-    };
-    c.joint = ReinforceConfig {
-        epochs: 4,
-        patience: 0,
-        ..Default::default()
-    };
+    c.frozen = policy(10);
+    c.joint = policy(10);
     c.joint_classifiers.classifier_lr = 1e-3;
     c
 }

@@ -170,6 +170,9 @@ pub struct RunRecord {
     pub cascade: CascadeInfo,
     /// The device of the last run in the folder.
     pub device: String,
+    /// The learned agents' training images (held out from pretraining).
+    #[serde(default)]
+    pub agent_images: usize,
 }
 
 /// Reads `run_dir/config.json`.
@@ -371,6 +374,7 @@ pub fn run_study(cfg: &StudyConfig, opts: &RunOptions) -> Result<StudyOutcome> {
             config: cfg.clone(),
             cascade: info.clone(),
             device: opts.device.to_string(),
+            agent_images: data.agent_train.len(),
         },
     )?;
     let mut traces = ensure_traces(&run, &cascade, &data, cfg, &rep)?;
@@ -440,7 +444,16 @@ pub fn run_study(cfg: &StudyConfig, opts: &RunOptions) -> Result<StudyOutcome> {
         rep.bar.set_message(unit.describe());
         let t0 = Instant::now();
         let new_rows = ctx.run_unit(unit)?;
-        for r in &new_rows {
+        let shown: Vec<&ResultRow> = match unit {
+            // One line for the oracle curve: its ends.
+            Unit::OracleCurve => new_rows
+                .first()
+                .into_iter()
+                .chain(new_rows.last())
+                .collect(),
+            _ => new_rows.iter().collect(),
+        };
+        for r in shown {
             rep.say(format!(
                 "{}: test error {:.2}%, cost {:.2}% of the largest stage ({:.1} s)",
                 r.key(),
@@ -569,7 +582,8 @@ fn ensure_cascade(
                 let popts = PretrainOptions {
                     out_dir: dir.to_path_buf(),
                     seed: cfg.pretrain.seed,
-                    epochs: cfg.pretrain.epochs,
+                    // The preset passed in carries the study's epochs.
+                    epochs: None,
                     data_dir: opts.data_dir.clone(),
                     device: device.clone(),
                     split: data.pretrain_split,
