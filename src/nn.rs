@@ -392,15 +392,30 @@ impl BatchNorm2d {
             ops::batch_norm_train
         };
         let (y, mean, var) = f(x, &self.weight, &self.bias, self.eps)?;
-        let (b, _, h, w) = x.dims4()?;
+        self.update_running(&y, &mean, &var)?;
+        Ok(y)
+    }
+
+    /// The parameters the fused conv + batch-norm ops take.
+    fn params(&self) -> ops::BatchNormParams<'_> {
+        ops::BatchNormParams {
+            gamma: &self.weight,
+            beta: &self.bias,
+            eps: self.eps,
+        }
+    }
+
+    /// Moves the running statistics towards a training batch's `mean` and
+    /// (biased) `var`, both `[c]`, taken over the `[b, c, h, w]` tensor `y`.
+    fn update_running(&self, y: &Tensor, mean: &Tensor, var: &Tensor) -> Result<()> {
+        let (b, _, h, w) = y.dims4()?;
         let n = (b * h * w) as f64;
         let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
         let m = self.momentum;
         let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach() * m)?)?;
         let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (var.detach() * (m * unbiased))?)?;
         self.running_mean.set(&rm)?;
-        self.running_var.set(&rv)?;
-        Ok(y)
+        self.running_var.set(&rv)
     }
 }
 
@@ -433,7 +448,7 @@ impl Linear {
     /// # Shapes
     /// `x: [b, in] -> [b, out]`
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+        ops::linear(x, &self.weight, Some(&self.bias))
     }
 }
 
@@ -476,22 +491,66 @@ impl ConvBn {
     /// # Shapes
     /// `x: [b, in, h, w] -> [b, out, h', w']` (see [`Conv2d::forward`])
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv.forward(x)?;
-        match &self.bn {
-            Some(bn) => bn.forward_t(&y, train),
-            None => Ok(y),
-        }
+        self.forward_impl(x, train, false)
     }
 
-    /// Convolution, batch norm and ReLU (the last two fused).
+    /// Convolution, batch norm and ReLU, fused into one op.
     ///
     /// # Shapes
     /// `x: [b, in, h, w] -> [b, out, h', w']` (see [`Conv2d::forward`])
     pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv.forward(x)?;
-        match &self.bn {
-            Some(bn) => bn.forward_relu_t(&y, train),
-            None => ops::relu(&y),
+        self.forward_impl(x, train, true)
+    }
+
+    /// Convolution, batch norm, ReLU and a `k x k` max-pool (stride `k`);
+    /// without batch norm all four run as one fused op.
+    ///
+    /// # Shapes
+    /// `x: [b, in, h, w] -> [b, out, h' / k, w' / k]` (`h', w'` as in
+    /// [`Conv2d::forward`])
+    pub fn forward_relu_pool_t(&self, x: &Tensor, train: bool, k: usize) -> Result<Tensor> {
+        if self.bn.is_some() {
+            return ops::max_pool2d(&self.forward_relu_t(x, train)?, k);
+        }
+        let Conv2dConfig {
+            stride, padding, ..
+        } = self.conv.config();
+        ops::conv2d_relu_pool(x, self.conv.weight(), self.conv.bias(), stride, padding, k)
+    }
+
+    fn forward_impl(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let Some(bn) = &self.bn else {
+            let y = self.conv.forward(x)?;
+            return if relu { ops::relu(&y) } else { Ok(y) };
+        };
+        let w = self.conv.weight();
+        let Conv2dConfig {
+            stride, padding, ..
+        } = self.conv.config();
+        if train {
+            let f = if relu {
+                ops::conv2d_bn_relu_train
+            } else {
+                ops::conv2d_bn_train
+            };
+            let (y, mean, var) = f(x, w, stride, padding, &bn.params())?;
+            bn.update_running(&y, &mean, &var)?;
+            Ok(y)
+        } else {
+            let f = if relu {
+                ops::conv2d_bn_relu_eval
+            } else {
+                ops::conv2d_bn_eval
+            };
+            f(
+                x,
+                w,
+                stride,
+                padding,
+                &bn.params(),
+                bn.running_mean(),
+                bn.running_var(),
+            )
         }
     }
 

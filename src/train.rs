@@ -20,8 +20,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::ops::AdamW;
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::{Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -339,7 +340,7 @@ impl Optimizer for SgdMomentum {
 
 /// An optimiser built from an [`OptimizerConfig`].
 pub enum AnyOptimizer {
-    /// candle's AdamW.
+    /// AdamW (the fused in-place update of [`crate::ops::AdamW`]).
     AdamW(AdamW),
     /// SGD with momentum.
     Sgd(SgdMomentum),

@@ -126,7 +126,7 @@ impl CnnNet {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<(Tensor, Tensor)> {
         let mut h = x.clone();
         for block in &self.blocks {
-            h = ops::max_pool2d(&block.forward_relu_t(&h, train)?, 2)?;
+            h = block.forward_relu_pool_t(&h, train, 2)?;
         }
         let features = match &self.hidden {
             Some(fc1) => ops::relu(&fc1.forward(&h.flatten_from(1)?)?)?,
