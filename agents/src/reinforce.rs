@@ -117,8 +117,12 @@ impl Default for ReinforceConfig {
             lr: 1e-2,
             weight_decay: 0.0,
             baseline: Baseline::default(),
-            entropy_coef: 0.1,
-            entropy_anneal: false,
+            // Chosen on the validation reward of fmnist-4 frozen agents
+            // (alphas 0.003 .. 0.1, 20 epochs): 0.01 annealed beat 0.03 and
+            // 0.1, constant or annealed; a constant 0.1 held the stop
+            // probabilities near one half, where greedy decisions are noise.
+            entropy_coef: 0.01,
+            entropy_anneal: true,
             patience: 10,
             dual_lr: 1.0,
             eval_mode: ActMode::Greedy,

@@ -239,8 +239,8 @@ impl StudyConfig {
                 let mut c = base("fmnist-4", "fashion-mnist");
                 c.alphas = vec![0.003, 0.01, 0.02, 0.05, 0.1, 0.3];
                 c.seeds = vec![0, 1, 2];
-                c.frozen = policy(8);
-                c.joint = policy(8);
+                c.frozen = policy(30);
+                c.joint = policy(30);
                 c.joint_classifiers.classifier_lr = 3e-4;
                 c
             }
