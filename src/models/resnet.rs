@@ -66,7 +66,7 @@ impl Default for ResNetConfig {
 impl ResNetConfig {
     /// Refuses depths not of the form `6n + 2` (n >= 1) and bad widths.
     pub fn validate(&self) -> Result<()> {
-        if self.depth < 8 || (self.depth - 2) % 6 != 0 {
+        if self.depth < 8 || !(self.depth - 2).is_multiple_of(6) {
             return Err(Error::Config(format!(
                 "resnet: depth must be 6n+2 with n >= 1 (8, 20, 32, 56, 110, ...), got {}",
                 self.depth
