@@ -76,6 +76,24 @@ fn weighted_sum(y: &Tensor, r: &Tensor) -> Tensor {
     (y * r).unwrap().sum_all().unwrap()
 }
 
+/// Backpropagates one random weighting of `y` and of `y_ref` and compares
+/// the gradients of every `(input, name)` pair.
+fn assert_grads_close(
+    rng: &mut StdRng,
+    y: &Tensor,
+    y_ref: &Tensor,
+    wrt: &[(&Var, &str)],
+    tag: &str,
+) {
+    let r = randt(rng, y.dims(), 1.0, 0.0);
+    let g = weighted_sum(y, &r).backward().unwrap();
+    let g_ref = weighted_sum(y_ref, &r).backward().unwrap();
+    for (v, name) in wrt {
+        let (a, b) = (g.get(v).unwrap(), g_ref.get(v).unwrap());
+        assert_close(a, b, &format!("{tag}: {name}"));
+    }
+}
+
 #[test]
 fn conv2d_matches_reference_forward_and_gradients() {
     let mut rng = StdRng::seed_from_u64(1);
@@ -100,26 +118,11 @@ fn conv2d_matches_reference_forward_and_gradients() {
         let y = conv2d(&x, &wt, bias, s, p).unwrap();
         let y_ref = ref_conv(&x, &wt, bias, s, p);
         assert_close(&y, &y_ref, &format!("{tag}: forward"));
-        let r = randt(&mut rng, y.dims(), 1.0, 0.0);
-        let g = weighted_sum(&y, &r).backward().unwrap();
-        let g_ref = weighted_sum(&y_ref, &r).backward().unwrap();
-        assert_close(
-            g.get(&x).unwrap(),
-            g_ref.get(&x).unwrap(),
-            &format!("{tag}: d input"),
-        );
-        assert_close(
-            g.get(&wt).unwrap(),
-            g_ref.get(&wt).unwrap(),
-            &format!("{tag}: d weight"),
-        );
+        let mut wrt = vec![(&x, "d input"), (&wt, "d weight")];
         if with_bias {
-            assert_close(
-                g.get(&b).unwrap(),
-                g_ref.get(&b).unwrap(),
-                &format!("{tag}: d bias"),
-            );
+            wrt.push((&b, "d bias"));
         }
+        assert_grads_close(&mut rng, &y, &y_ref, &wrt, &tag);
     }
 }
 
@@ -577,26 +580,11 @@ fn linear_matches_reference() {
             y_ref
         };
         assert_close(&y, &y_ref, &format!("{tag}: forward"));
-        let r = randt(&mut rng, y.dims(), 1.0, 0.0);
-        let g = weighted_sum(&y, &r).backward().unwrap();
-        let g_ref = weighted_sum(&y_ref, &r).backward().unwrap();
-        assert_close(
-            g.get(&x).unwrap(),
-            g_ref.get(&x).unwrap(),
-            &format!("{tag}: d input"),
-        );
-        assert_close(
-            g.get(&w).unwrap(),
-            g_ref.get(&w).unwrap(),
-            &format!("{tag}: d weight"),
-        );
+        let mut wrt = vec![(&x, "d input"), (&w, "d weight")];
         if with_bias {
-            assert_close(
-                g.get(&b).unwrap(),
-                g_ref.get(&b).unwrap(),
-                &format!("{tag}: d bias"),
-            );
+            wrt.push((&b, "d bias"));
         }
+        assert_grads_close(&mut rng, &y, &y_ref, &wrt, &tag);
     }
 }
 
