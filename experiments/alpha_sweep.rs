@@ -8,6 +8,7 @@ use cascade_experiments::study::{args::closing_line, run_study, AlphaSweepArgs};
 use clap::Parser;
 
 fn main() {
+    cascade_rl::alloc::keep_freed_memory();
     let args = AlphaSweepArgs::parse();
     if let Err(err) = run(&args) {
         let chain: Vec<String> = err.chain().map(|c| c.to_string()).collect();

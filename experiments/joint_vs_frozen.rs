@@ -5,7 +5,7 @@
 //! evaluates everything (plus the static stages and the oracle) on the test
 //! split, and writes results.csv, summary.md and the figures.
 //!
-//! `joint_vs_frozen` alone runs the default study (about 10 minutes on two
+//! `joint_vs_frozen` alone runs the default study (about 3 minutes on two
 //! cores); `--preset quick|fmnist|cifar10` picks another. See
 //! experiments/README.md and `joint_vs_frozen --help`.
 
@@ -13,6 +13,7 @@ use cascade_experiments::study::{args::closing_line, run_study, JointVsFrozenArg
 use clap::Parser;
 
 fn main() {
+    cascade_rl::alloc::keep_freed_memory();
     let args = JointVsFrozenArgs::parse();
     if let Err(err) = run(&args) {
         let chain: Vec<String> = err.chain().map(|c| c.to_string()).collect();

@@ -6,6 +6,7 @@
 //! candle backend that implements [`cascade_env::StageBackend`]. The MDP
 //! itself lives in the `cascade-env` crate, which has no candle in it.
 
+pub mod alloc;
 pub mod backend;
 pub mod checkpoint;
 pub mod data;

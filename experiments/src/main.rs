@@ -3,6 +3,7 @@
 use clap::Parser;
 
 fn main() {
+    cascade_rl::alloc::keep_freed_memory();
     let cli = cascade_experiments::cli::Cli::parse();
     if let Err(err) = cli.run() {
         // One line, the whole cause chain, non-zero exit status.
