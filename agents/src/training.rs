@@ -381,7 +381,7 @@ pub(crate) fn surrogate(
     })
 }
 
-/// AdamW over `vars` (decoupled weight decay, the fused in-place update).
+/// AdamW over `vars` (candle_nn's: decoupled weight decay).
 pub(crate) fn adamw(vars: Vec<Var>, lr: f64, weight_decay: f64) -> Result<AdamW> {
     Ok(AdamW::new(
         vars,
