@@ -54,8 +54,8 @@ use crate::error::{Error, Result};
 use crate::policy::{FeatureNorm, StopPolicy};
 use crate::reinforce::{shuffle, EpochSums, ReinforceAgent, ReinforceMode, Seeds};
 use crate::training::{
-    adamw, better, dual_ascent, epoch_bar, finite_scalar, rollout, surrogate, BaselineState,
-    MetricLog, StageOut, StageSource, ValScore,
+    adamw, epoch_bar, finite_scalar, rollout, surrogate, BaselineState, MetricLog, Selection,
+    StageOut, StageSource, ValScore,
 };
 
 /// Settings of joint training beyond the policy's ([`crate::ReinforceConfig`]).
@@ -262,7 +262,6 @@ impl ReinforceAgent {
         let mut baseline = BaselineState::new(cfg.baseline, &self.policy, seeds.value_init)?;
         let mut rng = EnvRng::new(seeds.sampling);
         let mut shuffle_rng = EnvRng::new(seeds.shuffle);
-        let mut alpha = opts.spec.alpha;
         self.cascade = Some(cascade.clone());
         self.joint = Some(joint.clone());
         self.mode = ReinforceMode::Joint;
@@ -274,17 +273,21 @@ impl ReinforceAgent {
         };
         let mut log = MetricLog::new(opts.log_csv.as_deref());
         let bar = epoch_bar(cfg.epochs, "reinforce-joint", opts.quiet);
-        let mut best = validate(self, alpha)?;
-        let mut best_epoch = 0;
-        let mut best_alpha = alpha;
+        let mut sel = Selection::new(
+            validate(self, opts.spec.alpha)?,
+            opts.spec.alpha,
+            opts.budget,
+            cfg.dual_lr,
+            cfg.patience,
+        );
         let mut best_policy = cascade_rl::nn::snapshot(self.policy.varmap())?;
         let mut best_cascade = snapshot_cascade(&cascade)?;
-        let mut stale = 0;
         let mut step = 0;
         let mut epochs_run = 0;
 
         for epoch in 1..=cfg.epochs {
             epochs_run = epoch;
+            let alpha = sel.alpha;
             let t0 = Instant::now();
             let model = self.reward_model(&costs, opts, alpha)?;
             let mut order: Vec<usize> = (0..n).collect();
@@ -333,20 +336,11 @@ impl ReinforceAgent {
                 100.0 * v.cost,
                 alpha
             ));
-            if better(&v, &best, opts.budget) {
-                best = v;
-                best_epoch = epoch;
-                best_alpha = alpha;
+            if sel.record(v, epoch) {
                 best_policy = cascade_rl::nn::snapshot(self.policy.varmap())?;
                 best_cascade = snapshot_cascade(&cascade)?;
-                stale = 0;
-            } else {
-                stale += 1;
             }
-            if let Some(b) = opts.budget {
-                alpha = dual_ascent(alpha, cfg.dual_lr, v.cost, b);
-            }
-            if cfg.patience > 0 && stale >= cfg.patience {
+            if sel.exhausted() {
                 break;
             }
         }
@@ -359,13 +353,13 @@ impl ReinforceAgent {
         Ok(TrainSummary {
             agent: self.name(),
             epochs_run,
-            best_epoch,
-            val_mean_reward: best.mean_reward,
-            val_error: best.error,
-            val_cost: best.cost,
-            alpha: best_alpha,
+            best_epoch: sel.best_epoch,
+            val_mean_reward: sel.best.mean_reward,
+            val_error: sel.best.error,
+            val_cost: sel.best.cost,
+            alpha: sel.best_alpha,
             budget: opts.budget,
-            budget_met: opts.budget.map(|b| best.cost <= b * (1.0 + 1e-9)),
+            budget_met: sel.budget_met(),
             seconds: start.elapsed().as_secs_f64(),
             history: log.into_rows(),
         })

@@ -65,8 +65,8 @@ use crate::eval::{costs_with_policy, evaluate, record_trace, EvalConfig};
 use crate::joint::JointConfig;
 use crate::policy::{FeatureNorm, PolicySpec, StopPolicy};
 use crate::training::{
-    adamw, better, dual_ascent, epoch_bar, finite_scalar, rollout, surrogate, Baseline,
-    BaselineState, MetricLog, StageOut, StageSource, ValScore,
+    adamw, epoch_bar, finite_scalar, rollout, surrogate, Baseline, BaselineState, MetricLog,
+    Selection, StageOut, StageSource, ValScore,
 };
 
 /// File name of the policy weights in an agent folder.
@@ -405,21 +405,25 @@ impl ReinforceAgent {
         let mut baseline = BaselineState::new(cfg.baseline, &self.policy, seeds.value_init)?;
         let mut rng = EnvRng::new(seeds.sampling);
         let mut shuffle_rng = EnvRng::new(seeds.shuffle);
-        let mut alpha = opts.spec.alpha;
 
         // -- Bookkeeping ----------------------------------------------------
         let mut log = MetricLog::new(opts.log_csv.as_deref());
         let bar = epoch_bar(cfg.epochs, "reinforce-frozen", opts.quiet);
-        let mut best = self.validate_live(&mut val, opts, alpha)?;
-        let mut best_epoch = 0;
-        let mut best_alpha = alpha;
+        let start_score = self.validate_live(&mut val, opts, opts.spec.alpha)?;
+        let mut sel = Selection::new(
+            start_score,
+            opts.spec.alpha,
+            opts.budget,
+            cfg.dual_lr,
+            cfg.patience,
+        );
         let mut best_weights = cascade_rl::nn::snapshot(self.policy.varmap())?;
-        let mut stale = 0;
         let mut step = 0;
         let mut epochs_run = 0;
 
         for epoch in 1..=cfg.epochs {
             epochs_run = epoch;
+            let alpha = sel.alpha;
             let t0 = Instant::now();
             let model = self.reward_model(train.stage_costs(), opts, alpha)?;
             let mut order: Vec<usize> = (0..n).collect();
@@ -467,19 +471,10 @@ impl ReinforceAgent {
                 100.0 * v.cost,
                 alpha
             ));
-            if better(&v, &best, opts.budget) {
-                best = v;
-                best_epoch = epoch;
-                best_alpha = alpha;
+            if sel.record(v, epoch) {
                 best_weights = cascade_rl::nn::snapshot(self.policy.varmap())?;
-                stale = 0;
-            } else {
-                stale += 1;
             }
-            if let Some(b) = opts.budget {
-                alpha = dual_ascent(alpha, cfg.dual_lr, v.cost, b);
-            }
-            if cfg.patience > 0 && stale >= cfg.patience {
+            if sel.exhausted() {
                 break;
             }
         }
@@ -492,13 +487,13 @@ impl ReinforceAgent {
         Ok(TrainSummary {
             agent: self.name(),
             epochs_run,
-            best_epoch,
-            val_mean_reward: best.mean_reward,
-            val_error: best.error,
-            val_cost: best.cost,
-            alpha: best_alpha,
+            best_epoch: sel.best_epoch,
+            val_mean_reward: sel.best.mean_reward,
+            val_error: sel.best.error,
+            val_cost: sel.best.cost,
+            alpha: sel.best_alpha,
             budget: opts.budget,
-            budget_met: opts.budget.map(|b| best.cost <= b * (1.0 + 1e-9)),
+            budget_met: sel.budget_met(),
             seconds: start.elapsed().as_secs_f64(),
             history: log.into_rows(),
         })

@@ -493,6 +493,73 @@ pub(crate) fn epoch_bar(epochs: usize, prefix: &str, quiet: bool) -> ProgressBar
     pb
 }
 
+/// Model selection on validation, shared by the REINFORCE trainers: the
+/// best score so far with its epoch and alpha, the epochs since it, and
+/// the alpha the next epoch trains at (moved by dual ascent under a budget).
+pub(crate) struct Selection {
+    pub best: ValScore,
+    pub best_epoch: usize,
+    pub best_alpha: f64,
+    /// The alpha of the next epoch.
+    pub alpha: f64,
+    budget: Option<f64>,
+    dual_lr: f64,
+    patience: usize,
+    stale: usize,
+}
+
+impl Selection {
+    /// Starts from the untrained agent's score `start` at `alpha` (epoch 0).
+    pub fn new(
+        start: ValScore,
+        alpha: f64,
+        budget: Option<f64>,
+        dual_lr: f64,
+        patience: usize,
+    ) -> Self {
+        Selection {
+            best: start,
+            best_epoch: 0,
+            best_alpha: alpha,
+            alpha,
+            budget,
+            dual_lr,
+            patience,
+            stale: 0,
+        }
+    }
+
+    /// Records the validation score of `epoch`, trained at [`Self::alpha`];
+    /// returns whether it is the new best (the caller keeps its weights),
+    /// then moves alpha towards the budget.
+    pub fn record(&mut self, v: ValScore, epoch: usize) -> bool {
+        let improved = better(&v, &self.best, self.budget);
+        if improved {
+            self.best = v;
+            self.best_epoch = epoch;
+            self.best_alpha = self.alpha;
+            self.stale = 0;
+        } else {
+            self.stale += 1;
+        }
+        if let Some(b) = self.budget {
+            self.alpha = dual_ascent(self.alpha, self.dual_lr, v.cost, b);
+        }
+        improved
+    }
+
+    /// Whether `patience` epochs in a row brought no improvement (never
+    /// with patience 0).
+    pub fn exhausted(&self) -> bool {
+        self.patience > 0 && self.stale >= self.patience
+    }
+
+    /// Whether the best score meets the budget (`None` without one).
+    pub fn budget_met(&self) -> Option<bool> {
+        self.budget.map(|b| self.best.cost <= b * (1.0 + 1e-9))
+    }
+}
+
 /// Dual ascent on alpha for a cost budget:
 /// `alpha <- max(0, alpha + eta * (val_cost - B))`.
 pub(crate) fn dual_ascent(alpha: f64, eta: f64, val_cost: f64, budget: f64) -> f64 {
