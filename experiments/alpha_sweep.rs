@@ -4,30 +4,12 @@
 //! reference. Same run-folder conventions as `joint_vs_frozen` (resume,
 //! shards, `cascade plot`, `cascade merge`).
 
-use cascade_experiments::study::{args::closing_line, run_study, AlphaSweepArgs};
+use cascade_experiments::study::{args::run_and_report, AlphaSweepArgs};
 use clap::Parser;
 
 fn main() {
-    cascade_rl::alloc::keep_freed_memory();
-    let args = AlphaSweepArgs::parse();
-    if let Err(err) = run(&args) {
-        let chain: Vec<String> = err.chain().map(|c| c.to_string()).collect();
-        eprintln!("error: {}", chain.join(": "));
-        std::process::exit(1);
-    }
-}
-
-fn run(args: &AlphaSweepArgs) -> anyhow::Result<()> {
-    let (cfg, opts) = args.resolve()?;
-    let outcome = run_study(&cfg, &opts)?;
-    if opts.pretrain_only {
-        println!(
-            "{}: cascade ready and its outputs recorded; now run the shards (--shard i/n), then `cascade merge {}`",
-            outcome.run_dir.display(),
-            outcome.run_dir.display()
-        );
-    } else {
-        println!("{}", closing_line(&outcome));
-    }
-    Ok(())
+    cascade_experiments::run_main(|| {
+        let (cfg, opts) = AlphaSweepArgs::parse().resolve()?;
+        Ok(run_and_report(&cfg, &opts)?)
+    });
 }

@@ -289,6 +289,22 @@ impl AlphaSweepArgs {
     }
 }
 
+/// Runs the study a binary resolved, then prints what it did: the next
+/// step after `--pretrain-only`, else the [`closing_line`].
+pub fn run_and_report(cfg: &StudyConfig, opts: &RunOptions) -> Result<()> {
+    let outcome = super::run_study(cfg, opts)?;
+    if opts.pretrain_only {
+        println!(
+            "{}: cascade ready and its outputs recorded; now run the shards (--shard i/n), then `cascade merge {}`",
+            outcome.run_dir.display(),
+            outcome.run_dir.display()
+        );
+    } else {
+        println!("{}", closing_line(&outcome));
+    }
+    Ok(())
+}
+
 /// The closing line of a study binary: what it did and what it wrote.
 pub fn closing_line(o: &StudyOutcome) -> String {
     let mut s = format!(
