@@ -484,19 +484,7 @@ impl ReinforceAgent {
         cascade_rl::nn::restore_snapshot(self.policy.varmap(), &best_weights)?;
         self.mode = ReinforceMode::Frozen;
         self.trained_with = Some(opts.clone());
-        Ok(TrainSummary {
-            agent: self.name(),
-            epochs_run,
-            best_epoch: sel.best_epoch,
-            val_mean_reward: sel.best.mean_reward,
-            val_error: sel.best.error,
-            val_cost: sel.best.cost,
-            alpha: sel.best_alpha,
-            budget: opts.budget,
-            budget_met: sel.budget_met(),
-            seconds: start.elapsed().as_secs_f64(),
-            history: log.into_rows(),
-        })
+        Ok(sel.summary(self.name(), epochs_run, start, log.into_rows()))
     }
 }
 

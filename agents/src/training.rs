@@ -14,7 +14,7 @@ use cascade_env::{EnvRng, RewardModel};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::EpochMetrics;
+use crate::agent::{EpochMetrics, TrainSummary};
 use crate::error::{Error, Result};
 use crate::policy::StopPolicy;
 
@@ -554,9 +554,27 @@ impl Selection {
         self.patience > 0 && self.stale >= self.patience
     }
 
-    /// Whether the best score meets the budget (`None` without one).
-    pub fn budget_met(&self) -> Option<bool> {
-        self.budget.map(|b| self.best.cost <= b * (1.0 + 1e-9))
+    /// The training summary of the kept (best) epoch.
+    pub fn summary(
+        &self,
+        agent: String,
+        epochs_run: usize,
+        started: std::time::Instant,
+        history: Vec<EpochMetrics>,
+    ) -> TrainSummary {
+        TrainSummary {
+            agent,
+            epochs_run,
+            best_epoch: self.best_epoch,
+            val_mean_reward: self.best.mean_reward,
+            val_error: self.best.error,
+            val_cost: self.best.cost,
+            alpha: self.best_alpha,
+            budget: self.budget,
+            budget_met: self.budget.map(|b| self.best.cost <= b * (1.0 + 1e-9)),
+            seconds: started.elapsed().as_secs_f64(),
+            history,
+        }
     }
 }
 
