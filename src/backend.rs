@@ -11,12 +11,37 @@ use candle_core::{DType, Device, Tensor};
 use cascade_env::{ReplayBackend, StageBackend, StageBatch, StageTrace, TraceMeta};
 
 use crate::checkpoint::Cascade;
-use crate::data::{Dataset, SplitConfig, Splits, SyntheticConfig};
+use crate::data::{renormalize, Dataset, SplitConfig, Splits, SyntheticConfig};
 use crate::error::{Error, Result};
 use crate::models::Classifier;
 
 /// Samples per forward pass when the caller does not choose.
 pub const DEFAULT_BATCH: usize = 512;
+
+/// The split settings that rebuild a cascade's data: the recorded seed,
+/// validation fraction and sizes. When `cascade.json` records held-out
+/// policy images ([`crate::checkpoint::SplitRoles`]), the synthetic
+/// generator is sized for them too, as the study that carved them did.
+fn recorded_split(cascade: &Cascade, max_train: usize) -> SplitConfig {
+    let m = cascade.manifest();
+    let policy = m
+        .roles
+        .as_ref()
+        .filter(|r| r.classifier_train == m.split.n_train)
+        .map_or(0, |r| r.policy_train);
+    SplitConfig {
+        val_fraction: m.split.val_fraction,
+        seed: m.seed,
+        max_train: Some(max_train),
+        max_val: Some(m.split.n_val),
+        max_test: Some(m.split.n_test),
+        synthetic: SyntheticConfig {
+            n_train: m.split.n_train + policy + m.split.n_val,
+            n_test: m.split.n_test,
+            ..SyntheticConfig::default()
+        },
+    }
+}
 
 /// Reloads the data splits a cascade was trained on: same data set, seed,
 /// validation fraction and sizes as recorded in its `cascade.json`. The
@@ -25,18 +50,7 @@ pub const DEFAULT_BATCH: usize = 512;
 /// rather than evaluate on data the cascade may have trained on.
 pub fn cascade_splits(cascade: &Cascade, data_dir: Option<&std::path::Path>) -> Result<Splits> {
     let m = cascade.manifest();
-    let cfg = SplitConfig {
-        val_fraction: m.split.val_fraction,
-        seed: m.seed,
-        max_train: Some(m.split.n_train),
-        max_val: Some(m.split.n_val),
-        max_test: Some(m.split.n_test),
-        synthetic: SyntheticConfig {
-            n_train: m.split.n_train + m.split.n_val,
-            n_test: m.split.n_test,
-            ..SyntheticConfig::default()
-        },
-    };
+    let cfg = recorded_split(cascade, m.split.n_train);
     let splits = Splits::load(&m.dataset, data_dir, &cfg)?;
     if splits.normalization != m.normalization || splits.train.len() != m.split.n_train {
         return Err(Error::Checkpoint {
@@ -51,6 +65,62 @@ pub fn cascade_splits(cascade: &Cascade, data_dir: Option<&std::path::Path>) -> 
     Ok(splits)
 }
 
+/// The policy images D_P recorded in a cascade's `cascade.json` (held out
+/// from classifier training: the seeded training split's images after the
+/// classifiers' own), normalised like the cascade's inputs; `None` when
+/// the cascade records none. The classifiers' images are checked to be the
+/// prefix of the longer split, so no classifier training image can leak
+/// into D_P.
+pub fn cascade_policy_split(
+    cascade: &Cascade,
+    data_dir: Option<&std::path::Path>,
+) -> Result<Option<Dataset>> {
+    let m = cascade.manifest();
+    let n_cls = m.split.n_train;
+    let n_policy = match &m.roles {
+        Some(r) if r.policy_train > 0 && r.classifier_train == n_cls => r.policy_train,
+        _ => return Ok(None),
+    };
+    let all = Splits::load(
+        &m.dataset,
+        data_dir,
+        &recorded_split(cascade, n_cls + n_policy),
+    )?;
+    let mismatch = |what: &str| Error::Checkpoint {
+        path: cascade.dir().join("cascade.json"),
+        msg: format!(
+            "cannot rebuild the {n_policy} policy images of data set '{}' (seed {}): {what}",
+            m.dataset, m.seed
+        ),
+    };
+    if all.train.len() != n_cls + n_policy {
+        return Err(mismatch(&format!(
+            "the training split has {} images, not {}",
+            all.train.len(),
+            n_cls + n_policy
+        )));
+    }
+    let head: Vec<usize> = (0..n_cls.min(32)).collect();
+    let mut check = all.train.subset(&head);
+    renormalize(&mut check, &all.normalization, &m.normalization);
+    let reference = cascade_splits(cascade, data_dir)?.train.subset(&head);
+    let same = check.labels == reference.labels
+        && check
+            .images
+            .iter()
+            .zip(&reference.images)
+            .all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + b.abs()));
+    if !same {
+        return Err(mismatch(
+            "the classifiers' images are not the prefix of the longer split",
+        ));
+    }
+    let rest: Vec<usize> = (n_cls..n_cls + n_policy).collect();
+    let mut policy = all.train.subset(&rest);
+    renormalize(&mut policy, &all.normalization, &m.normalization);
+    Ok(Some(policy))
+}
+
 /// A cascade of candle classifiers over one normalised data split.
 pub struct CandleBackend {
     stages: Vec<Classifier>,
@@ -62,6 +132,8 @@ pub struct CandleBackend {
     shape: [usize; 3],
     costs: Vec<f64>,
     feature_dims: Vec<usize>,
+    /// `1 / T_t` per stage (the cascade's fitted temperatures).
+    inv_temperatures: Vec<f64>,
     num_classes: usize,
     device: Device,
     batch: usize,
@@ -114,6 +186,7 @@ impl CandleBackend {
         Ok(Self {
             costs: cascade.macs().iter().map(|&m| m as f64).collect(),
             feature_dims: cascade.feature_dims(),
+            inv_temperatures: cascade.temperatures().iter().map(|t| 1.0 / t).collect(),
             num_classes: cascade.num_classes(),
             runs: vec![0; stages.len()],
             stage_names: cascade
@@ -151,7 +224,14 @@ impl CandleBackend {
         let [c, h, w] = self.shape;
         let x = Tensor::from_vec(x, (samples.len(), c, h, w), &self.device)?;
         let out = self.stages[stage].forward_t(&x, false)?;
-        let probs = candle_nn::ops::softmax_last_dim(&out.logits)?;
+        // softmax(logits / T_t): the stage's calibrated probabilities.
+        let beta = self.inv_temperatures[stage];
+        let logits = if beta == 1.0 {
+            out.logits
+        } else {
+            out.logits.affine(beta, 0.0)?
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&logits)?;
         Ok((out.features, probs))
     }
 

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::data::Normalization;
+use crate::data::{Dataset, Normalization};
 use crate::error::{Error, Result};
 use crate::flops;
 use crate::models::{Model, ModelConfig};
@@ -82,6 +82,46 @@ pub struct StageRecord {
     pub test_loss: f64,
     /// Training wall time, seconds.
     pub train_seconds: f64,
+    /// Softmax temperature `T_t`: the stage's probabilities are
+    /// `softmax(logits / T_t)` everywhere a policy or the env reads them
+    /// (1: uncalibrated). Fitted on held-out images by
+    /// [`Cascade::calibrate`]; it never changes the argmax.
+    #[serde(default = "unit_temperature")]
+    pub temperature: f64,
+}
+
+fn unit_temperature() -> f64 {
+    1.0
+}
+
+/// The four data roles of a cascade's experiments, each on its own images:
+/// classifier training (D_C), policy training (D_P, never seen by the
+/// classifiers), selection (D_V) and the report (D_T, read once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitRoles {
+    /// D_C: images the classifiers were trained on.
+    pub classifier_train: usize,
+    /// D_P: images the stopping policies (and temperatures) are fitted on.
+    pub policy_train: usize,
+    /// D_V: thresholds, alphas, early stopping and every other choice.
+    pub validation: usize,
+    /// D_T: the report.
+    pub test: usize,
+    /// How D_P is carved, in words.
+    pub rule: String,
+}
+
+/// How the stage temperatures in `cascade.json` were fitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationRecord {
+    /// The split they were fitted on (held out from classifier training).
+    pub split: String,
+    /// Images in it.
+    pub images: usize,
+    /// Mean cross-entropy per stage at temperature 1.
+    pub nll_before: Vec<f64>,
+    /// Mean cross-entropy per stage at the fitted temperature.
+    pub nll_after: Vec<f64>,
 }
 
 /// The content of `cascade.json`.
@@ -116,6 +156,13 @@ pub struct CascadeManifest {
     pub device: String,
     /// The stages, cheapest first.
     pub stages: Vec<StageRecord>,
+    /// How the stage temperatures were fitted (absent: all 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationRecord>,
+    /// The data roles of the experiments on this cascade (absent: only
+    /// the pretraining split above is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<SplitRoles>,
 }
 
 fn ckpt_err(path: &Path, msg: impl Into<String>) -> Error {
@@ -420,6 +467,59 @@ impl Cascade {
         self.manifest.num_classes
     }
 
+    /// The softmax temperature of each stage (see [`StageRecord::temperature`]).
+    pub fn temperatures(&self) -> Vec<f64> {
+        self.stages.iter().map(|s| s.record.temperature).collect()
+    }
+
+    /// Records the data roles in `cascade.json` (rewritten atomically).
+    pub fn record_roles(&mut self, roles: SplitRoles) -> Result<()> {
+        self.manifest.roles = Some(roles);
+        write_manifest(&self.dir, &self.manifest)
+    }
+
+    /// Fits one softmax temperature per stage on `held_out` (images the
+    /// classifiers never trained on, normalised like the cascade's inputs)
+    /// by minimising the mean cross-entropy of `softmax(logits / T)`
+    /// (Guo et al. 2017), records them with a [`CalibrationRecord`] naming
+    /// `split`, and rewrites `cascade.json` in the cascade's folder.
+    pub fn calibrate(&mut self, held_out: &Dataset, split: &str, batch: usize) -> Result<()> {
+        if held_out.is_empty() || held_out.shape != self.input_shape() {
+            return Err(Error::Config(format!(
+                "calibration split '{}' ({} images of {:?}) does not fit the cascade ({:?})",
+                held_out.name,
+                held_out.len(),
+                held_out.shape,
+                self.input_shape()
+            )));
+        }
+        let c = self.num_classes();
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        for t in 0..self.stages.len() {
+            let logits = stage_logits(&self.stages[t].model, held_out, batch.max(1))?;
+            let nll = |beta: f64| mean_nll(&logits, &held_out.labels, c, beta);
+            let beta = minimise_convex(nll, 0.02, 50.0);
+            let temperature = 1.0 / beta;
+            if !temperature.is_finite() {
+                return Err(Error::Training(format!(
+                    "stage {}: temperature fit gave {temperature}",
+                    t + 1
+                )));
+            }
+            before.push(nll(1.0));
+            after.push(nll(beta));
+            self.stages[t].record.temperature = temperature;
+        }
+        self.manifest.calibration = Some(CalibrationRecord {
+            split: split.to_string(),
+            images: held_out.len(),
+            nll_before: before,
+            nll_after: after,
+        });
+        self.manifest.stages = self.stages.iter().map(|s| s.record.clone()).collect();
+        write_manifest(&self.dir, &self.manifest)
+    }
+
     /// Input shape `(c, h, w)`.
     pub fn input_shape(&self) -> [usize; 3] {
         self.manifest.input_shape
@@ -536,6 +636,71 @@ pub fn static_csv(m: &CascadeManifest) -> String {
         );
     }
     s
+}
+
+/// The logits of `model` (eval mode) on every image of `ds`, `[n * C]`.
+fn stage_logits(model: &Model, ds: &Dataset, batch: usize) -> Result<Vec<f32>> {
+    let [c, h, w] = ds.shape;
+    let mut out = Vec::with_capacity(ds.len() * model.classifier().num_classes());
+    let idx: Vec<usize> = (0..ds.len()).collect();
+    for part in idx.chunks(batch) {
+        let mut x = Vec::with_capacity(part.len() * c * h * w);
+        for &i in part {
+            x.extend_from_slice(ds.image(i));
+        }
+        let x = Tensor::from_vec(x, (part.len(), c, h, w), model.device())?;
+        let logits = model.forward_t(&x, false)?.logits;
+        out.extend(
+            logits
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
+    }
+    Ok(out)
+}
+
+/// Mean cross-entropy of `softmax(beta * logits)` (`[n * c]`) against `labels`.
+fn mean_nll(logits: &[f32], labels: &[u32], c: usize, beta: f64) -> f64 {
+    let mut total = 0.0;
+    for (row, &y) in logits.chunks_exact(c).zip(labels) {
+        let m = row
+            .iter()
+            .fold(f64::NEG_INFINITY, |a, &v| a.max(beta * v as f64));
+        let lse = m + row
+            .iter()
+            .map(|&v| (beta * v as f64 - m).exp())
+            .sum::<f64>()
+            .ln();
+        total += lse - beta * row[y as usize] as f64;
+    }
+    total / labels.len().max(1) as f64
+}
+
+/// The minimiser of a convex function on `[lo, hi]` by golden-section
+/// search on a log scale (to 1e-6 relative).
+fn minimise_convex(f: impl Fn(f64) -> f64, lo: f64, hi: f64) -> f64 {
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut a, mut b) = (lo.ln(), hi.ln());
+    let mut x1 = b - g * (b - a);
+    let mut x2 = a + g * (b - a);
+    let (mut f1, mut f2) = (f(x1.exp()), f(x2.exp()));
+    while b - a > 1e-6 {
+        if f1 <= f2 {
+            b = x2;
+            x2 = x1;
+            f2 = f1;
+            x1 = b - g * (b - a);
+            f1 = f(x1.exp());
+        } else {
+            a = x1;
+            x1 = x2;
+            f1 = f2;
+            x2 = a + g * (b - a);
+            f2 = f(x2.exp());
+        }
+    }
+    ((a + b) / 2.0).exp()
 }
 
 #[cfg(test)]

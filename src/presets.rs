@@ -3,14 +3,16 @@
 //!
 //! | preset | data | stages | MACs, first to last |
 //! |---|---|---|---|
-//! | `fmnist-4` | Fashion-MNIST | linear, mlp-256, cnn-16-32, resnet-8 | 7.8 K .. 9.1 M (1166x) |
+//! | `fmnist-4` | Fashion-MNIST | linear, mlp-256, cnn-8-16-fc64, resnet-20 | 7.8 K .. 27 M |
 //! | `mnist-4` | MNIST | the same | the same |
 //! | `synthetic-3` | built-in synthetic | linear, mlp-64, cnn-8-16 | trains in seconds; for tests |
 //! | `cifar10-resnet` | CIFAR-10 | resnet-8, 20, 32, 56, 110 (He et al. 2016) | 12.2 M .. 253 M |
 //!
 //! The recipes are defaults; `epochs` can be overridden per run. The
-//! `fmnist-4` epochs are sized for a CPU run of about ten minutes on two
-//! cores with the crate's ops (the ResNet-8 takes most of it); `cifar10-resnet` carries the paper's full schedule (SGD,
+//! `fmnist-4` recipe is sized for a CPU run of about half an hour on two
+//! cores with the crate's ops (the ResNet-20's 25 epochs of SGD with
+//! Nesterov momentum, crops and flips take most of it); `cifar10-resnet`
+//! carries the paper's full schedule (SGD,
 //! momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 at 50% and 75% of
 //! training, flips and 4-pixel crops), which is a GPU job.
 
@@ -65,7 +67,34 @@ fn adamw(lr: f64, weight_decay: f64, epochs: usize, batch_size: usize) -> TrainC
     }
 }
 
+/// The last stage's recipe in the 28x28 ladders: SGD with Nesterov
+/// momentum, one epoch of linear warm-up then cosine decay, random crops
+/// with 2-pixel padding and horizontal flips.
+fn sgd_nesterov(lr: f64, weight_decay: f64, epochs: usize, batch_size: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        batch_size,
+        optimizer: OptimizerConfig::Sgd {
+            lr,
+            momentum: 0.9,
+            weight_decay,
+            nesterov: true,
+        },
+        schedule: LrSchedule::Cosine,
+        warmup_epochs: 1.0,
+        augment: Augment {
+            hflip: true,
+            crop_padding: 2,
+        },
+        ..Default::default()
+    }
+}
+
 /// The four-stage image-classifier ladder for 28x28 grey-scale sets.
+///
+/// The last stage is a ResNet-20: on Fashion-MNIST a ResNet-8 (8.4 to 8.8%
+/// validation error after 8 epochs) was no better than the CNN that costs
+/// 3.6% as much, which leaves a policy nothing to gain by forwarding.
 fn ladder_28(name: &str, dataset: &str, description: &str) -> Preset {
     Preset {
         name: name.into(),
@@ -76,7 +105,7 @@ fn ladder_28(name: &str, dataset: &str, description: &str) -> Preset {
             stage("linear", adamw(1e-3, 0.0, 4, 128)),
             stage("mlp-256", adamw(1e-3, 1e-4, 8, 128)),
             stage("cnn-8-16-fc64", adamw(2e-3, 1e-4, 8, 128)),
-            stage("resnet-8", adamw(2e-3, 1e-4, 8, 128)),
+            stage("resnet-20", sgd_nesterov(0.1, 5e-4, 25, 128)),
         ],
     }
 }
@@ -88,12 +117,12 @@ impl Preset {
             "fmnist-4" => ladder_28(
                 "fmnist-4",
                 "fashion-mnist",
-                "Fashion-MNIST: softmax regression, MLP, small CNN, ResNet-8",
+                "Fashion-MNIST: softmax regression, MLP, small CNN, ResNet-20",
             ),
             "mnist-4" => ladder_28(
                 "mnist-4",
                 "mnist",
-                "MNIST: softmax regression, MLP, small CNN, ResNet-8",
+                "MNIST: softmax regression, MLP, small CNN, ResNet-20",
             ),
             "synthetic-3" => Preset {
                 name: "synthetic-3".into(),

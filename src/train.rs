@@ -876,6 +876,7 @@ pub fn pretrain(preset: &Preset, opts: &PretrainOptions) -> Result<PretrainSumma
             test_error: test.error,
             test_loss: test.loss,
             train_seconds: report.seconds,
+            temperature: 1.0,
         });
         reports.push(report);
     }
@@ -900,6 +901,8 @@ pub fn pretrain(preset: &Preset, opts: &PretrainOptions) -> Result<PretrainSumma
         },
         device: crate::device::device_name(&opts.device),
         stages,
+        calibration: None,
+        roles: None,
     };
     write_train_log(&opts.out_dir.join("train_log.csv"), &log, synthetic)?;
     let (md, csv) = (

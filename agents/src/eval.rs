@@ -144,6 +144,13 @@ pub struct EvalReport {
     pub mean_stop_prob: Vec<Option<f64>>,
     /// Wall time of the evaluation, seconds.
     pub wall_seconds: f64,
+    /// Per sample, in split order: the 0-based stage it stopped at (for
+    /// paired comparisons of agents on the same images).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample_exits: Vec<u8>,
+    /// Per sample, in split order: 1 where the prediction was right.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample_correct: Vec<u8>,
 }
 
 /// Raw stage costs with the policy's MACs added, so that the env's
@@ -415,6 +422,16 @@ impl EvalReport {
             exits_per_class: per_class,
             mean_stop_prob: ctx.mean_stop_prob,
             wall_seconds: ctx.wall_seconds,
+            sample_exits: ev
+                .outcomes
+                .iter()
+                .map(|o| o.stop_stage.min(u8::MAX as usize) as u8)
+                .collect(),
+            sample_correct: ev
+                .outcomes
+                .iter()
+                .map(|o| (o.prediction == o.label) as u8)
+                .collect(),
         }
     }
 

@@ -1,24 +1,41 @@
-//! Joint training: the stopping policy and the classifiers learn together
-//! ([`ReinforceAgent::train_joint`], the paper's setting).
+//! `reinforce-joint`: the stopping policy and the classifiers learn
+//! together by the slides' REINFORCE estimator
+//! ([`ReinforceAgent::train_joint`]).
 //!
-//! Starting from a pretrained [`Cascade`], every minibatch of training
-//! images plays one sampled trajectory each, lazily: stage t runs (with
-//! gradients) only on the images whose trajectory reached it, the policy
-//! decides from its features and probabilities, and a stopping image gets
-//! its prediction and reward with the env's semantics
-//! ([`cascade_env::RewardModel`], the same type the env computes rewards
-//! with). The loss is the REINFORCE surrogate of `training.rs`:
+//! Starting from a pretrained [`Cascade`] (and, in the studies, from the
+//! policy trained on the frozen classifiers at the same alpha or budget),
+//! every minibatch of training images plays one sampled trajectory each,
+//! lazily: stage t runs (with gradients) only on the images whose
+//! trajectory reached it, the policy decides from its features and
+//! probabilities, and a stopping image gets its prediction and reward with
+//! the env's semantics ([`cascade_env::RewardModel`]). The loss is the
+//! REINFORCE surrogate of `training.rs`:
 //!
 //! ```text
 //! -(1/B) sum_b [ sum_{t<k} log(1 - pi_t(s_t)) + log pi_k(s_k) + log C_k(yhat|x) ] (R_b - b)
 //! ```
 //!
-//! so classifier gradients flow through `log C_k(yhat|x)` of the stage
-//! each image stopped at (only for the images that stopped there), and
-//! through the features and probabilities `s_t, p_t` the policy read at
-//! every stage the image reached. One backward pass, then one step of each
-//! optimiser: the policy's (AdamW, `ReinforceConfig::lr`) and the
-//! classifiers' (AdamW, its own [`JointConfig::classifier_lr`]).
+//! **The prediction is drawn, `yhat ~ C_k(.|x)`, in training**
+//! ([`JointConfig::sample_prediction`], on by default): only then is the
+//! `log C_k(yhat|x) (R - b)` term a score-function gradient of the expected
+//! reward (the test `sampled_reinforce_gradient_matches_the_exact_gradient`
+//! checks it against the exact gradient). With the argmax prediction the
+//! term is reward-weighted self-training on the images already right and
+//! "unlikelihood" on the wrong ones, not a gradient of the objective.
+//! Evaluation and validation use the reward model's own prediction
+//! (argmax by default).
+//!
+//! Classifier gradients flow through `log C_k(yhat|x)` of the stage each
+//! image stopped at, and through the features and probabilities `s_t, p_t`
+//! the policy read at every stage the image reached (unless
+//! [`JointConfig::detach_inputs`]). One backward pass, then one step of
+//! each optimiser: the policy's (AdamW, `ReinforceConfig::lr`) and the
+//! classifiers' (AdamW, [`JointConfig::classifier_lr`]). The stage
+//! probabilities use the cascade's fitted temperatures, as the env does.
+//!
+//! The training images are the policy's (D_P): the classifiers are
+//! fine-tuned on the same images whose outputs train the policy. See
+//! `expected.rs` for the cross-fitted alternative.
 //!
 //! **Batch norm stays in eval mode** during joint fine-tuning: the
 //! classifiers normalise with their pretrained running statistics, which
@@ -30,13 +47,15 @@
 //! After every epoch the current classifiers and policy are evaluated on
 //! the validation split through the env, lazily, with a
 //! [`CandleBackend`]; the best epoch's classifiers and policy are kept
-//! (selection, patience and budget as in the frozen mode). The fine-tuned
-//! classifiers become part of the agent: it is saved with them, and must
-//! be evaluated on observations from them ([`ReinforceAgent::cascade`]).
+//! (selection, patience and budget as in the frozen mode; epoch 0 is the
+//! starting point, so a warm start is never made worse on validation).
+//! The fine-tuned classifiers become part of the agent: it is saved with
+//! them, and must be evaluated on observations from them
+//! ([`ReinforceAgent::cascade`]).
 //!
 //! The policy starts from the agent's current policy when it was trained
-//! before (e.g. frozen, a warm start), or fresh otherwise, with its
-//! feature standardisation fitted on `norm_samples` training images.
+//! before (a warm start), or fresh otherwise, with its feature
+//! standardisation fitted on `norm_samples` training images.
 
 use std::time::Instant;
 
@@ -71,6 +90,16 @@ pub struct JointConfig {
     /// Training images used to fit the policy's feature standardisation
     /// (when the policy starts fresh).
     pub norm_samples: usize,
+    /// Draw the training prediction `yhat ~ C_k(.|x)` (the slides'
+    /// estimator: only then is `log C_k(yhat|x) (R - b)` a score-function
+    /// gradient of the expected reward). Off: the reward model's own
+    /// prediction (argmax by default), which turns the classifier term into
+    /// reward-weighted self-training. Evaluation always uses the reward
+    /// model's prediction.
+    pub sample_prediction: bool,
+    /// Detach the policy's inputs `(s_t, p_t)` from the classifiers, so
+    /// classifier gradients come from `log C_k(yhat|x)` alone.
+    pub detach_inputs: bool,
 }
 
 impl Default for JointConfig {
@@ -80,6 +109,8 @@ impl Default for JointConfig {
             classifier_weight_decay: 0.0,
             eval_batch_size: 512,
             norm_samples: 4096,
+            sample_prediction: true,
+            detach_inputs: false,
         }
     }
 }
@@ -112,8 +143,10 @@ impl JointConfig {
 /// gradients, for the rows still in play.
 struct ModelSource<'a> {
     models: Vec<&'a Model>,
+    temperatures: Vec<f64>,
     images: Tensor,
     device: Device,
+    detach_inputs: bool,
 }
 
 impl StageSource for ModelSource<'_> {
@@ -123,15 +156,22 @@ impl StageSource for ModelSource<'_> {
         let x = self.images.index_select(&idx, 0)?;
         // Eval-mode batch norm (see the module docs).
         let out = self.models[stage].forward_t(&x, false)?;
-        let logp = candle_nn::ops::log_softmax(&out.logits, 1)?;
+        // C_t(.|x) with the stage's fitted temperature, as the env sees it.
+        let logits = out.logits.affine(1.0 / self.temperatures[stage], 0.0)?;
+        let logp = candle_nn::ops::log_softmax(&logits, 1)?;
         let probs = logp.exp()?;
         let probs_cpu = probs
             .detach()
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
+        let (features, probs) = if self.detach_inputs {
+            (out.features.detach(), probs.detach())
+        } else {
+            (out.features, probs)
+        };
         Ok(StageOut {
-            features: out.features,
+            features,
             probs,
             probs_cpu,
             class_logp: Some(logp),
@@ -290,6 +330,16 @@ impl ReinforceAgent {
             let alpha = sel.alpha;
             let t0 = Instant::now();
             let model = self.reward_model(&costs, opts, alpha)?;
+            // The training reward draws yhat ~ C_k (see `sample_prediction`).
+            let model = if joint.sample_prediction {
+                let spec = cascade_env::RewardSpec {
+                    prediction: cascade_env::Prediction::Sample,
+                    ..*model.spec()
+                };
+                spec.compile(model.raw_stage_costs())?
+            } else {
+                model
+            };
             let mut order: Vec<usize> = (0..n).collect();
             shuffle(&mut order, &mut shuffle_rng);
             let mut sums = EpochSums::default();
@@ -299,8 +349,10 @@ impl ReinforceAgent {
                 let labels: Vec<u32> = batch.iter().map(|&i| train.labels[i]).collect();
                 let mut source = ModelSource {
                     models: cascade.stages().iter().map(|s| &s.model).collect(),
+                    temperatures: cascade.temperatures(),
                     images: images(train, batch, &device)?,
                     device: device.clone(),
+                    detach_inputs: joint.detach_inputs,
                 };
                 let roll = rollout(&self.policy, &mut source, &labels, &model, &mut rng)?;
                 // Update both: one backward pass, two optimisers.

@@ -38,6 +38,7 @@
 pub mod agent;
 mod error;
 pub mod eval;
+pub mod expected;
 pub mod joint;
 pub mod oracle;
 pub mod policy;
@@ -52,6 +53,7 @@ pub use agent::{
 };
 pub use error::{Error, Result};
 pub use eval::{costs_with_policy, evaluate, record_trace, EvalConfig, EvalReport};
+pub use expected::{ExpectedJointConfig, JointSplits};
 pub use joint::JointConfig;
 pub use oracle::OracleAgent;
 pub use policy::{FeatureNorm, PolicySpec, StopPolicy};

@@ -295,7 +295,7 @@ pub fn training_curves(
 ) -> Result<Option<TrainingCurvesPlot>> {
     let mut logs = Vec::new();
     for (agent, label, p) in chosen {
-        if !agent.starts_with("reinforce") {
+        if !(agent.starts_with("reinforce") || agent.starts_with("expected")) {
             continue;
         }
         for r in &p.rows {

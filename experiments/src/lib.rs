@@ -3,6 +3,7 @@
 //! can call it.
 
 pub mod cli;
+pub mod compare;
 pub mod error;
 pub mod figures;
 pub mod log;

@@ -9,7 +9,7 @@
 //!
 //! | column | meaning |
 //! |---|---|
-//! | `agent` | `static-k`, `oracle`, `oracle-alpha`, `threshold`, `reinforce-frozen`, `reinforce-joint` |
+//! | `agent` | `static-k`, `oracle`, `oracle-alpha`, `threshold`, `reinforce-frozen`, `reinforce-joint`, `expected-joint` |
 //! | `kind` | the agent family (`static`, `oracle`, `threshold`, `reinforce`) |
 //! | `alpha` | price of compute the agent was trained / calibrated at (empty for `static-k`, `oracle`; the starting alpha in budget mode) |
 //! | `budget` | cost budget as a fraction of the largest stage (budget mode only) |
@@ -182,7 +182,8 @@ pub fn agent_rank(agent: &str) -> (u32, usize) {
         "threshold" => 3,
         "reinforce-frozen" => 4,
         "reinforce-joint" => 5,
-        _ => 6,
+        "expected-joint" => 6,
+        _ => 7,
     };
     (r, 0)
 }

@@ -102,10 +102,11 @@ pub fn largest_static(rows: &[ResultRow]) -> Option<&ResultRow> {
 }
 
 /// The learned and calibrated agents in display order, with labels.
-pub const POLICY_AGENTS: [(&str, &str); 3] = [
+pub const POLICY_AGENTS: [(&str, &str); 4] = [
     ("threshold", "threshold"),
-    ("reinforce-frozen", "REINFORCE frozen"),
+    ("reinforce-frozen", "REINFORCE on frozen classifiers"),
     ("reinforce-joint", "REINFORCE joint"),
+    ("expected-joint", "expected-joint"),
 ];
 
 /// The matched operating point of every policy agent present:
@@ -289,7 +290,12 @@ pub fn summary_markdown(rec: &RunRecord, rows: &[ResultRow]) -> String {
 pub fn write_summary(run_dir: &Path) -> Result<PathBuf> {
     let rec = read_run_record(run_dir)?;
     let rows = read_results(&run_dir.join(RESULTS_FILE))?;
-    let md = summary_markdown(&rec, &rows);
+    let mut md = summary_markdown(&rec, &rows);
+    let extra = crate::compare::comparison_markdown(run_dir, &rec, &rows);
+    match md.find("## Every operating point") {
+        Some(i) => md.insert_str(i, &extra),
+        None => md.push_str(&extra),
+    }
     let path = run_dir.join(SUMMARY_FILE);
     write_file(&path, md.as_bytes())?;
     Ok(path)

@@ -41,7 +41,8 @@ fn flops_table_and_preset() {
     assert!(text.contains("fc1"), "{text}");
     assert!(text.contains("203264"), "{text}");
     let text = stdout_of(&["flops", "--preset", "fmnist-4"]);
-    assert!(text.contains("resnet-8"), "{text}");
+    assert!(text.contains("resnet-20"), "{text}");
+    assert!(text.contains("30821248"), "{text}");
     assert!(text.contains("100.000"), "{text}");
     let out = cascade()
         .args(["flops", "--model", "resnet-21"])

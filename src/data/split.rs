@@ -120,6 +120,22 @@ impl Normalization {
     }
 }
 
+/// Undoes the normalisation `from` of `ds` and applies `to`, in place (to
+/// move images of one split into the input space of a model trained on
+/// another).
+pub fn renormalize(ds: &mut Dataset, from: &Normalization, to: &Normalization) {
+    let [c, h, w] = ds.shape;
+    let plane = h * w;
+    for img in ds.images.chunks_exact_mut(c * plane) {
+        for ch in 0..c {
+            let (m0, s0, m1, s1) = (from.mean[ch], from.std[ch], to.mean[ch], to.std[ch]);
+            for v in &mut img[ch * plane..(ch + 1) * plane] {
+                *v = (*v * s0 + m0 - m1) / s1;
+            }
+        }
+    }
+}
+
 /// A data set split three ways, normalised with training statistics.
 #[derive(Debug, Clone)]
 pub struct Splits {

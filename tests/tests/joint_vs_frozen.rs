@@ -93,8 +93,10 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
         !o.pretrained,
         "the cascade of the pretrain-only step is reused"
     );
-    // 3 static + oracle + 31 oracle-alpha + 2 threshold + 4 frozen + 4 joint.
-    assert_eq!((o.computed, o.skipped), (45, 0));
+    // 3 static + oracle + 31 oracle-alpha + 2 threshold + 4 frozen + 4
+    // reinforce-joint + 4 expected-joint + 7 ablations x 2 seeds at the
+    // first alpha.
+    assert_eq!((o.computed, o.skipped), (63, 0));
     assert_eq!(
         stage_files(&dir.join("cascade")),
         before,
@@ -107,7 +109,7 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
     assert_eq!(head, header(3, 4));
     assert_eq!(&head[..FIXED_COLUMNS.len()], FIXED_COLUMNS);
     let rows = read_results(&dir.join(RESULTS_FILE)).unwrap();
-    assert_eq!(rows.len(), 45);
+    assert_eq!(rows.len(), 63);
     for agent in [
         "static-1",
         "static-3",
@@ -116,9 +118,47 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
         "threshold",
         "reinforce-frozen",
         "reinforce-joint",
+        "expected-joint",
+        "reinforce-joint-prev",
+        "expected-joint-plain-ce",
     ] {
         assert!(rows.iter().any(|r| r.agent == agent), "no {agent} row");
     }
+    // Warm-started joint agents select on validation from the frozen
+    // agent's policy and the pretrained classifiers (epoch 0), so none is
+    // worse than the frozen agent on validation at the same point and seed.
+    for r in rows.iter().filter(|r| {
+        [
+            "reinforce-joint",
+            "expected-joint",
+            "reinforce-joint-lr0",
+            "reinforce-joint-prev-warm",
+            "expected-joint-plain-ce",
+        ]
+        .contains(&r.agent.as_str())
+    }) {
+        let frozen = rows
+            .iter()
+            .find(|f| f.agent == "reinforce-frozen" && f.alpha == r.alpha && f.seed == r.seed)
+            .unwrap();
+        assert!(
+            r.val_mean_reward >= frozen.val_mean_reward - 1e-6,
+            "{} alpha {:?} seed {:?}: validation reward {} below the frozen agent's {}",
+            r.agent,
+            r.alpha,
+            r.seed,
+            r.val_mean_reward,
+            frozen.val_mean_reward
+        );
+    }
+    // The cascade records its data roles and the temperatures fitted on
+    // the policy images.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cascade").join("cascade.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["roles"]["policy_train"], 180);
+    assert_eq!(manifest["calibration"]["split"], "policy_train");
+    assert!(manifest["stages"][0]["temperature"].as_f64().unwrap() > 0.0);
     let joint: Vec<&ResultRow> = rows
         .iter()
         .filter(|r| r.agent == "reinforce-joint")
@@ -162,8 +202,11 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
         "static stage 1",
         "static stage 3",
         "threshold",
-        "REINFORCE frozen",
+        "REINFORCE on frozen classifiers",
         "REINFORCE joint",
+        "expected-joint",
+        "## Ablations",
+        "## Paired tests on the test images",
         "oracle",
         "synthetic data",
         "validation",
@@ -176,7 +219,7 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
 
     // -- Rerun: nothing trained, results unchanged.
     let o = run(&study_args(&dir, &[]));
-    assert_eq!((o.computed, o.skipped), (0, 45));
+    assert_eq!((o.computed, o.skipped), (0, 63));
     assert_eq!(
         std::fs::read_to_string(dir.join(RESULTS_FILE)).unwrap(),
         text
@@ -198,7 +241,7 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
     let a = run(&study_args(&sharded, &["--shard", "0/2"]));
     let b = run(&study_args(&sharded, &["--shard", "1/2"]));
     assert!(!a.pretrained && !b.pretrained);
-    assert_eq!(a.computed + b.computed, 45);
+    assert_eq!(a.computed + b.computed, 63);
     assert!(a.computed > 0 && b.computed > 0);
     assert!(sharded.join("results.shard-0-of-2.csv").exists());
     assert!(!sharded.join(RESULTS_FILE).exists());

@@ -29,7 +29,7 @@ use cascade_agents::{
     ThresholdConfig, TrainData, TrainOptions, TrainSummary,
 };
 use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
-use cascade_rl::backend::{cascade_splits, CandleBackend, DEFAULT_BATCH};
+use cascade_rl::backend::{cascade_policy_split, cascade_splits, CandleBackend, DEFAULT_BATCH};
 use cascade_rl::checkpoint::Cascade;
 use cascade_rl::device::DeviceSpec;
 use clap::Args;
@@ -200,6 +200,23 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         eprintln!("{}", cascade_rl::data::SYNTHETIC_NOTICE);
     }
     let splits = cascade_splits(&cascade, args.data_dir.as_deref())?;
+    // The agents learn on the policy images recorded with the cascade (held
+    // out from its classifiers, as in the studies), else on the
+    // classifiers' own training images.
+    let policy_images = cascade_policy_split(&cascade, args.data_dir.as_deref())?;
+    let agent_train = match &policy_images {
+        Some(d) => d,
+        None => {
+            if !args.quiet {
+                eprintln!(
+                    "note: {} records no held-out policy images; the agent trains on the \
+                     classifiers' own training images, whose outputs are over-confident",
+                    args.cascade.join("cascade.json").display()
+                );
+            }
+            &splits.train
+        }
+    };
     let k = cascade.len();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -228,7 +245,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     // Agents that learn from stage outputs see the cascade through the
     // lazy live backend.
     let live = |agent: &mut dyn Agent| -> anyhow::Result<TrainSummary> {
-        let mut train = CandleBackend::new(&cascade, &splits.train, args.batch)?;
+        let mut train = CandleBackend::new(&cascade, agent_train, args.batch)?;
         let mut val = CandleBackend::new(&cascade, &splits.val, args.batch)?;
         Ok(agent.train(
             TrainData {
@@ -293,7 +310,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 };
                 record.mode = Some("joint".into());
                 record.joint = Some(joint.clone());
-                a.train_joint(cascade.clone(), &splits.train, &splits.val, &joint, &opts)?
+                a.train_joint(cascade.clone(), agent_train, &splits.val, &joint, &opts)?
             } else {
                 if args.init.is_some() {
                     bail!("--init starts joint training from a saved policy; use it with --joint");

@@ -103,7 +103,7 @@ pub struct StudyArgs {
 pub struct JointVsFrozenArgs {
     #[command(flatten)]
     pub study: StudyArgs,
-    /// Agents to sweep, comma-separated: threshold, frozen, joint.
+    /// Agents to sweep, comma-separated: threshold, frozen, joint, expected.
     #[arg(long, value_delimiter = ',')]
     pub agents: Option<Vec<String>>,
 }
@@ -114,7 +114,7 @@ pub struct JointVsFrozenArgs {
 pub struct AlphaSweepArgs {
     #[command(flatten)]
     pub study: StudyArgs,
-    /// The agent: threshold, frozen or joint.
+    /// The agent: threshold, frozen, joint or expected.
     #[arg(long)]
     pub agent: String,
     /// Sweep cost budgets instead of alphas: fractions of the largest
@@ -147,6 +147,7 @@ impl StudyArgs {
         cfg.agents = agents;
         if let Some(a) = &self.alphas {
             cfg.alphas = a.clone();
+            cfg.budgets.clear();
         }
         if let Some(b) = budgets {
             if self.alphas.is_some() {
@@ -154,6 +155,16 @@ impl StudyArgs {
             }
             cfg.budgets = b;
             cfg.alphas.clear();
+        }
+        // Ablations run at points of the sweep: with a sweep given here that
+        // lacks the preset's ablation points, at its first point.
+        let sweep = if cfg.budget_mode() {
+            &cfg.budgets
+        } else {
+            &cfg.alphas
+        };
+        if !cfg.ablation_points.iter().all(|x| sweep.contains(x)) {
+            cfg.ablation_points = sweep.first().copied().into_iter().collect();
         }
         if let Some(s) = &self.seeds {
             cfg.seeds = s.clone();
@@ -261,7 +272,12 @@ impl JointVsFrozenArgs {
                 .iter()
                 .map(|s| s.parse())
                 .collect::<Result<Vec<SweptAgent>>>()?,
-            None => vec![SweptAgent::Threshold, SweptAgent::Frozen, SweptAgent::Joint],
+            None => vec![
+                SweptAgent::Threshold,
+                SweptAgent::Frozen,
+                SweptAgent::Joint,
+                SweptAgent::ExpectedJoint,
+            ],
         };
         self.study.resolve("joint_vs_frozen", agents, None, None)
     }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use cascade_agents::{JointConfig, ReinforceConfig, ThresholdConfig};
+use cascade_agents::{ExpectedJointConfig, JointConfig, ReinforceConfig, ThresholdConfig};
 use cascade_env::RewardSpec;
 use cascade_rl::data::{find_data_dir, DatasetKind, SplitConfig, SyntheticConfig};
 use cascade_rl::presets::Preset;
@@ -24,9 +24,16 @@ pub enum SweptAgent {
     /// REINFORCE policy on the frozen pretrained classifiers.
     #[serde(rename = "reinforce-frozen")]
     Frozen,
-    /// REINFORCE policy trained jointly with the classifiers.
+    /// REINFORCE policy trained jointly with the classifiers (the slides'
+    /// estimator, `yhat ~ C_k` in training), warm-started from the frozen
+    /// agent at the same point and seed.
     #[serde(rename = "reinforce-joint")]
     Joint,
+    /// The exact expected objective, classifiers on their own training
+    /// images and the policy on the policy images (cross-fitted),
+    /// warm-started like the REINFORCE joint agent.
+    #[serde(rename = "expected-joint")]
+    ExpectedJoint,
 }
 
 impl SweptAgent {
@@ -37,6 +44,7 @@ impl SweptAgent {
             SweptAgent::Threshold => "threshold",
             SweptAgent::Frozen => "reinforce-frozen",
             SweptAgent::Joint => "reinforce-joint",
+            SweptAgent::ExpectedJoint => "expected-joint",
         }
     }
 
@@ -44,6 +52,7 @@ impl SweptAgent {
     pub fn kind(self) -> &'static str {
         match self {
             SweptAgent::Threshold => "threshold",
+            SweptAgent::ExpectedJoint => "expected",
             _ => "reinforce",
         }
     }
@@ -52,8 +61,9 @@ impl SweptAgent {
     pub fn label(self) -> &'static str {
         match self {
             SweptAgent::Threshold => "threshold",
-            SweptAgent::Frozen => "REINFORCE frozen",
+            SweptAgent::Frozen => "REINFORCE on frozen classifiers",
             SweptAgent::Joint => "REINFORCE joint",
+            SweptAgent::ExpectedJoint => "expected-joint (exact, cross-fitted)",
         }
     }
 }
@@ -67,11 +77,36 @@ impl std::str::FromStr for SweptAgent {
             "threshold" => Ok(SweptAgent::Threshold),
             "frozen" | "reinforce-frozen" => Ok(SweptAgent::Frozen),
             "joint" | "reinforce-joint" => Ok(SweptAgent::Joint),
+            "expected" | "expected-joint" => Ok(SweptAgent::ExpectedJoint),
             other => Err(Error::Config(format!(
-                "unknown agent '{other}' (expected threshold, frozen or joint)"
+                "unknown agent '{other}' (expected threshold, frozen, joint or expected)"
             ))),
         }
     }
+}
+
+/// An ablation of a joint agent: one setting changed, swept at
+/// [`StudyConfig::ablation_points`] with the study's seeds, reported under
+/// its own name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// Its name in results (`reinforce-joint-argmax`, ...); must not be an
+    /// agent's name.
+    pub name: String,
+    /// The agent it varies: `reinforce-joint` or `expected-joint`.
+    pub base: SweptAgent,
+    /// What changed, one line (the ablation table's label).
+    pub description: String,
+    /// Start from a fresh policy instead of the frozen agent's.
+    #[serde(default)]
+    pub cold_start: bool,
+    /// Replaces the study's `joint_classifiers` (base `reinforce-joint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joint: Option<JointConfig>,
+    /// Replaces the study's `expected_classifiers` (base `expected-joint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<ExpectedJointConfig>,
 }
 
 /// How the cascade is pretrained (and what a reused one must match).
@@ -154,10 +189,23 @@ pub struct StudyConfig {
     pub joint: ReinforceConfig,
     /// The classifiers' side of joint training.
     pub joint_classifiers: JointConfig,
+    /// The policy of `expected-joint` (its epochs are the rounds).
+    #[serde(default = "expected_policy")]
+    pub expected: ReinforceConfig,
+    /// The classifiers' side of `expected-joint`.
+    #[serde(default)]
+    pub expected_classifiers: ExpectedJointConfig,
     /// At most this many of the agents' training images (a seeded subset,
     /// the same for the frozen and the joint agent and every seed; `None`:
     /// all of the held-out share).
     pub agent_train_samples: Option<usize>,
+    /// Ablations of the joint agents (see [`Variant`]).
+    #[serde(default)]
+    pub variants: Vec<Variant>,
+    /// The alphas (or, in budget mode, budgets) at which the variants run;
+    /// empty: every point of the sweep.
+    #[serde(default)]
+    pub ablation_points: Vec<f64>,
     /// Alphas of the label-aware oracle curve (`oracle-alpha`).
     pub oracle_alphas: Vec<f64>,
     /// Sub-envs run in lock step in evaluations.
@@ -204,6 +252,10 @@ impl StudyConfig {
             frozen: policy(10),
             joint: policy(10),
             joint_classifiers: JointConfig::default(),
+            expected: expected_policy(),
+            expected_classifiers: ExpectedJointConfig::default(),
+            variants: vec![],
+            ablation_points: vec![],
             agent_train_samples: None,
             oracle_alphas: log_grid(1e-3, 30.0, 31),
             num_envs: 256,
@@ -219,10 +271,15 @@ impl StudyConfig {
                 c.pretrain.max_test = Some(5000);
                 // A fifth of the full set: the ResNet needs more passes.
                 c.pretrain.epochs = vec![4, 6, 4, 6];
-                c.alphas = vec![0.003, 0.01, 0.03, 0.1];
+                c.alphas = vec![0.003, 0.01, 0.03];
                 c.frozen = policy(20);
-                c.joint = policy(20);
+                c.joint = policy(10);
                 c.joint_classifiers.classifier_lr = 3e-4;
+                c.expected = ReinforceConfig {
+                    epochs: 4,
+                    ..expected_policy()
+                };
+                c.expected_classifiers.classifier_steps = 25;
                 c
             }
             "default" => {
@@ -237,11 +294,24 @@ impl StudyConfig {
             }
             "fmnist" => {
                 let mut c = base("fmnist-4", "fashion-mnist");
-                c.alphas = vec![0.003, 0.01, 0.02, 0.05, 0.1, 0.3];
-                c.seeds = vec![0, 1, 2];
+                // Fixed FLOPs budgets (fractions of the ResNet-20's cost),
+                // met on validation by dual ascent on alpha; 0.18 is the
+                // paper's operating point.
+                c.alphas = vec![];
+                c.budgets = vec![0.1, 0.18, 0.3, 0.5];
+                c.seeds = vec![0, 1];
+                // 8100 images for the policies, 45900 for the classifiers.
+                c.pretrain.agent_fraction = 0.15;
                 c.frozen = policy(30);
-                c.joint = policy(30);
+                c.joint = policy(12);
                 c.joint_classifiers.classifier_lr = 3e-4;
+                c.expected = ReinforceConfig {
+                    epochs: 6,
+                    ..expected_policy()
+                };
+                c.expected_classifiers.classifier_steps = 50;
+                c.variants = ablations(&c);
+                c.ablation_points = vec![0.18];
                 c
             }
             "cifar10" => {
@@ -413,16 +483,79 @@ impl StudyConfig {
         self.frozen.validate()?;
         self.joint.validate()?;
         self.joint_classifiers.validate()?;
+        self.expected.validate()?;
+        self.expected_classifiers.validate()?;
+        for (i, v) in self.variants.iter().enumerate() {
+            let taken = [
+                SweptAgent::Threshold,
+                SweptAgent::Frozen,
+                SweptAgent::Joint,
+                SweptAgent::ExpectedJoint,
+            ]
+            .iter()
+            .any(|a| a.name() == v.name)
+                || v.name.starts_with("static-")
+                || v.name.starts_with("oracle")
+                || self.variants[..i].iter().any(|w| w.name == v.name);
+            let ok_name = !v.name.is_empty()
+                && v.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if taken || !ok_name {
+                return Err(Error::Config(format!(
+                    "variant name '{}' is taken or not of letters, digits, '-' and '_'",
+                    v.name
+                )));
+            }
+            match v.base {
+                SweptAgent::Joint if v.expected.is_none() => {}
+                SweptAgent::ExpectedJoint if v.joint.is_none() => {}
+                _ => {
+                    return Err(Error::Config(format!(
+                        "variant '{}': base must be reinforce-joint (with `joint` settings) or \
+                         expected-joint (with `expected` settings)",
+                        v.name
+                    )))
+                }
+            }
+            if let Some(j) = &v.joint {
+                j.validate()?;
+            }
+            if let Some(e) = &v.expected {
+                e.validate()?;
+            }
+        }
+        let points = if self.budget_mode() {
+            &self.budgets
+        } else {
+            &self.alphas
+        };
+        for a in &self.ablation_points {
+            if !points.contains(a) {
+                return Err(Error::Config(format!(
+                    "ablation point {a} is not in the sweep {points:?}"
+                )));
+            }
+        }
         Ok(())
     }
 
     /// The part of the config that a run folder's results depend on: all
-    /// but the sweep (`agents`, `alphas`, `budgets`, `seeds`) and the
-    /// preset label.
+    /// but the sweep (`agents`, `alphas`, `budgets`, `seeds`, `variants`,
+    /// `ablation_points`) and the preset label. A variant's name stands
+    /// for its settings: change them under a new name.
     pub fn identity(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(m) = v.as_object_mut() {
-            for k in ["agents", "alphas", "budgets", "seeds", "preset"] {
+            for k in [
+                "agents",
+                "alphas",
+                "budgets",
+                "seeds",
+                "preset",
+                "variants",
+                "ablation_points",
+            ] {
                 m.remove(k);
             }
         }
@@ -442,6 +575,113 @@ fn policy(epochs: usize) -> ReinforceConfig {
     }
 }
 
+/// The ablations of the joint agents, one change at a time against the
+/// joint agent this toolkit shipped first (argmax prediction in training, a
+/// fresh policy, classifiers fine-tuned on the policy images), plus the
+/// compute control and a sanity check.
+pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
+    let prev = JointConfig {
+        sample_prediction: false,
+        ..c.joint_classifiers.clone()
+    };
+    let v = |name: &str, base, description: &str, cold_start| Variant {
+        name: name.into(),
+        base,
+        description: description.into(),
+        cold_start,
+        joint: None,
+        expected: None,
+    };
+    vec![
+        Variant {
+            joint: Some(prev.clone()),
+            ..v(
+                "reinforce-joint-prev",
+                SweptAgent::Joint,
+                "the first joint agent: argmax yhat in training, fresh policy",
+                true,
+            )
+        },
+        Variant {
+            joint: Some(JointConfig {
+                sample_prediction: true,
+                ..prev.clone()
+            }),
+            ..v(
+                "reinforce-joint-prev-sampled",
+                SweptAgent::Joint,
+                "first joint agent + yhat ~ C_k in training",
+                true,
+            )
+        },
+        Variant {
+            joint: Some(prev.clone()),
+            ..v(
+                "reinforce-joint-prev-warm",
+                SweptAgent::Joint,
+                "first joint agent + warm start from the frozen agent",
+                false,
+            )
+        },
+        Variant {
+            joint: Some(JointConfig {
+                detach_inputs: true,
+                ..prev
+            }),
+            ..v(
+                "reinforce-joint-prev-detached",
+                SweptAgent::Joint,
+                "first joint agent + policy inputs detached from the classifiers",
+                true,
+            )
+        },
+        Variant {
+            joint: Some(JointConfig {
+                classifier_lr: 0.0,
+                ..c.joint_classifiers.clone()
+            }),
+            ..v(
+                "reinforce-joint-lr0",
+                SweptAgent::Joint,
+                "sanity: reinforce-joint with classifier learning rate 0",
+                false,
+            )
+        },
+        Variant {
+            expected: Some(ExpectedJointConfig {
+                routing_weights: false,
+                ..c.expected_classifiers.clone()
+            }),
+            ..v(
+                "expected-joint-plain-ce",
+                SweptAgent::ExpectedJoint,
+                "compute control: plain cross-entropy fine-tuning, same steps",
+                false,
+            )
+        },
+        Variant {
+            ..v(
+                "expected-joint-cold",
+                SweptAgent::ExpectedJoint,
+                "expected-joint from a fresh policy",
+                true,
+            )
+        },
+    ]
+}
+
+/// The policy of `expected-joint`: 10 rounds, all run, the best on
+/// validation kept; no entropy bonus (the gradient is exact, nothing to
+/// explore).
+fn expected_policy() -> ReinforceConfig {
+    ReinforceConfig {
+        epochs: 10,
+        patience: 0,
+        entropy_coef: 0.0,
+        ..Default::default()
+    }
+}
+
 /// The `quick` preset: synthetic data, small, well under a minute on two cores.
 fn quick(mut c: StudyConfig) -> StudyConfig {
     c.pretrain.synthetic_train = 4000;
@@ -450,6 +690,14 @@ fn quick(mut c: StudyConfig) -> StudyConfig {
     c.frozen = policy(10);
     c.joint = policy(10);
     c.joint_classifiers.classifier_lr = 1e-3;
+    c.expected = ReinforceConfig {
+        epochs: 4,
+        ..expected_policy()
+    };
+    c.expected_classifiers.classifier_steps = 20;
+    c.expected_classifiers.classifier_batch = 64;
+    c.variants = ablations(&c);
+    c.ablation_points = vec![0.05];
     c
 }
 

@@ -12,7 +12,7 @@
 //! the validation split. With `agent_fraction = 0` the agents train on the
 //! classifiers' own training images.
 
-use cascade_rl::data::{Dataset, Normalization, SplitConfig, Splits};
+use cascade_rl::data::{renormalize, Dataset, SplitConfig, Splits};
 use cascade_rl::presets::Preset;
 use cascade_rl::train::derive_seed;
 use rand::rngs::StdRng;
@@ -32,20 +32,6 @@ pub struct StudyData {
     pub agent_train: Dataset,
     /// The split configuration pretraining uses.
     pub pretrain_split: SplitConfig,
-}
-
-/// Undoes `from` and applies `to`, in place.
-fn renormalize(ds: &mut Dataset, from: &Normalization, to: &Normalization) {
-    let [c, h, w] = ds.shape;
-    let plane = h * w;
-    for img in ds.images.chunks_exact_mut(c * plane) {
-        for ch in 0..c {
-            let (m0, s0, m1, s1) = (from.mean[ch], from.std[ch], to.mean[ch], to.std[ch]);
-            for v in &mut img[ch * plane..(ch + 1) * plane] {
-                *v = (*v * s0 + m0 - m1) / s1;
-            }
-        }
-    }
 }
 
 /// Loads the study's data (see the module docs).

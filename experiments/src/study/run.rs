@@ -40,12 +40,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cascade_agents::{
-    evaluate, ActMode, Agent, EvalConfig, EvalReport, OracleAgent, ReinforceAgent, StaticAgent,
-    ThresholdAgent, TrainData, TrainOptions, TrainSummary,
+    evaluate, ActMode, Agent, EvalConfig, EvalReport, JointSplits, OracleAgent, ReinforceAgent,
+    ReinforceMode, StaticAgent, ThresholdAgent, TrainData, TrainOptions, TrainSummary,
 };
 use cascade_env::{ReplayBackend, RewardSpec, StageBackend};
 use cascade_rl::backend::CandleBackend;
-use cascade_rl::checkpoint::{Cascade, MANIFEST_FILE};
+use cascade_rl::checkpoint::{Cascade, SplitRoles, MANIFEST_FILE};
 use cascade_rl::data::{Dataset, Splits, SYNTHETIC_NOTICE};
 use cascade_rl::device::DeviceSpec;
 use cascade_rl::presets::Preset;
@@ -227,6 +227,8 @@ impl Point {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Unit {
     Learned(SweptAgent, Point, u64),
+    /// `cfg.variants[i]` at a point with a seed.
+    Variant(usize, Point, u64),
     Threshold(Point),
     Static,
     Oracle,
@@ -251,12 +253,33 @@ fn plan(cfg: &StudyConfig) -> Vec<Unit> {
             })
             .collect()
     };
+    // The frozen agent first: both joint agents warm-start from it (and
+    // train it themselves when it is missing, e.g. in another shard).
     let mut units = Vec::new();
-    for agent in [SweptAgent::Joint, SweptAgent::Frozen] {
+    for agent in [
+        SweptAgent::Frozen,
+        SweptAgent::Joint,
+        SweptAgent::ExpectedJoint,
+    ] {
         if cfg.agents.contains(&agent) {
             for p in &points {
                 for &s in &cfg.seeds {
                     units.push(Unit::Learned(agent, *p, s));
+                }
+            }
+        }
+    }
+    // Ablations of the joint agents swept (not in an `alpha_sweep` of
+    // another agent).
+    for (i, v) in cfg.variants.iter().enumerate() {
+        if !cfg.agents.contains(&v.base) {
+            continue;
+        }
+        for p in &points {
+            let x = p.budget.unwrap_or(p.alpha);
+            if cfg.ablation_points.is_empty() || cfg.ablation_points.contains(&x) {
+                for &s in &cfg.seeds {
+                    units.push(Unit::Variant(i, *p, s));
                 }
             }
         }
@@ -274,6 +297,12 @@ impl Unit {
             Unit::Learned(a, p, s) => {
                 vec![PointKey::new(a.name(), Some(p.alpha), p.budget, Some(s))]
             }
+            Unit::Variant(i, p, s) => vec![PointKey::new(
+                &cfg.variants[i].name,
+                Some(p.alpha),
+                p.budget,
+                Some(s),
+            )],
             Unit::Threshold(p) => vec![PointKey::new("threshold", Some(p.alpha), p.budget, None)],
             Unit::Static => (1..=k)
                 .map(|t| PointKey::new(&format!("static-{t}"), None, None, None))
@@ -290,6 +319,7 @@ impl Unit {
     fn describe(&self) -> String {
         match *self {
             Unit::Learned(a, p, s) => format!("{} {} seed {s}", a.name(), p.tag()),
+            Unit::Variant(i, p, s) => format!("variant {} {} seed {s}", i + 1, p.tag()),
             Unit::Threshold(p) => format!("threshold {}", p.tag()),
             Unit::Static => "static stages".into(),
             Unit::Oracle => "oracle".into(),
@@ -360,13 +390,14 @@ pub fn run_study(cfg: &StudyConfig, opts: &RunOptions) -> Result<StudyOutcome> {
     let splits = &data.splits;
     let cascade_dir = run.join(CASCADE_DIR);
     let pretrained = ensure_cascade(cfg, &preset, &cascade_dir, &data, opts, &device, &rep)?;
-    let cascade = Cascade::load(
+    let mut cascade = Cascade::load(
         &cascade_dir,
         &device,
         Some(&cfg.cascade),
         Some(&cfg.dataset),
     )?;
     verify_cascade(&cascade, cfg, &preset, splits, &cascade_dir)?;
+    prepare_cascade(&mut cascade, cfg, &data, &rep)?;
     let info = CascadeInfo::of(&cascade);
     write_json(
         &run.join(CONFIG_FILE),
@@ -613,6 +644,56 @@ fn ensure_cascade(
     }
 }
 
+/// Records the study's data roles in `cascade.json` and, once, fits the
+/// stage temperatures on the policy images (D_P: held out from the
+/// classifiers, and not the selection split). With no policy images
+/// (`agent_fraction` 0) the temperatures stay 1: every other split is
+/// spoken for.
+fn prepare_cascade(
+    cascade: &mut Cascade,
+    cfg: &StudyConfig,
+    data: &StudyData,
+    rep: &Reporter,
+) -> Result<()> {
+    let held_out = cfg.pretrain.agent_fraction > 0.0;
+    let roles = SplitRoles {
+        classifier_train: data.splits.train.len(),
+        policy_train: data.agent_train.len(),
+        validation: data.splits.val.len(),
+        test: data.splits.test.len(),
+        rule: if held_out {
+            format!(
+                "the seeded training split's first {} images train the classifiers, the next {} \
+                 the policies; validation carved from the training set before that, test the \
+                 data set's own",
+                data.splits.train.len(),
+                data.agent_train.len()
+            )
+        } else {
+            "the policies train on the classifiers' own training images".into()
+        },
+    };
+    if cascade.manifest().roles.as_ref() != Some(&roles) {
+        cascade.record_roles(roles)?;
+    }
+    if held_out && cascade.manifest().calibration.is_none() {
+        let t0 = Instant::now();
+        cascade.calibrate(&data.agent_train, "policy_train", cfg.eval_batch)?;
+        let temps: Vec<String> = cascade
+            .temperatures()
+            .iter()
+            .map(|t| format!("{t:.3}"))
+            .collect();
+        rep.say(format!(
+            "fitted stage temperatures [{}] on the {} policy images in {:.1} s",
+            temps.join(", "),
+            data.agent_train.len(),
+            t0.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that the cascade in `dir` is the one the study asks for: preset,
 /// data set (checked on load), seed, every stage's model and recipe, and
 /// the split (sizes and normalisation statistics).
@@ -744,6 +825,15 @@ fn ensure_traces(
     };
     crate::error::write_file(&stamp_path, format!("{fp}\n").as_bytes())?;
     Ok(traces)
+}
+
+/// A joint agent to train: an agent of the sweep or an ablation of one.
+struct JointJob {
+    name: String,
+    base: SweptAgent,
+    cold_start: bool,
+    joint: cascade_agents::JointConfig,
+    expected: cascade_agents::ExpectedJointConfig,
 }
 
 /// Everything a work unit needs.
@@ -890,20 +980,10 @@ impl Ctx<'_> {
                 )])
             }
             Unit::Learned(SweptAgent::Frozen, p, seed) => {
-                let (dir, rel) = self.agent_dir("reinforce-frozen", p, Some(seed));
-                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-                let opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG)));
-                let mut agent =
-                    ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
-                let rep = self.rep;
-                let data = TrainData {
-                    train: &mut self.traces.train,
-                    val: &mut self.traces.val,
-                };
-                let summary = rep.quietly(|| agent.train(data, &opts))?;
-                agent.save(&dir)?;
+                let (agent, summary, rel) = self.train_frozen(p, seed)?;
                 let spec = self.spec(summary.alpha);
                 let (val, test) = self.eval_replay(&agent, &spec, seed)?;
+                let (dir, _) = self.agent_dir("reinforce-frozen", p, Some(seed));
                 self.save_reports(&dir, &summary, &val, &test)?;
                 Ok(vec![self.row(
                     "reinforce-frozen",
@@ -917,53 +997,143 @@ impl Ctx<'_> {
                     &rel,
                 )])
             }
-            Unit::Learned(SweptAgent::Joint, p, seed) => {
-                let (dir, rel) = self.agent_dir("reinforce-joint", p, Some(seed));
-                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-                let opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG)));
-                // A fresh in-memory copy of the pretrained classifiers: joint
-                // training changes the weights it is given.
-                let cascade = Cascade::load(
-                    self.cascade_dir,
-                    self.device,
-                    Some(&self.cfg.cascade),
-                    Some(&self.cfg.dataset),
-                )?;
-                let (train_ds, val_ds) = (&self.data.agent_train, &self.data.splits.val);
-                let mut agent = ReinforceAgent::new(
-                    self.cfg.joint.clone(),
-                    &cascade.feature_dims(),
-                    cascade.num_classes(),
-                )?;
-                let joint_cfg = self.cfg.joint_classifiers.clone();
-                let summary = self
-                    .rep
-                    .quietly(|| agent.train_joint(cascade, train_ds, val_ds, &joint_cfg, &opts))?;
-                agent.save(&dir)?;
-                let tuned = agent.cascade().ok_or_else(|| {
-                    Error::Config("joint training returned no fine-tuned cascade".into())
-                })?;
-                let spec = self.spec(summary.alpha);
-                let mut vb = CandleBackend::new(tuned, val_ds, self.cfg.eval_batch)?;
-                let val = evaluate(&agent, &mut vb, &spec, &self.eval_cfg("val", seed))?;
-                let mut tb =
-                    CandleBackend::new(tuned, &self.data.splits.test, self.cfg.eval_batch)?;
-                let test = evaluate(&agent, &mut tb, &spec, &self.eval_cfg("test", seed))?;
-                self.save_reports(&dir, &summary, &val, &test)?;
-                Ok(vec![self.row(
-                    "reinforce-joint",
-                    "reinforce",
-                    Some(p),
-                    Some(seed),
-                    Some(&summary),
-                    &val,
-                    &test,
-                    None,
-                    &rel,
-                )])
+            Unit::Learned(which @ (SweptAgent::Joint | SweptAgent::ExpectedJoint), p, seed) => {
+                let job = JointJob {
+                    name: which.name().to_string(),
+                    base: which,
+                    cold_start: false,
+                    joint: self.cfg.joint_classifiers.clone(),
+                    expected: self.cfg.expected_classifiers.clone(),
+                };
+                self.joint_unit(&job, p, seed)
+            }
+            Unit::Variant(i, p, seed) => {
+                let v = &self.cfg.variants[i];
+                let job = JointJob {
+                    name: v.name.clone(),
+                    base: v.base,
+                    cold_start: v.cold_start,
+                    joint: v
+                        .joint
+                        .clone()
+                        .unwrap_or_else(|| self.cfg.joint_classifiers.clone()),
+                    expected: v
+                        .expected
+                        .clone()
+                        .unwrap_or_else(|| self.cfg.expected_classifiers.clone()),
+                };
+                self.joint_unit(&job, p, seed)
             }
             Unit::Learned(SweptAgent::Threshold, p, _) => self.run_unit(&Unit::Threshold(p)),
         }
+    }
+
+    /// Trains, saves and evaluates a joint agent (or an ablation of one).
+    fn joint_unit(&mut self, job: &JointJob, p: Point, seed: u64) -> Result<Vec<ResultRow>> {
+        let name = job.name.as_str();
+        let which = job.base;
+        // Warm start: the frozen agent at the same point and seed.
+        let (mut agent, frozen_alpha) = self.frozen_agent(p, seed)?;
+        if job.cold_start {
+            agent = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
+        }
+        let (dir, rel) = self.agent_dir(name, p, Some(seed));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG)));
+        if p.budget.is_some() && !job.cold_start {
+            // Dual ascent goes on from where the frozen agent's ended.
+            opts.spec.alpha = frozen_alpha;
+        }
+        // A fresh in-memory copy of the pretrained classifiers: joint
+        // training changes the weights it is given.
+        let cascade = Cascade::load(
+            self.cascade_dir,
+            self.device,
+            Some(&self.cfg.cascade),
+            Some(&self.cfg.dataset),
+        )?;
+        let (val_ds, test_ds) = (&self.data.splits.val, &self.data.splits.test);
+        let summary = if which == SweptAgent::Joint {
+            agent.set_config(self.cfg.joint.clone())?;
+            let joint_cfg = job.joint.clone();
+            let train_ds = &self.data.agent_train;
+            self.rep
+                .quietly(|| agent.train_joint(cascade, train_ds, val_ds, &joint_cfg, &opts))?
+        } else {
+            agent.set_config(self.cfg.expected.clone())?;
+            let ecfg = job.expected.clone();
+            let splits = JointSplits {
+                classifier_train: &self.data.splits.train,
+                policy_train: &self.data.agent_train,
+                val: val_ds,
+            };
+            self.rep
+                .quietly(|| agent.train_expected_joint(cascade, splits, &ecfg, &opts))?
+        };
+        agent.save(&dir)?;
+        let tuned = agent.cascade().ok_or_else(|| {
+            Error::Config(format!("{name}: training returned no fine-tuned cascade"))
+        })?;
+        let spec = self.spec(summary.alpha);
+        let mut vb = CandleBackend::new(tuned, val_ds, self.cfg.eval_batch)?;
+        let val = evaluate(&agent, &mut vb, &spec, &self.eval_cfg("val", seed))?;
+        let mut tb = CandleBackend::new(tuned, test_ds, self.cfg.eval_batch)?;
+        let test = evaluate(&agent, &mut tb, &spec, &self.eval_cfg("test", seed))?;
+        self.save_reports(&dir, &summary, &val, &test)?;
+        Ok(vec![self.row(
+            name,
+            which.kind(),
+            Some(p),
+            Some(seed),
+            Some(&summary),
+            &val,
+            &test,
+            None,
+            &rel,
+        )])
+    }
+
+    /// Trains and saves the REINFORCE agent on the frozen classifiers at
+    /// point `p` with `seed` (replaying the recorded stage outputs).
+    fn train_frozen(
+        &mut self,
+        p: Point,
+        seed: u64,
+    ) -> Result<(ReinforceAgent, TrainSummary, String)> {
+        let (dir, rel) = self.agent_dir("reinforce-frozen", p, Some(seed));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG)));
+        let mut agent = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
+        let rep = self.rep;
+        let data = TrainData {
+            train: &mut self.traces.train,
+            val: &mut self.traces.val,
+        };
+        let summary = rep.quietly(|| agent.train(data, &opts))?;
+        agent.save(&dir)?;
+        Ok((agent, summary, rel))
+    }
+
+    /// The frozen agent at `p` and `seed`: loaded from its folder when a
+    /// finished one is there, trained (deterministically, as its own unit
+    /// would) otherwise.
+    /// Returns it with the alpha of its kept epoch (under a budget, where
+    /// dual ascent left it).
+    fn frozen_agent(&mut self, p: Point, seed: u64) -> Result<(ReinforceAgent, f64)> {
+        let (dir, _) = self.agent_dir("reinforce-frozen", p, Some(seed));
+        let summary = dir.join("train_summary.json");
+        if summary.exists() {
+            if let (Ok(a), Ok(s)) = (
+                ReinforceAgent::load(&dir),
+                read_json::<TrainSummary>(&summary),
+            ) {
+                if a.mode() == ReinforceMode::Frozen {
+                    return Ok((a, s.alpha));
+                }
+            }
+        }
+        let (a, s, _) = self.train_frozen(p, seed)?;
+        Ok((a, s.alpha))
     }
 
     fn save_reports(
@@ -1023,7 +1193,8 @@ impl Ctx<'_> {
         agent_dir: &str,
     ) -> ResultRow {
         let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
-        let learned = summary.filter(|s| s.epochs_run > 0 || kind == "reinforce");
+        let learned =
+            summary.filter(|s| s.epochs_run > 0 || kind == "reinforce" || kind == "expected");
         ResultRow {
             agent: agent.to_string(),
             kind: kind.to_string(),
@@ -1063,14 +1234,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plan_puts_joint_first_and_covers_every_point() {
+    fn plan_puts_frozen_before_joint_and_covers_every_point() {
         let mut cfg = StudyConfig::preset("joint_vs_frozen", "quick", None).unwrap();
         cfg.alphas = vec![0.1, 0.2];
         cfg.seeds = vec![0, 1];
         let units = plan(&cfg);
         assert_eq!(units.len(), 4 + 4 + 2 + 3);
-        assert!(matches!(units[0], Unit::Learned(SweptAgent::Joint, _, 0)));
-        assert!(matches!(units[4], Unit::Learned(SweptAgent::Frozen, _, 0)));
+        assert!(matches!(units[0], Unit::Learned(SweptAgent::Frozen, _, 0)));
+        assert!(matches!(units[4], Unit::Learned(SweptAgent::Joint, _, 0)));
         let keys: Vec<String> = units
             .iter()
             .flat_map(|u| u.keys(&cfg, 3))

@@ -1,0 +1,418 @@
+//! `expected-joint`: the slides' joint objective optimised through its exact
+//! expectation, with the classifiers and the policy cross-fitted on
+//! disjoint images ([`ReinforceAgent::train_expected_joint`]).
+//!
+//! The objective is the one REINFORCE estimates (Guan et al. 2018, with
+//! `yhat ~ C_k`):
+//!
+//! ```text
+//! J = E_x sum_k q_k(x) sum_yhat C_k(yhat|x) R(k, yhat),
+//! q_k = pi_k prod_{t<k} (1 - pi_t),   pi_K = 1
+//! ```
+//!
+//! With K <= 5 stages and C classes the inner sums are K x C terms per
+//! image, so nothing needs sampling ([`crate::training::expected_objective`]).
+//! Where it departs from the slides, on purpose:
+//!
+//! - **Cross-fitting.** The classifiers take gradients only on their own
+//!   training images D_C; the policy takes gradients only on the policy
+//!   images D_P, from outputs recomputed with the current classifiers after
+//!   every classifier round. The policy therefore never learns from
+//!   in-sample (over-confident) outputs, which is what made a policy
+//!   trained jointly on one set of images stop everything early.
+//! - **Routing-weighted cross-entropy for the classifiers**, not
+//!   `grad J`: stage t's cross-entropy on image x is weighted by
+//!   `max(q_t(x), floor)` (the current policy's probability of stopping x
+//!   at t, detached), so each classifier specialises on the images routed
+//!   to it, while the floor keeps a stage the policy rarely reaches
+//!   learning. `routing_weights: false` weights every stage 1 (plain
+//!   fine-tuning: the compute control).
+//!
+//! A round is `classifier_steps` minibatches of D_C (batch norm in training
+//! mode, the last stage's augmentation for every stage), the D_P outputs
+//! recomputed, one pass of policy steps over D_P, and a validation of the
+//! whole system through the env on D_V. Both parts warm-start: the
+//! classifiers from the pretrained cascade, the policy from the agent's
+//! current (e.g. frozen-trained) policy, and round 0 is that warm start,
+//! so validation selection never returns something worse than it.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::Optimizer;
+use cascade_env::{EnvRng, ReplayBackend, StageBackend, TraceMeta};
+use cascade_rl::backend::CandleBackend;
+use cascade_rl::checkpoint::Cascade;
+use cascade_rl::data::Dataset;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{Agent, EpochMetrics, TrainOptions, TrainSummary};
+use crate::error::{Error, Result};
+use crate::eval::record_trace;
+use crate::policy::{FeatureNorm, StopPolicy};
+use crate::reinforce::{shuffle, ReinforceAgent, ReinforceMode, Seeds};
+use crate::training::{
+    adamw, epoch_bar, expected_objective, finite_scalar, MetricLog, Selection, StageOut,
+};
+
+/// Settings of `expected-joint` beyond the policy's ([`crate::ReinforceConfig`]:
+/// its `epochs` are the rounds, its `lr` and `batch_size` the policy's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExpectedJointConfig {
+    /// Classifier learning rate (AdamW), 0 to keep them fixed.
+    pub classifier_lr: f64,
+    /// Classifier weight decay (AdamW, decoupled).
+    pub classifier_weight_decay: f64,
+    /// Classifier minibatches of D_C per round.
+    pub classifier_steps: usize,
+    /// Classifier minibatch size.
+    pub classifier_batch: usize,
+    /// Weight stage t's cross-entropy by the policy's stop probability
+    /// `q_t(x)` (off: every stage weight 1, plain fine-tuning).
+    pub routing_weights: bool,
+    /// Floor of the routing weight.
+    pub weight_floor: f64,
+    /// Images per forward pass when recomputing outputs and validating.
+    pub eval_batch_size: usize,
+}
+
+impl Default for ExpectedJointConfig {
+    fn default() -> Self {
+        ExpectedJointConfig {
+            classifier_lr: 1e-4,
+            classifier_weight_decay: 1e-4,
+            classifier_steps: 100,
+            classifier_batch: 128,
+            routing_weights: true,
+            weight_floor: 0.1,
+            eval_batch_size: 512,
+        }
+    }
+}
+
+impl ExpectedJointConfig {
+    /// Refuses bad rates, zero sizes and a floor outside [0, 1].
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("classifier_lr", self.classifier_lr),
+            ("classifier_weight_decay", self.classifier_weight_decay),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::Config(format!(
+                    "expected-joint: {name} must be >= 0, got {v}"
+                )));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.weight_floor) {
+            return Err(Error::Config(format!(
+                "expected-joint: weight_floor must be in [0, 1], got {}",
+                self.weight_floor
+            )));
+        }
+        if self.classifier_steps == 0 || self.classifier_batch < 2 || self.eval_batch_size == 0 {
+            return Err(Error::Config(format!(
+                "expected-joint: classifier_steps ({}) and eval_batch_size ({}) must be positive, \
+                 classifier_batch ({}) at least 2",
+                self.classifier_steps, self.eval_batch_size, self.classifier_batch
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The three disjoint splits of cross-fitted joint training.
+pub struct JointSplits<'a> {
+    /// D_C: the classifiers' training images.
+    pub classifier_train: &'a Dataset,
+    /// D_P: the policy's training images (never seen by the classifiers).
+    pub policy_train: &'a Dataset,
+    /// D_V: selection only.
+    pub val: &'a Dataset,
+}
+
+/// Every stage's outputs for minibatch `rows` of a recorded trace.
+fn trace_stages(trace: &ReplayBackend, rows: &[usize], device: &Device) -> Result<Vec<StageOut>> {
+    let c = trace.meta().num_classes;
+    (0..trace.num_stages())
+        .map(|t| {
+            let d = trace.feature_dims()[t];
+            let (fs, ps) = (trace.stage_features(t), trace.stage_probs(t));
+            let mut f = Vec::with_capacity(rows.len() * d);
+            let mut p = Vec::with_capacity(rows.len() * c);
+            for &r in rows {
+                f.extend_from_slice(&fs[r * d..(r + 1) * d]);
+                p.extend_from_slice(&ps[r * c..(r + 1) * c]);
+            }
+            Ok(StageOut {
+                features: Tensor::from_vec(f, (rows.len(), d), device)?,
+                probs: Tensor::from_slice(&p, (rows.len(), c), device)?,
+                probs_cpu: p,
+                class_logp: None,
+            })
+        })
+        .collect()
+}
+
+/// The stage outputs of `ds` under the current classifiers (eval mode, the
+/// cascade's temperatures), in memory.
+fn recompute(cascade: &Cascade, ds: &Dataset, batch: usize) -> Result<ReplayBackend> {
+    let mut b = CandleBackend::new(cascade, ds, batch)?;
+    let meta = TraceMeta {
+        dataset: ds.name.clone(),
+        split: "policy_train".into(),
+        cascade: cascade.preset().into(),
+        cost_unit: "macs".into(),
+        num_classes: 0,
+    };
+    record_trace(&mut b, meta, batch)
+}
+
+impl ReinforceAgent {
+    /// Trains the classifiers of `cascade` on D_C and the policy on D_P by
+    /// the exact expected objective, rounds alternating, selecting on D_V
+    /// (see the module docs). The agent keeps the fine-tuned cascade.
+    pub fn train_expected_joint(
+        &mut self,
+        cascade: Cascade,
+        data: JointSplits<'_>,
+        ecfg: &ExpectedJointConfig,
+        opts: &TrainOptions,
+    ) -> Result<TrainSummary> {
+        // -- Settings -------------------------------------------------------
+        let cfg = self.config.clone();
+        cfg.validate()?;
+        ecfg.validate()?;
+        opts.validate()?;
+        for ds in [data.classifier_train, data.policy_train, data.val] {
+            if ds.is_empty()
+                || ds.shape != cascade.input_shape()
+                || ds.num_classes() != cascade.num_classes()
+            {
+                return Err(Error::Config(format!(
+                    "expected-joint: data '{}' ({} images of {:?}, {} classes) does not fit the cascade ({:?}, {} classes)",
+                    ds.name,
+                    ds.len(),
+                    ds.shape,
+                    ds.num_classes(),
+                    cascade.input_shape(),
+                    cascade.num_classes()
+                )));
+            }
+        }
+        let start = Instant::now();
+        let seeds = Seeds::new(opts.seed);
+        let device = cascade
+            .model(0)
+            .map(|m| m.device().clone())
+            .unwrap_or(Device::Cpu);
+        let k = cascade.len();
+        let costs: Vec<f64> = cascade.macs().iter().map(|&m| m as f64).collect();
+        let temperatures = cascade.temperatures();
+        let augment = cascade
+            .stages()
+            .last()
+            .map(|s| s.record.train.augment)
+            .unwrap_or_default();
+        let mut policy_trace = recompute(&cascade, data.policy_train, ecfg.eval_batch_size)?;
+        self.check_fits(&policy_trace)?;
+
+        // -- Policy: warm start, or fresh with standardisation from D_P -----
+        let norm = if self.mode == ReinforceMode::Untrained {
+            let blocks: Vec<(&[f32], usize)> = (0..k)
+                .map(|t| {
+                    (
+                        policy_trace.stage_features(t),
+                        policy_trace.feature_dims()[t],
+                    )
+                })
+                .collect();
+            FeatureNorm::fit(&blocks)
+        } else {
+            self.policy.norm().clone()
+        };
+        let fresh = StopPolicy::new(self.policy.spec().clone(), norm, seeds.init, &device)?;
+        if self.mode != ReinforceMode::Untrained {
+            for ((_, dst), (_, src)) in cascade_rl::nn::named_vars(fresh.varmap())?
+                .into_iter()
+                .zip(cascade_rl::nn::named_vars(self.policy.varmap())?)
+            {
+                dst.set(&src.as_tensor().to_device(&device)?)?;
+            }
+        }
+        self.policy = fresh;
+        let mut policy_opt = adamw(self.policy.vars(), cfg.lr, cfg.weight_decay)?;
+        let classifier_vars = cascade
+            .stages()
+            .iter()
+            .map(|s| Ok(s.model.trainable_vars()?))
+            .collect::<Result<Vec<_>>>()?
+            .concat();
+        let mut classifier_opt = adamw(
+            classifier_vars,
+            ecfg.classifier_lr.max(f64::MIN_POSITIVE),
+            ecfg.classifier_weight_decay,
+        )?;
+        let mut shuffle_rng = EnvRng::new(seeds.shuffle);
+        let mut augment_rng = StdRng::seed_from_u64(seeds.sampling);
+        self.cascade = Some(cascade.clone());
+        self.mode = ReinforceMode::ExpectedJoint;
+        self.expected = Some(ecfg.clone());
+
+        // -- Bookkeeping ----------------------------------------------------
+        let validate = |agent: &ReinforceAgent, alpha: f64| {
+            let mut b = CandleBackend::new(&cascade, data.val, ecfg.eval_batch_size)?;
+            agent.validate_live(&mut b, opts, alpha)
+        };
+        let mut log = MetricLog::new(opts.log_csv.as_deref());
+        let bar = epoch_bar(cfg.epochs, "expected-joint", opts.quiet);
+        let mut sel = Selection::new(
+            validate(self, opts.spec.alpha)?,
+            opts.spec.alpha,
+            opts.budget,
+            cfg.dual_lr,
+            cfg.patience,
+        );
+        let snapshot = |c: &Cascade| -> Result<Vec<_>> {
+            c.stages()
+                .iter()
+                .map(|s| Ok(cascade_rl::nn::snapshot(s.model.varmap())?))
+                .collect()
+        };
+        let mut best_policy = cascade_rl::nn::snapshot(self.policy.varmap())?;
+        let mut best_cascade = snapshot(&cascade)?;
+        let n_c = data.classifier_train.len();
+        let mut c_order: Vec<usize> = Vec::new();
+        let mut step = 0;
+        let mut epochs_run = 0;
+
+        for epoch in 1..=cfg.epochs {
+            epochs_run = epoch;
+            let alpha = sel.alpha;
+            let t0 = Instant::now();
+            // The slides' objective: yhat ~ C_k in training.
+            let model = self.reward_model(&costs, opts, alpha)?;
+            let model = cascade_env::RewardSpec {
+                prediction: cascade_env::Prediction::Sample,
+                ..*model.spec()
+            }
+            .compile(model.raw_stage_costs())?;
+
+            // Classifier round on D_C: routing-weighted cross-entropy.
+            let mut ce_sum = 0.0;
+            if ecfg.classifier_lr > 0.0 {
+                for _ in 0..ecfg.classifier_steps {
+                    if c_order.len() < ecfg.classifier_batch {
+                        c_order = (0..n_c).collect();
+                        shuffle(&mut c_order, &mut shuffle_rng);
+                    }
+                    let idx: Vec<usize> = c_order
+                        .drain(c_order.len().saturating_sub(ecfg.classifier_batch)..)
+                        .collect();
+                    let (x, y) = cascade_rl::train::make_batch(
+                        data.classifier_train,
+                        &idx,
+                        augment,
+                        &mut augment_rng,
+                        &device,
+                    )?;
+                    let mut reach = Tensor::ones(idx.len(), DType::F32, &device)?;
+                    let mut loss = Tensor::zeros((), DType::F32, &device)?;
+                    for (t, stage) in cascade.stages().iter().enumerate() {
+                        let out = stage.model.forward_t(&x, true)?;
+                        let logits = out.logits.affine(1.0 / temperatures[t], 0.0)?;
+                        let logp = candle_nn::ops::log_softmax(&logits, 1)?;
+                        let ce = logp.gather(&y.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
+                        let weight = if !ecfg.routing_weights {
+                            Tensor::ones(idx.len(), DType::F32, &device)?
+                        } else {
+                            let q = if t + 1 == k {
+                                reach.clone()
+                            } else {
+                                let z = self.policy.logits(
+                                    t,
+                                    &out.features.detach(),
+                                    &logp.exp()?.detach(),
+                                )?;
+                                let pi = candle_nn::ops::sigmoid(&z)?;
+                                let q = (&reach * &pi)?;
+                                reach = (&reach * pi.affine(-1.0, 1.0)?)?;
+                                q
+                            };
+                            q.clamp(ecfg.weight_floor as f32, 1f32)?.detach()
+                        };
+                        loss = (loss + (ce * weight)?.mean_all()?)?;
+                    }
+                    step += 1;
+                    ce_sum += finite_scalar(&loss, "losses/classifier", epoch, step)?;
+                    classifier_opt.backward_step(&loss)?;
+                }
+                policy_trace = recompute(&cascade, data.policy_train, ecfg.eval_batch_size)?;
+            }
+
+            // Policy round on D_P: the exact expected objective.
+            let n_p = policy_trace.labels().len();
+            let mut order: Vec<usize> = (0..n_p).collect();
+            shuffle(&mut order, &mut shuffle_rng);
+            let (mut j_sum, mut policy_steps) = (0.0, 0usize);
+            let (mut err_sum, mut cost_sum) = (0.0, 0.0);
+            for batch in order.chunks(cfg.batch_size) {
+                step += 1;
+                policy_steps += 1;
+                let stages = trace_stages(&policy_trace, batch, &device)?;
+                let labels: Vec<u32> = batch.iter().map(|&i| policy_trace.labels()[i]).collect();
+                let e = expected_objective(&self.policy, &stages, &labels, &model)?;
+                let loss = e.objective.neg()?;
+                j_sum -= finite_scalar(&loss, "losses/policy", epoch, step)?;
+                err_sum += e.mean_error * batch.len() as f64;
+                cost_sum += e.mean_cost * batch.len() as f64;
+                policy_opt.backward_step(&loss)?;
+            }
+            let secs = t0.elapsed().as_secs_f64();
+
+            // Validate the whole system, select, adjust alpha.
+            let v = validate(self, alpha)?;
+            log.push(EpochMetrics {
+                epoch,
+                global_step: step,
+                mean_reward: j_sum / policy_steps.max(1) as f64,
+                error: err_sum / n_p.max(1) as f64,
+                cost: cost_sum / n_p.max(1) as f64,
+                policy_loss: -j_sum / policy_steps.max(1) as f64,
+                classifier_loss: ce_sum / ecfg.classifier_steps as f64,
+                value_loss: 0.0,
+                alpha,
+                sps: (n_p + ecfg.classifier_steps * ecfg.classifier_batch) as f64 / secs.max(1e-9),
+                val_mean_reward: v.mean_reward,
+                val_error: v.error,
+                val_cost: v.cost,
+            })?;
+            bar.inc(1);
+            bar.set_message(format!(
+                "val reward {:.4} error {:.2}% cost {:.1}% alpha {:.4}",
+                v.mean_reward,
+                100.0 * v.error,
+                100.0 * v.cost,
+                alpha
+            ));
+            if sel.record(v, epoch) {
+                best_policy = cascade_rl::nn::snapshot(self.policy.varmap())?;
+                best_cascade = snapshot(&cascade)?;
+            }
+            if sel.exhausted() {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+
+        // -- Keep the best round's policy and classifiers --------------------
+        cascade_rl::nn::restore_snapshot(self.policy.varmap(), &best_policy)?;
+        for (s, snap) in cascade.stages().iter().zip(&best_cascade) {
+            cascade_rl::nn::restore_snapshot(s.model.varmap(), snap)?;
+        }
+        self.trained_with = Some(opts.clone());
+        Ok(sel.summary(self.name(), epochs_run, start, log.into_rows()))
+    }
+}
