@@ -311,3 +311,35 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
     }
     assert!(!rows.iter().any(|r| r.agent.starts_with("reinforce")));
 }
+
+#[test]
+fn aggregate_joins_runs_over_cascade_seeds_and_refuses_other_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_with = |name: &str, extra: &[&str]| {
+        let dir = tmp.path().join(name);
+        let args = study_args(
+            &dir,
+            &[&["--agents", "threshold,frozen"][..], extra].concat(),
+        );
+        run(&args);
+        dir
+    };
+    let a = run_with("c0", &["--cascade-seed", "0"]);
+    let b = run_with("c1", &["--cascade-seed", "1"]);
+    let md =
+        cascade_experiments::cli::aggregate::aggregate_markdown(&[a.clone(), b.clone()]).unwrap();
+    assert!(md.contains("cascade seeds [0, 1]"), "{md}");
+    // 2 cascades x 2 agent seeds for the frozen agent, 2 x 1 for the threshold.
+    assert!(md.contains("| reinforce-frozen | 0.02 | 4 |"), "{md}");
+    assert!(md.contains("| threshold | 0.2 | 2 |"), "{md}");
+    assert!(md.contains("| static-3 | | 2 |"), "{md}");
+    let err = cascade_experiments::cli::aggregate::aggregate_markdown(&[a.clone(), a.clone()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("share cascade seed 0"), "{err}");
+    let c = run_with("c2", &["--cascade-seed", "2", "--classifier-lr", "0.5"]);
+    let err = cascade_experiments::cli::aggregate::aggregate_markdown(&[a, c])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("other settings"), "{err}");
+}

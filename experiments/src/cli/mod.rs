@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod aggregate;
 pub mod bench;
 pub mod data;
 pub mod eval;
@@ -47,6 +48,8 @@ pub enum Command {
     Plot(plot::PlotArgs),
     /// Join a sharded study's results into results.csv and redraw its report.
     Merge(merge::MergeArgs),
+    /// One table over runs of a study that differ only in the cascade seed.
+    Aggregate(aggregate::AggregateArgs),
 }
 
 impl Cli {
@@ -63,6 +66,7 @@ impl Cli {
             Command::Eval(args) => eval::run(args),
             Command::Plot(args) => plot::run(args),
             Command::Merge(args) => merge::run(args),
+            Command::Aggregate(args) => aggregate::run(args),
         }
     }
 }

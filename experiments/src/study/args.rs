@@ -76,6 +76,10 @@ pub struct StudyArgs {
     /// learned agents (0: they train on the classifiers' own images).
     #[arg(long)]
     pub agent_fraction: Option<f64>,
+    /// Seed of the cascade: data split, pretraining and temperatures (one
+    /// run folder per cascade seed; `cascade aggregate` joins them).
+    #[arg(long)]
+    pub cascade_seed: Option<u64>,
     /// Policy epochs of both learned agents (frozen and joint).
     #[arg(long)]
     pub policy_epochs: Option<usize>,
@@ -191,6 +195,9 @@ impl StudyArgs {
         if let Some(f) = self.agent_fraction {
             p.agent_fraction = f;
         }
+        if let Some(s) = self.cascade_seed {
+            p.seed = s;
+        }
         if let Some(e) = self.policy_epochs {
             cfg.frozen.epochs = e;
             cfg.joint.epochs = e;
@@ -230,7 +237,11 @@ impl StudyArgs {
             if let Some(x) = name_extra {
                 name.push_str(&format!("__{x}"));
             }
-            PathBuf::from("runs").join(format!("{name}__{}__{}", cfg.dataset, cfg.preset))
+            let mut dir = format!("{name}__{}__{}", cfg.dataset, cfg.preset);
+            if let Some(s) = self.cascade_seed {
+                dir.push_str(&format!("__cascade{s}"));
+            }
+            PathBuf::from("runs").join(dir)
         });
         let opts = RunOptions {
             out,

@@ -1,0 +1,165 @@
+//! `cascade aggregate RUN_DIR...`: one table over several runs of the same
+//! study that differ only in the cascade's seed (data split, pretraining,
+//! temperatures), so the spread covers every source of randomness: the
+//! cascade seeds and, inside each run, the agents' seeds.
+//!
+//! For every agent and operating point present in every run it reports the
+//! test error and FLOPs as mean ± standard deviation over all (cascade
+//! seed, agent seed) rows, and the standard deviation of the per-cascade
+//! means (the part of the spread the cascades alone cause). Runs must agree
+//! on everything but the cascade seed; the tables are Markdown, written to
+//! `--out` (atomically) and printed.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::results::{mean_std, read_results, ResultRow, RESULTS_FILE};
+use crate::study::read_run_record;
+use crate::summary::points;
+
+/// `cascade aggregate`.
+#[derive(Debug, Args)]
+pub struct AggregateArgs {
+    /// Run folders of the same study with different cascade seeds.
+    #[arg(required = true, num_args = 1..)]
+    pub run_dirs: Vec<PathBuf>,
+    /// Write the Markdown here as well.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// The agents of the table, in display order (the rest by name).
+fn agent_order(rows: &[Vec<ResultRow>]) -> Vec<String> {
+    let mut names: Vec<String> = rows[0]
+        .iter()
+        .filter(|r| r.seed.is_some() || r.agent == "threshold")
+        .map(|r| r.agent.clone())
+        .collect();
+    names.sort_by_key(|a| (crate::results::agent_rank(a), a.clone()));
+    names.dedup();
+    names.retain(|a| rows.iter().all(|run| run.iter().any(|r| &r.agent == a)));
+    names
+}
+
+/// The Markdown of the aggregate over `run_dirs`.
+pub fn aggregate_markdown(run_dirs: &[PathBuf]) -> anyhow::Result<String> {
+    let mut runs = Vec::new();
+    let mut records = Vec::new();
+    for d in run_dirs {
+        let rec = read_run_record(d).with_context(|| format!("reading {}", d.display()))?;
+        let rows = read_results(&d.join(RESULTS_FILE))
+            .with_context(|| format!("reading the results of {}", d.display()))?;
+        records.push(rec);
+        runs.push(rows);
+    }
+    let first = &records[0].config;
+    let mut seeds = Vec::new();
+    for (d, rec) in run_dirs.iter().zip(&records) {
+        let mut a = rec.config.identity();
+        let mut b = first.identity();
+        for v in [&mut a, &mut b] {
+            if let Some(p) = v.get_mut("pretrain").and_then(|p| p.as_object_mut()) {
+                p.remove("seed");
+            }
+        }
+        if a != b {
+            bail!(
+                "{} was run with other settings than {} (besides the cascade seed)",
+                d.display(),
+                run_dirs[0].display()
+            );
+        }
+        if seeds.contains(&rec.config.pretrain.seed) {
+            bail!(
+                "two runs share cascade seed {}: {}",
+                rec.config.pretrain.seed,
+                d.display()
+            );
+        }
+        seeds.push(rec.config.pretrain.seed);
+    }
+    let setting = if first.budget_mode() {
+        "budget"
+    } else {
+        "alpha"
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# {}: {} runs, cascade seeds {:?}\n\nTest error % and FLOPs % (of the largest stage) as mean ± standard deviation over every (cascade seed, agent seed) row; `between cascades` is the standard deviation of the per-cascade means.\n\n| agent | {setting} | rows | test error % | between cascades | FLOPs % |\n|---|---:|---:|---:|---:|---:|",
+        first.study,
+        runs.len(),
+        seeds
+    );
+    // The static stages first.
+    let k = runs[0]
+        .iter()
+        .filter(|r| r.agent.starts_with("static-"))
+        .count();
+    for t in 1..=k {
+        let name = format!("static-{t}");
+        let errs: Vec<f64> = runs
+            .iter()
+            .filter_map(|rows| rows.iter().find(|r| r.agent == name))
+            .map(|r| r.error_pct)
+            .collect();
+        if errs.len() == runs.len() {
+            let (m, sd) = mean_std(&errs);
+            let _ = writeln!(
+                s,
+                "| {name} | | {} | {m:.2} ± {sd:.2} | {sd:.2} | |",
+                errs.len()
+            );
+        }
+    }
+    for agent in agent_order(&runs) {
+        let per_run: Vec<_> = runs.iter().map(|rows| points(rows, &agent)).collect();
+        for p0 in &per_run[0] {
+            let same: Vec<_> = per_run
+                .iter()
+                .filter_map(|pts| {
+                    pts.iter()
+                        .find(|p| p.alpha == p0.alpha && p.budget == p0.budget)
+                })
+                .collect();
+            if same.len() != runs.len() {
+                continue;
+            }
+            let all_err: Vec<f64> = same
+                .iter()
+                .flat_map(|p| p.rows.iter().map(|r| r.error_pct))
+                .collect();
+            let all_cost: Vec<f64> = same
+                .iter()
+                .flat_map(|p| p.rows.iter().map(|r| r.cost_pct))
+                .collect();
+            let means: Vec<f64> = same.iter().map(|p| p.error.0).collect();
+            let (e, esd) = mean_std(&all_err);
+            let (c, csd) = mean_std(&all_cost);
+            let _ = writeln!(
+                s,
+                "| {agent} | {} | {} | {e:.2} ± {esd:.2} | {:.2} | {c:.2} ± {csd:.2} |",
+                p0.budget
+                    .or(p0.alpha)
+                    .map_or(String::new(), |v| v.to_string()),
+                all_err.len(),
+                mean_std(&means).1
+            );
+        }
+    }
+    Ok(s)
+}
+
+/// Runs `cascade aggregate`.
+pub fn run(args: &AggregateArgs) -> anyhow::Result<()> {
+    let md = aggregate_markdown(&args.run_dirs)?;
+    if let Some(out) = &args.out {
+        cascade_rl::fsutil::write_atomic(out, md.as_bytes())
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    print!("{md}");
+    Ok(())
+}
