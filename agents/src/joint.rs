@@ -100,6 +100,11 @@ pub struct JointConfig {
     /// Detach the policy's inputs `(s_t, p_t)` from the classifiers, so
     /// classifier gradients come from `log C_k(yhat|x)` alone.
     pub detach_inputs: bool,
+    /// On a warm start with the value baseline, first fit the (fresh)
+    /// value heads for one pass over the training images, nothing else
+    /// moving: an untrained baseline's errors would otherwise push the
+    /// warm policy around in the first epoch.
+    pub value_warmup: bool,
 }
 
 impl Default for JointConfig {
@@ -111,6 +116,7 @@ impl Default for JointConfig {
             norm_samples: 4096,
             sample_prediction: true,
             detach_inputs: false,
+            value_warmup: false,
         }
     }
 }
@@ -258,7 +264,8 @@ impl ReinforceAgent {
         let n = train.len();
 
         // -- Policy: warm start, or fresh with standardisation from training images
-        let norm = if self.mode == ReinforceMode::Untrained {
+        let warm = self.mode != ReinforceMode::Untrained;
+        let norm = if !warm {
             let mut order: Vec<usize> = (0..n).collect();
             shuffle(&mut order, &mut EnvRng::new(seeds.shuffle ^ 1));
             order.truncate(joint.norm_samples.min(n));
@@ -325,21 +332,52 @@ impl ReinforceAgent {
         let mut step = 0;
         let mut epochs_run = 0;
 
+        // The training reward draws yhat ~ C_k (see `sample_prediction`).
+        let training_model = |agent: &ReinforceAgent, alpha: f64| -> Result<_> {
+            let model = agent.reward_model(&costs, opts, alpha)?;
+            if !joint.sample_prediction {
+                return Ok(model);
+            }
+            let spec = cascade_env::RewardSpec {
+                prediction: cascade_env::Prediction::Sample,
+                ..*model.spec()
+            };
+            Ok(spec.compile(model.raw_stage_costs())?)
+        };
+        let source = |batch: &[usize], detach_inputs: bool| -> Result<ModelSource<'_>> {
+            Ok(ModelSource {
+                models: cascade.stages().iter().map(|s| &s.model).collect(),
+                temperatures: cascade.temperatures(),
+                images: images(train, batch, &device)?,
+                device: device.clone(),
+                detach_inputs,
+            })
+        };
+
+        // -- A warm start's value baseline is fitted before anything moves --
+        if joint.value_warmup && warm && baseline.values.is_some() {
+            let model = training_model(self, sel.alpha)?;
+            let mut order: Vec<usize> = (0..n).collect();
+            shuffle(&mut order, &mut shuffle_rng);
+            for batch in order.chunks(cfg.batch_size) {
+                let labels: Vec<u32> = batch.iter().map(|&i| train.labels[i]).collect();
+                let mut src = source(batch, true)?;
+                let roll = rollout(&self.policy, &mut src, &labels, &model, &mut rng)?;
+                let loss = surrogate(&roll, &baseline, 0.0, &device)?;
+                if let Some(v) = &loss.value {
+                    finite_scalar(v, "losses/value", 0, step)?;
+                    let grads = v.backward()?;
+                    baseline.step(&grads)?;
+                }
+                baseline.update(&roll.returns);
+            }
+        }
+
         for epoch in 1..=cfg.epochs {
             epochs_run = epoch;
             let alpha = sel.alpha;
             let t0 = Instant::now();
-            let model = self.reward_model(&costs, opts, alpha)?;
-            // The training reward draws yhat ~ C_k (see `sample_prediction`).
-            let model = if joint.sample_prediction {
-                let spec = cascade_env::RewardSpec {
-                    prediction: cascade_env::Prediction::Sample,
-                    ..*model.spec()
-                };
-                spec.compile(model.raw_stage_costs())?
-            } else {
-                model
-            };
+            let model = training_model(self, alpha)?;
             let mut order: Vec<usize> = (0..n).collect();
             shuffle(&mut order, &mut shuffle_rng);
             let mut sums = EpochSums::default();
@@ -347,14 +385,8 @@ impl ReinforceAgent {
                 step += 1;
                 // Rollout: lazily through the classifiers, with gradients.
                 let labels: Vec<u32> = batch.iter().map(|&i| train.labels[i]).collect();
-                let mut source = ModelSource {
-                    models: cascade.stages().iter().map(|s| &s.model).collect(),
-                    temperatures: cascade.temperatures(),
-                    images: images(train, batch, &device)?,
-                    device: device.clone(),
-                    detach_inputs: joint.detach_inputs,
-                };
-                let roll = rollout(&self.policy, &mut source, &labels, &model, &mut rng)?;
+                let mut src = source(batch, joint.detach_inputs)?;
+                let roll = rollout(&self.policy, &mut src, &labels, &model, &mut rng)?;
                 // Update both: one backward pass, two optimisers.
                 let loss = surrogate(&roll, &baseline, cfg.entropy_at(epoch), &device)?;
                 let policy_loss = finite_scalar(&loss.policy, "losses/policy", epoch, step)?;

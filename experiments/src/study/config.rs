@@ -101,6 +101,9 @@ pub struct Variant {
     /// Start from a fresh policy instead of the frozen agent's.
     #[serde(default)]
     pub cold_start: bool,
+    /// Replaces the base agent's policy training settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<ReinforceConfig>,
     /// Replaces the study's `joint_classifiers` (base `reinforce-joint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joint: Option<JointConfig>,
@@ -521,6 +524,9 @@ impl StudyConfig {
             if let Some(j) = &v.joint {
                 j.validate()?;
             }
+            if let Some(p) = &v.policy {
+                p.validate()?;
+            }
             if let Some(e) = &v.expected {
                 e.validate()?;
             }
@@ -589,8 +595,15 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
         base,
         description: description.into(),
         cold_start,
+        policy: None,
         joint: None,
         expected: None,
+    };
+    // A warm start needs a gentler policy step than a fresh policy.
+    let gentle = ReinforceConfig {
+        lr: 1e-3,
+        entropy_coef: 0.0,
+        ..c.joint.clone()
     };
     vec![
         Variant {
@@ -644,6 +657,33 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
                 "reinforce-joint-lr0",
                 SweptAgent::Joint,
                 "sanity: reinforce-joint with classifier learning rate 0",
+                false,
+            )
+        },
+        Variant {
+            policy: Some(gentle.clone()),
+            joint: Some(JointConfig {
+                value_warmup: true,
+                ..c.joint_classifiers.clone()
+            }),
+            ..v(
+                "reinforce-joint-gentle",
+                SweptAgent::Joint,
+                "reinforce-joint with policy lr 1e-3, no entropy bonus, value baseline fitted first",
+                false,
+            )
+        },
+        Variant {
+            policy: Some(gentle),
+            joint: Some(JointConfig {
+                value_warmup: true,
+                classifier_lr: 0.0,
+                ..c.joint_classifiers.clone()
+            }),
+            ..v(
+                "reinforce-joint-gentle-lr0",
+                SweptAgent::Joint,
+                "reinforce-joint-gentle with classifier learning rate 0",
                 false,
             )
         },

@@ -41,7 +41,8 @@ use std::time::{Duration, Instant};
 
 use cascade_agents::{
     evaluate, ActMode, Agent, EvalConfig, EvalReport, JointSplits, OracleAgent, ReinforceAgent,
-    ReinforceMode, StaticAgent, ThresholdAgent, TrainData, TrainOptions, TrainSummary,
+    ReinforceConfig, ReinforceMode, StaticAgent, ThresholdAgent, TrainData, TrainOptions,
+    TrainSummary,
 };
 use cascade_env::{ReplayBackend, RewardSpec, StageBackend};
 use cascade_rl::backend::CandleBackend;
@@ -832,6 +833,7 @@ struct JointJob {
     name: String,
     base: SweptAgent,
     cold_start: bool,
+    policy: Option<ReinforceConfig>,
     joint: cascade_agents::JointConfig,
     expected: cascade_agents::ExpectedJointConfig,
 }
@@ -1002,6 +1004,7 @@ impl Ctx<'_> {
                     name: which.name().to_string(),
                     base: which,
                     cold_start: false,
+                    policy: None,
                     joint: self.cfg.joint_classifiers.clone(),
                     expected: self.cfg.expected_classifiers.clone(),
                 };
@@ -1013,6 +1016,7 @@ impl Ctx<'_> {
                     name: v.name.clone(),
                     base: v.base,
                     cold_start: v.cold_start,
+                    policy: v.policy.clone(),
                     joint: v
                         .joint
                         .clone()
@@ -1054,13 +1058,17 @@ impl Ctx<'_> {
         )?;
         let (val_ds, test_ds) = (&self.data.splits.val, &self.data.splits.test);
         let summary = if which == SweptAgent::Joint {
-            agent.set_config(self.cfg.joint.clone())?;
+            agent.set_config(job.policy.clone().unwrap_or_else(|| self.cfg.joint.clone()))?;
             let joint_cfg = job.joint.clone();
             let train_ds = &self.data.agent_train;
             self.rep
                 .quietly(|| agent.train_joint(cascade, train_ds, val_ds, &joint_cfg, &opts))?
         } else {
-            agent.set_config(self.cfg.expected.clone())?;
+            agent.set_config(
+                job.policy
+                    .clone()
+                    .unwrap_or_else(|| self.cfg.expected.clone()),
+            )?;
             let ecfg = job.expected.clone();
             let splits = JointSplits {
                 classifier_train: &self.data.splits.train,
