@@ -77,6 +77,11 @@ pub struct ExpectedJointConfig {
     pub weight_floor: f64,
     /// Images per forward pass when recomputing outputs and validating.
     pub eval_batch_size: usize,
+    /// The policy's objective draws `yhat ~ C_k` (the slides' objective).
+    /// Off: the reward model's own prediction (argmax by default), the
+    /// rule the agent is evaluated with; still the exact expectation over
+    /// where the policy stops. The classifiers' loss is the same either way.
+    pub sample_prediction: bool,
 }
 
 impl Default for ExpectedJointConfig {
@@ -89,6 +94,7 @@ impl Default for ExpectedJointConfig {
             routing_weights: true,
             weight_floor: 0.1,
             eval_batch_size: 512,
+            sample_prediction: true,
         }
     }
 }
@@ -292,13 +298,17 @@ impl ReinforceAgent {
             epochs_run = epoch;
             let alpha = sel.alpha;
             let t0 = Instant::now();
-            // The slides' objective: yhat ~ C_k in training.
+            // The slides' objective: yhat ~ C_k in training (by default).
             let model = self.reward_model(&costs, opts, alpha)?;
-            let model = cascade_env::RewardSpec {
-                prediction: cascade_env::Prediction::Sample,
-                ..*model.spec()
-            }
-            .compile(model.raw_stage_costs())?;
+            let model = if ecfg.sample_prediction {
+                cascade_env::RewardSpec {
+                    prediction: cascade_env::Prediction::Sample,
+                    ..*model.spec()
+                }
+                .compile(model.raw_stage_costs())?
+            } else {
+                model
+            };
 
             // Classifier round on D_C: routing-weighted cross-entropy.
             let mut ce_sum = 0.0;

@@ -309,10 +309,10 @@ impl StudyConfig {
                 c.joint = policy(12);
                 c.joint_classifiers.classifier_lr = 3e-4;
                 c.expected = ReinforceConfig {
-                    epochs: 6,
+                    epochs: 8,
                     ..expected_policy()
                 };
-                c.expected_classifiers.classifier_steps = 50;
+                c.expected_classifiers.classifier_steps = 80;
                 c.variants = ablations(&c);
                 c.ablation_points = vec![0.18];
                 c
@@ -584,7 +584,8 @@ fn policy(epochs: usize) -> ReinforceConfig {
 /// The ablations of the joint agents, one change at a time against the
 /// joint agent this toolkit shipped first (argmax prediction in training, a
 /// fresh policy, classifiers fine-tuned on the policy images), plus the
-/// compute control and a sanity check.
+/// compute control and sanity checks; the most telling first (a study
+/// stopped early has them).
 pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
     let prev = JointConfig {
         sample_prediction: false,
@@ -607,6 +608,57 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
     };
     vec![
         Variant {
+            policy: Some(gentle.clone()),
+            joint: Some(JointConfig {
+                value_warmup: true,
+                ..c.joint_classifiers.clone()
+            }),
+            ..v(
+                "reinforce-joint-gentle",
+                SweptAgent::Joint,
+                "reinforce-joint with policy lr 1e-3, no entropy bonus, value baseline fitted first",
+                false,
+            )
+        },
+        Variant {
+            policy: Some(gentle),
+            joint: Some(JointConfig {
+                value_warmup: true,
+                classifier_lr: 0.0,
+                ..c.joint_classifiers.clone()
+            }),
+            ..v(
+                "reinforce-joint-gentle-lr0",
+                SweptAgent::Joint,
+                "reinforce-joint-gentle with classifier learning rate 0",
+                false,
+            )
+        },
+        Variant {
+            expected: Some(ExpectedJointConfig {
+                sample_prediction: false,
+                ..c.expected_classifiers.clone()
+            }),
+            ..v(
+                "expected-joint-argmax",
+                SweptAgent::ExpectedJoint,
+                "expected-joint with the argmax prediction in the policy's objective",
+                false,
+            )
+        },
+        Variant {
+            policy: Some(ReinforceConfig {
+                lr: 1e-3,
+                ..c.expected.clone()
+            }),
+            ..v(
+                "expected-joint-gentle",
+                SweptAgent::ExpectedJoint,
+                "expected-joint with policy lr 1e-3",
+                false,
+            )
+        },
+        Variant {
             joint: Some(prev.clone()),
             ..v(
                 "reinforce-joint-prev",
@@ -625,6 +677,18 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
                 SweptAgent::Joint,
                 "first joint agent + yhat ~ C_k in training",
                 true,
+            )
+        },
+        Variant {
+            expected: Some(ExpectedJointConfig {
+                routing_weights: false,
+                ..c.expected_classifiers.clone()
+            }),
+            ..v(
+                "expected-joint-plain-ce",
+                SweptAgent::ExpectedJoint,
+                "compute control: plain cross-entropy fine-tuning, same steps",
+                false,
             )
         },
         Variant {
@@ -657,45 +721,6 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
                 "reinforce-joint-lr0",
                 SweptAgent::Joint,
                 "sanity: reinforce-joint with classifier learning rate 0",
-                false,
-            )
-        },
-        Variant {
-            policy: Some(gentle.clone()),
-            joint: Some(JointConfig {
-                value_warmup: true,
-                ..c.joint_classifiers.clone()
-            }),
-            ..v(
-                "reinforce-joint-gentle",
-                SweptAgent::Joint,
-                "reinforce-joint with policy lr 1e-3, no entropy bonus, value baseline fitted first",
-                false,
-            )
-        },
-        Variant {
-            policy: Some(gentle),
-            joint: Some(JointConfig {
-                value_warmup: true,
-                classifier_lr: 0.0,
-                ..c.joint_classifiers.clone()
-            }),
-            ..v(
-                "reinforce-joint-gentle-lr0",
-                SweptAgent::Joint,
-                "reinforce-joint-gentle with classifier learning rate 0",
-                false,
-            )
-        },
-        Variant {
-            expected: Some(ExpectedJointConfig {
-                routing_weights: false,
-                ..c.expected_classifiers.clone()
-            }),
-            ..v(
-                "expected-joint-plain-ce",
-                SweptAgent::ExpectedJoint,
-                "compute control: plain cross-entropy fine-tuning, same steps",
                 false,
             )
         },

@@ -270,6 +270,10 @@ fn plan(cfg: &StudyConfig) -> Vec<Unit> {
             }
         }
     }
+    if cfg.agents.contains(&SweptAgent::Threshold) {
+        units.extend(points.iter().map(|&p| Unit::Threshold(p)));
+    }
+    units.extend([Unit::Static, Unit::Oracle, Unit::OracleCurve]);
     // Ablations of the joint agents swept (not in an `alpha_sweep` of
     // another agent).
     for (i, v) in cfg.variants.iter().enumerate() {
@@ -285,10 +289,7 @@ fn plan(cfg: &StudyConfig) -> Vec<Unit> {
             }
         }
     }
-    if cfg.agents.contains(&SweptAgent::Threshold) {
-        units.extend(points.iter().map(|&p| Unit::Threshold(p)));
-    }
-    units.extend([Unit::Static, Unit::Oracle, Unit::OracleCurve]);
+
     units
 }
 
