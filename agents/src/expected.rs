@@ -51,10 +51,12 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{Agent, EpochMetrics, TrainOptions, TrainSummary};
 use crate::error::{Error, Result};
 use crate::eval::record_trace;
-use crate::policy::{FeatureNorm, StopPolicy};
+use crate::joint::{restore_cascade, snapshot_cascade};
+use crate::policy::FeatureNorm;
 use crate::reinforce::{shuffle, ReinforceAgent, ReinforceMode, Seeds};
 use crate::training::{
-    adamw, epoch_bar, expected_objective, finite_scalar, MetricLog, Selection, StageOut,
+    adamw, classifier_optimizer, epoch_bar, expected_objective, finite_scalar, show_epoch,
+    MetricLog, Selection, StageOut,
 };
 
 /// Settings of `expected-joint` beyond the policy's ([`crate::ReinforceConfig`]:
@@ -226,7 +228,7 @@ impl ReinforceAgent {
         self.check_fits(&policy_trace)?;
 
         // -- Policy: warm start, or fresh with standardisation from D_P -----
-        let norm = if self.mode == ReinforceMode::Untrained {
+        let fresh_norm = || {
             let blocks: Vec<(&[f32], usize)> = (0..k)
                 .map(|t| {
                     (
@@ -235,29 +237,12 @@ impl ReinforceAgent {
                     )
                 })
                 .collect();
-            FeatureNorm::fit(&blocks)
-        } else {
-            self.policy.norm().clone()
+            Ok(FeatureNorm::fit(&blocks))
         };
-        let fresh = StopPolicy::new(self.policy.spec().clone(), norm, seeds.init, &device)?;
-        if self.mode != ReinforceMode::Untrained {
-            for ((_, dst), (_, src)) in cascade_rl::nn::named_vars(fresh.varmap())?
-                .into_iter()
-                .zip(cascade_rl::nn::named_vars(self.policy.varmap())?)
-            {
-                dst.set(&src.as_tensor().to_device(&device)?)?;
-            }
-        }
-        self.policy = fresh;
+        self.restart_policy(fresh_norm, seeds.init, &device)?;
         let mut policy_opt = adamw(self.policy.vars(), cfg.lr, cfg.weight_decay)?;
-        let classifier_vars = cascade
-            .stages()
-            .iter()
-            .map(|s| Ok(s.model.trainable_vars()?))
-            .collect::<Result<Vec<_>>>()?
-            .concat();
-        let mut classifier_opt = adamw(
-            classifier_vars,
+        let mut classifier_opt = classifier_optimizer(
+            &cascade,
             ecfg.classifier_lr.max(f64::MIN_POSITIVE),
             ecfg.classifier_weight_decay,
         )?;
@@ -281,14 +266,8 @@ impl ReinforceAgent {
             cfg.dual_lr,
             cfg.patience,
         );
-        let snapshot = |c: &Cascade| -> Result<Vec<_>> {
-            c.stages()
-                .iter()
-                .map(|s| Ok(cascade_rl::nn::snapshot(s.model.varmap())?))
-                .collect()
-        };
         let mut best_policy = cascade_rl::nn::snapshot(self.policy.varmap())?;
-        let mut best_cascade = snapshot(&cascade)?;
+        let mut best_cascade = snapshot_cascade(&cascade)?;
         let n_c = data.classifier_train.len();
         let mut c_order: Vec<usize> = Vec::new();
         let mut step = 0;
@@ -399,17 +378,10 @@ impl ReinforceAgent {
                 val_error: v.error,
                 val_cost: v.cost,
             })?;
-            bar.inc(1);
-            bar.set_message(format!(
-                "val reward {:.4} error {:.2}% cost {:.1}% alpha {:.4}",
-                v.mean_reward,
-                100.0 * v.error,
-                100.0 * v.cost,
-                alpha
-            ));
+            show_epoch(&bar, &v, alpha);
             if sel.record(v, epoch) {
                 best_policy = cascade_rl::nn::snapshot(self.policy.varmap())?;
-                best_cascade = snapshot(&cascade)?;
+                best_cascade = snapshot_cascade(&cascade)?;
             }
             if sel.exhausted() {
                 break;
@@ -419,9 +391,7 @@ impl ReinforceAgent {
 
         // -- Keep the best round's policy and classifiers --------------------
         cascade_rl::nn::restore_snapshot(self.policy.varmap(), &best_policy)?;
-        for (s, snap) in cascade.stages().iter().zip(&best_cascade) {
-            cascade_rl::nn::restore_snapshot(s.model.varmap(), snap)?;
-        }
+        restore_cascade(&cascade, &best_cascade)?;
         self.trained_with = Some(opts.clone());
         Ok(sel.summary(self.name(), epochs_run, start, log.into_rows()))
     }

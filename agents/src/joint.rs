@@ -70,11 +70,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, TrainOptions, TrainSummary};
 use crate::error::{Error, Result};
-use crate::policy::{FeatureNorm, StopPolicy};
+use crate::policy::FeatureNorm;
 use crate::reinforce::{shuffle, EpochSums, ReinforceAgent, ReinforceMode, Seeds};
 use crate::training::{
-    adamw, epoch_bar, finite_scalar, rollout, surrogate, BaselineState, MetricLog, Selection,
-    StageOut, StageSource, ValScore,
+    adamw, classifier_optimizer, epoch_bar, finite_scalar, rollout, show_epoch, surrogate,
+    BaselineState, MetricLog, Selection, StageOut, StageSource, ValScore,
 };
 
 /// Settings of joint training beyond the policy's ([`crate::ReinforceConfig`]).
@@ -199,9 +199,9 @@ fn images(ds: &Dataset, idx: &[usize], device: &Device) -> Result<Tensor> {
 }
 
 /// Snapshot of every stage's variables.
-type Weights = Vec<std::collections::HashMap<String, Tensor>>;
+pub(crate) type Weights = Vec<std::collections::HashMap<String, Tensor>>;
 
-fn snapshot_cascade(cascade: &Cascade) -> Result<Weights> {
+pub(crate) fn snapshot_cascade(cascade: &Cascade) -> Result<Weights> {
     cascade
         .stages()
         .iter()
@@ -209,7 +209,7 @@ fn snapshot_cascade(cascade: &Cascade) -> Result<Weights> {
         .collect()
 }
 
-fn restore_cascade(cascade: &Cascade, w: &Weights) -> Result<()> {
+pub(crate) fn restore_cascade(cascade: &Cascade, w: &Weights) -> Result<()> {
     for (s, snap) in cascade.stages().iter().zip(w) {
         cascade_rl::nn::restore_snapshot(s.model.varmap(), snap)?;
     }
@@ -264,8 +264,7 @@ impl ReinforceAgent {
         let n = train.len();
 
         // -- Policy: warm start, or fresh with standardisation from training images
-        let warm = self.mode != ReinforceMode::Untrained;
-        let norm = if !warm {
+        let fresh_norm = || -> Result<FeatureNorm> {
             let mut order: Vec<usize> = (0..n).collect();
             shuffle(&mut order, &mut EnvRng::new(seeds.shuffle ^ 1));
             order.truncate(joint.norm_samples.min(n));
@@ -279,33 +278,12 @@ impl ReinforceAgent {
                 .zip(cascade.feature_dims())
                 .map(|(f, d)| (f.as_slice(), d))
                 .collect();
-            FeatureNorm::fit(&blocks)
-        } else {
-            self.policy.norm().clone()
+            Ok(FeatureNorm::fit(&blocks))
         };
-        let fresh = StopPolicy::new(self.policy.spec().clone(), norm, seeds.init, &device)?;
-        if self.mode != ReinforceMode::Untrained {
-            // Warm start: carry the trained weights over to `device`.
-            for ((_, dst), (_, src)) in cascade_rl::nn::named_vars(fresh.varmap())?
-                .into_iter()
-                .zip(cascade_rl::nn::named_vars(self.policy.varmap())?)
-            {
-                dst.set(&src.as_tensor().to_device(&device)?)?;
-            }
-        }
-        self.policy = fresh;
+        let warm = self.restart_policy(fresh_norm, seeds.init, &device)?;
         let mut policy_opt = adamw(self.policy.vars(), cfg.lr, cfg.weight_decay)?;
-        let classifier_vars = cascade
-            .stages()
-            .iter()
-            .map(|s| Ok(s.model.trainable_vars()?))
-            .collect::<Result<Vec<_>>>()?
-            .concat();
-        let mut classifier_opt = adamw(
-            classifier_vars,
-            joint.classifier_lr,
-            joint.classifier_weight_decay,
-        )?;
+        let mut classifier_opt =
+            classifier_optimizer(&cascade, joint.classifier_lr, joint.classifier_weight_decay)?;
         let mut baseline = BaselineState::new(cfg.baseline, &self.policy, seeds.value_init)?;
         let mut rng = EnvRng::new(seeds.sampling);
         let mut shuffle_rng = EnvRng::new(seeds.shuffle);
@@ -412,14 +390,7 @@ impl ReinforceAgent {
             // Validate (lazily, through the env), select, adjust alpha.
             let v = validate(self, alpha)?;
             log.push(sums.row(epoch, step, alpha, secs, &v))?;
-            bar.inc(1);
-            bar.set_message(format!(
-                "val reward {:.4} error {:.2}% cost {:.1}% alpha {:.4}",
-                v.mean_reward,
-                100.0 * v.error,
-                100.0 * v.cost,
-                alpha
-            ));
+            show_epoch(&bar, &v, alpha);
             if sel.record(v, epoch) {
                 best_policy = cascade_rl::nn::snapshot(self.policy.varmap())?;
                 best_cascade = snapshot_cascade(&cascade)?;

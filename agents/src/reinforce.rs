@@ -74,8 +74,8 @@ use crate::expected::ExpectedJointConfig;
 use crate::joint::JointConfig;
 use crate::policy::{FeatureNorm, PolicySpec, StopPolicy};
 use crate::training::{
-    adamw, epoch_bar, finite_scalar, rollout, surrogate, Baseline, BaselineState, MetricLog,
-    Selection, StageOut, StageSource, ValScore,
+    adamw, epoch_bar, finite_scalar, rollout, show_epoch, surrogate, Baseline, BaselineState,
+    MetricLog, Selection, StageOut, StageSource, ValScore,
 };
 
 /// File name of the policy weights in an agent folder.
@@ -345,6 +345,35 @@ impl ReinforceAgent {
         self.cascade.as_ref()
     }
 
+    /// Re-creates the policy on `device` for a new training run: a trained
+    /// policy keeps its standardisation and weights (a warm start), an
+    /// untrained one starts fresh from `seed` with the standardisation
+    /// `fresh_norm` computes. Returns whether it was a warm start.
+    pub(crate) fn restart_policy(
+        &mut self,
+        fresh_norm: impl FnOnce() -> Result<FeatureNorm>,
+        seed: u64,
+        device: &Device,
+    ) -> Result<bool> {
+        let warm = self.mode != ReinforceMode::Untrained;
+        let norm = if warm {
+            self.policy.norm().clone()
+        } else {
+            fresh_norm()?
+        };
+        let fresh = StopPolicy::new(self.policy.spec().clone(), norm, seed, device)?;
+        if warm {
+            for ((_, dst), (_, src)) in cascade_rl::nn::named_vars(fresh.varmap())?
+                .into_iter()
+                .zip(cascade_rl::nn::named_vars(self.policy.varmap())?)
+            {
+                dst.set(&src.as_tensor().to_device(device)?)?;
+            }
+        }
+        self.policy = fresh;
+        Ok(warm)
+    }
+
     /// Validation score of the current policy on a split's stage outputs.
     pub(crate) fn validate_live(
         &self,
@@ -481,14 +510,7 @@ impl ReinforceAgent {
             let v = self.validate_live(&mut val, opts, alpha)?;
             let row = sums.row(epoch, step, alpha, secs, &v);
             log.push(row)?;
-            bar.inc(1);
-            bar.set_message(format!(
-                "val reward {:.4} error {:.2}% cost {:.1}% alpha {:.4}",
-                v.mean_reward,
-                100.0 * v.error,
-                100.0 * v.cost,
-                alpha
-            ));
+            show_epoch(&bar, &v, alpha);
             if sel.record(v, epoch) {
                 best_weights = cascade_rl::nn::snapshot(self.policy.varmap())?;
             }

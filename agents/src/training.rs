@@ -606,6 +606,33 @@ pub(crate) fn epoch_bar(epochs: usize, prefix: &str, quiet: bool) -> ProgressBar
     pb
 }
 
+/// The progress bar's line after an epoch's validation.
+pub(crate) fn show_epoch(bar: &ProgressBar, v: &ValScore, alpha: f64) {
+    bar.inc(1);
+    bar.set_message(format!(
+        "val reward {:.4} error {:.2}% cost {:.1}% alpha {:.4}",
+        v.mean_reward,
+        100.0 * v.error,
+        100.0 * v.cost,
+        alpha
+    ));
+}
+
+/// AdamW over every trainable variable of `cascade`'s classifiers.
+pub(crate) fn classifier_optimizer(
+    cascade: &cascade_rl::checkpoint::Cascade,
+    lr: f64,
+    weight_decay: f64,
+) -> Result<AdamW> {
+    let vars = cascade
+        .stages()
+        .iter()
+        .map(|s| Ok(s.model.trainable_vars()?))
+        .collect::<Result<Vec<_>>>()?
+        .concat();
+    adamw(vars, lr, weight_decay)
+}
+
 /// Model selection on validation, shared by the REINFORCE trainers: the
 /// best score so far with its epoch and alpha, the epochs since it, and
 /// the alpha the next epoch trains at (moved by dual ascent under a budget).
