@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use cascade_env::{ReplayBackend, StageBackend, StageBatch, StageTrace, TraceMeta};
 
 use crate::checkpoint::Cascade;
-use crate::data::{renormalize, Dataset, SplitConfig, Splits, SyntheticConfig};
+use crate::data::{renormalize, same_images, Dataset, SplitConfig, Splits, SyntheticConfig};
 use crate::error::{Error, Result};
 use crate::models::Classifier;
 
@@ -104,13 +104,7 @@ pub fn cascade_policy_split(
     let mut check = all.train.subset(&head);
     renormalize(&mut check, &all.normalization, &m.normalization);
     let reference = cascade_splits(cascade, data_dir)?.train.subset(&head);
-    let same = check.labels == reference.labels
-        && check
-            .images
-            .iter()
-            .zip(&reference.images)
-            .all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + b.abs()));
-    if !same {
+    if !same_images(&check, &reference) {
         return Err(mismatch(
             "the classifiers' images are not the prefix of the longer split",
         ));

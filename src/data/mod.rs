@@ -12,7 +12,7 @@ mod synthetic;
 pub use cifar::{load_cifar10, load_cifar100};
 pub use discover::{find_data_dir, DatasetKind, DEBIAN_FASHION_MNIST};
 pub use idx::{load_idx_dataset, read_idx_images, read_idx_labels};
-pub use split::{load_raw, renormalize, Normalization, SplitConfig, Splits};
+pub use split::{load_raw, renormalize, same_images, Normalization, SplitConfig, Splits};
 pub use synthetic::{
     generate as generate_synthetic, Difficulty, SyntheticConfig, SYNTHETIC_NOTICE,
 };

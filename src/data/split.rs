@@ -136,6 +136,17 @@ pub fn renormalize(ds: &mut Dataset, from: &Normalization, to: &Normalization) {
     }
 }
 
+/// Whether two data sets hold the same images and labels, up to the float
+/// error of a renormalisation (relative 1e-3).
+pub fn same_images(a: &Dataset, b: &Dataset) -> bool {
+    a.labels == b.labels
+        && a.images.len() == b.images.len()
+        && a.images
+            .iter()
+            .zip(&b.images)
+            .all(|(x, y)| (x - y).abs() <= 1e-3 * (1.0 + y.abs()))
+}
+
 /// A data set split three ways, normalised with training statistics.
 #[derive(Debug, Clone)]
 pub struct Splits {

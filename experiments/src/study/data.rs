@@ -12,7 +12,7 @@
 //! the validation split. With `agent_fraction = 0` the agents train on the
 //! classifiers' own training images.
 
-use cascade_rl::data::{renormalize, Dataset, SplitConfig, Splits};
+use cascade_rl::data::{renormalize, same_images, Dataset, SplitConfig, Splits};
 use cascade_rl::presets::Preset;
 use cascade_rl::train::derive_seed;
 use rand::rngs::StdRng;
@@ -67,13 +67,7 @@ pub fn load_study_data(
         let mut head = all.train.subset(&check);
         renormalize(&mut head, &all.normalization, &cls.normalization);
         let reference = cls.train.subset(&check);
-        let same = head.labels == reference.labels
-            && head
-                .images
-                .iter()
-                .zip(&reference.images)
-                .all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + b.abs()));
-        if !same {
+        if !same_images(&head, &reference) {
             return Err(Error::Config(format!(
                 "data set '{}': the classifiers' training split is not the first {n_cls} images of \
                  the full training split, so no held-out images can be carved for the agents; set \
