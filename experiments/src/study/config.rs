@@ -659,6 +659,18 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             )
         },
         Variant {
+            expected: Some(ExpectedJointConfig {
+                classifier_lr: 0.0,
+                ..c.expected_classifiers.clone()
+            }),
+            ..v(
+                "expected-joint-lr0",
+                SweptAgent::ExpectedJoint,
+                "expected-joint with classifier learning rate 0 (the exact policy gradient on frozen classifiers)",
+                false,
+            )
+        },
+        Variant {
             joint: Some(prev.clone()),
             ..v(
                 "reinforce-joint-prev",
