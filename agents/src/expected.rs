@@ -79,6 +79,13 @@ pub struct ExpectedJointConfig {
     pub weight_floor: f64,
     /// Images per forward pass when recomputing outputs and validating.
     pub eval_batch_size: usize,
+    /// Every stage's classifier batch gets the last stage's augmentation
+    /// (the first form; it trains the linear and MLP stages on crops and
+    /// flips they never saw). Off: each stage its own recipe's
+    /// augmentation, the routing weights from each stage's outputs on its
+    /// own input.
+    #[serde(default = "yes")]
+    pub augment_all_stages: bool,
     /// The policy's objective draws `yhat ~ C_k` (the slides' objective).
     /// Off: the reward model's own prediction (argmax by default), the
     /// rule the agent is evaluated with; still the exact expectation over
@@ -96,6 +103,7 @@ impl Default for ExpectedJointConfig {
             routing_weights: true,
             weight_floor: 0.1,
             eval_batch_size: 512,
+            augment_all_stages: true,
             sample_prediction: true,
         }
     }
@@ -129,6 +137,10 @@ impl ExpectedJointConfig {
         }
         Ok(())
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The three disjoint splits of cross-fitted joint training.
@@ -219,11 +231,22 @@ impl ReinforceAgent {
         let k = cascade.len();
         let costs: Vec<f64> = cascade.macs().iter().map(|&m| m as f64).collect();
         let temperatures = cascade.temperatures();
-        let augment = cascade
+        let last_augment = cascade
             .stages()
             .last()
             .map(|s| s.record.train.augment)
             .unwrap_or_default();
+        let augments: Vec<_> = cascade
+            .stages()
+            .iter()
+            .map(|s| {
+                if ecfg.augment_all_stages {
+                    last_augment
+                } else {
+                    s.record.train.augment
+                }
+            })
+            .collect();
         let mut policy_trace = recompute(&cascade, data.policy_train, ecfg.eval_batch_size)?;
         self.check_fits(&policy_trace)?;
 
@@ -300,17 +323,29 @@ impl ReinforceAgent {
                     let idx: Vec<usize> = c_order
                         .drain(c_order.len().saturating_sub(ecfg.classifier_batch)..)
                         .collect();
-                    let (x, y) = cascade_rl::train::make_batch(
-                        data.classifier_train,
-                        &idx,
-                        augment,
-                        &mut augment_rng,
-                        &device,
-                    )?;
+                    // One batch per distinct augmentation, shared by the
+                    // stages that use it.
+                    let mut batches: Vec<(cascade_rl::train::Augment, Tensor, Tensor)> = Vec::new();
+                    for &a in &augments {
+                        if !batches.iter().any(|(b, _, _)| *b == a) {
+                            let (x, y) = cascade_rl::train::make_batch(
+                                data.classifier_train,
+                                &idx,
+                                a,
+                                &mut augment_rng,
+                                &device,
+                            )?;
+                            batches.push((a, x, y));
+                        }
+                    }
                     let mut reach = Tensor::ones(idx.len(), DType::F32, &device)?;
                     let mut loss = Tensor::zeros((), DType::F32, &device)?;
                     for (t, stage) in cascade.stages().iter().enumerate() {
-                        let out = stage.model.forward_t(&x, true)?;
+                        let (_, x, y) = batches
+                            .iter()
+                            .find(|(b, _, _)| *b == augments[t])
+                            .ok_or_else(|| Error::Config("no batch for a stage".into()))?;
+                        let out = stage.model.forward_t(x, true)?;
                         let logits = out.logits.affine(1.0 / temperatures[t], 0.0)?;
                         let logp = candle_nn::ops::log_softmax(&logits, 1)?;
                         let ce = logp.gather(&y.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;

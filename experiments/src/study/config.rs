@@ -608,6 +608,18 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
     };
     vec![
         Variant {
+            expected: Some(ExpectedJointConfig {
+                augment_all_stages: false,
+                ..c.expected_classifiers.clone()
+            }),
+            ..v(
+                "expected-joint-own-aug",
+                SweptAgent::ExpectedJoint,
+                "expected-joint with each stage's own augmentation in the classifier rounds",
+                false,
+            )
+        },
+        Variant {
             policy: Some(gentle.clone()),
             joint: Some(JointConfig {
                 value_warmup: true,
