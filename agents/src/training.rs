@@ -462,7 +462,7 @@ pub(crate) fn expected_objective(
         for (i, &qi) in qv.iter().enumerate() {
             let p = &s.probs_cpu[i * c..(i + 1) * c];
             let wrong = match model.spec().prediction {
-                Prediction::Sample => 1.0 - p[labels[i] as usize] as f64,
+                Prediction::Sample => 1.0 - p.get(labels[i] as usize).map_or(0.0, |&v| v as f64),
                 Prediction::Argmax => (cascade_env::spec::argmax(p) != labels[i]) as u8 as f64,
             };
             error += qi as f64 * wrong;

@@ -104,6 +104,9 @@ fn last_stage_error(run: &Path) -> Option<Vec<f64>> {
 /// interval over the images.
 pub fn paired_bootstrap(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> (f64, f64, f64) {
     let n = a.len().min(b.len());
+    if n == 0 || resamples == 0 {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
     let d: Vec<f64> = (0..n).map(|i| a[i] - b[i]).collect();
     let mean = 100.0 * d.iter().sum::<f64>() / n.max(1) as f64;
     let mut rng = StdRng::seed_from_u64(seed);
