@@ -68,11 +68,12 @@ pub fn cascade_splits(cascade: &Cascade, data_dir: Option<&std::path::Path>) -> 
 /// The policy images D_P recorded in a cascade's `cascade.json` (held out
 /// from classifier training: the seeded training split's images after the
 /// classifiers' own), normalised like the cascade's inputs; `None` when
-/// the cascade records none. The classifiers' images are checked to be the
-/// prefix of the longer split, so no classifier training image can leak
-/// into D_P.
+/// the cascade records none. `splits` are the cascade's own
+/// ([`cascade_splits`]): its training images are checked to be the prefix
+/// of the longer split, so no classifier training image can leak into D_P.
 pub fn cascade_policy_split(
     cascade: &Cascade,
+    splits: &Splits,
     data_dir: Option<&std::path::Path>,
 ) -> Result<Option<Dataset>> {
     let m = cascade.manifest();
@@ -103,7 +104,7 @@ pub fn cascade_policy_split(
     let head: Vec<usize> = (0..n_cls.min(32)).collect();
     let mut check = all.train.subset(&head);
     renormalize(&mut check, &all.normalization, &m.normalization);
-    let reference = cascade_splits(cascade, data_dir)?.train.subset(&head);
+    let reference = splits.train.subset(&head);
     if !same_images(&check, &reference) {
         return Err(mismatch(
             "the classifiers' images are not the prefix of the longer split",

@@ -247,6 +247,19 @@ impl ReinforceAgent {
                 }
             })
             .collect();
+        // One classifier batch per distinct augmentation, shared by the
+        // stages that use it: `batch_of[t]` indexes `distinct`.
+        let mut distinct = Vec::new();
+        let batch_of: Vec<usize> = augments
+            .iter()
+            .map(|a| match distinct.iter().position(|d| d == a) {
+                Some(i) => i,
+                None => {
+                    distinct.push(*a);
+                    distinct.len() - 1
+                }
+            })
+            .collect();
         let mut policy_trace = recompute(&cascade, data.policy_train, ecfg.eval_batch_size)?;
         self.check_fits(&policy_trace)?;
 
@@ -264,11 +277,15 @@ impl ReinforceAgent {
         };
         self.restart_policy(fresh_norm, seeds.init, &device)?;
         let mut policy_opt = adamw(self.policy.vars(), cfg.lr, cfg.weight_decay)?;
-        let mut classifier_opt = classifier_optimizer(
-            &cascade,
-            ecfg.classifier_lr.max(f64::MIN_POSITIVE),
-            ecfg.classifier_weight_decay,
-        )?;
+        let mut classifier_opt = if ecfg.classifier_lr > 0.0 {
+            Some(classifier_optimizer(
+                &cascade,
+                ecfg.classifier_lr,
+                ecfg.classifier_weight_decay,
+            )?)
+        } else {
+            None
+        };
         let mut shuffle_rng = EnvRng::new(seeds.shuffle);
         let mut augment_rng = StdRng::seed_from_u64(seeds.sampling);
         self.cascade = Some(cascade.clone());
@@ -301,20 +318,11 @@ impl ReinforceAgent {
             let alpha = sel.alpha;
             let t0 = Instant::now();
             // The slides' objective: yhat ~ C_k in training (by default).
-            let model = self.reward_model(&costs, opts, alpha)?;
-            let model = if ecfg.sample_prediction {
-                cascade_env::RewardSpec {
-                    prediction: cascade_env::Prediction::Sample,
-                    ..*model.spec()
-                }
-                .compile(model.raw_stage_costs())?
-            } else {
-                model
-            };
+            let model = self.reward_model(&costs, opts, alpha, ecfg.sample_prediction)?;
 
             // Classifier round on D_C: routing-weighted cross-entropy.
             let mut ce_sum = 0.0;
-            if ecfg.classifier_lr > 0.0 {
+            if let Some(classifier_opt) = classifier_opt.as_mut() {
                 for _ in 0..ecfg.classifier_steps {
                     if c_order.len() < ecfg.classifier_batch {
                         c_order = (0..n_c).collect();
@@ -323,28 +331,22 @@ impl ReinforceAgent {
                     let idx: Vec<usize> = c_order
                         .drain(c_order.len().saturating_sub(ecfg.classifier_batch)..)
                         .collect();
-                    // One batch per distinct augmentation, shared by the
-                    // stages that use it.
-                    let mut batches: Vec<(cascade_rl::train::Augment, Tensor, Tensor)> = Vec::new();
-                    for &a in &augments {
-                        if !batches.iter().any(|(b, _, _)| *b == a) {
-                            let (x, y) = cascade_rl::train::make_batch(
+                    let batches = distinct
+                        .iter()
+                        .map(|&a| {
+                            Ok(cascade_rl::train::make_batch(
                                 data.classifier_train,
                                 &idx,
                                 a,
                                 &mut augment_rng,
                                 &device,
-                            )?;
-                            batches.push((a, x, y));
-                        }
-                    }
+                            )?)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
                     let mut reach = Tensor::ones(idx.len(), DType::F32, &device)?;
                     let mut loss = Tensor::zeros((), DType::F32, &device)?;
                     for (t, stage) in cascade.stages().iter().enumerate() {
-                        let (_, x, y) = batches
-                            .iter()
-                            .find(|(b, _, _)| *b == augments[t])
-                            .ok_or_else(|| Error::Config("no batch for a stage".into()))?;
+                        let (x, y) = &batches[batch_of[t]];
                         let out = stage.model.forward_t(x, true)?;
                         let logits = out.logits.affine(1.0 / temperatures[t], 0.0)?;
                         let logp = candle_nn::ops::log_softmax(&logits, 1)?;

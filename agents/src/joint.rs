@@ -310,18 +310,6 @@ impl ReinforceAgent {
         let mut step = 0;
         let mut epochs_run = 0;
 
-        // The training reward draws yhat ~ C_k (see `sample_prediction`).
-        let training_model = |agent: &ReinforceAgent, alpha: f64| -> Result<_> {
-            let model = agent.reward_model(&costs, opts, alpha)?;
-            if !joint.sample_prediction {
-                return Ok(model);
-            }
-            let spec = cascade_env::RewardSpec {
-                prediction: cascade_env::Prediction::Sample,
-                ..*model.spec()
-            };
-            Ok(spec.compile(model.raw_stage_costs())?)
-        };
         let source = |batch: &[usize], detach_inputs: bool| -> Result<ModelSource<'_>> {
             Ok(ModelSource {
                 models: cascade.stages().iter().map(|s| &s.model).collect(),
@@ -334,7 +322,8 @@ impl ReinforceAgent {
 
         // -- A warm start's value baseline is fitted before anything moves --
         if joint.value_warmup && warm && baseline.values.is_some() {
-            let model = training_model(self, sel.alpha)?;
+            // The training reward draws yhat ~ C_k (see `sample_prediction`).
+            let model = self.reward_model(&costs, opts, sel.alpha, joint.sample_prediction)?;
             let mut order: Vec<usize> = (0..n).collect();
             shuffle(&mut order, &mut shuffle_rng);
             for batch in order.chunks(cfg.batch_size) {
@@ -355,7 +344,7 @@ impl ReinforceAgent {
             epochs_run = epoch;
             let alpha = sel.alpha;
             let t0 = Instant::now();
-            let model = training_model(self, alpha)?;
+            let model = self.reward_model(&costs, opts, alpha, joint.sample_prediction)?;
             let mut order: Vec<usize> = (0..n).collect();
             shuffle(&mut order, &mut shuffle_rng);
             let mut sums = EpochSums::default();

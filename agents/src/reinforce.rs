@@ -398,19 +398,25 @@ impl ReinforceAgent {
     }
 
     /// The reward model of training: the spec at `alpha` over stage costs
-    /// that include the policy's MACs when `opts.count_policy_cost`.
+    /// that include the policy's MACs when `opts.count_policy_cost`; with
+    /// `sample_prediction` the prediction is drawn from `C_k` whatever the
+    /// spec says (the slides' objective).
     pub(crate) fn reward_model(
         &self,
         stage_costs: &[f64],
         opts: &TrainOptions,
         alpha: f64,
+        sample_prediction: bool,
     ) -> Result<cascade_env::RewardModel> {
         let costs = if opts.count_policy_cost {
             costs_with_policy(stage_costs, &self.policy.macs(), opts.spec.cost)?
         } else {
             stage_costs.to_vec()
         };
-        let spec = cascade_env::RewardSpec { alpha, ..opts.spec };
+        let mut spec = cascade_env::RewardSpec { alpha, ..opts.spec };
+        if sample_prediction {
+            spec.prediction = cascade_env::Prediction::Sample;
+        }
         Ok(spec.compile(&costs)?)
     }
 
@@ -472,7 +478,7 @@ impl ReinforceAgent {
             epochs_run = epoch;
             let alpha = sel.alpha;
             let t0 = Instant::now();
-            let model = self.reward_model(train.stage_costs(), opts, alpha)?;
+            let model = self.reward_model(train.stage_costs(), opts, alpha, false)?;
             let mut order: Vec<usize> = (0..n).collect();
             shuffle(&mut order, &mut shuffle_rng);
             let mut sums = EpochSums::default();

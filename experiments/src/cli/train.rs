@@ -203,7 +203,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     // The agents learn on the policy images recorded with the cascade (held
     // out from its classifiers, as in the studies), else on the
     // classifiers' own training images.
-    let policy_images = cascade_policy_split(&cascade, args.data_dir.as_deref())?;
+    let policy_images = cascade_policy_split(&cascade, &splits, args.data_dir.as_deref())?;
     let agent_train = match &policy_images {
         Some(d) => d,
         None => {

@@ -1037,17 +1037,21 @@ impl Ctx<'_> {
     fn joint_unit(&mut self, job: &JointJob, p: Point, seed: u64) -> Result<Vec<ResultRow>> {
         let name = job.name.as_str();
         let which = job.base;
-        // Warm start: the frozen agent at the same point and seed.
-        let (mut agent, frozen_alpha) = self.frozen_agent(p, seed)?;
-        if job.cold_start {
-            agent = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
-        }
+        // Warm start: the frozen agent at the same point and seed (and,
+        // under a budget, the alpha its dual ascent reached).
+        let (mut agent, start_alpha) = if job.cold_start {
+            let fresh = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
+            (fresh, None)
+        } else {
+            let (frozen, alpha) = self.frozen_agent(p, seed)?;
+            (frozen, Some(alpha))
+        };
         let (dir, rel) = self.agent_dir(name, p, Some(seed));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let mut opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG)));
-        if p.budget.is_some() && !job.cold_start {
+        if let (Some(_), Some(alpha)) = (p.budget, start_alpha) {
             // Dual ascent goes on from where the frozen agent's ended.
-            opts.spec.alpha = frozen_alpha;
+            opts.spec.alpha = alpha;
         }
         // A fresh in-memory copy of the pretrained classifiers: joint
         // training changes the weights it is given.
