@@ -33,6 +33,14 @@
 //! classifiers' (AdamW, [`JointConfig::classifier_lr`]). The stage
 //! probabilities use the cascade's fitted temperatures, as the env does.
 //!
+//! Where it departs from the slides' estimator (all visible in the
+//! config): the baseline b is the learned per-stage value `V_t(x_t)` by
+//! default ([`crate::Baseline`]; a running mean is the other choice), the
+//! policy term carries an entropy bonus annealed to 0 over the epochs
+//! (`ReinforceConfig::entropy_coef`, 0 gives the plain estimator), and
+//! the studies warm-start it from the frozen agent. The gradient estimate
+//! of the objective itself is the slides'.
+//!
 //! The training images are the policy's (D_P): the classifiers are
 //! fine-tuned on the same images whose outputs train the policy. See
 //! `expected.rs` for the cross-fitted alternative.
