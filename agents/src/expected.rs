@@ -11,7 +11,7 @@
 //! ```
 //!
 //! With K <= 5 stages and C classes the inner sums are K x C terms per
-//! image, so nothing needs sampling ([`crate::training::expected_objective`]).
+//! image, so nothing needs sampling (`training::expected_objective`).
 //! Where it departs from the slides, on purpose:
 //!
 //! - **Cross-fitting.** The classifiers take gradients only on their own
