@@ -49,6 +49,14 @@ pub enum Error {
         /// The settings that differ and what to do.
         msg: String,
     },
+    /// Another process holds the run folder.
+    #[error("{path}: {msg}")]
+    Busy {
+        /// The run folder.
+        path: PathBuf,
+        /// Who holds it and what to do.
+        msg: String,
+    },
     /// From the cascade library (data, models, checkpoints, pretraining).
     #[error(transparent)]
     Cascade(#[from] cascade_rl::Error),

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod compare;
 pub mod error;
 pub mod figures;
+pub mod lock;
 pub mod log;
 pub mod results;
 pub mod study;
@@ -17,8 +18,41 @@ pub mod summary;
 pub fn run_main(f: impl FnOnce() -> anyhow::Result<()>) {
     cascade_rl::alloc::keep_freed_memory();
     if let Err(err) = f() {
-        let chain: Vec<String> = err.chain().map(|c| c.to_string()).collect();
-        eprintln!("error: {}", chain.join(": "));
+        eprintln!("error: {}", error_line(&err));
         std::process::exit(1);
+    }
+}
+
+/// The cause chain of `err` on one line, `outer: inner: ...`. A cause whose
+/// text its parent already ends with (an I/O error quoted by the error that
+/// wraps it) is said once.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if parts.last().is_some_and(|p| p.ends_with(&text)) {
+            continue;
+        }
+        parts.push(text);
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_os_error_is_said_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let io_text = io.to_string();
+        let err = anyhow::Error::from(error::Error::io("/no/such/config.json", io))
+            .context("writing the summary of /no/such");
+        let line = error_line(&err);
+        assert_eq!(
+            line,
+            format!("writing the summary of /no/such: /no/such/config.json: {io_text}")
+        );
+        assert_eq!(line.matches(&io_text).count(), 1, "{line}");
     }
 }

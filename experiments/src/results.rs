@@ -376,7 +376,8 @@ pub fn read_results(path: &Path) -> Result<Vec<ResultRow>> {
             format!("unexpected per-stage columns for {k} stages and {c} classes"),
         ));
     }
-    let mut rows = Vec::new();
+    let mut rows: Vec<ResultRow> = Vec::new();
+    let mut first_line: BTreeMap<PointKey, (usize, usize)> = BTreeMap::new();
     for (i, rec) in rdr.records().enumerate() {
         let rec = rec.map_err(|e| Error::csv(path, e))?;
         let line = i + 2;
@@ -451,6 +452,27 @@ pub fn read_results(path: &Path) -> Result<Vec<ResultRow>> {
             exit_accuracy,
             exits_per_class,
         });
+        // A point appears once: a repeated row with the same numbers is
+        // dropped, one with other numbers is refused (which to keep is
+        // the user's call, not this reader's).
+        let key = rows[rows.len() - 1].key();
+        match first_line.get(&key) {
+            Some(&(at, j)) => {
+                let row = rows.pop();
+                if !row.is_some_and(|r| same_numbers(&rows[j], &r)) {
+                    return Err(Error::run_file(
+                        path,
+                        format!(
+                            "line {line} repeats the point {key} of line {at} with other \
+                             numbers; delete one of the two rows"
+                        ),
+                    ));
+                }
+            }
+            None => {
+                first_line.insert(key, (line, rows.len() - 1));
+            }
+        }
     }
     Ok(rows)
 }
@@ -581,6 +603,15 @@ pub struct MergeReport {
 /// `results.csv` (atomically). Shard files are left in place: merging is
 /// idempotent.
 pub fn merge_run(run_dir: &Path) -> Result<MergeReport> {
+    if !run_dir.is_dir() {
+        return Err(Error::Config(format!(
+            "{}: no such run folder",
+            run_dir.display()
+        )));
+    }
+    // The only writer of results.csv while it merges: refused while the
+    // shards (or an unsharded run) still write into the folder.
+    let _lock = crate::lock::lock_run(run_dir, crate::lock::Access::Exclusive)?;
     let main = run_dir.join(RESULTS_FILE);
     let existing = read_results_if_present(&main)?;
     let before = existing.len();
@@ -693,6 +724,38 @@ mod tests {
         );
         assert_eq!(back[2], rows[2]);
         assert_eq!(back[2].cost_pct, 33.0 + 1.0 / 3.0);
+    }
+
+    #[test]
+    fn a_repeated_row_is_dropped_and_a_contradicting_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(RESULTS_FILE);
+        let rows = vec![
+            row("static-2", None, None),
+            row("threshold", Some(0.01), None),
+        ];
+        write_results(&p, &rows).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let last = text.lines().last().unwrap().to_string();
+        // The same row pasted twice (a hand edit): read once.
+        std::fs::write(&p, format!("{text}{last}\n")).unwrap();
+        assert_eq!(
+            read_results(&p).unwrap(),
+            read_results_if_present(&p).unwrap()
+        );
+        assert_eq!(read_results(&p).unwrap().len(), 2);
+        // The same point with another error: refused, naming both lines.
+        let mut other = rows[1].clone();
+        other.error_pct += 1.0;
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(record(&other)).unwrap();
+        let extra = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        std::fs::write(&p, format!("{text}{extra}")).unwrap();
+        let e = read_results(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("line 4 repeats the point threshold alpha 0.01 of line 3"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,6 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The alphas a study accepts besides 0: beyond these ends a sweep point
+/// means "never forward" or "always forward" many times over.
+pub const ALPHA_RANGE: (f64, f64) = (1e-9, 1e4);
+
+/// The budgets a study accepts, as fractions of the largest stage's cost
+/// (a cumulative cascade costs at most K of them).
+pub const BUDGET_RANGE: (f64, f64) = (1e-6, 100.0);
+
 /// The study presets of `joint_vs_frozen` and `alpha_sweep`.
 pub const STUDY_PRESETS: [&str; 4] = ["default", "quick", "fmnist", "cifar10"];
 
@@ -264,7 +272,16 @@ impl StudyConfig {
             num_envs: 256,
             eval_batch: 512,
         };
-        let fmnist_found = find_data_dir(DatasetKind::FashionMnist, data_dir).is_ok();
+        // The default preset falls back to synthetic data only when no
+        // folder was named: an explicit --data-dir without the data set is
+        // an error, whatever the preset.
+        let fmnist_found = match (name, data_dir) {
+            ("default", Some(_)) => {
+                find_data_dir(DatasetKind::FashionMnist, data_dir)?;
+                true
+            }
+            _ => find_data_dir(DatasetKind::FashionMnist, data_dir).is_ok(),
+        };
         let cfg = match name {
             "quick" => quick(base("synthetic-3", "synthetic")),
             "default" if fmnist_found => {
@@ -425,16 +442,19 @@ impl StudyConfig {
             _ => {}
         }
         for &a in self.alphas.iter().chain(&self.oracle_alphas) {
-            if !(a.is_finite() && a >= 0.0) {
+            if !(a == 0.0 || (ALPHA_RANGE.0..=ALPHA_RANGE.1).contains(&a)) {
                 return Err(Error::Config(format!(
-                    "alpha must be finite and >= 0, got {a}"
+                    "alpha must be 0 or between {:e} and {:e} (loss per full-model cost), got {a:e}",
+                    ALPHA_RANGE.0, ALPHA_RANGE.1
                 )));
             }
         }
         for &b in &self.budgets {
-            if !(b.is_finite() && b > 0.0) {
+            if !(BUDGET_RANGE.0..=BUDGET_RANGE.1).contains(&b) {
                 return Err(Error::Config(format!(
-                    "budget must be a positive fraction of the largest stage's cost (e.g. 0.25), got {b}"
+                    "budget must be a fraction of the largest stage's cost between {:e} and {} \
+                     (e.g. 0.25), got {b:e}",
+                    BUDGET_RANGE.0, BUDGET_RANGE.1
                 )));
             }
         }
@@ -825,6 +845,39 @@ mod tests {
         c.alphas = vec![0.1];
         c.budgets = vec![0.3];
         assert!(c.validate().unwrap_err().to_string().contains("not both"));
+        // Out-of-range values are refused before any work, named briefly.
+        c.budgets = vec![];
+        for bad in [1e308, 1e-300, f64::NAN, f64::INFINITY] {
+            c.alphas = vec![bad];
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("alpha must be 0 or between") && e.len() < 200,
+                "{e}"
+            );
+        }
+        c.alphas = vec![0.0, 1e-9, 0.05, 1e4];
+        c.validate().unwrap();
+        c.alphas = vec![];
+        for bad in [1e300, 0.0, -0.1, 1e-7] {
+            c.budgets = vec![bad];
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("budget must be") && e.len() < 200, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_named_data_folder_without_the_data_is_an_error() {
+        let err = StudyConfig::preset(
+            "joint_vs_frozen",
+            "default",
+            Some(Path::new("/no/such/dir")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("fashion-mnist") && err.contains("/no/such/dir"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cascade_agents::{
     evaluate, ActMode, Agent, EvalConfig, EvalReport, JointSplits, OracleAgent, ReinforceAgent,
@@ -58,6 +58,7 @@ use super::config::{StudyConfig, SweptAgent};
 use super::data::{load_study_data, StudyData};
 use super::oracle::{oracle_at, Scores};
 use crate::error::{read_json, write_json, Error, Result};
+use crate::lock::{lock_run, lock_waiting, remove_leftover_temps, Access, CASCADE_LOCK, RUN_LOCK};
 use crate::results::{
     read_results_if_present, shard_files, union, write_results, PointKey, ResultRow, Shard,
     RESULTS_FILE,
@@ -216,10 +217,21 @@ struct Point {
 }
 
 impl Point {
+    /// The point's part of a folder name: `budget0.18`, `alpha0.01`; a
+    /// number whose plain form is long is written in exponent form
+    /// (`alpha1e-7`), so names stay short.
     fn tag(&self) -> String {
+        fn short(x: f64) -> String {
+            let plain = x.to_string();
+            if plain.len() <= 12 {
+                plain
+            } else {
+                format!("{x:e}")
+            }
+        }
         match self.budget {
-            Some(b) => format!("budget{b}"),
-            None => format!("alpha{}", self.alpha),
+            Some(b) => format!("budget{}", short(b)),
+            None => format!("alpha{}", short(self.alpha)),
         }
     }
 }
@@ -377,7 +389,52 @@ pub fn run_study(cfg: &StudyConfig, opts: &RunOptions) -> Result<StudyOutcome> {
     let started = Instant::now();
     cfg.validate()?;
     let run = opts.out.clone();
+    let created = !run.exists();
     std::fs::create_dir_all(&run).map_err(|e| Error::io(&run, e))?;
+    let outcome = (|| {
+        // Shards (and a pretrain-only step) share the folder; an unsharded
+        // run is its only writer, and so may clear what killed runs left.
+        let access = if opts.shard.is_some() || opts.pretrain_only {
+            Access::Shared
+        } else {
+            Access::Exclusive
+        };
+        let _lock = lock_run(&run, access)?;
+        if access == Access::Exclusive {
+            let n = remove_leftover_temps(&run)?;
+            if n > 0 && opts.progress {
+                eprintln!("removed {n} temporary file(s) left by a stopped run");
+            }
+        }
+        run_locked(cfg, opts, started)
+    })();
+    if outcome.is_err() && created {
+        remove_if_unused(&run);
+    }
+    outcome
+}
+
+/// Removes a run folder this call created when nothing but lock files
+/// went into it (a run that failed before its first file).
+fn remove_if_unused(run: &Path) {
+    let Ok(entries) = std::fs::read_dir(run) else {
+        return;
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.iter().all(|n| n == RUN_LOCK || n == CASCADE_LOCK) {
+        for n in &names {
+            let _ = std::fs::remove_file(run.join(n));
+        }
+        let _ = std::fs::remove_dir(run);
+    }
+}
+
+/// [`run_study`] once the run folder is held.
+fn run_locked(cfg: &StudyConfig, opts: &RunOptions, started: Instant) -> Result<StudyOutcome> {
+    let run = opts.out.clone();
     check_config(&run, cfg)?;
     let preset = cfg.cascade_preset()?;
     let device = opts.device.open()?;
@@ -565,19 +622,11 @@ fn check_config(run: &Path, cfg: &StudyConfig) -> Result<()> {
     Ok(())
 }
 
-/// Removes the pretraining lock when dropped.
-struct LockGuard(PathBuf);
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// Pretrains the cascade into `dir` unless a complete one is there.
 /// Concurrent runs on one folder (shards started together) serialise on
-/// the lock file `dir/../cascade.lock`: one pretrains, the others wait for
-/// `cascade.json` to appear. Returns whether this call pretrained.
+/// the lock file `dir/../cascade.lock`, an operating-system lock released
+/// when its holder ends however it ends: one pretrains, the others wait
+/// and then find `cascade.json`. Returns whether this call pretrained.
 fn ensure_cascade(
     cfg: &StudyConfig,
     preset: &Preset,
@@ -587,63 +636,43 @@ fn ensure_cascade(
     device: &candle_core::Device,
     rep: &Reporter,
 ) -> Result<bool> {
-    let lock = dir.with_file_name("cascade.lock");
-    let mut told = false;
-    loop {
-        if dir.join(MANIFEST_FILE).exists() {
-            return Ok(false);
-        }
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock)
-        {
-            Ok(mut f) => {
-                use std::io::Write;
-                let _ = writeln!(f, "{}", std::process::id());
-                let _guard = LockGuard(lock.clone());
-                if dir.join(MANIFEST_FILE).exists() {
-                    return Ok(false);
-                }
-                rep.say(format!(
-                    "pretraining cascade {} on {} ({} training images) into {}",
-                    cfg.cascade,
-                    preset.dataset,
-                    data.splits.train.len(),
-                    dir.display()
-                ));
-                let popts = PretrainOptions {
-                    out_dir: dir.to_path_buf(),
-                    seed: cfg.pretrain.seed,
-                    // The preset passed in carries the study's epochs.
-                    epochs: None,
-                    data_dir: opts.data_dir.clone(),
-                    device: device.clone(),
-                    split: data.pretrain_split,
-                    progress: if opts.progress {
-                        Progress::Bar
-                    } else {
-                        Progress::Quiet
-                    },
-                };
-                let s = rep.quietly(|| pretrain(preset, &popts))?;
-                rep.say(format!("pretrained in {:.1} s", s.seconds));
-                return Ok(true);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                if !told {
-                    rep.say(format!(
-                        "waiting for another process to pretrain the cascade (lock {}; \
-                         delete it if no such process is running)",
-                        lock.display()
-                    ));
-                    told = true;
-                }
-                std::thread::sleep(Duration::from_secs(2));
-            }
-            Err(e) => return Err(Error::io(&lock, e)),
-        }
+    if dir.join(MANIFEST_FILE).exists() {
+        return Ok(false);
     }
+    let lock = dir.with_file_name(CASCADE_LOCK);
+    let _held = lock_waiting(&lock, || {
+        rep.say(format!(
+            "waiting for another process to pretrain the cascade (it holds {})",
+            lock.display()
+        ))
+    })?;
+    if dir.join(MANIFEST_FILE).exists() {
+        return Ok(false);
+    }
+    rep.say(format!(
+        "pretraining cascade {} on {} ({} training images) into {}",
+        cfg.cascade,
+        preset.dataset,
+        data.splits.train.len(),
+        dir.display()
+    ));
+    let popts = PretrainOptions {
+        out_dir: dir.to_path_buf(),
+        seed: cfg.pretrain.seed,
+        // The preset passed in carries the study's epochs.
+        epochs: None,
+        data_dir: opts.data_dir.clone(),
+        device: device.clone(),
+        split: data.pretrain_split,
+        progress: if opts.progress {
+            Progress::Bar
+        } else {
+            Progress::Quiet
+        },
+    };
+    let s = rep.quietly(|| pretrain(preset, &popts))?;
+    rep.say(format!("pretrained in {:.1} s", s.seconds));
+    Ok(true)
 }
 
 /// Records the study's data roles in `cascade.json` and, once, fits the
@@ -1245,6 +1274,19 @@ impl Ctx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn point_tags_stay_short() {
+        let tag = |alpha: f64, budget: Option<f64>| Point { alpha, budget }.tag();
+        assert_eq!(tag(0.01, None), "alpha0.01");
+        assert_eq!(tag(0.0, None), "alpha0");
+        assert_eq!(tag(0.003, None), "alpha0.003");
+        assert_eq!(tag(0.0, Some(0.18)), "budget0.18");
+        assert_eq!(tag(1e-9, None), "alpha0.000000001");
+        assert_eq!(tag(1e-13, None), "alpha1e-13");
+        assert_eq!(tag(1234.5678901234, None), "alpha1.2345678901234e3");
+        assert_eq!(tag(0.0, Some(1e-6)), "budget0.000001");
+    }
 
     #[test]
     fn plan_puts_frozen_before_joint_and_covers_every_point() {
