@@ -122,6 +122,8 @@ pub struct CandleBackend {
     stage_names: Vec<String>,
     dataset: String,
     cascade_name: String,
+    /// The folder the cascade was loaded from (named in errors).
+    cascade_dir: std::path::PathBuf,
     images: Vec<f32>,
     labels: Vec<u32>,
     shape: [usize; 3],
@@ -191,6 +193,7 @@ impl CandleBackend {
                 .collect(),
             dataset: cascade.dataset().to_string(),
             cascade_name: cascade.preset().to_string(),
+            cascade_dir: cascade.dir().to_path_buf(),
             stages,
             images: split.images.clone(),
             labels: split.labels.clone(),
@@ -280,10 +283,28 @@ impl CandleBackend {
         };
         for chunk in samples.chunks(self.batch) {
             let (f, p) = self.forward_samples(stage, chunk)?;
-            out.features
-                .extend(f.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
-            out.probs
-                .extend(p.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?);
+            let f = f.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let p = p.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            for (what, v, width) in [
+                ("features", &f, self.feature_dims[stage]),
+                ("probabilities", &p, self.num_classes),
+            ] {
+                if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(Error::Checkpoint {
+                        path: self.cascade_dir.clone(),
+                        msg: format!(
+                            "stage {} ({}) gave {} {} for sample {}: its outputs must be finite",
+                            stage + 1,
+                            self.stage_names[stage],
+                            what,
+                            v[j],
+                            chunk[j / width.max(1)]
+                        ),
+                    });
+                }
+            }
+            out.features.extend(f);
+            out.probs.extend(p);
         }
         self.runs[stage] += samples.len() as u64;
         Ok(out)

@@ -235,6 +235,10 @@ pub fn load_model(
                 ));
             } else if t.dtype() != DType::F32 {
                 problems.push(format!("{name} is {:?}, expected f32", t.dtype()));
+            } else if let Some((i, v)) = first_non_finite(t)? {
+                problems.push(format!(
+                    "{name} holds {v} at flat index {i} (weights must be finite)"
+                ));
             }
         }
     }
@@ -249,6 +253,13 @@ pub fn load_model(
         var.set(&t)?;
     }
     Ok(model)
+}
+
+/// The flat index and value of the first NaN or infinite entry of `t`
+/// (any float dtype), or `None` when every entry is finite.
+pub fn first_non_finite(t: &Tensor) -> Result<Option<(usize, f32)>> {
+    let v = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])))
 }
 
 fn list(names: &[&str]) -> String {
@@ -299,6 +310,16 @@ pub fn read_manifest(dir: &Path) -> Result<CascadeManifest> {
     if m.synthetic != m.notice.is_some() {
         return Err(ckpt_err(&path, "synthetic flag and notice disagree"));
     }
+    if m.class_names.len() != m.num_classes {
+        return Err(ckpt_err(
+            &path,
+            format!(
+                "num_classes is {} but {} class names are listed",
+                m.num_classes,
+                m.class_names.len()
+            ),
+        ));
+    }
     for (i, s) in m.stages.iter().enumerate() {
         if s.stage != i + 1 {
             return Err(ckpt_err(
@@ -320,6 +341,45 @@ pub fn read_manifest(dir: &Path) -> Result<CascadeManifest> {
         }
     }
     Ok(m)
+}
+
+/// Checks the stage files of `dir` against its manifest: every listed
+/// file is a bare name inside the folder, and no stage file beyond the
+/// listed stages lies there (the leftover of a larger cascade written to
+/// the same folder would otherwise be mistaken for part of this one).
+fn check_stage_files(dir: &Path, m: &CascadeManifest) -> Result<()> {
+    let mpath = dir.join(MANIFEST_FILE);
+    for s in &m.stages {
+        let bare = Path::new(&s.file).file_name().map(|n| n == s.file.as_str());
+        if bare != Some(true) {
+            return Err(ckpt_err(
+                &mpath,
+                format!(
+                    "stage {}: file {:?} must be a file name inside the cascade folder",
+                    s.stage, s.file
+                ),
+            ));
+        }
+    }
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let index = name
+            .strip_prefix("stage")
+            .and_then(|r| r.strip_suffix(".safetensors"))
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(t) = index.filter(|&t| t > m.stages.len()) {
+            return Err(ckpt_err(
+                &mpath,
+                format!(
+                    "lists {} stages, but the folder also holds {name} (stage {t}); \
+                     remove it or pretrain into a fresh folder",
+                    m.stages.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One loaded stage.
@@ -376,6 +436,7 @@ impl Cascade {
                 ));
             }
         }
+        check_stage_files(dir, &manifest)?;
         let stages = manifest
             .stages
             .iter()
@@ -828,6 +889,34 @@ mod tests {
             err.contains("stage2.safetensors") && err.contains("not a readable"),
             "{err}"
         );
+        std::fs::write(&p2, &good2).unwrap();
+        assert!(Cascade::load(dir.path(), &Device::Cpu, None, None).is_ok());
+        // A stage file beyond the listed stages.
+        let p4 = dir.path().join("stage4.safetensors");
+        std::fs::copy(&p3, &p4).unwrap();
+        let err = Cascade::load(dir.path(), &Device::Cpu, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lists 3 stages") && err.contains("stage4.safetensors"),
+            "{err}"
+        );
+        std::fs::remove_file(&p4).unwrap();
+        // Class names that do not match the class count; a stage file
+        // outside the folder.
+        let mut bad = m.clone();
+        bad.class_names.pop();
+        write_manifest(dir.path(), &bad).unwrap();
+        let err = read_manifest(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("num_classes is 4 but 3 class names"), "{err}");
+        let mut bad = m.clone();
+        bad.stages[0].file = "../stage1.safetensors".into();
+        write_manifest(dir.path(), &bad).unwrap();
+        let err = Cascade::load(dir.path(), &Device::Cpu, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be a file name inside"), "{err}");
+        write_manifest(dir.path(), m).unwrap();
         std::fs::remove_file(&p2).unwrap();
         assert!(Cascade::load(dir.path(), &Device::Cpu, None, None).is_err());
         // A manifest whose MACs disagree with its configs.
@@ -836,6 +925,35 @@ mod tests {
         write_manifest(dir.path(), &bad).unwrap();
         let err = read_manifest(dir.path()).unwrap_err().to_string();
         assert!(err.contains("records"), "{err}");
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_naming_file_and_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stage2.safetensors");
+        let cfg: ModelConfig = "mlp-8".parse().unwrap();
+        let m = Model::new(&cfg, [1, 4, 4], 3, 1, &Device::Cpu).unwrap();
+        save_model(&m, &path).unwrap();
+        assert!(load_model(&path, &cfg, [1, 4, 4], 3, &Device::Cpu).is_ok());
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut stored = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+            let name = stored.keys().min().unwrap().clone();
+            let t = &stored[&name];
+            let mut v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v[1] = bad;
+            let t = Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap();
+            stored.insert(name.clone(), t);
+            let broken = dir.path().join("broken.safetensors");
+            candle_core::safetensors::save(&stored, &broken).unwrap();
+            let err = load_model(&broken, &cfg, [1, 4, 4], 3, &Device::Cpu)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("broken.safetensors")
+                    && err.contains(&format!("{name} holds {bad} at flat index 1")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

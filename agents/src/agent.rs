@@ -419,9 +419,12 @@ pub fn load_agent(dir: &Path) -> Result<Box<dyn Agent>> {
             m.trained_with,
             dir,
         )?),
-        AgentState::Reinforce(s) => {
-            Box::new(crate::ReinforceAgent::from_state(s, m.trained_with, dir)?)
-        }
+        AgentState::Reinforce(s) => Box::new(crate::ReinforceAgent::from_state(
+            s,
+            m.num_stages,
+            m.trained_with,
+            dir,
+        )?),
     })
 }
 

@@ -409,6 +409,17 @@ impl StopPolicy {
                 *dst = v.to_vec1::<f32>()?;
             }
         }
+        if let Some((t, m)) = norm
+            .mean
+            .iter()
+            .enumerate()
+            .find_map(|(t, m)| m.iter().find(|v| !v.is_finite()).map(|v| (t, *v)))
+        {
+            return Err(Error::agent_file(
+                path,
+                format!("stage{t}.norm.mean holds {m} (weights must be finite)"),
+            ));
+        }
         if let Some((t, s)) = norm.std.iter().enumerate().find_map(|(t, s)| {
             s.iter()
                 .find(|v| !(v.is_finite() && **v > 0.0))
@@ -446,6 +457,12 @@ impl StopPolicy {
                         t.dims(),
                         var.dims()
                     ),
+                ));
+            }
+            if let Some((i, v)) = cascade_rl::checkpoint::first_non_finite(t)? {
+                return Err(Error::agent_file(
+                    path,
+                    format!("{name} holds {v} at flat index {i} (weights must be finite)"),
                 ));
             }
             var.set(&t.to_device(device)?)?;
@@ -551,6 +568,24 @@ mod tests {
             p.stop_probs_rows(0, &f, &pr).unwrap(),
             q.stop_probs_rows(0, &f, &pr).unwrap()
         );
+        // Non-finite weights or normalisation statistics are refused.
+        for name in ["stage0.fc1.weight", "stage0.norm.mean"] {
+            let mut stored = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+            let t = &stored[name];
+            let mut v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v[0] = f32::NAN;
+            let t = Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap();
+            stored.insert(name.to_string(), t);
+            let broken = dir.path().join("nan.safetensors");
+            candle_core::safetensors::save(&stored, &broken).unwrap();
+            let err = StopPolicy::load(&broken, spec(), &Device::Cpu)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("nan.safetensors") && err.contains(&format!("{name} holds NaN")),
+                "{err}"
+            );
+        }
         let other = PolicySpec {
             hidden: 7,
             ..spec()

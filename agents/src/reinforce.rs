@@ -269,14 +269,34 @@ impl ReinforceAgent {
 
     pub(crate) fn from_state(
         s: ReinforceState,
+        num_stages: usize,
         trained_with: Option<TrainOptions>,
         dir: &Path,
     ) -> Result<Self> {
+        if s.policy.num_stages() != num_stages {
+            return Err(Error::agent_file(
+                dir.join(crate::agent::AGENT_FILE),
+                format!(
+                    "num_stages is {num_stages} but its policy has {} stages",
+                    s.policy.num_stages()
+                ),
+            ));
+        }
         let policy = StopPolicy::load(&dir.join(&s.policy_file), s.policy.clone(), &Device::Cpu)?;
         let cascade = match &s.cascade_dir {
             Some(c) => Some(Cascade::load(&dir.join(c), &Device::Cpu, None, None)?),
             None => None,
         };
+        if let Some(c) = cascade.as_ref().filter(|c| c.len() != num_stages) {
+            return Err(Error::agent_file(
+                dir.join(crate::agent::AGENT_FILE),
+                format!(
+                    "num_stages is {num_stages} but its fine-tuned cascade {} has {} stages",
+                    c.dir().display(),
+                    c.len()
+                ),
+            ));
+        }
         Ok(ReinforceAgent {
             config: s.config,
             joint: s.joint,
@@ -294,7 +314,7 @@ impl ReinforceAgent {
     pub fn load(dir: &Path) -> Result<Self> {
         let m = crate::agent::read_manifest(dir)?;
         match m.state {
-            AgentState::Reinforce(s) => Self::from_state(s, m.trained_with, dir),
+            AgentState::Reinforce(s) => Self::from_state(s, m.num_stages, m.trained_with, dir),
             other => Err(Error::agent_file(
                 dir,
                 format!(

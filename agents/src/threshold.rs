@@ -30,6 +30,15 @@ use crate::agent::{TrainOptions, TrainSummary, AGENT_FORMAT_VERSION};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, record_trace, EvalConfig};
 
+/// The threshold that never stops before the last stage (above every
+/// probability).
+pub const NEVER_STOP: f32 = 1.01;
+
+/// A usable threshold: a probability, or [`NEVER_STOP`].
+fn valid_tau(t: f32) -> bool {
+    (0.0..=1.0).contains(&t) || t == NEVER_STOP
+}
+
 /// How thresholds are chosen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -47,7 +56,7 @@ impl Default for ThresholdConfig {
     /// The grid 0.00, 0.01, ..., 1.00 and 1.01 (never stop early); shared tau.
     fn default() -> Self {
         let mut grid: Vec<f32> = (0..=100).map(|i| i as f32 / 100.0).collect();
-        grid.push(1.01);
+        grid.push(NEVER_STOP);
         ThresholdConfig {
             grid,
             per_stage: false,
@@ -57,15 +66,16 @@ impl Default for ThresholdConfig {
 }
 
 impl ThresholdConfig {
-    /// Refuses an empty grid, non-finite or negative values, and zero sweeps
-    /// with `per_stage`.
+    /// Refuses an empty grid, values that are neither probabilities nor
+    /// [`NEVER_STOP`], and zero sweeps with `per_stage`.
     pub fn validate(&self) -> Result<()> {
         if self.grid.is_empty() {
             return Err(Error::Config("threshold grid is empty".into()));
         }
-        if let Some(t) = self.grid.iter().find(|t| !(t.is_finite() && **t >= 0.0)) {
+        if let Some(t) = self.grid.iter().find(|t| !valid_tau(**t)) {
             return Err(Error::Config(format!(
-                "threshold grid values must be finite and >= 0, got {t}"
+                "threshold grid values must be probabilities in [0, 1] or {NEVER_STOP} \
+                 (never stop early), got {t}"
             )));
         }
         if self.per_stage && self.max_sweeps == 0 {
@@ -123,7 +133,7 @@ impl ThresholdAgent {
         }
         Ok(ThresholdAgent {
             config,
-            taus: vec![1.01; num_stages - 1],
+            taus: vec![NEVER_STOP; num_stages - 1],
             num_stages,
             grid_scores: Vec::new(),
             trained_with: None,
@@ -155,8 +165,10 @@ impl ThresholdAgent {
 
     fn set_taus(&mut self, taus: &[f32]) -> Result<()> {
         let k1 = self.num_stages - 1;
-        if let Some(t) = taus.iter().find(|t| !t.is_finite()) {
-            return Err(Error::Config(format!("threshold {t} is not finite")));
+        if let Some(t) = taus.iter().find(|t| !valid_tau(**t)) {
+            return Err(Error::Config(format!(
+                "threshold {t} is neither a probability in [0, 1] nor {NEVER_STOP} (never stop early)"
+            )));
         }
         self.taus = match taus.len() {
             1 => vec![taus[0]; k1],
@@ -401,6 +413,13 @@ mod tests {
         );
         assert!(ThresholdAgent::with_taus(&[0.9, 0.9, 0.9], 3).is_err());
         assert!(ThresholdAgent::with_taus(&[f32::NAN], 3).is_err());
+        for bad in [-0.01, 1.005, 2.0] {
+            let err = ThresholdAgent::with_taus(&[bad], 3)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("neither a probability"), "{err}");
+        }
+        assert!(ThresholdAgent::with_taus(&[0.0, NEVER_STOP], 3).is_ok());
         for bad in [
             ThresholdConfig {
                 grid: vec![],

@@ -617,6 +617,25 @@ fn save_load_round_trip_gives_the_same_actions() {
             (rb.mean_reward, rb.exit_fraction)
         );
     }
+    // agent.json's stage count must match the policy (and thresholds must
+    // be probabilities).
+    for (name, from, to) in [
+        ("reinforce", "\"num_stages\": 3", "\"num_stages\": 4"),
+        ("threshold", "1.01", "1.5"),
+    ] {
+        let json = dir.path().join(name).join("agent.json");
+        let text = std::fs::read_to_string(&json).unwrap();
+        let (good, bad) = (text.clone(), text.replacen(from, to, 1));
+        assert_ne!(good, bad, "{name}: {from} not in agent.json");
+        std::fs::write(&json, bad).unwrap();
+        let err = load_agent(&dir.path().join(name)).unwrap_err().to_string();
+        assert!(
+            err.contains("num_stages is 4 but its policy has 3 stages")
+                || (err.contains("1.5") && err.contains("probabilit")),
+            "{err}"
+        );
+        std::fs::write(&json, good).unwrap();
+    }
     // A corrupt policy file is refused with its name.
     let p = dir.path().join("reinforce").join("policy.safetensors");
     let bytes = std::fs::read(&p).unwrap();

@@ -72,7 +72,21 @@ fn parse_header<'a>(
     let dims: Vec<usize> = (0..ndim)
         .map(|i| be_u32(bytes, 4 + 4 * i) as usize)
         .collect();
-    let expected = dims.iter().product::<usize>();
+    if let Some(i) = dims.iter().position(|&d| d == 0) {
+        return Err(Error::bad_data(
+            path,
+            format!("IDX {what} header gives size 0 for dimension {i} ({dims:?}): nothing to read"),
+        ));
+    }
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            Error::bad_data(
+                path,
+                format!("IDX {what} header gives sizes {dims:?}, too large to hold in memory"),
+            )
+        })?;
     let payload = &bytes[header..];
     if payload.len() != expected {
         let kind = if payload.len() < expected {
@@ -270,6 +284,31 @@ pub(crate) mod tests {
         assert!(e.contains("truncated IDX image file"), "{e}");
         let p = write(dir.path(), "y", &bytes[..6]);
         assert!(err_text(read_idx_images(&p)).contains("truncated IDX image header"));
+    }
+
+    #[test]
+    fn zero_and_overflowing_sizes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let header = |dims: [u32; 3]| {
+            let mut b = 0x0000_0803u32.to_be_bytes().to_vec();
+            for d in dims {
+                b.extend(d.to_be_bytes());
+            }
+            b
+        };
+        for (dims, says) in [
+            ([0, 28, 28], "size 0 for dimension 0"),
+            ([5, 28, 0], "size 0 for dimension 2"),
+            ([u32::MAX, u32::MAX, u32::MAX], "too large"),
+        ] {
+            let p = write(dir.path(), "crafted", &header(dims));
+            let e = err_text(read_idx_images(&p));
+            assert!(e.contains(says) && e.contains("crafted"), "{e}");
+        }
+        let mut labels = 0x0000_0801u32.to_be_bytes().to_vec();
+        labels.extend(0u32.to_be_bytes());
+        let p = write(dir.path(), "empty-labels", &labels);
+        assert!(err_text(read_idx_labels(&p, 10)).contains("size 0"));
     }
 
     #[test]

@@ -151,3 +151,25 @@ fn stages_run_only_for_samples_that_went_forward() {
     );
     assert!(runs[1] > 0 && runs[1] < n as u64, "{runs:?}");
 }
+
+#[test]
+fn non_finite_stage_outputs_are_refused_naming_stage_and_cascade() {
+    let cascade = Cascade::load(cascade_dir(), &Device::Cpu, Some("synthetic-3"), None).unwrap();
+    let vars = cascade.stages()[1].model.named_vars().unwrap();
+    let (_, var) = vars
+        .iter()
+        .find(|(name, _)| name.ends_with("weight"))
+        .unwrap();
+    let nan = candle_core::Tensor::full(f32::NAN, var.dims(), &Device::Cpu).unwrap();
+    var.set(&nan).unwrap();
+    let splits = Splits::load("synthetic", None, &split_config()).unwrap();
+    let mut backend = CandleBackend::new(&cascade, &splits.val, 37).unwrap();
+    assert!(backend.run_stage(0, &[0, 1, 2]).is_ok());
+    let err = backend.run_stage(1, &[0, 1, 2]).unwrap_err().to_string();
+    assert!(
+        err.contains("stage 2")
+            && err.contains("must be finite")
+            && err.contains(&cascade_dir().display().to_string()),
+        "{err}"
+    );
+}
