@@ -15,7 +15,7 @@
 //! Writes `eval_{split}.json` and `eval_{split}.csv` into the agent folder
 //! (or `--out PREFIX` + `.json` / `.csv`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use cascade_agents::{
@@ -64,7 +64,8 @@ pub struct EvalArgs {
     /// Sub-envs run in lock step.
     #[arg(long, default_value_t = 256)]
     pub num_envs: usize,
-    /// Output prefix (default: AGENT_DIR/eval_SPLIT).
+    /// Output prefix (default: AGENT_DIR/eval_SPLIT); a folder (an existing
+    /// one, or a path ending in `/`) gets FOLDER/eval_SPLIT.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Folder holding the data set (default: as trained, else discovery).
@@ -173,10 +174,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let mut backend = CandleBackend::new(&cascade, ds, args.batch)?;
     let report = evaluate(&*agent, &mut backend, &spec, &cfg)
         .with_context(|| format!("evaluating {} on the {} split", agent.name(), args.split))?;
-    let prefix = args
-        .out
-        .clone()
-        .unwrap_or_else(|| dir.join(format!("eval_{}", args.split)));
+    let prefix = output_prefix(args.out.as_deref(), dir, &args.split);
     let with_ext = |ext: &str| {
         let mut p = prefix.clone().into_os_string();
         p.push(ext);
@@ -205,4 +203,47 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     );
     println!("wrote {} and {}", json.display(), csv.display());
     Ok(())
+}
+
+/// Where `cascade eval` writes: `out` + `.json`/`.csv`, or, when `out` is a
+/// folder (an existing one, or a path ending in a separator), the default
+/// name `eval_SPLIT` inside it; without `out`, inside the agent folder.
+fn output_prefix(out: Option<&Path>, agent_dir: &Path, split: &str) -> PathBuf {
+    let name = format!("eval_{split}");
+    match out {
+        None => agent_dir.join(name),
+        Some(p)
+            if p.is_dir()
+                || p.as_os_str()
+                    .to_string_lossy()
+                    .ends_with(std::path::MAIN_SEPARATOR) =>
+        {
+            p.join(name)
+        }
+        Some(p) => p.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_folder_gets_the_default_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = Path::new("agent");
+        assert_eq!(output_prefix(None, agent, "test"), agent.join("eval_test"));
+        let existing = dir.path();
+        assert_eq!(
+            output_prefix(Some(existing), agent, "val"),
+            existing.join("eval_val")
+        );
+        let fresh = PathBuf::from(format!("{}/new/", existing.display()));
+        assert_eq!(
+            output_prefix(Some(&fresh), agent, "val"),
+            existing.join("new").join("eval_val")
+        );
+        let file = existing.join("mine");
+        assert_eq!(output_prefix(Some(&file), agent, "val"), file);
+    }
 }
