@@ -132,3 +132,82 @@ fn pretrain_then_export_trace_writes_a_loadable_trace() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown split 'dev'"));
 }
+
+#[test]
+fn a_study_cascade_on_synthetic_data_is_reused_by_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_joint_vs_frozen"))
+        .args([
+            "--preset",
+            "quick",
+            "--synthetic-train",
+            "1000",
+            "--synthetic-test",
+            "300",
+            "--pretrain-epochs",
+            "1",
+            "--agents",
+            "threshold",
+            "--alphas",
+            "0.02",
+            "--seeds",
+            "0",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cascade_dir = run.join("cascade");
+    // The CLI rebuilds the study's data from what cascade.json records.
+    for split in ["train", "val", "test"] {
+        let trace = dir.path().join(format!("{split}.safetensors"));
+        let out = cascade()
+            .args(["export-trace", "--split", split, "--cascade"])
+            .arg(&cascade_dir)
+            .arg("--out")
+            .arg(&trace)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let agent = dir.path().join("threshold");
+    let out = cascade()
+        .args(["train", "--agent", "threshold", "--quiet", "--cascade"])
+        .arg(&cascade_dir)
+        .arg("--out")
+        .arg(&agent)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `--out FOLDER/` names files inside the folder.
+    let evals = format!("{}/evals/", dir.path().display());
+    let out = cascade()
+        .args(["eval", "--agent-dir"])
+        .arg(&agent)
+        .args(["--out", &evals])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["eval_test.json", "eval_test.csv"] {
+        assert!(dir.path().join("evals").join(f).is_file(), "{f}");
+    }
+}
