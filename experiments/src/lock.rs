@@ -7,6 +7,8 @@
 //!   exclusively; the shards of a sharded run hold it shared, so they run
 //!   side by side while an unsharded run or a merge on the same folder is
 //!   refused (never two writers of one results file).
+//! - `results.shard-i-of-n.lock`: held by shard i while it runs (the same
+//!   shard started twice is refused).
 //! - `cascade.lock`: whoever pretrains the cascade holds it; others wait
 //!   for it (the shards of one run started together).
 //!
@@ -84,7 +86,24 @@ fn holder(path: &Path) -> String {
 /// Takes the run lock of `run` without waiting. Refused, with an error
 /// naming the folder, when another process holds it in a conflicting way.
 pub fn lock_run(run: &Path, access: Access) -> Result<FolderLock> {
-    let path = run.join(RUN_LOCK);
+    let what = match access {
+        Access::Exclusive => "a study, its shards or a merge",
+        Access::Shared => "an unsharded study or a merge",
+    };
+    try_lock(run, &run.join(RUN_LOCK), access, what)
+}
+
+/// Takes the lock of one shard's results file (`results.shard-i-of-n.csv`
+/// gets `results.shard-i-of-n.lock`) without waiting: the same shard
+/// started twice (resubmitted while it still runs) is refused.
+pub fn lock_shard(run: &Path, shard_file: &str) -> Result<FolderLock> {
+    let stem = shard_file.strip_suffix(".csv").unwrap_or(shard_file);
+    let path = run.join(format!("{stem}.lock"));
+    try_lock(run, &path, Access::Exclusive, "this shard")
+}
+
+fn try_lock(run: &Path, path: &Path, access: Access, what: &str) -> Result<FolderLock> {
+    let path = path.to_path_buf();
     let mut file = open(&path)?;
     let got = match access {
         Access::Exclusive => file.try_lock(),
@@ -100,12 +119,8 @@ pub fn lock_run(run: &Path, access: Access) -> Result<FolderLock> {
         Err(TryLockError::WouldBlock) => Err(Error::Busy {
             path: run.to_path_buf(),
             msg: format!(
-                "{} is writing to this run folder ({}); wait for it to finish, or use another --out",
+                "{} is writing to this run folder ({what}); wait for it to finish, or use another --out",
                 holder(&path),
-                match access {
-                    Access::Exclusive => "a study, its shards or a merge",
-                    Access::Shared => "an unsharded study or a merge",
-                }
             ),
         }),
         Err(TryLockError::Error(e)) => Err(Error::io(&path, e)),
@@ -191,6 +206,19 @@ mod tests {
         assert!(lock_run(dir.path(), Access::Exclusive).is_err());
         drop((a, b));
         assert!(lock_run(dir.path(), Access::Exclusive).is_ok());
+    }
+
+    #[test]
+    fn one_shard_runs_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let _run = lock_run(dir.path(), Access::Shared).unwrap();
+        let a = lock_shard(dir.path(), "results.shard-1-of-3.csv").unwrap();
+        assert!(dir.path().join("results.shard-1-of-3.lock").exists());
+        let err = lock_shard(dir.path(), "results.shard-1-of-3.csv").unwrap_err();
+        assert!(err.to_string().contains("(this shard)"), "{err}");
+        let _b = lock_shard(dir.path(), "results.shard-2-of-3.csv").unwrap();
+        drop(a);
+        assert!(lock_shard(dir.path(), "results.shard-1-of-3.csv").is_ok());
     }
 
     #[test]

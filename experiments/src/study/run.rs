@@ -58,7 +58,9 @@ use super::config::{StudyConfig, SweptAgent};
 use super::data::{load_study_data, StudyData};
 use super::oracle::{oracle_at, Scores};
 use crate::error::{read_json, write_json, Error, Result};
-use crate::lock::{lock_run, lock_waiting, remove_leftover_temps, Access, CASCADE_LOCK, RUN_LOCK};
+use crate::lock::{
+    lock_run, lock_shard, lock_waiting, remove_leftover_temps, Access, CASCADE_LOCK, RUN_LOCK,
+};
 use crate::results::{
     read_results_if_present, shard_files, union, write_results, PointKey, ResultRow, Shard,
     RESULTS_FILE,
@@ -400,6 +402,10 @@ pub fn run_study(cfg: &StudyConfig, opts: &RunOptions) -> Result<StudyOutcome> {
             Access::Exclusive
         };
         let _lock = lock_run(&run, access)?;
+        let _shard_lock = match opts.shard {
+            Some(s) => Some(lock_shard(&run, &s.file_name())?),
+            None => None,
+        };
         if access == Access::Exclusive {
             let n = remove_leftover_temps(&run)?;
             if n > 0 && opts.progress {
@@ -424,7 +430,10 @@ fn remove_if_unused(run: &Path) {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    if names.iter().all(|n| n == RUN_LOCK || n == CASCADE_LOCK) {
+    if names
+        .iter()
+        .all(|n| n == RUN_LOCK || n == CASCADE_LOCK || n.ends_with(".lock"))
+    {
         for n in &names {
             let _ = std::fs::remove_file(run.join(n));
         }
