@@ -12,7 +12,9 @@
 //! - `cascade.lock`: whoever pretrains the cascade holds it; others wait
 //!   for it (the shards of one run started together).
 //!
-//! The lock files stay in the folder; only the lock on them matters.
+//! The lock files stay in the folder; only the lock on them matters. On a
+//! shared file system the locks need `flock` support (NFS has it; Lustre
+//! only when mounted with `-o flock`).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};

@@ -23,7 +23,7 @@ fn study(out: &Path) -> Command {
         "--synthetic-test",
         "300",
         "--pretrain-epochs",
-        "3",
+        "8",
         "--frozen-epochs",
         "3",
         "--joint-epochs",
@@ -148,7 +148,6 @@ fn killed_runs_resume_to_the_same_rows_and_concurrent_runs_lose_none() {
     let lock = a.join(CASCADE_LOCK);
     let pid = child.id();
     wait_until("pretraining starts", || stamped_by(&lock, pid), &mut child);
-    std::thread::sleep(Duration::from_millis(200));
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(
