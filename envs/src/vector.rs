@@ -482,6 +482,45 @@ impl<B: StageBackend> VecEnv<B> {
         Ok(self.view())
     }
 
+    /// Restarts the sub-envs where `mask[i]` is true, done or not (a running
+    /// episode is abandoned), leaving the others as they are; the restarted
+    /// ones' per-step outputs (reward, terminated) are cleared. `seed:
+    /// Some(s)` reseeds each restarted sub-env i with `s + i` (wrapping),
+    /// as [`Self::reset`] would; each then draws its sample. This is
+    /// Gymnasium's `reset(options={"reset_mask": mask})`, the way to restart
+    /// sub-envs under [`AutoReset::Disabled`]. Refused before the first
+    /// reset ([`Error::NotReset`]) and for a mask of the wrong length.
+    ///
+    /// # Shapes
+    /// `mask: [n]`.
+    pub fn reset_envs(&mut self, mask: &[bool], seed: Option<u64>) -> Result<VecStep<'_>> {
+        if self.readiness != Readiness::Ready {
+            return Err(Error::NotReset {
+                after_failure: self.readiness == Readiness::Failed,
+            });
+        }
+        if mask.len() != self.num_envs() {
+            return Err(Error::InvalidArgument(format!(
+                "reset_envs: a mask of {} entries for {} sub-envs",
+                mask.len(),
+                self.num_envs()
+            )));
+        }
+        let which: Vec<(usize, Option<usize>)> = mask
+            .iter()
+            .enumerate()
+            .filter(|&(_, &m)| m)
+            .map(|(i, _)| (i, None))
+            .collect();
+        if let Some(s) = seed {
+            for &(i, _) in &which {
+                self.rngs[i] = EnvRng::new(s.wrapping_add(i as u64));
+            }
+        }
+        self.restart_some(&which)?;
+        Ok(self.view())
+    }
+
     fn reseed(&mut self, seed: Option<u64>) {
         if let Some(s) = seed {
             for (i, rng) in self.rngs.iter_mut().enumerate() {

@@ -374,3 +374,33 @@ fn evaluate_passes_policy_errors_and_illegal_policies_fail() {
     assert!(matches!(e, Error::IllegalAction { .. }), "{e:?}");
     assert_eq!(venv.autoreset(), AutoReset::SameStep);
 }
+
+#[test]
+fn reset_envs_restarts_exactly_the_masked_envs_like_single_envs() {
+    use cascade_env::{Env, OptimalStoppingEnv, ResetOptions};
+    let trace = common::small(2);
+    let mut venv =
+        VecEnv::new(trace.clone(), RewardSpec::default(), 3, AutoReset::Disabled).unwrap();
+    let e = venv.reset_envs(&[true; 3], None).unwrap_err();
+    assert!(matches!(e, Error::NotReset { .. }), "{e:?}");
+    venv.reset(Some(0)).unwrap();
+    use Action::{Forward as F, Stop as S};
+    let step = venv.step(&[S, F, S]).unwrap();
+    assert_eq!(step.info.done(), &[true, false, true]);
+    let e = venv.reset_envs(&[true; 2], None).unwrap_err();
+    assert!(e.to_string().contains("2 entries for 3 sub-envs"), "{e}");
+    // Env 0 (done) and env 1 (running, abandoned) restart with seeds 7 and
+    // 8; env 2 stays done.
+    let step = venv.reset_envs(&[true, true, false], Some(7)).unwrap();
+    assert_eq!(step.info.done(), &[false, false, true]);
+    assert_eq!(step.obs.stage()[..2], [0, 0]);
+    assert_eq!(step.terminated, &[false, false, true]);
+    for i in 0..2 {
+        let mut env = OptimalStoppingEnv::new(trace.clone(), RewardSpec::default()).unwrap();
+        let (o, info) = env
+            .reset(Some(7 + i as u64), ResetOptions::default())
+            .unwrap();
+        assert_eq!(step.obs.to_observation(i), o);
+        assert_eq!(step.info.sample()[i], info.sample);
+    }
+}
