@@ -364,6 +364,8 @@ pub enum AgentState {
     Threshold(crate::threshold::ThresholdState),
     /// [`crate::ReinforceAgent`].
     Reinforce(crate::reinforce::ReinforceState),
+    /// [`crate::BackwardAgent`] (`backward-induction`, `ann`).
+    Backward(crate::backward::BackwardState),
 }
 
 /// Writes `dir/agent.json` atomically.
@@ -420,6 +422,12 @@ pub fn load_agent(dir: &Path) -> Result<Box<dyn Agent>> {
             dir,
         )?),
         AgentState::Reinforce(s) => Box::new(crate::ReinforceAgent::from_state(
+            s,
+            m.num_stages,
+            m.trained_with,
+            dir,
+        )?),
+        AgentState::Backward(s) => Box::new(crate::BackwardAgent::from_state(
             s,
             m.num_stages,
             m.trained_with,

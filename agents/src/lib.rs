@@ -13,7 +13,9 @@
 //! | `static-k` | [`static_k`] | always stops at stage k (the paper's static classifiers) |
 //! | `oracle` | [`oracle`] | first stage whose argmax is right (reads the label; the bound) |
 //! | `threshold` | [`threshold`] | first stage whose top probability reaches tau, tau chosen on validation |
-//! | `reinforce` | [`reinforce`], [`joint`] | learned policy, REINFORCE; frozen (policy only) or joint (with the classifiers) |
+//! | `reinforce` | [`reinforce`], [`joint`], [`expected`] | learned policy, REINFORCE; frozen (policy only) or joint (with the classifiers) |
+//! | `backward-induction` | [`backward`] | optimal stopping by least squares from the last stage back (Longstaff-Schwartz) |
+//! | `ann` | [`backward`] | ANN's exits: weighted binary classification from the last stage back (Bolukbasi et al. 2017) |
 //!
 //! Agents that need only stage outputs work on any
 //! [`cascade_env::StageBackend`]: a recorded [`cascade_env::ReplayBackend`]
@@ -36,6 +38,7 @@
 //! ```
 
 pub mod agent;
+pub mod backward;
 mod error;
 pub mod eval;
 pub mod expected;
@@ -51,6 +54,7 @@ pub use agent::{
     decide, load_agent, read_manifest, ActMode, Agent, AgentManifest, AgentState, EpochMetrics,
     TrainData, TrainOptions, TrainSummary, AGENT_FILE, AGENT_FORMAT_VERSION,
 };
+pub use backward::{BackwardAgent, BackwardConfig, StopFit, StopInputs};
 pub use error::{Error, Result};
 pub use eval::{costs_with_policy, evaluate, record_trace, EvalConfig, EvalReport};
 pub use expected::{ExpectedJointConfig, JointSplits};
