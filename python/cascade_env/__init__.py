@@ -1,0 +1,158 @@
+"""CascadeStopping-v0 for Gymnasium, backed by the Rust crate ``cascade-env``.
+
+A cascade of K classifiers of increasing cost classifies one input per
+episode. After stage t has run, the agent sees the stage's features and
+label probabilities and either stops (action 0) and predicts with that
+stage, or forwards (action 1) to the next, stronger and dearer stage.
+Stopping at stage k pays ``-L(yhat, y) - alpha * Cost(k)``; forwarding pays 0.
+Episodes replay a recorded trace file (every stage's outputs on a data
+split), so stepping costs no neural-network work.
+
+Importing the package registers ``CascadeStopping-v0``::
+
+    import gymnasium as gym
+    import cascade_env
+
+    env = gym.make("CascadeStopping-v0", trace="val.safetensors", alpha=0.1)
+    envs = gym.make_vec("CascadeStopping-v0", num_envs=1024,
+                        vectorization_mode="vector_entry_point", trace="val.safetensors")
+
+See :class:`CascadeStoppingEnv` (the single env) and
+:class:`CascadeStoppingVectorEnv` (the native vector env) for the spaces,
+the info keys and the autoreset modes; :func:`load_trace` reads a trace
+into numpy arrays and :func:`write_synthetic_trace` writes the crate's
+synthetic one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, NamedTuple, Sequence
+
+import gymnasium
+import numpy as np
+
+from . import _native
+from .envs import CascadeStoppingEnv, CascadeStoppingVectorEnv
+
+__all__ = [
+    "ENV_ID",
+    "TRACE_FORMAT_VERSION",
+    "CascadeStoppingEnv",
+    "CascadeStoppingVectorEnv",
+    "Trace",
+    "load_trace",
+    "write_synthetic_trace",
+    "__version__",
+]
+
+#: The Gymnasium id, ``"CascadeStopping-v0"``.
+ENV_ID: str = _native.ENV_ID
+#: The trace file format version this build reads and writes.
+TRACE_FORMAT_VERSION: int = _native.TRACE_FORMAT_VERSION
+__version__: str = _native.__version__
+
+
+class Trace(NamedTuple):
+    """A trace file's content, as returned by :func:`load_trace`.
+
+    Attributes:
+        header: The JSON header as a dict: ``format_version``, ``dataset``,
+            ``split``, ``cascade``, ``cost_unit``, ``num_samples`` (N),
+            ``num_classes`` (C) and ``stages`` (a list of
+            ``{"name", "cost", "feature_dim"}``).
+        features: Per stage t, the features ``float32 [N, d_t]``.
+        probs: Per stage t, the label probabilities ``float32 [N, C]``.
+        labels: The true labels, ``int64 [N]``.
+        costs: The raw stage costs ``F_t``, ``float64 [K]``.
+    """
+
+    header: dict[str, Any]
+    features: list[np.ndarray]
+    probs: list[np.ndarray]
+    labels: np.ndarray
+    costs: np.ndarray
+
+
+def load_trace(path: str | os.PathLike[str]) -> Trace:
+    """Reads and validates a trace file (safetensors, format version 1).
+
+    Args:
+        path: The trace file.
+
+    Returns:
+        The header as a dict and the tensors as numpy arrays (copies).
+
+    Raises:
+        FileNotFoundError: The file does not exist (other ``OSError``
+            subclasses for other file errors).
+        ValueError: The file is not a valid trace; the message names the
+            file and the problem.
+    """
+    header, features, probs, labels, costs = _native.load_trace(os.fspath(path))
+    return Trace(json.loads(header), list(features), list(probs), labels, costs)
+
+
+def _non_negative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+def write_synthetic_trace(
+    path: str | os.PathLike[str],
+    *,
+    num_samples: int = 2000,
+    seed: int = 0,
+    num_classes: int = 10,
+    feature_dims: Sequence[int] = (16, 32, 64),
+    stage_costs: Sequence[float] = (1.0, 4.0, 16.0),
+    hopeless_fraction: float = 0.1,
+) -> dict[str, Any]:
+    """Writes the ``cascade-env`` synthetic trace (data set ``"synthetic"``).
+
+    Each sample draws a label and a difficulty h: stages ``t >= h`` put
+    probability in [0.91, 0.99) on the label, earlier ones put [0.55, 0.85)
+    on a wrong class; a ``hopeless_fraction`` of samples is never right.
+    So "stop once the top probability exceeds 0.9" stops at h. Feature 0 is
+    a noisy hint of h, feature 1 says whether the stage is right, the rest
+    is noise. The file is written atomically.
+
+    Args:
+        path: Where to write the trace (parent folders are created).
+        num_samples: N (>= 1).
+        seed: Seed of the generator; the same seed writes the same trace.
+        num_classes: C (>= 2).
+        feature_dims: Feature width per stage (each >= 2); its length is K.
+        stage_costs: Raw cost per stage, ``[K]``.
+        hopeless_fraction: Fraction of samples no stage gets right, in [0, 1].
+
+    Returns:
+        The header written, as a dict.
+
+    Raises:
+        ValueError: A bad argument (the message names it).
+        OSError: The file cannot be written.
+    """
+    header = _native.write_synthetic_trace(
+        os.fspath(path),
+        _non_negative_int("num_samples", num_samples),
+        _non_negative_int("seed", seed),
+        _non_negative_int("num_classes", num_classes),
+        [_non_negative_int("feature_dims entry", d) for d in feature_dims],
+        [float(c) for c in stage_costs],
+        float(hopeless_fraction),
+    )
+    return json.loads(header)
+
+
+if ENV_ID not in gymnasium.registry:
+    gymnasium.register(
+        id=ENV_ID,
+        entry_point="cascade_env.envs:CascadeStoppingEnv",
+        vector_entry_point="cascade_env.envs:CascadeStoppingVectorEnv",
+        nondeterministic=False,
+    )
