@@ -141,6 +141,7 @@ def test_illegal_actions_raise_and_change_nothing(trace):
         gym.make("CascadeStopping-v0", trace=trace).step(0)
 
 
+@pytest.mark.filterwarnings("ignore:.*render_mode")
 def test_bad_arguments_raise_python_exceptions(trace, tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such.safetensors"):
         gym.make("CascadeStopping-v0", trace=tmp_path / "no-such.safetensors")

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The Python package's tests, from anywhere in the repository:
+#
+#   scripts/test-python.sh               build and install ./python into a venv, run pytest
+#   scripts/test-python.sh -k vector     extra arguments go to pytest
+#
+# Needs a Rust toolchain and Python >= 3.11 with venv, pip and the
+# development files; on Debian: apt-get install python3-venv python3-dev
+# (this script installs nothing with apt). Packages come from the Python
+# package index through pip.
+#
+# Steps (idempotent; a second run reuses the venv and cargo's build cache):
+#   1. the virtual environment $CASCADE_PY_VENV (default .venv-py in the
+#      repository root), created if missing;
+#   2. pip install maturin numpy gymnasium pytest into it;
+#   3. pip install ./python (maturin builds the extension module in
+#      release mode; cargo's target folder is the workspace's, or
+#      $CARGO_TARGET_DIR);
+#   4. cargo build of the cascade-env example replay_returns, the Rust
+#      reference the parity tests compare the Python env against
+#      (handed to them as $CASCADE_REPLAY_RETURNS);
+#   5. pytest python/tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+venv=${CASCADE_PY_VENV:-$root/.venv-py}
+python=${PYTHON:-python3}
+
+say() { echo "== test-python.sh: $*"; }
+
+if [ ! -x "$venv/bin/python" ]; then
+  say "creating the virtual environment $venv"
+  if ! "$python" -m venv "$venv"; then
+    echo "test-python.sh: '$python -m venv' failed; on Debian: apt-get install python3-venv" >&2
+    exit 1
+  fi
+fi
+# maturin's build hooks call `maturin` and `cargo` by name.
+export PATH="$venv/bin:$PATH"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+say "pip install maturin numpy gymnasium pytest"
+pip install --quiet maturin numpy gymnasium pytest
+
+say "pip install ./python (builds the Rust extension)"
+pip install --quiet --no-build-isolation --force-reinstall --no-deps ./python
+
+say "cargo build -p cascade-env --example replay_returns"
+cargo build --quiet --locked -p cascade-env --example replay_returns
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+export CASCADE_REPLAY_RETURNS="$target_dir/debug/examples/replay_returns"
+
+say "pytest python/tests"
+# Run from the repository root so that the package imported is the
+# installed one, not the source folder python/cascade_env.
+pytest -p no:cacheprovider python/tests "$@"
