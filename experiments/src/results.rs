@@ -9,8 +9,8 @@
 //!
 //! | column | meaning |
 //! |---|---|
-//! | `agent` | `static-k`, `oracle`, `oracle-alpha`, `threshold`, `reinforce-frozen`, `reinforce-joint`, `expected-joint` |
-//! | `kind` | the agent family (`static`, `oracle`, `threshold`, `reinforce`) |
+//! | `agent` | `static-k`, `oracle`, `oracle-alpha`, `threshold`, `backward-induction`, `ann`, `reinforce-frozen`, `reinforce-joint`, `expected-joint` |
+//! | `kind` | the agent family (`static`, `oracle`, `threshold`, `backward`, `reinforce`, `expected`) |
 //! | `alpha` | price of compute the agent was trained / calibrated at (empty for `static-k`, `oracle`; the starting alpha in budget mode) |
 //! | `budget` | cost budget as a fraction of the largest stage (budget mode only) |
 //! | `seed` | training seed (empty for deterministic agents) |
@@ -171,7 +171,8 @@ impl PointKey {
     }
 }
 
-/// Display order of agents: static stages, oracles, threshold, frozen, joint.
+/// Display order of agents: static stages, oracles, threshold, the
+/// backward-fitted rules, frozen, joint.
 pub fn agent_rank(agent: &str) -> (u32, usize) {
     if let Some(k) = agent.strip_prefix("static-").and_then(|k| k.parse().ok()) {
         return (0, k);
@@ -180,10 +181,12 @@ pub fn agent_rank(agent: &str) -> (u32, usize) {
         "oracle" => 1,
         "oracle-alpha" => 2,
         "threshold" => 3,
-        "reinforce-frozen" => 4,
-        "reinforce-joint" => 5,
-        "expected-joint" => 6,
-        _ => 7,
+        "backward-induction" => 4,
+        "ann" => 5,
+        "reinforce-frozen" => 6,
+        "reinforce-joint" => 7,
+        "expected-joint" => 8,
+        _ => 9,
     };
     (r, 0)
 }

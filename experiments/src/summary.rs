@@ -102,8 +102,10 @@ pub fn largest_static(rows: &[ResultRow]) -> Option<&ResultRow> {
 }
 
 /// The learned and calibrated agents in display order, with labels.
-pub const POLICY_AGENTS: [(&str, &str); 4] = [
+pub const POLICY_AGENTS: [(&str, &str); 6] = [
     ("threshold", "threshold"),
+    ("backward-induction", "backward induction"),
+    ("ann", "ANN exits"),
     ("reinforce-frozen", "REINFORCE on frozen classifiers"),
     ("reinforce-joint", "REINFORCE joint"),
     ("expected-joint", "expected-joint"),

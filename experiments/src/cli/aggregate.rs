@@ -35,7 +35,7 @@ pub struct AggregateArgs {
 fn agent_order(rows: &[Vec<ResultRow>]) -> Vec<String> {
     let mut names: Vec<String> = rows[0]
         .iter()
-        .filter(|r| r.seed.is_some() || r.agent == "threshold")
+        .filter(|r| r.seed.is_some() || r.kind == "threshold" || r.kind == "backward")
         .map(|r| r.agent.clone())
         .collect();
     names.sort_by_key(|a| (crate::results::agent_rank(a), a.clone()));

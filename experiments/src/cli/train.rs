@@ -25,8 +25,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use cascade_agents::{
-    Agent, JointConfig, OracleAgent, ReinforceAgent, ReinforceConfig, StaticAgent, ThresholdAgent,
-    ThresholdConfig, TrainData, TrainOptions, TrainSummary,
+    Agent, BackwardAgent, BackwardConfig, JointConfig, OracleAgent, ReinforceAgent,
+    ReinforceConfig, StaticAgent, ThresholdAgent, ThresholdConfig, TrainData, TrainOptions,
+    TrainSummary,
 };
 use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
 use cascade_rl::backend::{cascade_policy_split, cascade_splits, CandleBackend, DEFAULT_BATCH};
@@ -48,7 +49,8 @@ pub struct TrainArgs {
     /// Folder of a pretrained cascade (holding cascade.json).
     #[arg(long)]
     pub cascade: PathBuf,
-    /// Agent: reinforce, threshold, static-K (K = 1..number of stages) or oracle.
+    /// Agent: reinforce, threshold, backward-induction, ann, static-K
+    /// (K = 1..number of stages) or oracle.
     #[arg(long)]
     pub agent: String,
     /// REINFORCE: train the policy and the classifiers together.
@@ -140,6 +142,9 @@ pub struct TrainRecord {
     pub joint: Option<JointConfig>,
     /// Threshold settings.
     pub threshold: Option<ThresholdConfig>,
+    /// Settings of backward-induction or ann.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backward: Option<BackwardConfig>,
     /// Device name.
     pub device: String,
 }
@@ -239,6 +244,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         reinforce: None,
         joint: None,
         threshold: None,
+        backward: None,
         device: cascade_rl::device::device_name(&device),
     };
 
@@ -320,13 +326,25 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             };
             (Box::new(a), s)
         }
+        "backward-induction" | "ann" => {
+            let cfg = if args.agent == "ann" {
+                BackwardConfig::ann()
+            } else {
+                BackwardConfig::backward_induction()
+            };
+            record.backward = Some(cfg.clone());
+            let mut a = BackwardAgent::new(cfg, &cascade.feature_dims(), cascade.num_classes())?;
+            let s = live(&mut a)?;
+            (Box::new(a), s)
+        }
         name if name.starts_with("static-") => {
             let mut a = StaticAgent::from_name(name, k)?;
             let s = live(&mut a)?;
             (Box::new(a), s)
         }
         other => bail!(
-            "unknown agent '{other}': use reinforce, threshold, oracle or static-1..static-{k}"
+            "unknown agent '{other}': use reinforce, threshold, backward-induction, ann, oracle \
+             or static-1..static-{k}"
         ),
     };
     agent.save(&args.out)?;
@@ -416,6 +434,11 @@ mod tests {
             ("static-2", vec!["--agent", "static-2"]),
             ("oracle", vec!["--agent", "oracle"]),
             ("threshold", vec!["--agent", "threshold", "--alpha", "0.05"]),
+            (
+                "backward",
+                vec!["--agent", "backward-induction", "--alpha", "0.05"],
+            ),
+            ("ann", vec!["--agent", "ann", "--budget", "0.5"]),
             (
                 "frozen",
                 [&["--agent", "reinforce", "--frozen"][..], &quick[..]].concat(),

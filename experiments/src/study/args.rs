@@ -107,7 +107,8 @@ pub struct StudyArgs {
 pub struct JointVsFrozenArgs {
     #[command(flatten)]
     pub study: StudyArgs,
-    /// Agents to sweep, comma-separated: threshold, frozen, joint, expected.
+    /// Agents to sweep, comma-separated: threshold, backward-induction, ann,
+    /// frozen, joint, expected.
     #[arg(long, value_delimiter = ',')]
     pub agents: Option<Vec<String>>,
 }
@@ -118,7 +119,8 @@ pub struct JointVsFrozenArgs {
 pub struct AlphaSweepArgs {
     #[command(flatten)]
     pub study: StudyArgs,
-    /// The agent: threshold, frozen, joint or expected.
+    /// The agent: threshold, backward-induction, ann, frozen, joint or
+    /// expected.
     #[arg(long)]
     pub agent: String,
     /// Sweep cost budgets instead of alphas: fractions of the largest
@@ -285,6 +287,8 @@ impl JointVsFrozenArgs {
                 .collect::<Result<Vec<SweptAgent>>>()?,
             None => vec![
                 SweptAgent::Threshold,
+                SweptAgent::BackwardInduction,
+                SweptAgent::Ann,
                 SweptAgent::Frozen,
                 SweptAgent::Joint,
                 SweptAgent::ExpectedJoint,

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use cascade_agents::{ExpectedJointConfig, JointConfig, ReinforceConfig, ThresholdConfig};
+use cascade_agents::{
+    BackwardConfig, ExpectedJointConfig, JointConfig, ReinforceConfig, ThresholdConfig,
+};
 use cascade_env::RewardSpec;
 use cascade_rl::data::{find_data_dir, DatasetKind, SplitConfig, SyntheticConfig};
 use cascade_rl::presets::Preset;
@@ -42,6 +44,14 @@ pub enum SweptAgent {
     /// warm-started like the REINFORCE joint agent.
     #[serde(rename = "expected-joint")]
     ExpectedJoint,
+    /// Least-squares optimal stopping fitted from the last stage back on
+    /// the frozen classifiers' outputs (Longstaff-Schwartz).
+    #[serde(rename = "backward-induction")]
+    BackwardInduction,
+    /// ANN's exits: weighted binary classification from the last stage
+    /// back (Bolukbasi et al. 2017), on the frozen classifiers' outputs.
+    #[serde(rename = "ann")]
+    Ann,
 }
 
 impl SweptAgent {
@@ -53,6 +63,8 @@ impl SweptAgent {
             SweptAgent::Frozen => "reinforce-frozen",
             SweptAgent::Joint => "reinforce-joint",
             SweptAgent::ExpectedJoint => "expected-joint",
+            SweptAgent::BackwardInduction => "backward-induction",
+            SweptAgent::Ann => "ann",
         }
     }
 
@@ -61,8 +73,18 @@ impl SweptAgent {
         match self {
             SweptAgent::Threshold => "threshold",
             SweptAgent::ExpectedJoint => "expected",
+            SweptAgent::BackwardInduction | SweptAgent::Ann => "backward",
             _ => "reinforce",
         }
+    }
+
+    /// Whether it is fitted on recorded outputs without a seed (one row
+    /// per point, like the threshold).
+    pub fn seedless(self) -> bool {
+        matches!(
+            self,
+            SweptAgent::Threshold | SweptAgent::BackwardInduction | SweptAgent::Ann
+        )
     }
 
     /// A label for figures and tables.
@@ -72,6 +94,8 @@ impl SweptAgent {
             SweptAgent::Frozen => "REINFORCE on frozen classifiers",
             SweptAgent::Joint => "REINFORCE joint",
             SweptAgent::ExpectedJoint => "expected-joint (exact, cross-fitted)",
+            SweptAgent::BackwardInduction => "backward induction (least squares)",
+            SweptAgent::Ann => "ANN exits (weighted classification)",
         }
     }
 }
@@ -86,8 +110,11 @@ impl std::str::FromStr for SweptAgent {
             "frozen" | "reinforce-frozen" => Ok(SweptAgent::Frozen),
             "joint" | "reinforce-joint" => Ok(SweptAgent::Joint),
             "expected" | "expected-joint" => Ok(SweptAgent::ExpectedJoint),
+            "backward" | "backward-induction" => Ok(SweptAgent::BackwardInduction),
+            "ann" => Ok(SweptAgent::Ann),
             other => Err(Error::Config(format!(
-                "unknown agent '{other}' (expected threshold, frozen, joint or expected)"
+                "unknown agent '{other}' (expected threshold, frozen, joint, expected, \
+                 backward-induction or ann)"
             ))),
         }
     }
@@ -206,6 +233,12 @@ pub struct StudyConfig {
     /// The classifiers' side of `expected-joint`.
     #[serde(default)]
     pub expected_classifiers: ExpectedJointConfig,
+    /// The fit of `backward-induction`.
+    #[serde(default = "BackwardConfig::backward_induction")]
+    pub backward: BackwardConfig,
+    /// The fit of `ann`.
+    #[serde(default = "BackwardConfig::ann")]
+    pub ann: BackwardConfig,
     /// At most this many of the agents' training images (a seeded subset,
     /// the same for the frozen and the joint agent and every seed; `None`:
     /// all of the held-out share).
@@ -265,6 +298,8 @@ impl StudyConfig {
             joint_classifiers: JointConfig::default(),
             expected: expected_policy(),
             expected_classifiers: ExpectedJointConfig::default(),
+            backward: BackwardConfig::backward_induction(),
+            ann: BackwardConfig::ann(),
             variants: vec![],
             ablation_points: vec![],
             agent_train_samples: None,

@@ -40,9 +40,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cascade_agents::{
-    evaluate, ActMode, Agent, EvalConfig, EvalReport, JointSplits, OracleAgent, ReinforceAgent,
-    ReinforceConfig, ReinforceMode, StaticAgent, ThresholdAgent, TrainData, TrainOptions,
-    TrainSummary,
+    evaluate, ActMode, Agent, BackwardAgent, EvalConfig, EvalReport, JointSplits, OracleAgent,
+    ReinforceAgent, ReinforceConfig, ReinforceMode, StaticAgent, ThresholdAgent, TrainData,
+    TrainOptions, TrainSummary,
 };
 use cascade_env::{ReplayBackend, RewardSpec, StageBackend};
 use cascade_rl::backend::CandleBackend;
@@ -244,7 +244,9 @@ enum Unit {
     Learned(SweptAgent, Point, u64),
     /// `cfg.variants[i]` at a point with a seed.
     Variant(usize, Point, u64),
-    Threshold(Point),
+    /// An agent fitted on recorded outputs without a seed (threshold,
+    /// backward-induction, ann).
+    Fitted(SweptAgent, Point),
     Static,
     Oracle,
     OracleCurve,
@@ -284,8 +286,14 @@ fn plan(cfg: &StudyConfig) -> Vec<Unit> {
             }
         }
     }
-    if cfg.agents.contains(&SweptAgent::Threshold) {
-        units.extend(points.iter().map(|&p| Unit::Threshold(p)));
+    for agent in [
+        SweptAgent::Threshold,
+        SweptAgent::BackwardInduction,
+        SweptAgent::Ann,
+    ] {
+        if cfg.agents.contains(&agent) {
+            units.extend(points.iter().map(|&p| Unit::Fitted(agent, p)));
+        }
     }
     units.extend([Unit::Static, Unit::Oracle, Unit::OracleCurve]);
     // Ablations of the joint agents swept (not in an `alpha_sweep` of
@@ -319,7 +327,7 @@ impl Unit {
                 p.budget,
                 Some(s),
             )],
-            Unit::Threshold(p) => vec![PointKey::new("threshold", Some(p.alpha), p.budget, None)],
+            Unit::Fitted(a, p) => vec![PointKey::new(a.name(), Some(p.alpha), p.budget, None)],
             Unit::Static => (1..=k)
                 .map(|t| PointKey::new(&format!("static-{t}"), None, None, None))
                 .collect(),
@@ -336,7 +344,7 @@ impl Unit {
         match *self {
             Unit::Learned(a, p, s) => format!("{} {} seed {s}", a.name(), p.tag()),
             Unit::Variant(i, p, s) => format!("variant {} {} seed {s}", i + 1, p.tag()),
-            Unit::Threshold(p) => format!("threshold {}", p.tag()),
+            Unit::Fitted(a, p) => format!("{} {}", a.name(), p.tag()),
             Unit::Static => "static stages".into(),
             Unit::Oracle => "oracle".into(),
             Unit::OracleCurve => "oracle curve".into(),
@@ -992,10 +1000,25 @@ impl Ctx<'_> {
                 }
                 Ok(rows)
             }
-            Unit::Threshold(p) => {
-                let (dir, rel) = self.agent_dir("threshold", p, None);
+            Unit::Fitted(which, p) => {
+                let name = which.name();
+                let (dir, rel) = self.agent_dir(name, p, None);
                 let k = self.traces.test.num_stages();
-                let mut agent = ThresholdAgent::new(self.cfg.threshold.clone(), k)?;
+                let mut agent: Box<dyn Agent> = match which {
+                    SweptAgent::BackwardInduction | SweptAgent::Ann => {
+                        let cfg = if which == SweptAgent::Ann {
+                            &self.cfg.ann
+                        } else {
+                            &self.cfg.backward
+                        };
+                        Box::new(BackwardAgent::new(
+                            cfg.clone(),
+                            self.traces.test.feature_dims(),
+                            self.traces.test.num_classes(),
+                        )?)
+                    }
+                    _ => Box::new(ThresholdAgent::new(self.cfg.threshold.clone(), k)?),
+                };
                 let opts = self.train_opts(p, 0, None);
                 let summary = agent.train(
                     TrainData {
@@ -1006,11 +1029,11 @@ impl Ctx<'_> {
                 )?;
                 agent.save(&dir)?;
                 let spec = self.spec(summary.alpha);
-                let (val, test) = self.eval_replay(&agent, &spec, 0)?;
+                let (val, test) = self.eval_replay(&*agent, &spec, 0)?;
                 self.save_reports(&dir, &summary, &val, &test)?;
                 Ok(vec![self.row(
-                    "threshold",
-                    "threshold",
+                    name,
+                    which.kind(),
                     Some(p),
                     None,
                     Some(&summary),
@@ -1067,7 +1090,7 @@ impl Ctx<'_> {
                 };
                 self.joint_unit(&job, p, seed)
             }
-            Unit::Learned(SweptAgent::Threshold, p, _) => self.run_unit(&Unit::Threshold(p)),
+            Unit::Learned(which, p, _) => self.run_unit(&Unit::Fitted(which, p)),
         }
     }
 
