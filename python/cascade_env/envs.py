@@ -36,6 +36,11 @@ def _observation_space(native: _native.Env | _native.VecEnv) -> spaces.Dict:
     )
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
 def _check_render_mode(render_mode: str | None) -> None:
     if render_mode is not None:
         raise ValueError(f"CascadeStopping-v0 has no render modes, got render_mode={render_mode!r}")
@@ -194,6 +199,9 @@ class CascadeStoppingEnv(gym.Env[ObsDict, np.int64]):
         return self._obs(obs), reward, terminated, False, self._info(info)
 
 
+# Action dtypes the Rust step reads without a conversion.
+_NATIVE_ACTION_DTYPES = (np.dtype(np.int64), np.dtype(np.int32), np.dtype(np.int8), np.dtype(np.bool_))
+
 _MODES = {
     AutoresetMode.NEXT_STEP: "next-step",
     AutoresetMode.SAME_STEP: "same-step",
@@ -228,6 +236,12 @@ class CascadeStoppingVectorEnv(gym.vector.VectorEnv):
         trace, alpha, loss, cost, prediction: As for :class:`CascadeStoppingEnv`.
         autoreset_mode: ``AutoresetMode.NEXT_STEP`` (the default, as in
             Gymnasium), ``SAME_STEP`` or ``DISABLED`` (or their names).
+        copy: True (the default, as ``SyncVectorEnv``'s ``copy``): every
+            call returns fresh arrays that nothing writes again. False:
+            the arrays are reused, for speed; a call's observation and info
+            arrays are overwritten two calls later, its rewards,
+            terminations and outcomes by the next step (``truncated`` and
+            the masks are shared read-only arrays). Copy what you keep.
         render_mode: Must be None.
 
     Spaces:
@@ -238,8 +252,9 @@ class CascadeStoppingVectorEnv(gym.vector.VectorEnv):
         ``cost_so_far`` ``float32 [n, 1]``; actions ``MultiDiscrete([2] * n)``,
         any integer dtype.
 
-    Every call returns fresh numpy arrays (nothing returned is written
-    again), filled by Rust without a per-sub-env Python loop.
+    The arrays are filled by Rust, without a per-sub-env Python loop and
+    with the GIL released; with ``copy=True`` every call returns fresh
+    ones.
 
     Info (a dict of arrays, each key with its ``_key`` boolean mask):
         ``action_mask`` ``int8 [n, 2]``, ``sample``, ``cost``,
@@ -274,6 +289,7 @@ class CascadeStoppingVectorEnv(gym.vector.VectorEnv):
         cost: str = "cumulative",
         prediction: str = "argmax",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        copy: bool = True,
         render_mode: str | None = None,
     ) -> None:
         _check_render_mode(render_mode)
@@ -282,8 +298,9 @@ class CascadeStoppingVectorEnv(gym.vector.VectorEnv):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self._native = _native.VecEnv(
-            os.fspath(trace), num_envs, _MODES[mode], float(alpha), loss, cost, prediction
+            os.fspath(trace), num_envs, _MODES[mode], float(alpha), loss, cost, prediction, bool(copy)
         )
+        self.copy = bool(copy)
         self.trace_path: str = os.fspath(trace)
         self.num_envs = num_envs
         self.render_mode = None
@@ -299,8 +316,9 @@ class CascadeStoppingVectorEnv(gym.vector.VectorEnv):
         self.stage_costs: list[float] = self._native.stage_costs
         #: The trace header.
         self.header: dict[str, Any] = json.loads(self._native.header_json)
-        self._all = np.ones(num_envs, dtype=np.bool_)
-        self._all.flags.writeable = False
+        self._all = _read_only(np.ones(num_envs, dtype=np.bool_))
+        self._false = _read_only(np.zeros(num_envs, dtype=np.bool_))
+        self._no_actions = _read_only(np.zeros((num_envs, 2), dtype=np.int8))
         self._last_obs: ObsDict | None = None
 
     @property
@@ -392,7 +410,7 @@ class CascadeStoppingVectorEnv(gym.vector.VectorEnv):
             RuntimeError: Before the first reset.
         """
         a = np.asarray(actions)
-        if a.dtype != np.int64:
+        if a.dtype not in _NATIVE_ACTION_DTYPES:
             if a.dtype.kind not in "iub":
                 raise TypeError(f"actions must be integers, got dtype {a.dtype}")
             a = a.astype(np.int64)
@@ -401,8 +419,7 @@ class CascadeStoppingVectorEnv(gym.vector.VectorEnv):
         obs_t, rewards, terminated, info_t, outcome = self._native.step(a)
         obs = self._obs(obs_t)
         info = self._info(info_t)
-        done = terminated.copy()
-        done.flags.writeable = False
+        done = _read_only(terminated.copy())
         prediction, label, loss, finals = outcome
         if finals is None:
             info.update(
@@ -416,7 +433,7 @@ class CascadeStoppingVectorEnv(gym.vector.VectorEnv):
         else:
             sample, cost, raw_cost, feature_dim = finals
             info["final_info"] = {
-                "action_mask": np.zeros((self.num_envs, 2), dtype=np.int8),
+                "action_mask": self._no_actions if not self.copy else np.zeros((self.num_envs, 2), dtype=np.int8),
                 "_action_mask": done,
                 "sample": sample,
                 "_sample": done,
@@ -437,4 +454,5 @@ class CascadeStoppingVectorEnv(gym.vector.VectorEnv):
             info["final_obs"] = self._last_obs
             info["_final_obs"] = done
         self._last_obs = obs
-        return obs, rewards, terminated, np.zeros(self.num_envs, dtype=np.bool_), info
+        truncated = self._false if not self.copy else np.zeros(self.num_envs, dtype=np.bool_)
+        return obs, rewards, terminated, truncated, info

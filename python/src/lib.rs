@@ -20,12 +20,15 @@ use cascade_env::{
     VecStep,
 };
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
+use numpy::{
+    IntoPyArray, PyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray,
+};
 use pyo3::exceptions::{
     PyFileNotFoundError, PyIsADirectoryError, PyOSError, PyPermissionError, PyRuntimeError,
-    PyValueError,
+    PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
+use pyo3::type_object::PyTypeCheck;
 
 /// The Python exception for an env error, with the Rust message:
 /// `ValueError` for bad arguments, corrupt traces and illegal actions,
@@ -285,125 +288,287 @@ fn costs(model: &RewardModel) -> Vec<f64> {
     (0..model.num_stages()).map(|t| model.cost(t)).collect()
 }
 
-/// The per-step buffers of the vector env, filled without the GIL and
-/// handed to numpy without a copy.
-#[derive(Debug, Default)]
-struct Batch {
-    stage: Vec<i64>,
-    features: Vec<f32>,
-    probs: Vec<f32>,
-    cost_so_far: Vec<f32>,
-    action_mask: Vec<i8>,
-    sample: Vec<i64>,
-    cost: Vec<f64>,
-    raw_cost: Vec<f64>,
-    feature_dim: Vec<i64>,
+fn arr2<T: numpy::Element>(
+    py: Python<'_>,
+    v: Vec<T>,
+    cols: usize,
+) -> PyResult<Bound<'_, PyArray2<T>>> {
+    let rows = v.len().checked_div(cols).unwrap_or(0);
+    let a = Array2::from_shape_vec((rows, cols), v)
+        .map_err(|e| PyRuntimeError::new_err(format!("buffer shape: {e}")))?;
+    Ok(a.into_pyarray(py))
 }
 
-/// The outcome of the episodes that terminated in a step (zero where none
-/// did), plus for same-step autoreset the final info of those episodes.
-#[derive(Debug, Default)]
-struct Outcome {
-    reward: Vec<f64>,
-    terminated: Vec<bool>,
-    prediction: Vec<i64>,
-    label: Vec<i64>,
-    loss: Vec<f64>,
-    /// `(sample, cost, raw_cost, feature_dim)` of the terminated episodes.
-    finals: Option<Finals>,
+/// The numpy arrays a vector-env call writes its observations and info
+/// into (`[n]` unless noted).
+struct ObsInfo<'py> {
+    stage: Bound<'py, PyArray1<i64>>,
+    /// `[n, max_d]`.
+    features: Bound<'py, PyArray2<f32>>,
+    /// `[n, C]`.
+    probs: Bound<'py, PyArray2<f32>>,
+    /// `[n, 1]`.
+    cost_so_far: Bound<'py, PyArray2<f32>>,
+    /// `[n, 2]`.
+    action_mask: Bound<'py, PyArray2<i8>>,
+    sample: Bound<'py, PyArray1<i64>>,
+    cost: Bound<'py, PyArray1<f64>>,
+    raw_cost: Bound<'py, PyArray1<f64>>,
+    feature_dim: Bound<'py, PyArray1<i64>>,
 }
 
-/// `(sample, cost, raw_cost, feature_dim)` per sub-env.
-type Finals = (Vec<i64>, Vec<f64>, Vec<f64>, Vec<i64>);
+/// The arrays of a step's outcome (`[n]`): the rewards and terminations,
+/// and the terminated episodes' prediction, label and loss (zero where
+/// none terminated); under same-step autoreset also their final sample,
+/// cost, raw cost and feature width.
+struct Outcomes<'py> {
+    reward: Bound<'py, PyArray1<f64>>,
+    terminated: Bound<'py, PyArray1<bool>>,
+    prediction: Bound<'py, PyArray1<i64>>,
+    label: Bound<'py, PyArray1<i64>>,
+    loss: Bound<'py, PyArray1<f64>>,
+    finals: Option<Finals<'py>>,
+}
 
-fn fill_batch(
+struct Finals<'py> {
+    sample: Bound<'py, PyArray1<i64>>,
+    cost: Bound<'py, PyArray1<f64>>,
+    raw_cost: Bound<'py, PyArray1<f64>>,
+    feature_dim: Bound<'py, PyArray1<i64>>,
+}
+
+fn cast<'py, T: PyTypeCheck>(py: Python<'py>, o: &Py<PyAny>) -> PyResult<Bound<'py, T>> {
+    Ok(o.bind(py).cast::<T>()?.clone())
+}
+
+impl<'py> ObsInfo<'py> {
+    fn zeros(py: Python<'py>, layout: &Layout, n: usize) -> Self {
+        ObsInfo {
+            stage: PyArray1::zeros(py, n, false),
+            features: PyArray2::zeros(py, [n, layout.max_dim], false),
+            probs: PyArray2::zeros(py, [n, layout.num_classes], false),
+            cost_so_far: PyArray2::zeros(py, [n, 1], false),
+            action_mask: PyArray2::zeros(py, [n, 2], false),
+            sample: PyArray1::zeros(py, n, false),
+            cost: PyArray1::zeros(py, n, false),
+            raw_cost: PyArray1::zeros(py, n, false),
+            feature_dim: PyArray1::zeros(py, n, false),
+        }
+    }
+
+    fn to_objects(&self) -> Vec<Py<PyAny>> {
+        vec![
+            self.stage.clone().into_any().unbind(),
+            self.features.clone().into_any().unbind(),
+            self.probs.clone().into_any().unbind(),
+            self.cost_so_far.clone().into_any().unbind(),
+            self.action_mask.clone().into_any().unbind(),
+            self.sample.clone().into_any().unbind(),
+            self.cost.clone().into_any().unbind(),
+            self.raw_cost.clone().into_any().unbind(),
+            self.feature_dim.clone().into_any().unbind(),
+        ]
+    }
+
+    fn from_objects(py: Python<'py>, o: &[Py<PyAny>]) -> PyResult<Self> {
+        Ok(ObsInfo {
+            stage: cast(py, &o[0])?,
+            features: cast(py, &o[1])?,
+            probs: cast(py, &o[2])?,
+            cost_so_far: cast(py, &o[3])?,
+            action_mask: cast(py, &o[4])?,
+            sample: cast(py, &o[5])?,
+            cost: cast(py, &o[6])?,
+            raw_cost: cast(py, &o[7])?,
+            feature_dim: cast(py, &o[8])?,
+        })
+    }
+
+    /// `((stage, features, probs, cost_so_far), (action_mask, sample,
+    /// cost, raw_cost, feature_dim))`.
+    fn into_tuples(self) -> (BatchObsTuple<'py>, BatchInfoTuple<'py>) {
+        (
+            (self.stage, self.features, self.probs, self.cost_so_far),
+            (
+                self.action_mask,
+                self.sample,
+                self.cost,
+                self.raw_cost,
+                self.feature_dim,
+            ),
+        )
+    }
+}
+
+impl<'py> Outcomes<'py> {
+    fn zeros(py: Python<'py>, n: usize, same_step: bool) -> Self {
+        Outcomes {
+            reward: PyArray1::zeros(py, n, false),
+            terminated: PyArray1::zeros(py, n, false),
+            prediction: PyArray1::zeros(py, n, false),
+            label: PyArray1::zeros(py, n, false),
+            loss: PyArray1::zeros(py, n, false),
+            finals: same_step.then(|| Finals {
+                sample: PyArray1::zeros(py, n, false),
+                cost: PyArray1::zeros(py, n, false),
+                raw_cost: PyArray1::zeros(py, n, false),
+                feature_dim: PyArray1::zeros(py, n, false),
+            }),
+        }
+    }
+
+    fn to_objects(&self) -> Vec<Py<PyAny>> {
+        let mut v = vec![
+            self.reward.clone().into_any().unbind(),
+            self.terminated.clone().into_any().unbind(),
+            self.prediction.clone().into_any().unbind(),
+            self.label.clone().into_any().unbind(),
+            self.loss.clone().into_any().unbind(),
+        ];
+        if let Some(f) = &self.finals {
+            v.push(f.sample.clone().into_any().unbind());
+            v.push(f.cost.clone().into_any().unbind());
+            v.push(f.raw_cost.clone().into_any().unbind());
+            v.push(f.feature_dim.clone().into_any().unbind());
+        }
+        v
+    }
+
+    fn from_objects(py: Python<'py>, o: &[Py<PyAny>]) -> PyResult<Self> {
+        let finals = if o.len() == 9 {
+            Some(Finals {
+                sample: cast(py, &o[5])?,
+                cost: cast(py, &o[6])?,
+                raw_cost: cast(py, &o[7])?,
+                feature_dim: cast(py, &o[8])?,
+            })
+        } else {
+            None
+        };
+        Ok(Outcomes {
+            reward: cast(py, &o[0])?,
+            terminated: cast(py, &o[1])?,
+            prediction: cast(py, &o[2])?,
+            label: cast(py, &o[3])?,
+            loss: cast(py, &o[4])?,
+            finals,
+        })
+    }
+}
+
+/// A writable view of an array's data; refused (`RuntimeError`) if the
+/// caller made a returned array read-only or non-contiguous.
+fn writable<'py, T: numpy::Element, D: numpy::ndarray::Dimension>(
+    a: &Bound<'py, PyArray<T, D>>,
+) -> PyResult<PyReadwriteArray<'py, T, D>> {
+    a.try_readwrite().map_err(|e| {
+        PyRuntimeError::new_err(format!(
+            "cannot write into an output array of the vector env (copy=False): {e}"
+        ))
+    })
+}
+
+fn slice_mut<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
+    a: &'a mut PyReadwriteArray<'_, T, D>,
+) -> PyResult<&'a mut [T]> {
+    a.as_slice_mut().map_err(|e| {
+        PyRuntimeError::new_err(format!(
+            "an output array of the vector env is not contiguous (copy=False): {e}"
+        ))
+    })
+}
+
+/// Where one call's observations and info go; shapes as in [`ObsInfo`].
+struct ObsInfoOut<'a> {
+    stage: &'a mut [i64],
+    features: &'a mut [f32],
+    probs: &'a mut [f32],
+    cost_so_far: &'a mut [f32],
+    action_mask: &'a mut [i8],
+    sample: &'a mut [i64],
+    cost: &'a mut [f64],
+    raw_cost: &'a mut [f64],
+    feature_dim: &'a mut [i64],
+}
+
+/// Where a step's outcome goes; shapes as in [`Outcomes`].
+struct OutcomeOut<'a> {
+    reward: &'a mut [f64],
+    terminated: &'a mut [bool],
+    prediction: &'a mut [i64],
+    label: &'a mut [i64],
+    loss: &'a mut [f64],
+    finals: Option<[FinalsOut<'a>; 1]>,
+}
+
+struct FinalsOut<'a> {
+    sample: &'a mut [i64],
+    cost: &'a mut [f64],
+    raw_cost: &'a mut [f64],
+    feature_dim: &'a mut [i64],
+}
+
+/// The static tables the fill functions read.
+struct Tables<'a> {
+    layout: &'a Layout,
+    costs: &'a [f64],
+    raw_costs: &'a [f64],
+}
+
+/// Writes every sub-env's observation (features zero-padded to `max_d`;
+/// the padding is left alone when the buffer is `zeroed` already) and
+/// info.
+fn fill_obs_info(
     obs: &BatchObservation,
     info: &BatchInfo,
-    layout: &Layout,
-    costs: &[f64],
-    raw: &[f64],
-) -> Batch {
-    let n = obs.num_envs();
-    let (k, m) = (layout.dims.len(), layout.max_dim);
-    let mut b = Batch {
-        stage: Vec::with_capacity(n),
-        features: Vec::with_capacity(n * m),
-        probs: obs.probs().to_vec(),
-        cost_so_far: obs.cost_so_far().to_vec(),
-        action_mask: Vec::with_capacity(2 * n),
-        sample: info.sample().iter().map(|&s| s as i64).collect(),
-        cost: Vec::with_capacity(n),
-        raw_cost: Vec::with_capacity(n),
-        feature_dim: Vec::with_capacity(n),
-    };
-    for (i, (&t, &done)) in obs.stage().iter().zip(info.done()).enumerate() {
+    tab: &Tables<'_>,
+    o: ObsInfoOut<'_>,
+    zeroed: bool,
+) {
+    let dims = &tab.layout.dims;
+    let (k, m) = (dims.len(), tab.layout.max_dim);
+    o.probs.copy_from_slice(obs.probs());
+    o.cost_so_far.copy_from_slice(obs.cost_so_far());
+    let rows = o.features.chunks_exact_mut(m.max(1));
+    let masks = o.action_mask.chunks_exact_mut(2);
+    let per_env = obs.stage().iter().zip(info.done()).zip(info.sample());
+    for (i, (((&t, &done), &s), (row, mask))) in per_env.zip(rows.zip(masks)).enumerate() {
         let t = t as usize;
-        let d = layout.dims[t];
-        b.stage.push(t as i64);
-        b.features
-            .extend_from_slice(&obs.stage_features(t)[i * d..(i + 1) * d]);
-        b.features.resize(b.features.len() + (m - d), 0.0);
-        b.action_mask.push(i8::from(!done));
-        b.action_mask.push(i8::from(!done && t + 1 < k));
-        b.cost.push(costs[t]);
-        b.raw_cost.push(raw[t]);
-        b.feature_dim.push(d as i64);
+        let d = dims[t];
+        row[..d].copy_from_slice(&obs.stage_features(t)[i * d..(i + 1) * d]);
+        if !zeroed {
+            row[d..].fill(0.0);
+        }
+        mask[0] = i8::from(!done);
+        mask[1] = i8::from(!done && t + 1 < k);
+        o.stage[i] = t as i64;
+        o.sample[i] = s as i64;
+        o.cost[i] = tab.costs[t];
+        o.raw_cost[i] = tab.raw_costs[t];
+        o.feature_dim[i] = d as i64;
     }
-    b
 }
 
-fn fill_outcome(
-    step: &VecStep<'_>,
-    layout: &Layout,
-    costs: &[f64],
-    raw: &[f64],
-    same_step: bool,
-) -> Outcome {
+/// Writes a step's rewards, terminations and the terminated episodes'
+/// outcomes (zero elsewhere).
+fn fill_outcome(step: &VecStep<'_>, tab: &Tables<'_>, o: OutcomeOut<'_>) {
     let info = step.info;
-    let term = step.terminated;
-    let pick = |ok: bool, v: i64| if ok { v } else { 0 };
-    let mut o = Outcome {
-        reward: step.rewards.to_vec(),
-        terminated: term.to_vec(),
-        prediction: term
-            .iter()
-            .zip(info.prediction())
-            .map(|(&t, &p)| pick(t, p as i64))
-            .collect(),
-        label: term
-            .iter()
-            .zip(info.label())
-            .map(|(&t, &y)| pick(t, y as i64))
-            .collect(),
-        loss: term
-            .iter()
-            .zip(info.loss())
-            .map(|(&t, &l)| if t { l } else { 0.0 })
-            .collect(),
-        finals: None,
-    };
-    if same_step {
-        let n = term.len();
-        let (mut s, mut c, mut r, mut d) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for (i, &t) in term.iter().enumerate() {
-            let stage = info.stop_stage()[i] as usize;
-            let ok = t && stage < costs.len();
-            s.push(pick(ok, info.final_sample()[i] as i64));
-            c.push(if ok { costs[stage] } else { 0.0 });
-            r.push(if ok { raw[stage] } else { 0.0 });
-            d.push(pick(
-                ok,
-                layout.dims.get(stage).copied().unwrap_or(0) as i64,
-            ));
+    o.reward.copy_from_slice(step.rewards);
+    o.terminated.copy_from_slice(step.terminated);
+    let mut finals = o.finals;
+    for (i, &t) in step.terminated.iter().enumerate() {
+        let stage = info.stop_stage()[i] as usize;
+        let ok = t && stage < tab.costs.len();
+        o.prediction[i] = if ok { info.prediction()[i] as i64 } else { 0 };
+        o.label[i] = if ok { info.label()[i] as i64 } else { 0 };
+        o.loss[i] = if ok { info.loss()[i] } else { 0.0 };
+        if let Some([f]) = &mut finals {
+            f.sample[i] = if ok { info.final_sample()[i] as i64 } else { 0 };
+            f.cost[i] = if ok { tab.costs[stage] } else { 0.0 };
+            f.raw_cost[i] = if ok { tab.raw_costs[stage] } else { 0.0 };
+            f.feature_dim[i] = if ok { tab.layout.dims[stage] as i64 } else { 0 };
         }
-        o.finals = Some((s, c, r, d));
     }
-    o
 }
 
 /// `(stage, features [n, max_d], probs [n, C], cost_so_far [n, 1])`.
@@ -423,54 +588,39 @@ type BatchInfoTuple<'py> = (
     Bound<'py, PyArray1<i64>>,
 );
 
-/// `(prediction, label, loss, finals)` with `finals = (sample, cost,
-/// raw_cost, feature_dim)` under same-step autoreset.
+/// `(sample, cost, raw_cost, feature_dim)` of the terminated episodes.
+type FinalsTuple<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<f64>>,
+    Bound<'py, PyArray1<i64>>,
+);
+
+/// `(prediction, label, loss, finals)`, finals under same-step autoreset.
 type BatchOutcomeTuple<'py> = (
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<f64>>,
-    Option<BatchInfoFinals<'py>>,
+    Option<FinalsTuple<'py>>,
 );
 
-type BatchInfoFinals<'py> = (
-    Bound<'py, PyArray1<i64>>,
+/// What `VecEnv.step` returns: `(obs, reward, terminated, info, outcome)`.
+type StepTuple<'py> = (
+    BatchObsTuple<'py>,
     Bound<'py, PyArray1<f64>>,
-    Bound<'py, PyArray1<f64>>,
-    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<bool>>,
+    BatchInfoTuple<'py>,
+    BatchOutcomeTuple<'py>,
 );
 
-fn arr2<T: numpy::Element>(
-    py: Python<'_>,
-    v: Vec<T>,
-    cols: usize,
-) -> PyResult<Bound<'_, PyArray2<T>>> {
-    let rows = v.len().checked_div(cols).unwrap_or(0);
-    let a = Array2::from_shape_vec((rows, cols), v)
-        .map_err(|e| PyRuntimeError::new_err(format!("buffer shape: {e}")))?;
-    Ok(a.into_pyarray(py))
-}
-
-impl Batch {
-    fn into_py<'py>(
-        self,
-        py: Python<'py>,
-        layout: &Layout,
-    ) -> PyResult<(BatchObsTuple<'py>, BatchInfoTuple<'py>)> {
-        let obs = (
-            self.stage.into_pyarray(py),
-            arr2(py, self.features, layout.max_dim)?,
-            arr2(py, self.probs, layout.num_classes)?,
-            arr2(py, self.cost_so_far, 1)?,
-        );
-        let info = (
-            arr2(py, self.action_mask, 2)?,
-            self.sample.into_pyarray(py),
-            self.cost.into_pyarray(py),
-            self.raw_cost.into_pyarray(py),
-            self.feature_dim.into_pyarray(py),
-        );
-        Ok((obs, info))
-    }
+/// The output arrays kept between calls with `copy=False`: two sets of
+/// observation arrays used in turn (so the previous call's observation,
+/// the final observation of a same-step restart, is still intact) and one
+/// set of outcome arrays.
+struct Reused {
+    obs_info: [Vec<Py<PyAny>>; 2],
+    outcomes: Vec<Py<PyAny>>,
+    turn: usize,
 }
 
 /// n episodes of CascadeStopping-v0 in lock step (the Rust `VecEnv`). The
@@ -482,23 +632,62 @@ struct NativeVecEnv {
     costs: Vec<f64>,
     raw_costs: Vec<f64>,
     actions: Vec<Action>,
+    reused: Option<Reused>,
 }
 
-/// What `VecEnv.step` returns: `(obs, reward, terminated, info, outcome)`.
-type StepTuple<'py> = (
-    BatchObsTuple<'py>,
-    Bound<'py, PyArray1<f64>>,
-    Bound<'py, PyArray1<bool>>,
-    BatchInfoTuple<'py>,
-    BatchOutcomeTuple<'py>,
-);
+impl NativeVecEnv {
+    /// Reads one action per sub-env into `self.actions`; refuses a wrong
+    /// count or a value other than 0 and 1.
+    fn parse_actions(&mut self, values: impl ExactSizeIterator<Item = i64>) -> PyResult<()> {
+        let n = self.actions.len();
+        if values.len() != n {
+            return Err(PyValueError::new_err(format!(
+                "step: {} actions for {n} sub-envs",
+                values.len()
+            )));
+        }
+        for (i, (slot, a)) in self.actions.iter_mut().zip(values).enumerate() {
+            *slot = parse_action(a, Some(i))?;
+        }
+        Ok(())
+    }
+
+    /// The arrays this call writes into: fresh ones, or with `copy=False`
+    /// the next set of the reused ones.
+    fn outputs<'py>(
+        &mut self,
+        py: Python<'py>,
+        with_outcome: bool,
+    ) -> PyResult<(ObsInfo<'py>, Option<Outcomes<'py>>)> {
+        let n = self.actions.len();
+        let same_step = self.venv.autoreset() == AutoReset::SameStep;
+        match &mut self.reused {
+            None => Ok((
+                ObsInfo::zeros(py, &self.layout, n),
+                with_outcome.then(|| Outcomes::zeros(py, n, same_step)),
+            )),
+            Some(r) => {
+                r.turn ^= 1;
+                let oi = ObsInfo::from_objects(py, &r.obs_info[r.turn])?;
+                let out = if with_outcome {
+                    Some(Outcomes::from_objects(py, &r.outcomes)?)
+                } else {
+                    None
+                };
+                Ok((oi, out))
+            }
+        }
+    }
+}
 
 #[pymethods]
 impl NativeVecEnv {
     /// Loads `trace` and builds `num_envs` sub-envs; `autoreset` is
-    /// `"next-step"`, `"same-step"` or `"disabled"`.
+    /// `"next-step"`, `"same-step"` or `"disabled"`. With `copy=False` the
+    /// output arrays are reused: a call's arrays are overwritten two
+    /// calls later (observations) or by the next step (outcomes).
     #[new]
-    #[pyo3(signature = (trace, num_envs, autoreset="next-step", alpha=0.1, loss="zero-one", cost="cumulative", prediction="argmax"))]
+    #[pyo3(signature = (trace, num_envs, autoreset="next-step", alpha=0.1, loss="zero-one", cost="cumulative", prediction="argmax", copy=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -509,6 +698,7 @@ impl NativeVecEnv {
         loss: &str,
         cost: &str,
         prediction: &str,
+        copy: bool,
     ) -> PyResult<Self> {
         let spec = parse_spec(alpha, loss, cost, prediction)?;
         let mode = match normalise(autoreset).as_str() {
@@ -526,12 +716,21 @@ impl NativeVecEnv {
         let venv = VecEnv::new(backend, spec, num_envs, mode).map_err(to_py_err)?;
         let model = venv.reward_model();
         let k = model.num_stages();
+        let reused = (!copy).then(|| Reused {
+            obs_info: [
+                ObsInfo::zeros(py, &layout, num_envs).to_objects(),
+                ObsInfo::zeros(py, &layout, num_envs).to_objects(),
+            ],
+            outcomes: Outcomes::zeros(py, num_envs, mode == AutoReset::SameStep).to_objects(),
+            turn: 0,
+        });
         Ok(NativeVecEnv {
             costs: costs(model),
             raw_costs: (0..k).map(|t| model.raw_cost(t)).collect(),
             actions: vec![Action::Stop; num_envs],
             venv,
             layout,
+            reused,
         })
     }
 
@@ -545,21 +744,55 @@ impl NativeVecEnv {
         mask: Option<PyReadonlyArray1<'py, bool>>,
     ) -> PyResult<(BatchObsTuple<'py>, BatchInfoTuple<'py>)> {
         let mask: Option<Vec<bool>> = mask.map(|m| m.as_array().to_vec());
-        let this = &mut *self;
-        let batch = py.detach(|| -> Result<Batch, Error> {
+        let zeroed = self.reused.is_none();
+        let (oi, _) = self.outputs(py, false)?;
+        let (mut a, mut b, mut c, mut d) = (
+            writable(&oi.stage)?,
+            writable(&oi.features)?,
+            writable(&oi.probs)?,
+            writable(&oi.cost_so_far)?,
+        );
+        let (mut e, mut f, mut g, mut h, mut i) = (
+            writable(&oi.action_mask)?,
+            writable(&oi.sample)?,
+            writable(&oi.cost)?,
+            writable(&oi.raw_cost)?,
+            writable(&oi.feature_dim)?,
+        );
+        let out = ObsInfoOut {
+            stage: slice_mut(&mut a)?,
+            features: slice_mut(&mut b)?,
+            probs: slice_mut(&mut c)?,
+            cost_so_far: slice_mut(&mut d)?,
+            action_mask: slice_mut(&mut e)?,
+            sample: slice_mut(&mut f)?,
+            cost: slice_mut(&mut g)?,
+            raw_cost: slice_mut(&mut h)?,
+            feature_dim: slice_mut(&mut i)?,
+        };
+        let NativeVecEnv {
+            venv,
+            layout,
+            costs,
+            raw_costs,
+            ..
+        } = self;
+        let tab = Tables {
+            layout,
+            costs,
+            raw_costs,
+        };
+        py.detach(|| -> Result<(), Error> {
             let step = match &mask {
-                Some(m) => this.venv.reset_envs(m, seed)?,
-                None => this.venv.reset(seed)?,
+                Some(m) => venv.reset_envs(m, seed)?,
+                None => venv.reset(seed)?,
             };
-            Ok(fill_batch(
-                step.obs,
-                step.info,
-                &this.layout,
-                &this.costs,
-                &this.raw_costs,
-            ))
-        });
-        batch.map_err(to_py_err)?.into_py(py, &self.layout)
+            fill_obs_info(step.obs, step.info, &tab, out, zeroed);
+            Ok(())
+        })
+        .map_err(to_py_err)?;
+        drop((a, b, c, d, e, f, g, h, i));
+        Ok(oi.into_tuples())
     }
 
     /// Takes one action per sub-env (`int64 [n]`, 0 = stop, 1 = forward):
@@ -567,49 +800,112 @@ impl NativeVecEnv {
     fn step<'py>(
         &mut self,
         py: Python<'py>,
-        actions: PyReadonlyArray1<'py, i64>,
+        actions: &Bound<'py, PyAny>,
     ) -> PyResult<StepTuple<'py>> {
-        let n = self.actions.len();
-        let view = actions.as_array();
-        if view.len() != n {
-            return Err(PyValueError::new_err(format!(
-                "step: {} actions for {n} sub-envs",
-                view.len()
-            )));
+        if let Ok(a) = actions.extract::<PyReadonlyArray1<'py, i64>>() {
+            self.parse_actions(a.as_array().iter().copied())?;
+        } else if let Ok(a) = actions.extract::<PyReadonlyArray1<'py, bool>>() {
+            self.parse_actions(a.as_array().iter().map(|&x| i64::from(x)))?;
+        } else if let Ok(a) = actions.extract::<PyReadonlyArray1<'py, i8>>() {
+            self.parse_actions(a.as_array().iter().map(|&x| i64::from(x)))?;
+        } else if let Ok(a) = actions.extract::<PyReadonlyArray1<'py, i32>>() {
+            self.parse_actions(a.as_array().iter().map(|&x| i64::from(x)))?;
+        } else {
+            return Err(PyTypeError::new_err(
+                "actions must be a one-dimensional numpy array of int64, int32, int8 or bool",
+            ));
         }
-        for (i, (slot, &a)) in self.actions.iter_mut().zip(view.iter()).enumerate() {
-            *slot = parse_action(a, Some(i))?;
-        }
-        let same_step = self.venv.autoreset() == AutoReset::SameStep;
-        let this = &mut *self;
-        let out = py.detach(|| -> Result<(Batch, Outcome), Error> {
-            let step = this.venv.step(&this.actions)?;
-            let (layout, costs, raw) = (&this.layout, &this.costs, &this.raw_costs);
-            let b = fill_batch(step.obs, step.info, layout, costs, raw);
-            let o = fill_outcome(&step, layout, costs, raw, same_step);
-            Ok((b, o))
-        });
-        let (batch, outcome) = out.map_err(to_py_err)?;
-        let (obs, info) = batch.into_py(py, &self.layout)?;
-        let finals = outcome.finals.map(|(s, c, r, d)| {
-            (
-                s.into_pyarray(py),
-                c.into_pyarray(py),
-                r.into_pyarray(py),
-                d.into_pyarray(py),
-            )
-        });
+        let zeroed = self.reused.is_none();
+        let (oi, oc) = self.outputs(py, true)?;
+        let oc = oc.ok_or_else(|| PyRuntimeError::new_err("no outcome arrays"))?;
+        let (mut a, mut b, mut c, mut d) = (
+            writable(&oi.stage)?,
+            writable(&oi.features)?,
+            writable(&oi.probs)?,
+            writable(&oi.cost_so_far)?,
+        );
+        let (mut e, mut f, mut g, mut h, mut i) = (
+            writable(&oi.action_mask)?,
+            writable(&oi.sample)?,
+            writable(&oi.cost)?,
+            writable(&oi.raw_cost)?,
+            writable(&oi.feature_dim)?,
+        );
+        let (mut r, mut t, mut p, mut l, mut s) = (
+            writable(&oc.reward)?,
+            writable(&oc.terminated)?,
+            writable(&oc.prediction)?,
+            writable(&oc.label)?,
+            writable(&oc.loss)?,
+        );
+        let mut finals_rw = match &oc.finals {
+            Some(x) => Some((
+                writable(&x.sample)?,
+                writable(&x.cost)?,
+                writable(&x.raw_cost)?,
+                writable(&x.feature_dim)?,
+            )),
+            None => None,
+        };
+        let finals = match &mut finals_rw {
+            Some((fs, fc, fr, fd)) => Some([FinalsOut {
+                sample: slice_mut(fs)?,
+                cost: slice_mut(fc)?,
+                raw_cost: slice_mut(fr)?,
+                feature_dim: slice_mut(fd)?,
+            }]),
+            None => None,
+        };
+        let out = ObsInfoOut {
+            stage: slice_mut(&mut a)?,
+            features: slice_mut(&mut b)?,
+            probs: slice_mut(&mut c)?,
+            cost_so_far: slice_mut(&mut d)?,
+            action_mask: slice_mut(&mut e)?,
+            sample: slice_mut(&mut f)?,
+            cost: slice_mut(&mut g)?,
+            raw_cost: slice_mut(&mut h)?,
+            feature_dim: slice_mut(&mut i)?,
+        };
+        let outcome = OutcomeOut {
+            reward: slice_mut(&mut r)?,
+            terminated: slice_mut(&mut t)?,
+            prediction: slice_mut(&mut p)?,
+            label: slice_mut(&mut l)?,
+            loss: slice_mut(&mut s)?,
+            finals,
+        };
+        let NativeVecEnv {
+            venv,
+            layout,
+            costs,
+            raw_costs,
+            actions,
+            ..
+        } = self;
+        let tab = Tables {
+            layout,
+            costs,
+            raw_costs,
+        };
+        py.detach(|| -> Result<(), Error> {
+            let step = venv.step(actions)?;
+            fill_obs_info(step.obs, step.info, &tab, out, zeroed);
+            fill_outcome(&step, &tab, outcome);
+            Ok(())
+        })
+        .map_err(to_py_err)?;
+        drop((a, b, c, d, e, f, g, h, i, r, t, p, l, s, finals_rw));
+        let (obs, info) = oi.into_tuples();
+        let finals = oc
+            .finals
+            .map(|x| (x.sample, x.cost, x.raw_cost, x.feature_dim));
         Ok((
             obs,
-            outcome.reward.into_pyarray(py),
-            outcome.terminated.into_pyarray(py),
+            oc.reward,
+            oc.terminated,
             info,
-            (
-                outcome.prediction.into_pyarray(py),
-                outcome.label.into_pyarray(py),
-                outcome.loss.into_pyarray(py),
-                finals,
-            ),
+            (oc.prediction, oc.label, oc.loss, finals),
         ))
     }
 

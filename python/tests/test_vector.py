@@ -16,7 +16,7 @@ MODES = [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLE
 SPEC = dict(alpha=0.2, loss="cross-entropy", cost="exit", prediction="sample")
 
 
-def make_pair(trace, n, mode, **spec):
+def make_pair(trace, n, mode, copy=True, **spec):
     """The native vector env and a SyncVectorEnv of n single envs."""
     native = gym.make_vec(
         "CascadeStopping-v0",
@@ -24,6 +24,7 @@ def make_pair(trace, n, mode, **spec):
         vectorization_mode="vector_entry_point",
         trace=trace,
         autoreset_mode=mode,
+        copy=copy,
         **spec,
     )
     sync = gym.make_vec(
@@ -65,9 +66,10 @@ def assert_info_covers(native: dict, sync: dict):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("spec", [{}, SPEC])
-def test_vector_env_equals_n_single_envs(trace4, mode, spec):
+@pytest.mark.parametrize("copy", [True, False])
+def test_vector_env_equals_n_single_envs(trace4, mode, spec, copy):
     n = 6
-    native, sync = make_pair(trace4, n, mode, **spec)
+    native, sync = make_pair(trace4, n, mode, copy=copy, **spec)
     assert isinstance(native, CascadeStoppingVectorEnv)
     assert native.metadata["autoreset_mode"] == mode
     assert native.observation_space == sync.observation_space
@@ -87,7 +89,10 @@ def test_vector_env_equals_n_single_envs(trace4, mode, spec):
         actions = np.where(forward & (o1["stage"] < 3), 1, 0)
         if mode == AutoresetMode.DISABLED:
             actions[done] = 0
-        o1, r1, t1, u1, i1 = native.step(actions)
+        # Any integer dtype does (bool too); SyncVectorEnv gets int64.
+        dtype = [np.int64, np.int32, np.int8, np.bool_, np.uint8, np.int16][int(rng.integers(6))]
+        native_actions = actions.astype(dtype)
+        o1, r1, t1, u1, i1 = native.step(native_actions)
         o2, r2, t2, u2, i2 = sync.step(actions)
         assert_obs_equal(o1, o2)
         np.testing.assert_array_equal(r1, r2)
@@ -102,7 +107,7 @@ def test_vector_env_equals_n_single_envs(trace4, mode, spec):
             o2, i2 = sync.reset(seed=seed, options={"reset_mask": t1.copy()})
             assert_obs_equal(o1, o2)
             assert_info_covers(i1, i2)
-        done = t1
+        done = t1.copy()
     assert episodes > 50
 
 
@@ -190,6 +195,21 @@ def test_bad_arguments(trace, tmp_path):
         args = {"num_envs": 2, "trace": trace, **kwargs}
         with pytest.raises(exc, match=msg):
             CascadeStoppingVectorEnv(**args)
+
+
+def test_copy_false_reuses_the_arrays(trace):
+    venv = CascadeStoppingVectorEnv(8, trace, autoreset_mode="same-step", copy=False)
+    obs0, _ = venv.reset(seed=0)
+    obs1, r1, t1, u1, info1 = venv.step(np.zeros(8, dtype=np.int64))
+    obs2, r2, t2, u2, info2 = venv.step(np.zeros(8, dtype=np.int64))
+    # Observations alternate between two sets of arrays, so the previous
+    # one (the final observation of a same-step restart) is still intact.
+    assert obs2["features"] is obs0["features"] and obs1["features"] is not obs0["features"]
+    assert info2["final_obs"] is obs1
+    assert r2 is r1 and t2 is t1
+    assert not u2.flags.writeable and not u2.any()
+    with pytest.raises(ValueError, match="read-only"):
+        u2[0] = True
 
 
 def test_returned_arrays_are_fresh(trace):
