@@ -478,6 +478,38 @@ fn slice_mut<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
     })
 }
 
+/// Mutable access to an output array for one call: a fresh array (made in
+/// this call, so nothing else refers to it) is written directly, a reused
+/// one (`copy=False`) through rust-numpy's borrow check, which also refuses
+/// an array the caller made read-only.
+enum Access<'py, T: numpy::Element, D: numpy::ndarray::Dimension> {
+    Fresh(Bound<'py, PyArray<T, D>>),
+    Reused(PyReadwriteArray<'py, T, D>),
+}
+
+impl<'py, T: numpy::Element, D: numpy::ndarray::Dimension> Access<'py, T, D> {
+    fn new(a: &Bound<'py, PyArray<T, D>>, fresh: bool) -> PyResult<Self> {
+        Ok(if fresh {
+            Access::Fresh(a.clone())
+        } else {
+            Access::Reused(writable(a)?)
+        })
+    }
+
+    fn slice(&mut self) -> PyResult<&mut [T]> {
+        match self {
+            // SAFETY: the array was made by `PyArray::zeros` in this call
+            // (C-contiguous, writeable, owning its data) and has not been
+            // handed to Python yet, so no other reference to its data
+            // exists while the slice lives.
+            Access::Fresh(a) => unsafe { a.as_slice_mut() }.map_err(|e| {
+                PyRuntimeError::new_err(format!("a fresh output array is not contiguous: {e}"))
+            }),
+            Access::Reused(a) => slice_mut(a),
+        }
+    }
+}
+
 /// Where one call's observations and info go; shapes as in [`ObsInfo`].
 struct ObsInfoOut<'a> {
     stage: &'a mut [i64],
@@ -746,29 +778,30 @@ impl NativeVecEnv {
         let mask: Option<Vec<bool>> = mask.map(|m| m.as_array().to_vec());
         let zeroed = self.reused.is_none();
         let (oi, _) = self.outputs(py, false)?;
+        let z = zeroed;
         let (mut a, mut b, mut c, mut d) = (
-            writable(&oi.stage)?,
-            writable(&oi.features)?,
-            writable(&oi.probs)?,
-            writable(&oi.cost_so_far)?,
+            Access::new(&oi.stage, z)?,
+            Access::new(&oi.features, z)?,
+            Access::new(&oi.probs, z)?,
+            Access::new(&oi.cost_so_far, z)?,
         );
         let (mut e, mut f, mut g, mut h, mut i) = (
-            writable(&oi.action_mask)?,
-            writable(&oi.sample)?,
-            writable(&oi.cost)?,
-            writable(&oi.raw_cost)?,
-            writable(&oi.feature_dim)?,
+            Access::new(&oi.action_mask, z)?,
+            Access::new(&oi.sample, z)?,
+            Access::new(&oi.cost, z)?,
+            Access::new(&oi.raw_cost, z)?,
+            Access::new(&oi.feature_dim, z)?,
         );
         let out = ObsInfoOut {
-            stage: slice_mut(&mut a)?,
-            features: slice_mut(&mut b)?,
-            probs: slice_mut(&mut c)?,
-            cost_so_far: slice_mut(&mut d)?,
-            action_mask: slice_mut(&mut e)?,
-            sample: slice_mut(&mut f)?,
-            cost: slice_mut(&mut g)?,
-            raw_cost: slice_mut(&mut h)?,
-            feature_dim: slice_mut(&mut i)?,
+            stage: a.slice()?,
+            features: b.slice()?,
+            probs: c.slice()?,
+            cost_so_far: d.slice()?,
+            action_mask: e.slice()?,
+            sample: f.slice()?,
+            cost: g.slice()?,
+            raw_cost: h.slice()?,
+            feature_dim: i.slice()?,
         };
         let NativeVecEnv {
             venv,
@@ -818,61 +851,62 @@ impl NativeVecEnv {
         let zeroed = self.reused.is_none();
         let (oi, oc) = self.outputs(py, true)?;
         let oc = oc.ok_or_else(|| PyRuntimeError::new_err("no outcome arrays"))?;
+        let z = zeroed;
         let (mut a, mut b, mut c, mut d) = (
-            writable(&oi.stage)?,
-            writable(&oi.features)?,
-            writable(&oi.probs)?,
-            writable(&oi.cost_so_far)?,
+            Access::new(&oi.stage, z)?,
+            Access::new(&oi.features, z)?,
+            Access::new(&oi.probs, z)?,
+            Access::new(&oi.cost_so_far, z)?,
         );
         let (mut e, mut f, mut g, mut h, mut i) = (
-            writable(&oi.action_mask)?,
-            writable(&oi.sample)?,
-            writable(&oi.cost)?,
-            writable(&oi.raw_cost)?,
-            writable(&oi.feature_dim)?,
+            Access::new(&oi.action_mask, z)?,
+            Access::new(&oi.sample, z)?,
+            Access::new(&oi.cost, z)?,
+            Access::new(&oi.raw_cost, z)?,
+            Access::new(&oi.feature_dim, z)?,
         );
         let (mut r, mut t, mut p, mut l, mut s) = (
-            writable(&oc.reward)?,
-            writable(&oc.terminated)?,
-            writable(&oc.prediction)?,
-            writable(&oc.label)?,
-            writable(&oc.loss)?,
+            Access::new(&oc.reward, z)?,
+            Access::new(&oc.terminated, z)?,
+            Access::new(&oc.prediction, z)?,
+            Access::new(&oc.label, z)?,
+            Access::new(&oc.loss, z)?,
         );
         let mut finals_rw = match &oc.finals {
             Some(x) => Some((
-                writable(&x.sample)?,
-                writable(&x.cost)?,
-                writable(&x.raw_cost)?,
-                writable(&x.feature_dim)?,
+                Access::new(&x.sample, z)?,
+                Access::new(&x.cost, z)?,
+                Access::new(&x.raw_cost, z)?,
+                Access::new(&x.feature_dim, z)?,
             )),
             None => None,
         };
         let finals = match &mut finals_rw {
             Some((fs, fc, fr, fd)) => Some([FinalsOut {
-                sample: slice_mut(fs)?,
-                cost: slice_mut(fc)?,
-                raw_cost: slice_mut(fr)?,
-                feature_dim: slice_mut(fd)?,
+                sample: fs.slice()?,
+                cost: fc.slice()?,
+                raw_cost: fr.slice()?,
+                feature_dim: fd.slice()?,
             }]),
             None => None,
         };
         let out = ObsInfoOut {
-            stage: slice_mut(&mut a)?,
-            features: slice_mut(&mut b)?,
-            probs: slice_mut(&mut c)?,
-            cost_so_far: slice_mut(&mut d)?,
-            action_mask: slice_mut(&mut e)?,
-            sample: slice_mut(&mut f)?,
-            cost: slice_mut(&mut g)?,
-            raw_cost: slice_mut(&mut h)?,
-            feature_dim: slice_mut(&mut i)?,
+            stage: a.slice()?,
+            features: b.slice()?,
+            probs: c.slice()?,
+            cost_so_far: d.slice()?,
+            action_mask: e.slice()?,
+            sample: f.slice()?,
+            cost: g.slice()?,
+            raw_cost: h.slice()?,
+            feature_dim: i.slice()?,
         };
         let outcome = OutcomeOut {
-            reward: slice_mut(&mut r)?,
-            terminated: slice_mut(&mut t)?,
-            prediction: slice_mut(&mut p)?,
-            label: slice_mut(&mut l)?,
-            loss: slice_mut(&mut s)?,
+            reward: r.slice()?,
+            terminated: t.slice()?,
+            prediction: p.slice()?,
+            label: l.slice()?,
+            loss: s.slice()?,
             finals,
         };
         let NativeVecEnv {
