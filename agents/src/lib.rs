@@ -12,7 +12,7 @@
 //! |---|---|---|
 //! | `static-k` | [`static_k`] | always stops at stage k (the paper's static classifiers) |
 //! | `oracle` | [`oracle`] | first stage whose argmax is right (reads the label; the bound) |
-//! | `threshold` | [`threshold`] | first stage whose top probability reaches tau, tau chosen on validation |
+//! | `threshold` | [`threshold`] | first stage whose top probability (`-entropy`: one minus the normalised entropy) reaches tau, one tau or one per stage (`-per-stage`), chosen on validation |
 //! | `reinforce` | [`reinforce`], [`joint`], [`expected`] | learned policy, REINFORCE; frozen (policy only) or joint (with the classifiers) |
 //! | `backward-induction` | [`backward`] | optimal stopping by least squares from the last stage back (Longstaff-Schwartz) |
 //! | `ann` | [`backward`] | ANN's exits: weighted binary classification from the last stage back (Bolukbasi et al. 2017) |
@@ -63,5 +63,5 @@ pub use oracle::OracleAgent;
 pub use policy::{FeatureNorm, PolicySpec, StopPolicy};
 pub use reinforce::{ReinforceAgent, ReinforceConfig, ReinforceMode};
 pub use static_k::StaticAgent;
-pub use threshold::{GridPoint, ThresholdAgent, ThresholdConfig};
+pub use threshold::{Confidence, GridPoint, ThresholdAgent, ThresholdConfig};
 pub use training::Baseline;

@@ -50,6 +50,43 @@ pub struct ThresholdConfig {
     pub per_stage: bool,
     /// Most coordinate-search sweeps over the stages.
     pub max_sweeps: usize,
+    /// The confidence compared with the threshold.
+    pub confidence: Confidence,
+}
+
+/// The confidence a threshold agent compares with its threshold; both lie
+/// in `[0, 1]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confidence {
+    /// The top label probability.
+    #[default]
+    MaxProb,
+    /// One minus the entropy of the label probabilities over its maximum
+    /// `ln C` (BranchyNet's exit criterion, Teerapittayanon, McDanel and
+    /// Kung, ICPR 2016, rescaled to `[0, 1]`).
+    Entropy,
+}
+
+impl Confidence {
+    /// The confidence of one probability row (`[C]`).
+    #[inline]
+    pub fn of(self, probs: &[f32]) -> f32 {
+        match self {
+            Confidence::MaxProb => probs.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            Confidence::Entropy => {
+                if probs.len() < 2 {
+                    return 1.0;
+                }
+                let h: f32 = probs
+                    .iter()
+                    .filter(|&&p| p > 0.0)
+                    .map(|&p| -p * p.ln())
+                    .sum();
+                1.0 - h / (probs.len() as f32).ln()
+            }
+        }
+    }
 }
 
 impl Default for ThresholdConfig {
@@ -61,6 +98,7 @@ impl Default for ThresholdConfig {
             grid,
             per_stage: false,
             max_sweeps: 3,
+            confidence: Confidence::MaxProb,
         }
     }
 }
@@ -113,7 +151,8 @@ pub struct ThresholdState {
     pub grid_scores: Vec<GridPoint>,
 }
 
-/// Stops once the top probability reaches the stage's threshold.
+/// Stops once the stage's confidence (the top probability, or one minus
+/// the normalised entropy) reaches the stage's threshold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThresholdAgent {
     config: ThresholdConfig,
@@ -204,8 +243,7 @@ impl ThresholdAgent {
         if stage + 1 >= self.num_stages {
             return 1.0;
         }
-        let top = probs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        if top >= self.taus[stage] {
+        if self.config.confidence.of(probs) >= self.taus[stage] {
             1.0
         } else {
             0.0
@@ -258,14 +296,24 @@ impl Agent for ThresholdAgent {
         "threshold"
     }
 
+    /// `threshold`, with `-entropy` for the entropy confidence and
+    /// `-per-stage` for one threshold per stage.
     fn name(&self) -> String {
-        "threshold".into()
+        let mut name = String::from("threshold");
+        if self.config.confidence == Confidence::Entropy {
+            name.push_str("-entropy");
+        }
+        if self.config.per_stage {
+            name.push_str("-per-stage");
+        }
+        name
     }
 
     fn params(&self) -> serde_json::Value {
         serde_json::json!({
             "taus": self.taus,
             "per_stage": self.config.per_stage,
+            "confidence": self.config.confidence,
             "grid_size": self.config.grid.len(),
             "objective": match self.trained_with.as_ref().and_then(|o| o.budget) {
                 Some(b) => format!("lowest validation error at mean cost <= {b}"),
@@ -420,6 +468,32 @@ mod tests {
             assert!(err.contains("neither a probability"), "{err}");
         }
         assert!(ThresholdAgent::with_taus(&[0.0, NEVER_STOP], 3).is_ok());
+        // The entropy confidence: 1 for a one-hot row, 0 for a uniform one.
+        let e = Confidence::Entropy;
+        assert_eq!(e.of(&[1.0, 0.0, 0.0]), 1.0);
+        assert!(e.of(&[0.25; 4]).abs() < 1e-6);
+        assert!(e.of(&[0.7, 0.2, 0.1]) < Confidence::MaxProb.of(&[0.7, 0.2, 0.1]));
+        let mut a = ThresholdAgent::new(
+            ThresholdConfig {
+                confidence: Confidence::Entropy,
+                per_stage: true,
+                ..Default::default()
+            },
+            2,
+        )
+        .unwrap();
+        assert_eq!(a.name(), "threshold-entropy-per-stage");
+        a.set_taus(&[0.5]).unwrap();
+        let row = |p: f32| Observation {
+            stage: 0,
+            features: vec![],
+            probs: vec![p, 1.0 - p],
+            cost_so_far: 0.0,
+        };
+        // H(0.9, 0.1) / ln 2 = 0.469: confidence 0.531 stops at 0.5, and
+        // H(0.85, 0.15) / ln 2 = 0.610 does not.
+        assert_eq!(a.stop_prob(&row(0.9), None).unwrap(), 1.0);
+        assert_eq!(a.stop_prob(&row(0.85), None).unwrap(), 0.0);
         for bad in [
             ThresholdConfig {
                 grid: vec![],

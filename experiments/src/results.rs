@@ -9,7 +9,7 @@
 //!
 //! | column | meaning |
 //! |---|---|
-//! | `agent` | `static-k`, `oracle`, `oracle-alpha`, `threshold`, `backward-induction`, `ann`, `reinforce-frozen`, `reinforce-joint`, `expected-joint` |
+//! | `agent` | `static-k`, `oracle`, `oracle-alpha`, `threshold`, `threshold-per-stage`, `threshold-entropy`, `backward-induction`, `ann`, `reinforce-frozen`, `reinforce-joint`, `expected-joint` |
 //! | `kind` | the agent family (`static`, `oracle`, `threshold`, `backward`, `reinforce`, `expected`) |
 //! | `alpha` | price of compute the agent was trained / calibrated at (empty for `static-k`, `oracle`; the starting alpha in budget mode) |
 //! | `budget` | cost budget as a fraction of the largest stage (budget mode only) |
@@ -181,12 +181,14 @@ pub fn agent_rank(agent: &str) -> (u32, usize) {
         "oracle" => 1,
         "oracle-alpha" => 2,
         "threshold" => 3,
-        "backward-induction" => 4,
-        "ann" => 5,
-        "reinforce-frozen" => 6,
-        "reinforce-joint" => 7,
-        "expected-joint" => 8,
-        _ => 9,
+        "threshold-per-stage" => 4,
+        "threshold-entropy" => 5,
+        "backward-induction" => 6,
+        "ann" => 7,
+        "reinforce-frozen" => 8,
+        "reinforce-joint" => 9,
+        "expected-joint" => 10,
+        _ => 11,
     };
     (r, 0)
 }

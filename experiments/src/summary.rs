@@ -102,8 +102,10 @@ pub fn largest_static(rows: &[ResultRow]) -> Option<&ResultRow> {
 }
 
 /// The learned and calibrated agents in display order, with labels.
-pub const POLICY_AGENTS: [(&str, &str); 6] = [
+pub const POLICY_AGENTS: [(&str, &str); 8] = [
     ("threshold", "threshold"),
+    ("threshold-per-stage", "per-stage thresholds"),
+    ("threshold-entropy", "entropy threshold"),
     ("backward-induction", "backward induction"),
     ("ann", "ANN exits"),
     ("reinforce-frozen", "REINFORCE on frozen classifiers"),

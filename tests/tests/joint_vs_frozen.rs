@@ -93,10 +93,11 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
         !o.pretrained,
         "the cascade of the pretrain-only step is reused"
     );
-    // 3 static + oracle + 31 oracle-alpha + 2 threshold + 2
-    // backward-induction + 2 ann + 4 frozen + 4 reinforce-joint + 4
-    // expected-joint + 13 ablations x 2 seeds at the first alpha.
-    assert_eq!((o.computed, o.skipped), (79, 0));
+    // 3 static + oracle + 31 oracle-alpha + 3 x 2 threshold (shared,
+    // per-stage, entropy) + 2 backward-induction + 2 ann + 4 frozen + 4
+    // reinforce-joint + 4 expected-joint + 13 ablations x 2 seeds at the
+    // first alpha.
+    assert_eq!((o.computed, o.skipped), (83, 0));
     assert_eq!(
         stage_files(&dir.join("cascade")),
         before,
@@ -109,13 +110,15 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
     assert_eq!(head, header(3, 4));
     assert_eq!(&head[..FIXED_COLUMNS.len()], FIXED_COLUMNS);
     let rows = read_results(&dir.join(RESULTS_FILE)).unwrap();
-    assert_eq!(rows.len(), 79);
+    assert_eq!(rows.len(), 83);
     for agent in [
         "static-1",
         "static-3",
         "oracle",
         "oracle-alpha",
         "threshold",
+        "threshold-per-stage",
+        "threshold-entropy",
         "backward-induction",
         "ann",
         "reinforce-frozen",
@@ -227,7 +230,7 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
 
     // -- Rerun: nothing trained, results unchanged.
     let o = run(&study_args(&dir, &[]));
-    assert_eq!((o.computed, o.skipped), (0, 79));
+    assert_eq!((o.computed, o.skipped), (0, 83));
     assert_eq!(
         std::fs::read_to_string(dir.join(RESULTS_FILE)).unwrap(),
         text
@@ -249,7 +252,7 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
     let a = run(&study_args(&sharded, &["--shard", "0/2"]));
     let b = run(&study_args(&sharded, &["--shard", "1/2"]));
     assert!(!a.pretrained && !b.pretrained);
-    assert_eq!(a.computed + b.computed, 79);
+    assert_eq!(a.computed + b.computed, 83);
     assert!(a.computed > 0 && b.computed > 0);
     assert!(sharded.join("results.shard-0-of-2.csv").exists());
     assert!(!sharded.join(RESULTS_FILE).exists());

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use cascade_agents::{
-    Agent, BackwardAgent, BackwardConfig, JointConfig, OracleAgent, ReinforceAgent,
+    Agent, BackwardAgent, BackwardConfig, Confidence, JointConfig, OracleAgent, ReinforceAgent,
     ReinforceConfig, StaticAgent, ThresholdAgent, ThresholdConfig, TrainData, TrainOptions,
     TrainSummary,
 };
@@ -106,6 +106,10 @@ pub struct TrainArgs {
     /// Threshold: one threshold per stage (coordinate search).
     #[arg(long)]
     pub per_stage: bool,
+    /// Threshold: compare one minus the normalised entropy of the label
+    /// probabilities (BranchyNet's exit) instead of the top probability.
+    #[arg(long)]
+    pub entropy: bool,
     /// Do not count the policy's own MACs into the cost.
     #[arg(long)]
     pub no_policy_cost: bool,
@@ -270,6 +274,11 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         "threshold" => {
             let cfg = ThresholdConfig {
                 per_stage: args.per_stage,
+                confidence: if args.entropy {
+                    Confidence::Entropy
+                } else {
+                    Confidence::MaxProb
+                },
                 ..Default::default()
             };
             record.threshold = Some(cfg.clone());
@@ -439,6 +448,10 @@ mod tests {
                 vec!["--agent", "backward-induction", "--alpha", "0.05"],
             ),
             ("ann", vec!["--agent", "ann", "--budget", "0.5"]),
+            (
+                "entropy",
+                vec!["--agent", "threshold", "--entropy", "--per-stage"],
+            ),
             (
                 "frozen",
                 [&["--agent", "reinforce", "--frozen"][..], &quick[..]].concat(),

@@ -107,8 +107,8 @@ pub struct StudyArgs {
 pub struct JointVsFrozenArgs {
     #[command(flatten)]
     pub study: StudyArgs,
-    /// Agents to sweep, comma-separated: threshold, backward-induction, ann,
-    /// frozen, joint, expected.
+    /// Agents to sweep, comma-separated: threshold, threshold-per-stage,
+    /// threshold-entropy, backward-induction, ann, frozen, joint, expected.
     #[arg(long, value_delimiter = ',')]
     pub agents: Option<Vec<String>>,
 }
@@ -119,8 +119,8 @@ pub struct JointVsFrozenArgs {
 pub struct AlphaSweepArgs {
     #[command(flatten)]
     pub study: StudyArgs,
-    /// The agent: threshold, backward-induction, ann, frozen, joint or
-    /// expected.
+    /// The agent: threshold, threshold-per-stage, threshold-entropy,
+    /// backward-induction, ann, frozen, joint or expected.
     #[arg(long)]
     pub agent: String,
     /// Sweep cost budgets instead of alphas: fractions of the largest
@@ -287,6 +287,8 @@ impl JointVsFrozenArgs {
                 .collect::<Result<Vec<SweptAgent>>>()?,
             None => vec![
                 SweptAgent::Threshold,
+                SweptAgent::ThresholdPerStage,
+                SweptAgent::ThresholdEntropy,
                 SweptAgent::BackwardInduction,
                 SweptAgent::Ann,
                 SweptAgent::Frozen,

@@ -31,6 +31,12 @@ pub enum SweptAgent {
     /// Confidence threshold calibrated on validation at each alpha / budget.
     #[serde(rename = "threshold")]
     Threshold,
+    /// One threshold per stage, by coordinate search on validation.
+    #[serde(rename = "threshold-per-stage")]
+    ThresholdPerStage,
+    /// A threshold on one minus the normalised entropy (BranchyNet's exit).
+    #[serde(rename = "threshold-entropy")]
+    ThresholdEntropy,
     /// REINFORCE policy on the frozen pretrained classifiers.
     #[serde(rename = "reinforce-frozen")]
     Frozen,
@@ -60,6 +66,8 @@ impl SweptAgent {
     pub fn name(self) -> &'static str {
         match self {
             SweptAgent::Threshold => "threshold",
+            SweptAgent::ThresholdPerStage => "threshold-per-stage",
+            SweptAgent::ThresholdEntropy => "threshold-entropy",
             SweptAgent::Frozen => "reinforce-frozen",
             SweptAgent::Joint => "reinforce-joint",
             SweptAgent::ExpectedJoint => "expected-joint",
@@ -71,7 +79,9 @@ impl SweptAgent {
     /// The agent's family in results.
     pub fn kind(self) -> &'static str {
         match self {
-            SweptAgent::Threshold => "threshold",
+            SweptAgent::Threshold
+            | SweptAgent::ThresholdPerStage
+            | SweptAgent::ThresholdEntropy => "threshold",
             SweptAgent::ExpectedJoint => "expected",
             SweptAgent::BackwardInduction | SweptAgent::Ann => "backward",
             _ => "reinforce",
@@ -83,7 +93,11 @@ impl SweptAgent {
     pub fn seedless(self) -> bool {
         matches!(
             self,
-            SweptAgent::Threshold | SweptAgent::BackwardInduction | SweptAgent::Ann
+            SweptAgent::Threshold
+                | SweptAgent::ThresholdPerStage
+                | SweptAgent::ThresholdEntropy
+                | SweptAgent::BackwardInduction
+                | SweptAgent::Ann
         )
     }
 
@@ -91,6 +105,8 @@ impl SweptAgent {
     pub fn label(self) -> &'static str {
         match self {
             SweptAgent::Threshold => "threshold",
+            SweptAgent::ThresholdPerStage => "per-stage thresholds",
+            SweptAgent::ThresholdEntropy => "entropy threshold",
             SweptAgent::Frozen => "REINFORCE on frozen classifiers",
             SweptAgent::Joint => "REINFORCE joint",
             SweptAgent::ExpectedJoint => "expected-joint (exact, cross-fitted)",
@@ -107,14 +123,16 @@ impl std::str::FromStr for SweptAgent {
     fn from_str(s: &str) -> Result<Self> {
         match s.trim() {
             "threshold" => Ok(SweptAgent::Threshold),
+            "threshold-per-stage" => Ok(SweptAgent::ThresholdPerStage),
+            "threshold-entropy" => Ok(SweptAgent::ThresholdEntropy),
             "frozen" | "reinforce-frozen" => Ok(SweptAgent::Frozen),
             "joint" | "reinforce-joint" => Ok(SweptAgent::Joint),
             "expected" | "expected-joint" => Ok(SweptAgent::ExpectedJoint),
             "backward" | "backward-induction" => Ok(SweptAgent::BackwardInduction),
             "ann" => Ok(SweptAgent::Ann),
             other => Err(Error::Config(format!(
-                "unknown agent '{other}' (expected threshold, frozen, joint, expected, \
-                 backward-induction or ann)"
+                "unknown agent '{other}' (expected threshold, threshold-per-stage, \
+                 threshold-entropy, backward-induction, ann, frozen, joint or expected)"
             ))),
         }
     }

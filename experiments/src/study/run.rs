@@ -40,9 +40,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use cascade_agents::{
-    evaluate, ActMode, Agent, BackwardAgent, EvalConfig, EvalReport, JointSplits, OracleAgent,
-    ReinforceAgent, ReinforceConfig, ReinforceMode, StaticAgent, ThresholdAgent, TrainData,
-    TrainOptions, TrainSummary,
+    evaluate, ActMode, Agent, BackwardAgent, Confidence, EvalConfig, EvalReport, JointSplits,
+    OracleAgent, ReinforceAgent, ReinforceConfig, ReinforceMode, StaticAgent, ThresholdAgent,
+    TrainData, TrainOptions, TrainSummary,
 };
 use cascade_env::{ReplayBackend, RewardSpec, StageBackend};
 use cascade_rl::backend::CandleBackend;
@@ -288,6 +288,8 @@ fn plan(cfg: &StudyConfig) -> Vec<Unit> {
     }
     for agent in [
         SweptAgent::Threshold,
+        SweptAgent::ThresholdPerStage,
+        SweptAgent::ThresholdEntropy,
         SweptAgent::BackwardInduction,
         SweptAgent::Ann,
     ] {
@@ -1017,7 +1019,14 @@ impl Ctx<'_> {
                             self.traces.test.num_classes(),
                         )?)
                     }
-                    _ => Box::new(ThresholdAgent::new(self.cfg.threshold.clone(), k)?),
+                    _ => {
+                        let mut cfg = self.cfg.threshold.clone();
+                        cfg.per_stage |= which == SweptAgent::ThresholdPerStage;
+                        if which == SweptAgent::ThresholdEntropy {
+                            cfg.confidence = Confidence::Entropy;
+                        }
+                        Box::new(ThresholdAgent::new(cfg, k)?)
+                    }
                 };
                 let opts = self.train_opts(p, 0, None);
                 let summary = agent.train(
