@@ -377,7 +377,7 @@ fn evaluate_passes_policy_errors_and_illegal_policies_fail() {
 
 #[test]
 fn reset_envs_restarts_exactly_the_masked_envs_like_single_envs() {
-    use cascade_env::{Env, OptimalStoppingEnv, ResetOptions};
+    use cascade_env::{OptimalStoppingEnv, ResetOptions};
     let trace = common::small(2);
     let mut venv =
         VecEnv::new(trace.clone(), RewardSpec::default(), 3, AutoReset::Disabled).unwrap();
