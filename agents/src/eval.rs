@@ -151,6 +151,9 @@ pub struct EvalReport {
     /// Per sample, in split order: 1 where the prediction was right.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sample_correct: Vec<u8>,
+    /// Per sample, in split order: the predicted class.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sample_predictions: Vec<u32>,
 }
 
 /// Raw stage costs with the policy's MACs added, so that the env's
@@ -432,6 +435,7 @@ impl EvalReport {
                 .iter()
                 .map(|o| (o.prediction == o.label) as u8)
                 .collect(),
+            sample_predictions: ev.outcomes.iter().map(|o| o.prediction).collect(),
         }
     }
 

@@ -50,6 +50,11 @@ pub fn draw_all(run_dir: &Path) -> Result<Vec<PathBuf>> {
     if let Some(p) = training_curves(run_dir, &rec, &chosen)? {
         out.push(p.write(dir.join("training_curves"))?.png);
     }
+    if let Some(row) = crate::gallery::choose(&rec, &rows) {
+        if let Some(p) = crate::gallery::draw(run_dir, &rec, row, &dir)? {
+            out.push(p);
+        }
+    }
     Ok(out)
 }
 

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod compare;
 pub mod error;
 pub mod figures;
+pub mod gallery;
 pub mod lock;
 pub mod log;
 pub mod results;

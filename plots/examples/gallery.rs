@@ -266,6 +266,8 @@ fn fashion_grid(dir: &Path, out: &Path) -> Result<(), Box<dyn std::error::Error>
         class_names: &names,
         per_class: 8,
         scale: 3,
+        captions: &[],
+        flagged: &[],
     };
     report(grid.write(out.join("preview_fashion_mnist"))?);
     Ok(())
@@ -311,6 +313,8 @@ fn rgb_grid(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
         class_names: &names,
         per_class: 6,
         scale: 4,
+        captions: &[],
+        flagged: &[],
     };
     report(grid.write(out.join("preview_synthetic_rgb"))?);
     Ok(())

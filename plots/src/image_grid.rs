@@ -1,4 +1,6 @@
-//! A grid of sample images per class, for previewing a data set.
+//! A grid of sample images per row (a class, or the stage where a policy
+//! stopped them), for previewing a data set and for the exit gallery, with
+//! an optional caption under each image.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -47,7 +49,23 @@ pub struct ImageGridPlot<'a> {
     pub per_class: usize,
     /// Integer upscaling factor, 1 to 16 (3 makes a 28 px digit 84 px).
     pub scale: u32,
+    /// A caption under every image (e.g. its prediction); empty for none.
+    ///
+    /// # Shapes
+    /// `captions: [n]` or `[]`
+    pub captions: &'a [String],
+    /// Images to mark (a red frame and caption, e.g. wrong predictions);
+    /// empty for none.
+    ///
+    /// # Shapes
+    /// `flagged: [n]` or `[]`
+    pub flagged: &'a [bool],
 }
+
+/// Height of the caption line under each image.
+const CAPTION_H: u32 = 20;
+/// The colour of flagged images' frames and captions.
+const FLAG: RGBColor = RGBColor(200, 30, 30);
 
 /// Where everything goes, shared by the PNG and SVG renderings.
 struct Layout {
@@ -56,6 +74,8 @@ struct Layout {
     label_w: u32,
     tile_w: u32,
     tile_h: u32,
+    /// Tile plus caption.
+    row_h: u32,
     /// Per class: indices of the images shown.
     rows: Vec<Vec<usize>>,
 }
@@ -89,6 +109,12 @@ impl<'a> ImageGridPlot<'a> {
             expected,
         )?;
         check::len(NAME, || "labels".into(), self.labels.len(), n)?;
+        if !self.captions.is_empty() {
+            check::len(NAME, || "captions".into(), self.captions.len(), n)?;
+        }
+        if !self.flagged.is_empty() {
+            check::len(NAME, || "flagged".into(), self.flagged.len(), n)?;
+        }
         check::non_empty(NAME, "class_names", self.class_names)?;
         if self.per_class == 0 {
             return fail("per_class is 0".into());
@@ -179,7 +205,13 @@ impl<'a> ImageGridPlot<'a> {
         let k = self.per_class as u32;
         let grid_w = k.saturating_mul(tile_w + GAP) - GAP;
         let rows = self.rows();
-        let grid_h = (rows.len() as u32).saturating_mul(tile_h + GAP) - GAP;
+        let caption_h = if self.captions.is_empty() {
+            0
+        } else {
+            CAPTION_H
+        };
+        let row_h = tile_h + caption_h;
+        let grid_h = (rows.len() as u32).saturating_mul(row_h + GAP) - GAP;
         let title_w = measure(self.title, style::TITLE_SIZE) + 2 * PAD;
         let width = (2 * PAD + label_w + grid_w).max(title_w).max(400);
         Layout {
@@ -188,6 +220,7 @@ impl<'a> ImageGridPlot<'a> {
             label_w,
             tile_w,
             tile_h,
+            row_h,
             rows,
         }
     }
@@ -200,7 +233,7 @@ impl<'a> ImageGridPlot<'a> {
         let x0 = (l.width - (l.label_w + grid_w)) / 2 + l.label_w;
         (
             (x0 + j as u32 * (l.tile_w + GAP)) as i32,
-            (TITLE_H + r as u32 * (l.tile_h + GAP)) as i32,
+            (TITLE_H + r as u32 * (l.row_h + GAP)) as i32,
         )
     }
 
@@ -273,15 +306,35 @@ impl Figure for ImageGridPlot<'_> {
                         .color(&style::MUTED),
                 ))?;
             }
-            if target == Target::Png {
-                for (j, &i) in row.iter().enumerate() {
-                    let pos = self.tile_pos(&l, r, j);
+            for (j, &i) in row.iter().enumerate() {
+                let pos = self.tile_pos(&l, r, j);
+                if target == Target::Png {
                     let buf = self.tile_rgb(i, self.scale as usize);
                     if let Some(el) =
                         BitMapElement::with_owned_buffer(pos, (l.tile_w, l.tile_h), buf)
                     {
                         root.draw(&el)?;
                     }
+                }
+                let flagged = self.flagged.get(i).copied().unwrap_or(false);
+                if flagged {
+                    let (x, y) = pos;
+                    let (w, h) = (l.tile_w as i32, l.tile_h as i32);
+                    for d in 0..2 {
+                        root.draw(&Rectangle::new(
+                            [(x - 1 - d, y - 1 - d), (x + w + d, y + h + d)],
+                            FLAG.stroke_width(1),
+                        ))?;
+                    }
+                }
+                if let Some(c) = self.captions.get(i) {
+                    let colour = if flagged { FLAG } else { style::MUTED };
+                    root.draw(&Text::new(
+                        c.clone(),
+                        (pos.0 + (l.tile_w / 2) as i32, pos.1 + l.tile_h as i32 + 3),
+                        style::font_anchored(style::NOTE_SIZE * 0.8, HPos::Center, VPos::Top)
+                            .color(&colour),
+                    ))?;
                 }
             }
         }
@@ -331,6 +384,8 @@ mod tests {
             class_names: &names,
             per_class: 2,
             scale: 4,
+            captions: &[],
+            flagged: &[],
         };
         let dir = tempfile::tempdir().unwrap();
         let files = grid.write(dir.path().join("grid")).unwrap();

@@ -605,6 +605,37 @@ fn grid_data() -> (Vec<f32>, Vec<usize>, Vec<String>) {
 }
 
 #[test]
+fn image_grid_captions_add_a_line_per_row_and_reach_the_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = stem(&dir, "gallery");
+    let (px, labels, names) = grid_data();
+    let captions: Vec<String> = (0..5).map(|i| format!("pred {i}")).collect();
+    let flagged = [false, true, false, false, true];
+    let grid = ImageGridPlot {
+        title: "exit gallery",
+        images: &px,
+        shape: [5, 1, 4, 3],
+        labels: &labels,
+        class_names: &names,
+        per_class: 2,
+        scale: 3,
+        captions: &captions,
+        flagged: &flagged,
+    };
+    let files = grid.write(&s).unwrap();
+    let (_, h) = png_size(&files.png);
+    // As without captions, plus a 20 px caption line under each of 3 rows.
+    assert_eq!(h, 62 + 3 * (12 + 20) + 2 * 6 + 24);
+    let svg = std::fs::read_to_string(&files.svg).unwrap();
+    assert!(svg.contains("pred 1"), "{svg}");
+    let bad = ImageGridPlot {
+        captions: &captions[..4],
+        ..grid
+    };
+    assert!(bad.write(dir.path().join("bad")).is_err());
+}
+
+#[test]
 fn image_grid_writes_rows_per_class() {
     let dir = tempfile::tempdir().unwrap();
     let s = stem(&dir, "preview");
@@ -617,6 +648,8 @@ fn image_grid_writes_rows_per_class() {
         class_names: &names,
         per_class: 2,
         scale: 3,
+        captions: &[],
+        flagged: &[],
     };
     let files = grid.write(&s).unwrap();
     let (w, h) = png_size(&files.png);
@@ -653,6 +686,8 @@ fn image_grid_refuses_bad_input() {
         class_names: &names,
         per_class: 2,
         scale: 3,
+        captions: &[],
+        flagged: &[],
     };
     let short = &px[..px.len() - 1];
     assert!(matches!(

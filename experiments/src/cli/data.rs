@@ -194,6 +194,8 @@ fn preview(args: &PreviewArgs) -> anyhow::Result<()> {
         class_names: &subset.class_names,
         per_class: args.per_class,
         scale,
+        captions: &[],
+        flagged: &[],
     };
     grid.write(&stem).context("drawing the preview")?;
     println!("wrote {}.png and {}.svg", stem.display(), stem.display());
