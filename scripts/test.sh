@@ -8,6 +8,10 @@
 # Suites (each a function below; a new one is a function plus a line in
 # SUITES). The first that fails stops the run, non-zero.
 #   rust   cargo test --workspace --locked
+#   python scripts/test-python.sh: the cascade_env Gymnasium package built
+#          into a virtual environment (.venv-py) and its pytest suite (needs
+#          python3-venv and python3-dev; pip fetches maturin, numpy,
+#          gymnasium and pytest)
 #   slurm  with CASCADE_SLURM_CHECK=1: build the release binaries and run
 #          scripts/slurm-check.sh (the Slurm chain on a real cluster; a
 #          local one-node one: apt-get install slurm-wlm munge, then
@@ -17,13 +21,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SUITES=(rust slurm)
+SUITES=(rust python slurm)
 
 say() { echo "== test.sh: $*"; }
 
 suite_rust() {
   say "rust: cargo test --workspace --locked"
   cargo test --workspace --locked
+}
+
+suite_python() {
+  say "python: scripts/test-python.sh"
+  scripts/test-python.sh
 }
 
 suite_slurm() {
