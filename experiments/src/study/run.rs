@@ -177,6 +177,11 @@ pub struct RunRecord {
     /// The learned agents' training images (held out from pretraining).
     #[serde(default)]
     pub agent_images: usize,
+    /// Threads of the CPU kernels in the last run in the folder (0: not
+    /// recorded). Sums split over threads round differently, so a run's
+    /// numbers are reproduced bit for bit at the same thread count.
+    #[serde(default)]
+    pub threads: usize,
 }
 
 /// Reads `run_dir/config.json`.
@@ -477,6 +482,17 @@ fn run_locked(cfg: &StudyConfig, opts: &RunOptions, started: Instant) -> Result<
     verify_cascade(&cascade, cfg, &preset, splits, &cascade_dir)?;
     prepare_cascade(&mut cascade, cfg, &data, &rep)?;
     let info = CascadeInfo::of(&cascade);
+    let threads = candle_core::utils::get_num_threads();
+    if let Ok(old) = read_run_record(&run) {
+        if old.threads != 0 && old.threads != threads {
+            eprintln!(
+                "warning: this run uses {threads} CPU threads, the folder's earlier run used {}: \
+                 rows computed now may differ from theirs in the last digits \
+                 (set RAYON_NUM_THREADS={} to match)",
+                old.threads, old.threads
+            );
+        }
+    }
     write_json(
         &run.join(CONFIG_FILE),
         &RunRecord {
@@ -484,6 +500,7 @@ fn run_locked(cfg: &StudyConfig, opts: &RunOptions, started: Instant) -> Result<
             cascade: info.clone(),
             device: opts.device.to_string(),
             agent_images: data.agent_train.len(),
+            threads,
         },
     )?;
     let mut traces = ensure_traces(&run, &cascade, &data, cfg, &rep)?;
