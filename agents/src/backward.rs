@@ -630,18 +630,8 @@ struct Scored {
 }
 
 fn better(a: &Scored, b: &Scored, budget: Option<f64>) -> bool {
-    match budget {
-        None => a.mean_reward > b.mean_reward,
-        Some(bud) => {
-            let fits = |s: &Scored| s.cost <= bud * (1.0 + 1e-9);
-            match (fits(a), fits(b)) {
-                (true, false) => true,
-                (false, true) => false,
-                (true, true) => a.error < b.error || (a.error == b.error && a.cost < b.cost),
-                (false, false) => a.cost < b.cost,
-            }
-        }
-    }
+    let key = |s: &Scored| (s.mean_reward, s.error, s.cost);
+    crate::agent::beats(key(a), key(b), budget)
 }
 
 impl Agent for BackwardAgent {

@@ -273,22 +273,11 @@ impl ThresholdAgent {
     }
 }
 
-/// Whether candidate `a` beats the incumbent `b`: higher mean reward, or
-/// with a budget: feasible first, then lower error, then lower cost (among
-/// infeasible candidates, lower cost).
+/// Whether candidate `a` beats the incumbent `b` (see
+/// [`crate::agent::beats`]).
 fn better(a: &GridPoint, b: &GridPoint, budget: Option<f64>) -> bool {
-    match budget {
-        None => a.mean_reward > b.mean_reward,
-        Some(bud) => {
-            let fits = |p: &GridPoint| p.cost <= bud * (1.0 + 1e-9);
-            match (fits(a), fits(b)) {
-                (true, false) => true,
-                (false, true) => false,
-                (true, true) => a.error < b.error || (a.error == b.error && a.cost < b.cost),
-                (false, false) => a.cost < b.cost,
-            }
-        }
-    }
+    let key = |p: &GridPoint| (p.mean_reward, p.error, p.cost);
+    crate::agent::beats(key(a), key(b), budget)
 }
 
 impl Agent for ThresholdAgent {
