@@ -171,26 +171,22 @@ impl PointKey {
     }
 }
 
-/// Display order of agents: static stages, oracles, threshold, the
-/// backward-fitted rules, frozen, joint.
+/// Display order of agents: static stages, oracles, then the swept agents
+/// in [`crate::study::SweptAgent::ALL`]'s order, then anything else
+/// (ablation variants).
 pub fn agent_rank(agent: &str) -> (u32, usize) {
+    use crate::study::SweptAgent;
     if let Some(k) = agent.strip_prefix("static-").and_then(|k| k.parse().ok()) {
         return (0, k);
     }
-    let r = match agent {
-        "oracle" => 1,
-        "oracle-alpha" => 2,
-        "threshold" => 3,
-        "threshold-per-stage" => 4,
-        "threshold-entropy" => 5,
-        "backward-induction" => 6,
-        "ann" => 7,
-        "reinforce-frozen" => 8,
-        "reinforce-joint" => 9,
-        "expected-joint" => 10,
-        _ => 11,
-    };
-    (r, 0)
+    match agent {
+        "oracle" => (1, 0),
+        "oracle-alpha" => (2, 0),
+        _ => match SweptAgent::ALL.iter().position(|a| a.name() == agent) {
+            Some(i) => (3, i),
+            None => (4, 0),
+        },
+    }
 }
 
 fn cmp_opt_f64(a: Option<f64>, b: Option<f64>) -> Ordering {

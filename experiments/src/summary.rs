@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{write_file, Result};
 use crate::results::{group_by_point, mean_std, read_results, ResultRow, RESULTS_FILE};
-use crate::study::{read_run_record, CascadeInfo, RunRecord};
+use crate::study::{read_run_record, CascadeInfo, RunRecord, SweptAgent};
 
 /// File name of the summary in a run folder.
 pub const SUMMARY_FILE: &str = "summary.md";
@@ -101,17 +101,17 @@ pub fn largest_static(rows: &[ResultRow]) -> Option<&ResultRow> {
         .map(|(_, r)| r)
 }
 
-/// The learned and calibrated agents in display order, with labels.
-pub const POLICY_AGENTS: [(&str, &str); 8] = [
-    ("threshold", "threshold"),
-    ("threshold-per-stage", "per-stage thresholds"),
-    ("threshold-entropy", "entropy threshold"),
-    ("backward-induction", "backward induction"),
-    ("ann", "ANN exits"),
-    ("reinforce-frozen", "REINFORCE on frozen classifiers"),
-    ("reinforce-joint", "REINFORCE joint"),
-    ("expected-joint", "expected-joint"),
-];
+/// The learned and calibrated agents in display order, with labels
+/// (`(name, label)` of every [`SweptAgent`]).
+pub const POLICY_AGENTS: [(&str, &str); SweptAgent::ALL.len()] = {
+    let mut out = [("", ""); SweptAgent::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = (SweptAgent::ALL[i].name(), SweptAgent::ALL[i].label());
+        i += 1;
+    }
+    out
+};
 
 /// The matched operating point of every policy agent present:
 /// `(agent, label, point)`.

@@ -61,9 +61,27 @@ pub enum SweptAgent {
 }
 
 impl SweptAgent {
+    /// Every agent, in display order (tables, legends, `results.csv`). A
+    /// new agent is a variant here and its arms below.
+    pub const ALL: [SweptAgent; 8] = [
+        SweptAgent::Threshold,
+        SweptAgent::ThresholdPerStage,
+        SweptAgent::ThresholdEntropy,
+        SweptAgent::BackwardInduction,
+        SweptAgent::Ann,
+        SweptAgent::Frozen,
+        SweptAgent::Joint,
+        SweptAgent::ExpectedJoint,
+    ];
+
+    /// The agent of result name `name`.
+    pub fn from_name(name: &str) -> Option<SweptAgent> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
     /// The agent's name in results (`threshold`, `reinforce-frozen`,
     /// `reinforce-joint`).
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             SweptAgent::Threshold => "threshold",
             SweptAgent::ThresholdPerStage => "threshold-per-stage",
@@ -102,16 +120,16 @@ impl SweptAgent {
     }
 
     /// A label for figures and tables.
-    pub fn label(self) -> &'static str {
+    pub const fn label(self) -> &'static str {
         match self {
             SweptAgent::Threshold => "threshold",
             SweptAgent::ThresholdPerStage => "per-stage thresholds",
             SweptAgent::ThresholdEntropy => "entropy threshold",
             SweptAgent::Frozen => "REINFORCE on frozen classifiers",
             SweptAgent::Joint => "REINFORCE joint",
-            SweptAgent::ExpectedJoint => "expected-joint (exact, cross-fitted)",
-            SweptAgent::BackwardInduction => "backward induction (least squares)",
-            SweptAgent::Ann => "ANN exits (weighted classification)",
+            SweptAgent::ExpectedJoint => "expected-joint",
+            SweptAgent::BackwardInduction => "backward induction",
+            SweptAgent::Ann => "ANN exits",
         }
     }
 }
