@@ -406,13 +406,9 @@ impl AnyOptimizer {
 // Batches and evaluation
 // ---------------------------------------------------------------------------
 
-/// Derives a sub-seed from a run seed and a stream id (splitmix64).
-pub fn derive_seed(seed: u64, stream: u64) -> u64 {
-    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+/// Derives a sub-seed from a run seed and a stream id (the env crate's
+/// SplitMix64 derivation, re-exported so the toolkit has one).
+pub use cascade_env::rng::derive_seed;
 
 /// Copies one image into `out` with a random crop offset and flip.
 fn augment_into(

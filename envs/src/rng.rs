@@ -10,13 +10,29 @@
 
 use rand::RngCore;
 
-/// SplitMix64 step: a good 64-bit mixer for turning seeds into states.
+/// The golden-ratio increment of SplitMix64.
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function: a bijective 64-bit mixer.
 #[inline]
-pub(crate) fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// SplitMix64 step: a good 64-bit mixer for turning seeds into states.
+#[inline]
+pub(crate) fn splitmix64(x: u64) -> u64 {
+    mix64(x.wrapping_add(GOLDEN))
+}
+
+/// A sub-seed of `seed` for the independent stream `stream` (the
+/// toolkit's one way of deriving seeds: data split, initialisation,
+/// shuffling and sampling each get their own stream of the run seed).
+#[inline]
+pub fn derive_seed(seed: u64, stream: u64) -> u64 {
+    mix64(seed ^ stream.wrapping_mul(GOLDEN))
 }
 
 const PCG_MULT: u64 = 6_364_136_223_846_793_005;
@@ -123,6 +139,16 @@ impl RngCore for EnvRng {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn derived_seeds_are_pinned() {
+        // Values of the derivation as the toolkit has always computed it:
+        // changing them changes every run's data split and initialisation.
+        assert_eq!(derive_seed(7, 3), 0xe831_3fe1_d735_0611);
+        assert_eq!(derive_seed(123_456_789, 1000), 0xb0fa_cb2c_c969_4daa);
+        assert_eq!(derive_seed(0, 0), 0);
+    }
+
     use super::*;
 
     #[test]
