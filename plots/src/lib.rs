@@ -44,7 +44,6 @@ mod output;
 mod pareto;
 mod png;
 mod style;
-mod ttf;
 
 pub use curves::{MetricPanel, MetricSeries, TrainingCurvesPlot};
 pub use error::{Error, Result};
