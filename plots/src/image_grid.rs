@@ -256,7 +256,7 @@ impl<'a> ImageGridPlot<'a> {
     }
 
     /// Image `i` at its own size as a PNG (grey stays grey).
-    fn tile_png(&self, i: usize) -> Vec<u8> {
+    fn tile_png(&self, i: usize) -> Result<Vec<u8>> {
         let [_, c, h, w] = self.shape;
         let img = &self.images[i * c * h * w..(i + 1) * c * h * w];
         let byte = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
@@ -266,7 +266,10 @@ impl<'a> ImageGridPlot<'a> {
                 px.push(byte(img[ch * h * w + p]));
             }
         }
-        crate::png::encode(w as u32, h as u32, c as u8, &px)
+        crate::png::encode(w as u32, h as u32, c as u8, &px).map_err(|e| Error::Draw {
+            figure: NAME,
+            message: format!("encoding image {i} as PNG: {e}"),
+        })
     }
 }
 
@@ -341,7 +344,7 @@ impl Figure for ImageGridPlot<'_> {
         Ok(())
     }
 
-    fn svg_extra(&self) -> String {
+    fn svg_extra(&self) -> Result<String> {
         let l = self.layout();
         let mut s = String::new();
         for (r, row) in l.rows.iter().enumerate() {
@@ -352,11 +355,11 @@ impl Figure for ImageGridPlot<'_> {
                     r#"<image x="{x}" y="{y}" width="{}" height="{}" preserveAspectRatio="none" image-rendering="optimizeSpeed" style="image-rendering:pixelated" href="data:image/png;base64,{}"/>"#,
                     l.tile_w,
                     l.tile_h,
-                    crate::png::base64(&self.tile_png(i))
+                    crate::png::base64(&self.tile_png(i)?)
                 );
             }
         }
-        s
+        Ok(s)
     }
 }
 
@@ -419,7 +422,8 @@ mod tests {
                     }
                 }
             }
-            let tile = crate::png::base64(&crate::png::encode(w as u32, h as u32, 3, &raw));
+            let tile =
+                crate::png::base64(&crate::png::encode(w as u32, h as u32, 3, &raw).unwrap());
             assert!(svg.contains(&format!("x=\"{x0}\" y=\"{y0}\" width=\"8\" height=\"8\"")));
             assert!(svg.contains(&tile), "tile of image {i} not embedded");
         }

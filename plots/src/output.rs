@@ -73,8 +73,8 @@ pub(crate) trait Figure {
         target: Target,
     ) -> DrawResult<DB>;
     /// Raw SVG elements appended just before `</svg>` (raster tiles).
-    fn svg_extra(&self) -> String {
-        String::new()
+    fn svg_extra(&self) -> Result<String> {
+        Ok(String::new())
     }
 }
 
@@ -136,7 +136,7 @@ fn render_svg<F: Figure>(fig: &F) -> Result<String> {
             .map_err(|e| draw_err(fig.name(), e))?;
         root.present().map_err(|e| draw_err(fig.name(), e))?;
     }
-    let extra = fig.svg_extra();
+    let extra = fig.svg_extra()?;
     if !extra.is_empty() {
         match svg.rfind("</svg>") {
             Some(at) => svg.insert_str(at, &extra),

@@ -1,75 +1,28 @@
-//! A minimal PNG encoder (8-bit grey or RGB, stored deflate blocks) for the
-//! small raster tiles embedded in SVG figures. The tiles are a few kilobytes,
-//! so compression is not worth a dependency.
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
-    }
-    !crc
-}
-
-fn adler32(bytes: &[u8]) -> u32 {
-    let (mut a, mut b) = (1u32, 0u32);
-    for &x in bytes {
-        a = (a + u32::from(x)) % 65521;
-        b = (b + a) % 65521;
-    }
-    (b << 16) | a
-}
-
-fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let start = out.len();
-    out.extend_from_slice(kind);
-    out.extend_from_slice(data);
-    let crc = crc32(&out[start..]);
-    out.extend_from_slice(&crc.to_be_bytes());
-}
+//! The raster tiles the image grid embeds in its SVG: PNG-encoded (8-bit grey
+//! or RGB) and written as base64 `data:` URLs.
 
 /// Encodes `pixels` (row-major, `channels` bytes per pixel, 1 = grey, 3 = RGB).
 ///
 /// # Shapes
 /// `pixels: [height * width * channels]`
-pub(crate) fn encode(width: u32, height: u32, channels: u8, pixels: &[u8]) -> Vec<u8> {
-    debug_assert!(channels == 1 || channels == 3);
-    debug_assert_eq!(pixels.len(), (width * height) as usize * channels as usize);
-    let row = width as usize * channels as usize;
-    // Filter type 0 (none) before every row.
-    let mut raw = Vec::with_capacity((row + 1) * height as usize);
-    for r in pixels.chunks(row.max(1)).take(height as usize) {
-        raw.push(0);
-        raw.extend_from_slice(r);
-    }
-    let mut z = vec![0x78, 0x01];
-    let blocks: Vec<&[u8]> = if raw.is_empty() {
-        vec![&[][..]]
+pub(crate) fn encode(
+    width: u32,
+    height: u32,
+    channels: u8,
+    pixels: &[u8],
+) -> Result<Vec<u8>, ::png::EncodingError> {
+    let mut out = Vec::new();
+    let mut encoder = ::png::Encoder::new(&mut out, width, height);
+    encoder.set_color(if channels == 1 {
+        ::png::ColorType::Grayscale
     } else {
-        raw.chunks(65_535).collect()
-    };
-    for (i, block) in blocks.iter().enumerate() {
-        z.push(u8::from(i + 1 == blocks.len()));
-        let len = block.len() as u16;
-        z.extend_from_slice(&len.to_le_bytes());
-        z.extend_from_slice(&(!len).to_le_bytes());
-        z.extend_from_slice(block);
-    }
-    z.extend_from_slice(&adler32(&raw).to_be_bytes());
-
-    let mut out = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
-    let mut ihdr = Vec::with_capacity(13);
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, if channels == 1 { 0 } else { 2 }, 0, 0, 0]);
-    chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"IDAT", &z);
-    chunk(&mut out, b"IEND", &[]);
-    out
+        ::png::ColorType::Rgb
+    });
+    encoder.set_depth(::png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(pixels)?;
+    writer.finish()?;
+    Ok(out)
 }
 
 /// Standard base64 with padding.
@@ -101,13 +54,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checksums_match_reference_values() {
-        // zlib.crc32(b"123456789") == 0xCBF43926, zlib.adler32(b"Wikipedia") == 0x11E60398
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        assert_eq!(adler32(b"Wikipedia"), 0x11E6_0398);
-    }
-
-    #[test]
     fn base64_matches_rfc4648_vectors() {
         assert_eq!(base64(b""), "");
         assert_eq!(base64(b"f"), "Zg==");
@@ -120,24 +66,22 @@ mod tests {
     fn encoded_png_decodes_to_the_same_pixels() {
         let (w, h) = (5u32, 3u32);
         let grey: Vec<u8> = (0..w * h).map(|i| (i * 17) as u8).collect();
-        let img = image::load_from_memory(&encode(w, h, 1, &grey))
+        let img = image::load_from_memory(&encode(w, h, 1, &grey).unwrap())
             .unwrap()
             .to_luma8();
         assert_eq!(img.dimensions(), (w, h));
         assert_eq!(img.into_raw(), grey);
 
         let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7) as u8).collect();
-        let img = image::load_from_memory(&encode(w, h, 3, &rgb))
+        let img = image::load_from_memory(&encode(w, h, 3, &rgb).unwrap())
             .unwrap()
             .to_rgb8();
         assert_eq!(img.into_raw(), rgb);
+    }
 
-        // More than one stored block.
-        let (w, h) = (300u32, 300u32);
-        let big: Vec<u8> = (0..w * h).map(|i| (i % 251) as u8).collect();
-        let img = image::load_from_memory(&encode(w, h, 1, &big))
-            .unwrap()
-            .to_luma8();
-        assert_eq!(img.into_raw(), big);
+    #[test]
+    fn wrong_pixel_count_is_an_error() {
+        assert!(encode(5, 3, 3, &[0; 44]).is_err());
+        assert!(encode(5, 3, 1, &[0; 16]).is_err());
     }
 }
