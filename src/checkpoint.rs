@@ -383,7 +383,7 @@ fn check_stage_files(dir: &Path, m: &CascadeManifest) -> Result<()> {
 }
 
 /// One loaded stage.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CascadeStage {
     /// Its record in `cascade.json`.
     pub record: StageRecord,
@@ -394,7 +394,11 @@ pub struct CascadeStage {
 /// A loaded cascade: per-stage models (with their variables, for joint
 /// fine-tuning), costs, feature dimensions and the input normalisation.
 /// Stages are indexed from 0 here (`stages()[0]` is C_1).
-#[derive(Debug, Clone)]
+///
+/// Not `Clone` (the weights are shared handles): [`Cascade::fork`] makes an
+/// independent copy, e.g. for joint fine-tuning that must leave the
+/// pretrained cascade as it is.
+#[derive(Debug)]
 pub struct Cascade {
     dir: PathBuf,
     manifest: CascadeManifest,
@@ -473,6 +477,25 @@ impl Cascade {
             ..self.manifest.clone()
         };
         write_manifest(dir, &manifest)
+    }
+
+    /// An independent copy (every stage [`Model::fork`]ed): fine-tuning the
+    /// copy leaves this cascade unchanged.
+    pub fn fork(&self) -> Result<Cascade> {
+        Ok(Cascade {
+            dir: self.dir.clone(),
+            manifest: self.manifest.clone(),
+            stages: self
+                .stages
+                .iter()
+                .map(|s| {
+                    Ok(CascadeStage {
+                        record: s.record.clone(),
+                        model: s.model.fork()?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+        })
     }
 
     /// The folder it was loaded from.
@@ -925,6 +948,30 @@ mod tests {
         write_manifest(dir.path(), &bad).unwrap();
         let err = read_manifest(dir.path()).unwrap_err().to_string();
         assert!(err.contains("records"), "{err}");
+    }
+
+    #[test]
+    fn a_forked_model_is_independent() {
+        let cfg: ModelConfig = "resnet-8-w0.25".parse().unwrap();
+        let m = Model::new(&cfg, [1, 12, 12], 4, 3, &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 1., (5, 1, 12, 12), &Device::Cpu).unwrap();
+        // Running statistics are copied too.
+        m.forward_t(&x, true).unwrap();
+        let logits = |m: &Model| {
+            m.forward_t(&x, false)
+                .unwrap()
+                .logits
+                .to_vec2::<f32>()
+                .unwrap()
+        };
+        let before = logits(&m);
+        let f = m.fork().unwrap();
+        assert_eq!(logits(&f), before);
+        for (_, v) in f.named_vars().unwrap() {
+            v.set(&v.as_tensor().zeros_like().unwrap()).unwrap();
+        }
+        assert_ne!(logits(&f), before);
+        assert_eq!(logits(&m), before, "changing the fork changed the original");
     }
 
     #[test]

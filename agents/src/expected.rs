@@ -288,7 +288,6 @@ impl ReinforceAgent {
         };
         let mut shuffle_rng = EnvRng::new(seeds.shuffle);
         let mut augment_rng = StdRng::seed_from_u64(seeds.sampling);
-        self.cascade = Some(cascade.clone());
         self.mode = ReinforceMode::ExpectedJoint;
         self.expected = Some(ecfg.clone());
 
@@ -429,6 +428,7 @@ impl ReinforceAgent {
         // -- Keep the best round's policy and classifiers --------------------
         cascade_rl::nn::restore_snapshot(self.policy.varmap(), &best_policy)?;
         restore_cascade(&cascade, &best_cascade)?;
+        self.cascade = Some(cascade);
         self.trained_with = Some(opts.clone());
         Ok(sel.summary(self.name(), epochs_run, start, log.into_rows()))
     }

@@ -295,7 +295,6 @@ impl ReinforceAgent {
         let mut baseline = BaselineState::new(cfg.baseline, &self.policy, seeds.value_init)?;
         let mut rng = EnvRng::new(seeds.sampling);
         let mut shuffle_rng = EnvRng::new(seeds.shuffle);
-        self.cascade = Some(cascade.clone());
         self.joint = Some(joint.clone());
         self.mode = ReinforceMode::Joint;
 
@@ -401,6 +400,7 @@ impl ReinforceAgent {
         // -- Keep the best epoch's policy and classifiers ---------------------
         cascade_rl::nn::restore_snapshot(self.policy.varmap(), &best_policy)?;
         restore_cascade(&cascade, &best_cascade)?;
+        self.cascade = Some(cascade);
         self.trained_with = Some(opts.clone());
         Ok(sel.summary(self.name(), epochs_run, start, log.into_rows()))
     }

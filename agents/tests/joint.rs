@@ -131,15 +131,27 @@ fn joint_training_changes_the_classifiers_and_beats_the_frozen_start() {
         ..Default::default()
     };
     let s = agent
-        .train_joint(cascade.clone(), &splits.train, &splits.val, &joint, &opts())
+        .train_joint(
+            cascade.fork().unwrap(),
+            &splits.train,
+            &splits.val,
+            &joint,
+            &opts(),
+        )
         .unwrap();
     eprintln!(
         "frozen val reward {:.4} (error {:.3}); joint {:.4} (error {:.3}) at epoch {}",
         frozen.val_mean_reward, frozen.val_error, s.val_mean_reward, s.val_error, s.best_epoch
     );
     assert_eq!(agent.mode(), ReinforceMode::Joint);
-    assert_ne!(
+    // The agent fine-tuned its own copy; the caller's cascade is untouched.
+    assert_eq!(
         weights(&cascade),
+        before,
+        "joint training changed the cascade it was given a copy of"
+    );
+    assert_ne!(
+        weights(agent.cascade().unwrap()),
         before,
         "joint training left the classifiers as they were"
     );

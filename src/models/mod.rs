@@ -378,8 +378,9 @@ impl Classifier {
 /// A [`Classifier`] with the [`VarMap`] holding its weights: what training,
 /// fine-tuning and checkpoints work with.
 ///
-/// Cloning a `Model` shares its variables (a `VarMap` is a shared handle).
-#[derive(Clone)]
+/// A `Model` is not `Clone`: its variables live in a shared handle, so a
+/// clone would train along with the original. [`Model::fork`] makes an
+/// independent copy.
 pub struct Model {
     classifier: Classifier,
     varmap: VarMap,
@@ -414,6 +415,28 @@ impl Model {
             varmap,
             device: device.clone(),
         })
+    }
+
+    /// An independent copy: the same architecture on the same device with
+    /// its own variables, holding the current weights and running
+    /// statistics. Training either leaves the other unchanged.
+    pub fn fork(&self) -> Result<Self> {
+        let c = &self.classifier;
+        let copy = Model::new(
+            c.config(),
+            c.input_shape(),
+            c.num_classes(),
+            0,
+            &self.device,
+        )?;
+        let mine: std::collections::HashMap<String, Var> = self.named_vars()?.into_iter().collect();
+        for (name, var) in copy.named_vars()? {
+            let src = mine
+                .get(&name)
+                .ok_or_else(|| Error::Config(format!("fork: variable {name} missing")))?;
+            var.set(&src.as_tensor().copy()?)?;
+        }
+        Ok(copy)
     }
 
     /// Runs the classifier (see [`Classifier::forward_t`]).

@@ -325,7 +325,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 };
                 record.mode = Some("joint".into());
                 record.joint = Some(joint.clone());
-                a.train_joint(cascade.clone(), agent_train, &splits.val, &joint, &opts)?
+                a.train_joint(cascade.fork()?, agent_train, &splits.val, &joint, &opts)?
             } else {
                 if args.init.is_some() {
                     bail!("--init starts joint training from a saved policy; use it with --joint");

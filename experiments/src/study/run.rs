@@ -1140,8 +1140,9 @@ impl Ctx<'_> {
             // Dual ascent goes on from where the frozen agent's ended.
             opts.spec.alpha = alpha;
         }
-        // A fresh in-memory copy of the pretrained classifiers: joint
-        // training changes the weights it is given.
+        // The pretrained classifiers as recorded (with their fitted
+        // temperatures), loaded for this agent alone: joint training
+        // fine-tunes the cascade it owns.
         let cascade = Cascade::load(
             self.cascade_dir,
             self.device,
