@@ -59,6 +59,55 @@ pub fn choose<'a>(rec: &RunRecord, rows: &'a [ResultRow]) -> Option<&'a ResultRo
         .or_else(|| mine.first().copied())
 }
 
+/// The row named by `AGENT` or `AGENT@X` (X the budget or alpha as
+/// written in results.csv; without it the agent's middle point, lowest
+/// seed).
+pub fn parse_choice<'a>(choice: &str, rows: &'a [ResultRow]) -> Result<&'a ResultRow> {
+    let (agent, x) = match choice.split_once('@') {
+        Some((a, x)) => {
+            let x: f64 = x.trim().parse().map_err(|_| {
+                Error::Config(format!(
+                    "--gallery {choice}: '{x}' is not a number (AGENT@BUDGET or AGENT@ALPHA)"
+                ))
+            })?;
+            (a.trim(), Some(x))
+        }
+        None => (choice.trim(), None),
+    };
+    let mut mine: Vec<&ResultRow> = rows.iter().filter(|r| r.agent == agent).collect();
+    if mine.is_empty() {
+        let mut names: Vec<&str> = rows.iter().map(|r| r.agent.as_str()).collect();
+        names.sort();
+        names.dedup();
+        return Err(Error::Config(format!(
+            "--gallery {choice}: no rows of agent '{agent}' (present: {})",
+            names.join(", ")
+        )));
+    }
+    mine.sort_by(|a, b| {
+        let p = |r: &ResultRow| r.budget.or(r.alpha).unwrap_or(0.0);
+        p(a).total_cmp(&p(b)).then(a.seed.cmp(&b.seed))
+    });
+    match x {
+        Some(x) => mine
+            .iter()
+            .copied()
+            .find(|r| r.budget.or(r.alpha) == Some(x))
+            .ok_or_else(|| {
+                let pts: Vec<String> = mine
+                    .iter()
+                    .filter_map(|r| r.budget.or(r.alpha))
+                    .map(|v| v.to_string())
+                    .collect();
+                Error::Config(format!(
+                    "--gallery {choice}: {agent} has no point {x} (its points: {})",
+                    pts.join(", ")
+                ))
+            }),
+        None => Ok(mine[mine.len() / 2]),
+    }
+}
+
 /// Draws the gallery of `row` into `figures/exit_gallery.{png,svg}`.
 /// Returns `Ok(None)` with a note on stderr when the agent's evaluation
 /// holds no per-image predictions (an older run) or the test images cannot
@@ -182,4 +231,37 @@ pub fn draw(
         flagged: &flagged,
     };
     Ok(Some(grid.write(figures.join("exit_gallery"))?.png))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(agent: &str, budget: f64, seed: Option<u64>) -> ResultRow {
+        let mut r = crate::results::tests::row(agent, None, seed);
+        r.budget = Some(budget);
+        r
+    }
+
+    #[test]
+    fn a_choice_names_an_agent_and_a_point() {
+        let rows = vec![
+            row("ann", 0.1, None),
+            row("ann", 0.3, None),
+            row("ann", 0.18, None),
+            row("threshold", 0.18, None),
+        ];
+        let r = parse_choice("ann@0.3", &rows).unwrap();
+        assert_eq!((r.agent.as_str(), r.budget), ("ann", Some(0.3)));
+        // Without a point: the middle one.
+        assert_eq!(parse_choice("ann", &rows).unwrap().budget, Some(0.18));
+        for (bad, says) in [
+            ("nope", "present: ann, threshold"),
+            ("ann@0.5", "its points: 0.1, 0.18, 0.3"),
+            ("ann@x", "not a number"),
+        ] {
+            let e = parse_choice(bad, &rows).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
 }

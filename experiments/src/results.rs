@@ -664,10 +664,11 @@ pub fn group_by_point<'a>(rows: &'a [ResultRow], agent: &str) -> Vec<Vec<&'a Res
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn row(agent: &str, alpha: Option<f64>, seed: Option<u64>) -> ResultRow {
+    /// A row with made-up numbers (shared with other modules' tests).
+    pub(crate) fn row(agent: &str, alpha: Option<f64>, seed: Option<u64>) -> ResultRow {
         ResultRow {
             agent: agent.into(),
             kind: "reinforce".into(),

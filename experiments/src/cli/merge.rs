@@ -35,6 +35,7 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<()> {
     if !args.no_report {
         super::plot::run(&super::plot::PlotArgs {
             run_dir: dir.clone(),
+            gallery: None,
         })?;
     }
     Ok(())

@@ -12,6 +12,12 @@ use clap::Args;
 pub struct PlotArgs {
     /// The run folder (holding config.json and results.csv).
     pub run_dir: PathBuf,
+    /// The exit gallery's agent and point, `AGENT` or `AGENT@X` (X: the
+    /// budget, or the alpha, as in results.csv; e.g. `threshold@0.3`).
+    /// Default: the first of ann, backward-induction, threshold, ... at
+    /// the study's ablation point (else its middle point).
+    #[arg(long, value_name = "AGENT[@X]")]
+    pub gallery: Option<String>,
 }
 
 /// Runs `cascade plot`.
@@ -19,8 +25,18 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
     let dir = &args.run_dir;
     let summary = crate::summary::write_summary(dir)
         .with_context(|| format!("writing the summary of {}", dir.display()))?;
-    let figures = crate::figures::draw_all(dir)
+    let mut figures = crate::figures::draw_all(dir)
         .with_context(|| format!("drawing the figures of {}", dir.display()))?;
+    if let Some(choice) = &args.gallery {
+        let rec = crate::study::read_run_record(dir)?;
+        let rows = crate::results::read_results(&dir.join(crate::results::RESULTS_FILE))?;
+        let row = crate::gallery::parse_choice(choice, &rows)?;
+        let out = dir.join(crate::figures::FIGURES_DIR);
+        if let Some(p) = crate::gallery::draw(dir, &rec, row, &out)? {
+            figures.retain(|f| f != &p);
+            figures.push(p);
+        }
+    }
     println!("wrote {}", summary.display());
     for f in figures {
         println!(
