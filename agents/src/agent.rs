@@ -47,6 +47,14 @@ pub struct TrainData<'a> {
     pub val: &'a mut dyn StageBackend,
 }
 
+/// The largest alpha an agent trains at (larger ones only make the
+/// rewards overflow).
+pub const MAX_ALPHA: f64 = 1e4;
+
+/// The largest budget an agent accepts, as a fraction of the largest
+/// stage's cost (a cumulative cascade costs at most K of them).
+pub const MAX_BUDGET: f64 = 100.0;
+
 /// Settings shared by every trainable agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -93,10 +101,18 @@ impl TrainOptions {
     /// and zero sub-envs.
     pub fn validate(&self) -> Result<()> {
         self.spec.validate()?;
+        if self.spec.alpha > MAX_ALPHA {
+            return Err(Error::Config(format!(
+                "alpha {:e} is beyond {MAX_ALPHA:e} (loss per full-model cost): every \
+                 agent would stop at the first stage long before",
+                self.spec.alpha
+            )));
+        }
         if let Some(b) = self.budget {
-            if !(b.is_finite() && b > 0.0) {
+            if !(b.is_finite() && b > 0.0 && b <= MAX_BUDGET) {
                 return Err(Error::Config(format!(
-                    "budget must be a positive normalised cost (e.g. 0.25 = 25% of the largest stage), got {b}"
+                    "budget must be a positive normalised cost up to {MAX_BUDGET} \
+                     (e.g. 0.25 = 25% of the largest stage), got {b:e}"
                 )));
             }
         }
@@ -496,6 +512,15 @@ mod tests {
             ..Default::default()
         };
         assert!(o.validate().is_err());
+        for (alpha, budget) in [(1e308, None), (0.1, Some(1e300))] {
+            let o = TrainOptions {
+                spec: RewardSpec::with_alpha(alpha),
+                budget,
+                ..Default::default()
+            };
+            let e = o.validate().unwrap_err().to_string();
+            assert!(e.len() < 200, "{e}");
+        }
     }
 
     #[test]

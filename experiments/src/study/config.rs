@@ -15,11 +15,11 @@ use crate::error::{Error, Result};
 
 /// The alphas a study accepts besides 0: beyond these ends a sweep point
 /// means "never forward" or "always forward" many times over.
-pub const ALPHA_RANGE: (f64, f64) = (1e-9, 1e4);
+pub const ALPHA_RANGE: (f64, f64) = (1e-9, cascade_agents::agent::MAX_ALPHA);
 
 /// The budgets a study accepts, as fractions of the largest stage's cost
 /// (a cumulative cascade costs at most K of them).
-pub const BUDGET_RANGE: (f64, f64) = (1e-6, 100.0);
+pub const BUDGET_RANGE: (f64, f64) = (1e-6, cascade_agents::agent::MAX_BUDGET);
 
 /// The study presets of `joint_vs_frozen` and `alpha_sweep`.
 pub const STUDY_PRESETS: [&str; 4] = ["default", "quick", "fmnist", "cifar10"];
