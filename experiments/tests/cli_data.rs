@@ -210,4 +210,40 @@ fn a_study_cascade_on_synthetic_data_is_reused_by_the_cli() {
     for f in ["eval_test.json", "eval_test.csv"] {
         assert!(dir.path().join("evals").join(f).is_file(), "{f}");
     }
+    // Two agents on the same test images, compared image by image.
+    let last = dir.path().join("static-3");
+    let ok = |c: &mut Command| {
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(cascade()
+        .args(["train", "--agent", "static-3", "--quiet", "--cascade"])
+        .arg(&cascade_dir)
+        .arg("--out")
+        .arg(&last));
+    ok(cascade().args(["eval", "--agent-dir"]).arg(&last));
+    let text = ok(cascade()
+        .arg("paired")
+        .arg(dir.path().join("evals/eval_test.json"))
+        .arg(&last));
+    assert!(
+        text.contains("A - B:") && text.contains("95% paired-bootstrap"),
+        "{text}"
+    );
+    ok(cascade()
+        .args(["eval", "--split", "val", "--agent-dir"])
+        .arg(&last));
+    let out = cascade()
+        .arg("paired")
+        .arg(last.join("eval_val.json"))
+        .arg(&last)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not the same images"));
 }

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod export_trace;
 pub mod flops;
 pub mod merge;
+pub mod paired;
 pub mod plot;
 pub mod pretrain;
 pub mod train;
@@ -50,6 +51,9 @@ pub enum Command {
     Merge(merge::MergeArgs),
     /// One table over runs of a study that differ only in the cascade seed.
     Aggregate(aggregate::AggregateArgs),
+    /// The error difference of two evaluations of the same images, with a
+    /// paired-bootstrap interval.
+    Paired(paired::PairedArgs),
 }
 
 impl Cli {
@@ -67,6 +71,7 @@ impl Cli {
             Command::Plot(args) => plot::run(args),
             Command::Merge(args) => merge::run(args),
             Command::Aggregate(args) => aggregate::run(args),
+            Command::Paired(args) => paired::run(args),
         }
     }
 }

@@ -1,0 +1,77 @@
+//! `cascade paired A B`: the difference in error between two evaluations
+//! of the same split (`eval_SPLIT.json` of `cascade eval`, or of a study's
+//! agent folders), with a 95% paired-bootstrap interval over the images.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use cascade_agents::EvalReport;
+use clap::Args;
+
+/// `cascade paired`.
+#[derive(Debug, Args)]
+pub struct PairedArgs {
+    /// The first evaluation (an eval_SPLIT.json, or an agent folder holding
+    /// eval_test.json).
+    pub a: PathBuf,
+    /// The second evaluation, on the same split.
+    pub b: PathBuf,
+    /// Bootstrap resamples.
+    #[arg(long, default_value_t = 2000)]
+    pub resamples: usize,
+    /// Seed of the resampling.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+fn load(path: &Path) -> anyhow::Result<(PathBuf, EvalReport)> {
+    let file = if path.is_dir() {
+        path.join("eval_test.json")
+    } else {
+        path.to_path_buf()
+    };
+    let r = EvalReport::read_json(&file).with_context(|| format!("reading {}", file.display()))?;
+    if r.sample_correct.len() != r.n || r.n == 0 {
+        bail!(
+            "{}: holds no per-image results (written by an older build); evaluate again",
+            file.display()
+        );
+    }
+    Ok((file, r))
+}
+
+/// Runs `cascade paired`.
+pub fn run(args: &PairedArgs) -> anyhow::Result<()> {
+    let (fa, a) = load(&args.a)?;
+    let (fb, b) = load(&args.b)?;
+    if a.split != b.split || a.n != b.n {
+        bail!(
+            "{} ({} images of split {}) and {} ({} images of split {}) are not the same images",
+            fa.display(),
+            a.n,
+            a.split,
+            fb.display(),
+            b.n,
+            b.split
+        );
+    }
+    let wrong =
+        |r: &EvalReport| -> Vec<f64> { r.sample_correct.iter().map(|&c| 1.0 - c as f64).collect() };
+    let (m, lo, hi) =
+        crate::compare::paired_bootstrap(&wrong(&a), &wrong(&b), args.resamples, args.seed);
+    println!(
+        "A {}: error {:.2}% at {:.2}% FLOPs\nB {}: error {:.2}% at {:.2}% FLOPs\n\
+         A - B: {m:+.2} points, 95% paired-bootstrap interval [{lo:+.2}, {hi:+.2}] \
+         ({} images of split {}, {} resamples)",
+        a.agent,
+        100.0 * a.error,
+        a.cost_pct_mean,
+        b.agent,
+        100.0 * b.error,
+        b.cost_pct_mean,
+        a.n,
+        a.split,
+        args.resamples
+    );
+    Ok(())
+}
