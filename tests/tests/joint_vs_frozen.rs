@@ -271,9 +271,11 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
     std::fs::remove_file(dir.join("summary.md")).unwrap();
     cascade_experiments::cli::plot::run(&cascade_experiments::cli::plot::PlotArgs {
         run_dir: dir.clone(),
+        gallery: Some("threshold".into()),
     })
     .unwrap();
     assert!(dir.join("figures").join("training_curves.svg").exists());
+    assert!(dir.join("figures").join("exit_gallery.png").exists());
     assert_eq!(
         std::fs::read_to_string(dir.join("summary.md")).unwrap(),
         summary
