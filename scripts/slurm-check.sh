@@ -14,8 +14,9 @@
 #   4. an array task with no shard (id >= SHARDS) does nothing and exits 0.
 #
 # Builds nothing: expects target/release/joint_vs_frozen and
-# target/release/cascade (cargo build --release --locked --bin
-# joint_vs_frozen --bin cascade; scripts/test.sh does it). They are copied
+# target/release/cascade, under $CARGO_TARGET_DIR when that is set (cargo
+# build --release --locked --bin joint_vs_frozen --bin cascade;
+# scripts/test.sh does it). They are copied
 # first, so a rebuild during the check does not mix two builds. Exits
 # non-zero on any failure, after printing the job logs.
 #
@@ -36,7 +37,8 @@ die() {
   exit 1
 }
 
-for b in target/release/joint_vs_frozen target/release/cascade; do
+rel=${CARGO_TARGET_DIR:-target}/release
+for b in "$rel/joint_vs_frozen" "$rel/cascade"; do
   if [ ! -x "$b" ]; then
     die "$b not found; build it first:" \
       "cargo build --release --locked --bin joint_vs_frozen --bin cascade"
@@ -63,7 +65,7 @@ finish() {
 trap finish EXIT
 
 mkdir -p "$TMP/bin"
-cp target/release/joint_vs_frozen target/release/cascade "$TMP/bin/"
+cp "$rel/joint_vs_frozen" "$rel/cascade" "$TMP/bin/"
 export BIN=$TMP/bin/joint_vs_frozen CASCADE=$TMP/bin/cascade
 
 indent() { sed 's/^/  /'; }
