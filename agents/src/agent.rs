@@ -123,26 +123,6 @@ impl TrainOptions {
     }
 }
 
-/// Whether a candidate setting beats the incumbent on validation, each
-/// given as `(mean reward, error, mean cost)`: the higher mean reward; with
-/// a budget, meeting it first, then the lower error, then the lower cost
-/// (among candidates that miss it, the lower cost). The threshold search
-/// and the backward-fitted agents choose with it.
-pub(crate) fn beats(a: (f64, f64, f64), b: (f64, f64, f64), budget: Option<f64>) -> bool {
-    match budget {
-        None => a.0 > b.0,
-        Some(bud) => {
-            let fits = |c: f64| c <= bud * (1.0 + 1e-9);
-            match (fits(a.2), fits(b.2)) {
-                (true, false) => true,
-                (false, true) => false,
-                (true, true) => a.1 < b.1 || (a.1 == b.1 && a.2 < b.2),
-                (false, false) => a.2 < b.2,
-            }
-        }
-    }
-}
-
 /// One row of the per-epoch training log. Column names are fixed across
 /// agents: `charts/*` are the training episodes of the epoch, `val/*` the
 /// validation evaluation after it (the early-stopping criterion).

@@ -45,13 +45,14 @@
 use std::path::Path;
 use std::time::Instant;
 
-use cascade_env::{BatchObservation, Observation, ReplayBackend, RewardModel, TraceMeta};
+use cascade_env::{BatchObservation, Observation, ReplayBackend, RewardModel};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{write_manifest, Agent, AgentManifest, AgentState, TrainData, TrainOptions};
 use crate::agent::{ActMode, TrainSummary, AGENT_FORMAT_VERSION};
 use crate::error::{Error, Result};
-use crate::eval::{costs_with_policy, evaluate, record_trace, EvalConfig};
+use crate::eval::{costs_with_policy, evaluate, record_split, EvalConfig};
+use crate::training::{better, meets_budget, ValScore};
 
 /// How each stage's stopping rule is fitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,7 +202,7 @@ impl BackwardAgent {
         };
         a.rules = (0..a.num_stages - 1)
             .map(|t| {
-                let d = a.input_dim(t);
+                let d = input_width(a.config.inputs, a.feature_dims[t], a.num_classes);
                 let mut weights = vec![0.0; d + 1];
                 weights[d] = -1.0;
                 StageRule {
@@ -235,12 +236,8 @@ impl BackwardAgent {
                 s.num_classes
             )));
         }
-        let probs = s.num_classes + 2;
         for (t, r) in s.rules.iter().enumerate() {
-            let d = match s.config.inputs {
-                StopInputs::Probs => probs,
-                StopInputs::FeaturesAndProbs => s.feature_dims[t] + probs,
-            };
+            let d = input_width(s.config.inputs, s.feature_dims[t], s.num_classes);
             if r.mean.len() != d || r.std.len() != d || r.weights.len() != d + 1 {
                 return Err(bad(format!(
                     "stage {} rule: {} means, {} deviations, {} weights for {d} inputs",
@@ -279,23 +276,9 @@ impl BackwardAgent {
         }
     }
 
-    /// Width of `phi` at stage `t`, without the bias.
-    fn input_dim(&self, t: usize) -> usize {
-        let probs = self.num_classes + 2;
-        match self.config.inputs {
-            StopInputs::Probs => probs,
-            StopInputs::FeaturesAndProbs => self.feature_dims[t] + probs,
-        }
-    }
-
     /// The fitted rules (stages `1..K-1`).
     pub fn rules(&self) -> &[StageRule] {
         &self.rules
-    }
-
-    /// The alpha the rules were fitted at.
-    pub fn fitted_alpha(&self) -> f64 {
-        self.alpha
     }
 
     /// The score `w . phi(o)` of the rule of stage `t` (stop when >= 0).
@@ -337,6 +320,16 @@ impl BackwardAgent {
         let mut m: Vec<f64> = self.rules.iter().map(|r| r.weights.len() as f64).collect();
         m.push(0.0);
         m
+    }
+}
+
+/// Number of inputs (without the bias) a rule reads at a stage with
+/// `feature_dim` features and `num_classes` classes.
+fn input_width(inputs: StopInputs, feature_dim: usize, num_classes: usize) -> usize {
+    let probs = num_classes + 2;
+    match inputs {
+        StopInputs::Probs => probs,
+        StopInputs::FeaturesAndProbs => feature_dim + probs,
     }
 }
 
@@ -619,21 +612,6 @@ fn sweep(
     Ok(rules)
 }
 
-/// A candidate's validation numbers.
-#[derive(Debug, Clone, Copy)]
-struct Scored {
-    alpha: f64,
-    ridge: f64,
-    mean_reward: f64,
-    error: f64,
-    cost: f64,
-}
-
-fn better(a: &Scored, b: &Scored, budget: Option<f64>) -> bool {
-    let key = |s: &Scored| (s.mean_reward, s.error, s.cost);
-    crate::agent::beats(key(a), key(b), budget)
-}
-
 impl Agent for BackwardAgent {
     fn kind(&self) -> &'static str {
         "backward"
@@ -668,12 +646,12 @@ impl Agent for BackwardAgent {
                 backend.num_stages()
             )));
         }
-        let c = backend.num_classes();
         for (t, r) in self.rules.iter().enumerate() {
-            let want = match self.config.inputs {
-                StopInputs::Probs => c + 2,
-                StopInputs::FeaturesAndProbs => backend.feature_dims()[t] + c + 2,
-            };
+            let want = input_width(
+                self.config.inputs,
+                backend.feature_dims()[t],
+                backend.num_classes(),
+            );
             if r.mean.len() != want {
                 return Err(mismatch(format!(
                     "stage {} rule reads {} inputs, the cascade gives {want}",
@@ -725,15 +703,8 @@ impl Agent for BackwardAgent {
                 self.method()
             )));
         }
-        let meta = |split: &str| TraceMeta {
-            dataset: "recorded".into(),
-            split: split.into(),
-            cascade: "recorded".into(),
-            cost_unit: "raw".into(),
-            num_classes: 0,
-        };
-        let train = record_trace(data.train, meta("train"), 1024)?;
-        let mut val = record_trace(data.val, meta("val"), 1024)?;
+        let train = record_split(data.train, "train")?;
+        let mut val = record_split(data.val, "val")?;
         if val.stage_names().len() != self.num_stages {
             return Err(Error::Mismatch {
                 agent: self.name(),
@@ -749,9 +720,7 @@ impl Agent for BackwardAgent {
             .map(|d| d.width as f64)
             .chain([0.0])
             .collect();
-        let stage_costs: Vec<f64> = (0..self.num_stages)
-            .map(|t| cascade_env::StageBackend::stage_costs(&train)[t])
-            .collect();
+        let stage_costs = cascade_env::StageBackend::stage_costs(&train).to_vec();
         let costs = if opts.count_policy_cost {
             costs_with_policy(&stage_costs, &macs, opts.spec.cost)?
         } else {
@@ -774,32 +743,32 @@ impl Agent for BackwardAgent {
             mode: ActMode::Greedy,
             count_policy_cost: opts.count_policy_cost,
         };
-        let mut best: Option<(Scored, Vec<StageRule>)> = None;
+        // The best candidate: its validation numbers, alpha, L2 strength, rules.
+        let mut best: Option<(ValScore, f64, f64, Vec<StageRule>)> = None;
         for &alpha in &alphas {
             let spec = cascade_env::RewardSpec { alpha, ..opts.spec };
             let rewards = stop_rewards(&train, &spec.compile(&costs)?);
             for &lambda in &self.config.ridge {
                 self.rules = sweep(&self.config, &designs, &rewards, lambda)?;
                 let r = evaluate(self, &mut val, &spec, &eval_cfg)?;
-                let s = Scored {
-                    alpha,
-                    ridge: lambda,
+                let s = ValScore {
                     mean_reward: r.mean_reward,
                     error: r.error,
                     cost: r.cost_pct_mean / 100.0,
                 };
                 if best
                     .as_ref()
-                    .is_none_or(|(b, _)| better(&s, b, opts.budget))
+                    .is_none_or(|(b, ..)| better(&s, b, opts.budget))
                 {
-                    best = Some((s, self.rules.clone()));
+                    best = Some((s, alpha, lambda, self.rules.clone()));
                 }
             }
         }
-        let (best, rules) = best.ok_or_else(|| Error::Config("no candidate to fit".into()))?;
+        let (best, alpha, ridge, rules) =
+            best.ok_or_else(|| Error::Config("no candidate to fit".into()))?;
         self.rules = rules;
-        self.alpha = best.alpha;
-        self.ridge = best.ridge;
+        self.alpha = alpha;
+        self.ridge = ridge;
         self.trained_with = Some(opts.clone());
         Ok(TrainSummary {
             agent: self.name(),
@@ -808,9 +777,9 @@ impl Agent for BackwardAgent {
             val_mean_reward: best.mean_reward,
             val_error: best.error,
             val_cost: best.cost,
-            alpha: best.alpha,
+            alpha,
             budget: opts.budget,
-            budget_met: opts.budget.map(|b| best.cost <= b * (1.0 + 1e-9)),
+            budget_met: opts.budget.map(|b| meets_budget(best.cost, b)),
             seconds: start.elapsed().as_secs_f64(),
             history: Vec::new(),
         })

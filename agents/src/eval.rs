@@ -560,6 +560,20 @@ impl EvalReport {
     }
 }
 
+/// [`record_trace`] of a split an agent trains on: the stage outputs of
+/// `backend` in memory, named only by `split` (the data set and cascade
+/// are "recorded", costs in the backend's own units).
+pub(crate) fn record_split(backend: &mut dyn StageBackend, split: &str) -> Result<ReplayBackend> {
+    let meta = TraceMeta {
+        dataset: "recorded".into(),
+        split: split.into(),
+        cascade: "recorded".into(),
+        cost_unit: "raw".into(),
+        num_classes: 0,
+    };
+    record_trace(backend, meta, 1024)
+}
+
 /// Runs every stage of `backend` on every sample once and keeps the
 /// outputs in memory as a [`ReplayBackend`] (with the backend's labels and
 /// stage costs; `meta` names the data set, split and cascade, its class

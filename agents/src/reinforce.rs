@@ -62,14 +62,14 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use candle_nn::Optimizer;
-use cascade_env::{BatchObservation, EnvRng, Observation, ReplayBackend, StageBackend, TraceMeta};
+use cascade_env::{BatchObservation, EnvRng, Observation, ReplayBackend, StageBackend};
 use cascade_rl::checkpoint::Cascade;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{write_manifest, ActMode, Agent, AgentManifest, AgentState, EpochMetrics};
 use crate::agent::{TrainData, TrainOptions, TrainSummary, AGENT_FORMAT_VERSION};
 use crate::error::{Error, Result};
-use crate::eval::{costs_with_policy, evaluate, record_trace, EvalConfig};
+use crate::eval::{costs_with_policy, evaluate, record_split, EvalConfig};
 use crate::expected::ExpectedJointConfig;
 use crate::joint::JointConfig;
 use crate::policy::{FeatureNorm, PolicySpec, StopPolicy};
@@ -452,15 +452,8 @@ impl ReinforceAgent {
         let seeds = Seeds::new(opts.seed);
 
         // -- Stage outputs: recorded once, the classifiers are fixed --------
-        let meta = |split: &str| TraceMeta {
-            dataset: "recorded".into(),
-            split: split.into(),
-            cascade: "recorded".into(),
-            cost_unit: "raw".into(),
-            num_classes: 0,
-        };
-        let train = record_trace(data.train, meta("train"), 1024)?;
-        let mut val = record_trace(data.val, meta("val"), 1024)?;
+        let train = record_split(data.train, "train")?;
+        let mut val = record_split(data.val, "val")?;
         let k = train.feature_dims().len();
         let n = train.labels().len();
 

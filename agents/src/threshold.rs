@@ -22,13 +22,14 @@
 use std::path::Path;
 use std::time::Instant;
 
-use cascade_env::{BatchObservation, Observation, TraceMeta};
+use cascade_env::{BatchObservation, Observation};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{write_manifest, ActMode, Agent, AgentManifest, AgentState, TrainData};
 use crate::agent::{TrainOptions, TrainSummary, AGENT_FORMAT_VERSION};
 use crate::error::{Error, Result};
-use crate::eval::{evaluate, record_trace, EvalConfig};
+use crate::eval::{evaluate, record_split, EvalConfig};
+use crate::training::{meets_budget, ValScore};
 
 /// The threshold that never stops before the last stage (above every
 /// probability).
@@ -274,10 +275,14 @@ impl ThresholdAgent {
 }
 
 /// Whether candidate `a` beats the incumbent `b` (see
-/// [`crate::agent::beats`]).
+/// [`crate::training::better`]).
 fn better(a: &GridPoint, b: &GridPoint, budget: Option<f64>) -> bool {
-    let key = |p: &GridPoint| (p.mean_reward, p.error, p.cost);
-    crate::agent::beats(key(a), key(b), budget)
+    let score = |p: &GridPoint| ValScore {
+        mean_reward: p.mean_reward,
+        error: p.error,
+        cost: p.cost,
+    };
+    crate::training::better(&score(a), &score(b), budget)
 }
 
 impl Agent for ThresholdAgent {
@@ -345,14 +350,7 @@ impl Agent for ThresholdAgent {
         self.config.validate()?;
         self.check_fits(&*data.val)?;
         let start = Instant::now();
-        let meta = TraceMeta {
-            dataset: "recorded".into(),
-            split: "val".into(),
-            cascade: "recorded".into(),
-            cost_unit: "raw".into(),
-            num_classes: data.val.num_classes(),
-        };
-        let mut val = record_trace(data.val, meta, 1024)?;
+        let mut val = record_split(data.val, "val")?;
         let grid = self.config.grid.clone();
 
         // Shared tau over the whole grid.
@@ -403,7 +401,7 @@ impl Agent for ThresholdAgent {
             val_cost: best.cost,
             alpha: opts.spec.alpha,
             budget: opts.budget,
-            budget_met: opts.budget.map(|b| best.cost <= b * (1.0 + 1e-9)),
+            budget_met: opts.budget.map(|b| meets_budget(best.cost, b)),
             seconds: start.elapsed().as_secs_f64(),
             history: Vec::new(),
         })

@@ -533,14 +533,20 @@ pub(crate) struct ValScore {
     pub cost: f64,
 }
 
+/// Whether a validation mean cost meets `budget` (up to rounding).
+pub(crate) fn meets_budget(cost: f64, budget: f64) -> bool {
+    cost <= budget * (1.0 + 1e-9)
+}
+
 /// Whether `a` beats the incumbent `b`: a higher mean reward; with a
 /// budget, meeting it first, then a lower error, then a lower cost (among
-/// candidates over budget, the lower cost).
+/// candidates over budget, the lower cost). Every agent that picks among
+/// candidates on validation chooses with it.
 pub(crate) fn better(a: &ValScore, b: &ValScore, budget: Option<f64>) -> bool {
     match budget {
         None => a.mean_reward > b.mean_reward,
         Some(bud) => {
-            let fits = |p: &ValScore| p.cost <= bud * (1.0 + 1e-9);
+            let fits = |p: &ValScore| meets_budget(p.cost, bud);
             match (fits(a), fits(b)) {
                 (true, false) => true,
                 (false, true) => false,
@@ -711,7 +717,7 @@ impl Selection {
             val_cost: self.best.cost,
             alpha: self.best_alpha,
             budget: self.budget,
-            budget_met: self.budget.map(|b| self.best.cost <= b * (1.0 + 1e-9)),
+            budget_met: self.budget.map(|b| meets_budget(self.best.cost, b)),
             seconds: started.elapsed().as_secs_f64(),
             history,
         }

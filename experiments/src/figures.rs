@@ -31,6 +31,13 @@ pub const FIGURES_DIR: &str = "figures";
 
 /// Draws every figure of the run folder; returns the PNG paths written.
 pub fn draw_all(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    draw_all_with(run_dir, None)
+}
+
+/// [`draw_all`], the exit gallery of the agent and point `gallery` names
+/// (`AGENT` or `AGENT@X`, see [`crate::gallery::parse_choice`]) instead
+/// of the default one.
+pub fn draw_all_with(run_dir: &Path, gallery: Option<&str>) -> Result<Vec<PathBuf>> {
     let rec = read_run_record(run_dir)?;
     let rows = read_results(&run_dir.join(RESULTS_FILE))?;
     let dir = run_dir.join(FIGURES_DIR);
@@ -50,7 +57,11 @@ pub fn draw_all(run_dir: &Path) -> Result<Vec<PathBuf>> {
     if let Some(p) = training_curves(run_dir, &rec, &chosen)? {
         out.push(p.write(dir.join("training_curves"))?.png);
     }
-    if let Some(row) = crate::gallery::choose(&rec, &rows) {
+    let row = match gallery {
+        Some(choice) => Some(crate::gallery::parse_choice(choice, &rows)?),
+        None => crate::gallery::choose(&rec, &rows),
+    };
+    if let Some(row) = row {
         if let Some(p) = crate::gallery::draw(run_dir, &rec, row, &dir)? {
             out.push(p);
         }

@@ -30,6 +30,36 @@ const PREFERRED: [&str; 6] = [
     "reinforce-frozen",
 ];
 
+/// The point of a row: its budget, else its alpha.
+fn point(r: &ResultRow) -> Option<f64> {
+    r.budget.or(r.alpha)
+}
+
+/// The rows of `agent`, by point, then seed.
+fn agent_rows<'a>(rows: &'a [ResultRow], agent: &str) -> Vec<&'a ResultRow> {
+    let mut mine: Vec<&ResultRow> = rows.iter().filter(|r| r.agent == agent).collect();
+    mine.sort_by(|a, b| {
+        let x = |r: &ResultRow| point(r).unwrap_or(0.0);
+        x(a).total_cmp(&x(b)).then(a.seed.cmp(&b.seed))
+    });
+    mine
+}
+
+/// The first (lowest-seed) row at point `x`.
+fn at<'a>(mine: &[&'a ResultRow], x: f64) -> Option<&'a ResultRow> {
+    mine.iter().copied().find(|r| point(r) == Some(x))
+}
+
+/// The first row at the middle one of the points.
+fn middle<'a>(mine: &[&'a ResultRow]) -> Option<&'a ResultRow> {
+    let mut points: Vec<f64> = mine.iter().filter_map(|r| point(r)).collect();
+    points.dedup();
+    points
+        .get(points.len() / 2)
+        .and_then(|&x| at(mine, x))
+        .or_else(|| mine.first().copied())
+}
+
 /// The row the gallery shows: the first preferred agent present, at the
 /// study's ablation point when it has one, else at its middle point (the
 /// lowest seed).
@@ -37,26 +67,12 @@ pub fn choose<'a>(rec: &RunRecord, rows: &'a [ResultRow]) -> Option<&'a ResultRo
     let agent = PREFERRED
         .iter()
         .find(|a| rows.iter().any(|r| r.agent == **a))?;
-    let mut mine: Vec<&ResultRow> = rows.iter().filter(|r| r.agent == *agent).collect();
-    mine.sort_by(|a, b| {
-        let x = |r: &ResultRow| r.budget.or(r.alpha).unwrap_or(0.0);
-        x(a).total_cmp(&x(b)).then(a.seed.cmp(&b.seed))
-    });
-    let at = |x: f64| {
-        mine.iter()
-            .copied()
-            .find(|r| r.budget.or(r.alpha) == Some(x))
-    };
+    let mine = agent_rows(rows, agent);
     rec.config
         .ablation_points
         .first()
-        .and_then(|&x| at(x))
-        .or_else(|| {
-            let mut points: Vec<f64> = mine.iter().filter_map(|r| r.budget.or(r.alpha)).collect();
-            points.dedup();
-            points.get(points.len() / 2).and_then(|&x| at(x))
-        })
-        .or_else(|| mine.first().copied())
+        .and_then(|&x| at(&mine, x))
+        .or_else(|| middle(&mine))
 }
 
 /// The row named by `AGENT` or `AGENT@X` (X the budget or alpha as
@@ -74,7 +90,7 @@ pub fn parse_choice<'a>(choice: &str, rows: &'a [ResultRow]) -> Result<&'a Resul
         }
         None => (choice.trim(), None),
     };
-    let mut mine: Vec<&ResultRow> = rows.iter().filter(|r| r.agent == agent).collect();
+    let mine = agent_rows(rows, agent);
     if mine.is_empty() {
         let mut names: Vec<&str> = rows.iter().map(|r| r.agent.as_str()).collect();
         names.sort();
@@ -84,28 +100,22 @@ pub fn parse_choice<'a>(choice: &str, rows: &'a [ResultRow]) -> Result<&'a Resul
             names.join(", ")
         )));
     }
-    mine.sort_by(|a, b| {
-        let p = |r: &ResultRow| r.budget.or(r.alpha).unwrap_or(0.0);
-        p(a).total_cmp(&p(b)).then(a.seed.cmp(&b.seed))
-    });
-    match x {
-        Some(x) => mine
+    let found = match x {
+        Some(x) => at(&mine, x),
+        None => middle(&mine),
+    };
+    found.ok_or_else(|| {
+        let pts: Vec<String> = mine
             .iter()
-            .copied()
-            .find(|r| r.budget.or(r.alpha) == Some(x))
-            .ok_or_else(|| {
-                let pts: Vec<String> = mine
-                    .iter()
-                    .filter_map(|r| r.budget.or(r.alpha))
-                    .map(|v| v.to_string())
-                    .collect();
-                Error::Config(format!(
-                    "--gallery {choice}: {agent} has no point {x} (its points: {})",
-                    pts.join(", ")
-                ))
-            }),
-        None => Ok(mine[mine.len() / 2]),
-    }
+            .filter_map(|r| point(r))
+            .map(|v| v.to_string())
+            .collect();
+        Error::Config(format!(
+            "--gallery {choice}: {agent} has no point {} (its points: {})",
+            x.unwrap_or(f64::NAN),
+            pts.join(", ")
+        ))
+    })
 }
 
 /// Draws the gallery of `row` into `figures/exit_gallery.{png,svg}`.

@@ -25,18 +25,8 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
     let dir = &args.run_dir;
     let summary = crate::summary::write_summary(dir)
         .with_context(|| format!("writing the summary of {}", dir.display()))?;
-    let mut figures = crate::figures::draw_all(dir)
+    let figures = crate::figures::draw_all_with(dir, args.gallery.as_deref())
         .with_context(|| format!("drawing the figures of {}", dir.display()))?;
-    if let Some(choice) = &args.gallery {
-        let rec = crate::study::read_run_record(dir)?;
-        let rows = crate::results::read_results(&dir.join(crate::results::RESULTS_FILE))?;
-        let row = crate::gallery::parse_choice(choice, &rows)?;
-        let out = dir.join(crate::figures::FIGURES_DIR);
-        if let Some(p) = crate::gallery::draw(dir, &rec, row, &out)? {
-            figures.retain(|f| f != &p);
-            figures.push(p);
-        }
-    }
     println!("wrote {}", summary.display());
     for f in figures {
         println!(

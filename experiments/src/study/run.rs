@@ -59,7 +59,7 @@ use super::data::{load_study_data, StudyData};
 use super::oracle::{oracle_at, Scores};
 use crate::error::{read_json, write_json, Error, Result};
 use crate::lock::{
-    lock_run, lock_shard, lock_waiting, remove_leftover_temps, Access, CASCADE_LOCK, RUN_LOCK,
+    lock_run, lock_shard, lock_waiting, remove_leftover_temps, Access, CASCADE_LOCK,
 };
 use crate::results::{
     read_results_if_present, shard_files, union, write_results, PointKey, ResultRow, Shard,
@@ -445,10 +445,8 @@ fn remove_if_unused(run: &Path) {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    if names
-        .iter()
-        .all(|n| n == RUN_LOCK || n == CASCADE_LOCK || n.ends_with(".lock"))
-    {
+    // Lock files: run.lock, cascade.lock, results.shard-i-of-n.lock.
+    if names.iter().all(|n| n.ends_with(".lock")) {
         for n in &names {
             let _ = std::fs::remove_file(run.join(n));
         }
