@@ -17,7 +17,6 @@ use cascade_env::{Action, BatchObservation, EnvRng, Observation, RewardSpec, Sta
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::eval::{EvalConfig, EvalReport};
 
 /// File name of the manifest in an agent folder.
 pub const AGENT_FILE: &str = "agent.json";
@@ -274,18 +273,11 @@ pub trait Agent: std::fmt::Debug {
     /// written atomically).
     fn save(&self, dir: &Path) -> Result<()>;
 
-    /// The action at one observation under `mode`, with the stop
-    /// probability it used. At the last stage the action is `Stop`.
-    fn act(
-        &self,
-        obs: &Observation,
-        label: Option<u32>,
-        mode: ActMode,
-        rng: &mut EnvRng,
-    ) -> Result<(Action, f32)> {
-        let p = self.stop_prob(obs, label)?;
-        let last = obs.stage + 1 >= self.num_stages();
-        Ok((decide(p, last, mode, rng), p))
+    /// The classifiers the agent fine-tuned and must be evaluated with
+    /// (joint agents); `None` (the default) for agents that use the cascade
+    /// as recorded.
+    fn classifiers(&self) -> Option<&cascade_rl::checkpoint::Cascade> {
+        None
     }
 
     /// Actions of every live sub-env under `mode`; the stop probabilities
@@ -320,19 +312,6 @@ pub trait Agent: std::fmt::Debug {
             }
         }
         Ok(())
-    }
-
-    /// Evaluates the agent on `backend`'s split (see [`crate::evaluate`]).
-    fn evaluate(
-        &self,
-        backend: &mut dyn StageBackend,
-        spec: &RewardSpec,
-        cfg: &EvalConfig,
-    ) -> Result<EvalReport>
-    where
-        Self: Sized,
-    {
-        crate::eval::evaluate(self, backend, spec, cfg)
     }
 }
 

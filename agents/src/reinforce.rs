@@ -671,6 +671,10 @@ impl Agent for ReinforceAgent {
         "reinforce"
     }
 
+    fn classifiers(&self) -> Option<&Cascade> {
+        self.cascade()
+    }
+
     fn name(&self) -> String {
         match self.mode {
             ReinforceMode::Untrained => "reinforce".into(),

@@ -232,7 +232,7 @@ pub fn exits_per_class(
 ) -> Option<ExitsPerClassPlot> {
     let (_, label, p) = chosen
         .iter()
-        .find(|(a, _, _)| *a == "reinforce-joint")
+        .find(|(a, _, _)| *a == cascade_agents::AgentKind::ReinforceJoint.name())
         .or(chosen.last())?;
     let r = p.rows.first()?;
     let k = r.num_stages();

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cascade_agents::EvalReport;
+use cascade_agents::{AgentKind, EvalReport};
 use cascade_rl::checkpoint::Cascade;
 
 use crate::error::{Error, Result};
@@ -21,13 +21,13 @@ pub const PER_STAGE: usize = 12;
 /// The agents the gallery prefers, best first (the first one present is
 /// drawn): fitted on the frozen classifiers, so the recorded test images
 /// are the ones it saw.
-const PREFERRED: [&str; 6] = [
-    "ann",
-    "backward-induction",
-    "threshold",
-    "threshold-per-stage",
-    "threshold-entropy",
-    "reinforce-frozen",
+const PREFERRED: [AgentKind; 6] = [
+    AgentKind::Ann,
+    AgentKind::BackwardInduction,
+    AgentKind::Threshold,
+    AgentKind::ThresholdPerStage,
+    AgentKind::ThresholdEntropy,
+    AgentKind::ReinforceFrozen,
 ];
 
 /// The point of a row: its budget, else its alpha.
@@ -66,8 +66,8 @@ fn middle<'a>(mine: &[&'a ResultRow]) -> Option<&'a ResultRow> {
 pub fn choose<'a>(rec: &RunRecord, rows: &'a [ResultRow]) -> Option<&'a ResultRow> {
     let agent = PREFERRED
         .iter()
-        .find(|a| rows.iter().any(|r| r.agent == **a))?;
-    let mine = agent_rows(rows, agent);
+        .find(|a| rows.iter().any(|r| r.agent == a.name()))?;
+    let mine = agent_rows(rows, agent.name());
     rec.config
         .ablation_points
         .first()

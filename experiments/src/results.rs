@@ -172,18 +172,18 @@ impl PointKey {
 }
 
 /// Display order of agents: static stages, oracles, then the swept agents
-/// in [`crate::study::SweptAgent::ALL`]'s order, then anything else
+/// in [`cascade_agents::AgentKind::ALL`]'s order, then anything else
 /// (ablation variants).
 pub fn agent_rank(agent: &str) -> (u32, usize) {
-    use crate::study::SweptAgent;
+    use cascade_agents::AgentKind;
     if let Some(k) = agent.strip_prefix("static-").and_then(|k| k.parse().ok()) {
         return (0, k);
     }
     match agent {
         "oracle" => (1, 0),
         "oracle-alpha" => (2, 0),
-        _ => match SweptAgent::ALL.iter().position(|a| a.name() == agent) {
-            Some(i) => (3, i),
+        _ => match AgentKind::from_name(agent) {
+            Some(a) => (3, a.rank()),
             None => (4, 0),
         },
     }

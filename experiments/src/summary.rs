@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{write_file, Result};
 use crate::results::{group_by_point, mean_std, read_results, ResultRow, RESULTS_FILE};
-use crate::study::{read_run_record, CascadeInfo, RunRecord, SweptAgent};
+use crate::study::{read_run_record, CascadeInfo, RunRecord};
+use cascade_agents::AgentKind;
 
 /// File name of the summary in a run folder.
 pub const SUMMARY_FILE: &str = "summary.md";
@@ -102,12 +103,12 @@ pub fn largest_static(rows: &[ResultRow]) -> Option<&ResultRow> {
 }
 
 /// The learned and calibrated agents in display order, with labels
-/// (`(name, label)` of every [`SweptAgent`]).
-pub const POLICY_AGENTS: [(&str, &str); SweptAgent::ALL.len()] = {
-    let mut out = [("", ""); SweptAgent::ALL.len()];
+/// (`(name, label)` of every [`AgentKind`]).
+pub const POLICY_AGENTS: [(&str, &str); AgentKind::ALL.len()] = {
+    let mut out = [("", ""); AgentKind::ALL.len()];
     let mut i = 0;
     while i < out.len() {
-        out[i] = (SweptAgent::ALL[i].name(), SweptAgent::ALL[i].label());
+        out[i] = (AgentKind::ALL[i].name(), AgentKind::ALL[i].label());
         i += 1;
     }
     out

@@ -25,9 +25,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use cascade_agents::{
-    Agent, BackwardAgent, BackwardConfig, Confidence, JointConfig, OracleAgent, ReinforceAgent,
-    ReinforceConfig, StaticAgent, ThresholdAgent, ThresholdConfig, TrainData, TrainOptions,
-    TrainSummary,
+    Agent, AgentKind, BackwardAgent, BackwardConfig, Confidence, JointConfig, OracleAgent,
+    ReinforceAgent, ReinforceConfig, StaticAgent, ThresholdAgent, ThresholdConfig, TrainData,
+    TrainOptions, TrainSummary,
 };
 use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
 use cascade_rl::backend::{cascade_policy_split, cascade_splits, CandleBackend, DEFAULT_BATCH};
@@ -50,7 +50,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub cascade: PathBuf,
     /// Agent: reinforce, threshold, backward-induction, ann, static-K
-    /// (K = 1..number of stages) or oracle.
+    /// (K = 1..number of stages) or oracle; the studies' names
+    /// (threshold-per-stage, threshold-entropy, reinforce-frozen,
+    /// reinforce-joint) stand for the flags they imply.
     #[arg(long)]
     pub agent: String,
     /// REINFORCE: train the policy and the classifiers together.
@@ -191,9 +193,46 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// `args` with a study agent name (`threshold-per-stage`,
+/// `reinforce-joint`, ...) written as the agent and flags it implies.
+fn resolve_agent(args: &TrainArgs) -> anyhow::Result<TrainArgs> {
+    let mut out = args.clone();
+    let Some(kind) = AgentKind::from_name(&args.agent) else {
+        return Ok(out);
+    };
+    match kind {
+        AgentKind::Threshold | AgentKind::ThresholdPerStage | AgentKind::ThresholdEntropy => {
+            out.agent = "threshold".into();
+            out.per_stage |= kind == AgentKind::ThresholdPerStage;
+            out.entropy |= kind == AgentKind::ThresholdEntropy;
+        }
+        AgentKind::BackwardInduction | AgentKind::Ann => {}
+        AgentKind::ReinforceFrozen | AgentKind::ReinforceJoint => {
+            let joint = kind == AgentKind::ReinforceJoint;
+            if (joint && args.frozen) || (!joint && args.joint) {
+                bail!(
+                    "--agent {kind} contradicts --{}",
+                    if joint { "frozen" } else { "joint" }
+                );
+            }
+            out.agent = "reinforce".into();
+            out.joint = joint;
+            out.frozen = !joint;
+        }
+        AgentKind::ExpectedJoint => bail!(
+            "expected-joint trains the classifiers on their own images and the policy on the \
+             held-out policy images in alternating rounds; run it in a study \
+             (`joint_vs_frozen --agents expected-joint`)"
+        ),
+    }
+    Ok(out)
+}
+
 /// Runs `cascade train`.
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    let given = &args.agent;
+    let args = &resolve_agent(args)?;
     let spec = parse_spec(args.alpha, &args.loss, &args.cost_model, &args.prediction)?;
     let is_reinforce = args.agent == "reinforce";
     if !is_reinforce && (args.joint || args.frozen) {
@@ -242,7 +281,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let mut record = TrainRecord {
         cascade: std::fs::canonicalize(&args.cascade).unwrap_or_else(|_| args.cascade.clone()),
         data_dir: args.data_dir.clone(),
-        agent: args.agent.clone(),
+        agent: given.clone(),
         mode: None,
         options: opts.clone(),
         reinforce: None,
@@ -386,6 +425,36 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn study_names_stand_for_their_flags() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["cascade", "train", "--cascade", "c", "--out", "o"];
+            argv.extend_from_slice(extra);
+            match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+                crate::cli::Command::Train(a) => resolve_agent(&a),
+                _ => unreachable!(),
+            }
+        };
+        let a = parse(&["--agent", "threshold-per-stage"]).unwrap();
+        assert_eq!(
+            (a.agent.as_str(), a.per_stage, a.entropy),
+            ("threshold", true, false)
+        );
+        let a = parse(&["--agent", "threshold-entropy"]).unwrap();
+        assert_eq!(
+            (a.agent.as_str(), a.per_stage, a.entropy),
+            ("threshold", false, true)
+        );
+        let a = parse(&["--agent", "reinforce-joint"]).unwrap();
+        assert_eq!((a.agent.as_str(), a.joint), ("reinforce", true));
+        let a = parse(&["--agent", "ann"]).unwrap();
+        assert_eq!(a.agent, "ann");
+        let e = parse(&["--agent", "reinforce-frozen", "--joint"]).unwrap_err();
+        assert!(e.to_string().contains("contradicts --joint"), "{e}");
+        let e = parse(&["--agent", "expected-joint"]).unwrap_err();
+        assert!(e.to_string().contains("joint_vs_frozen"), "{e}");
+    }
     use crate::cli::Cli;
     use cascade_rl::data::{SplitConfig, SyntheticConfig};
     use cascade_rl::presets::{Preset, StagePreset};

@@ -8,10 +8,11 @@ use cascade_env::CostModel;
 use cascade_rl::device::DeviceSpec;
 use clap::{Args, Parser};
 
-use super::config::{StudyConfig, SweptAgent};
+use super::config::StudyConfig;
 use super::run::{RunOptions, RunRecord, StudyOutcome};
 use crate::error::{read_json, Error, Result};
 use crate::results::Shard;
+use cascade_agents::AgentKind;
 
 /// Flags shared by the study binaries.
 #[derive(Debug, Clone, Args)]
@@ -107,10 +108,9 @@ pub struct StudyArgs {
 pub struct JointVsFrozenArgs {
     #[command(flatten)]
     pub study: StudyArgs,
-    /// Agents to sweep, comma-separated: threshold, threshold-per-stage,
-    /// threshold-entropy, backward-induction, ann, frozen, joint, expected.
+    /// Agents to sweep, comma-separated (default: all of them).
     #[arg(long, value_delimiter = ',')]
-    pub agents: Option<Vec<String>>,
+    pub agents: Option<Vec<AgentKind>>,
 }
 
 /// `alpha_sweep`: one agent across alphas or budgets (one curve).
@@ -119,10 +119,9 @@ pub struct JointVsFrozenArgs {
 pub struct AlphaSweepArgs {
     #[command(flatten)]
     pub study: StudyArgs,
-    /// The agent: threshold, threshold-per-stage, threshold-entropy,
-    /// backward-induction, ann, frozen, joint or expected.
+    /// The agent.
     #[arg(long)]
-    pub agent: String,
+    pub agent: AgentKind,
     /// Sweep cost budgets instead of alphas: fractions of the largest
     /// stage's cost, comma-separated (e.g. 0.1,0.25,0.5).
     #[arg(long, value_delimiter = ',')]
@@ -135,7 +134,7 @@ impl StudyArgs {
     pub fn resolve(
         &self,
         study: &str,
-        agents: Vec<SweptAgent>,
+        agents: Vec<AgentKind>,
         budgets: Option<Vec<f64>>,
         name_extra: Option<&str>,
     ) -> Result<(StudyConfig, RunOptions)> {
@@ -281,20 +280,8 @@ impl JointVsFrozenArgs {
     /// The resolved config and options.
     pub fn resolve(&self) -> Result<(StudyConfig, RunOptions)> {
         let agents = match &self.agents {
-            Some(list) => list
-                .iter()
-                .map(|s| s.parse())
-                .collect::<Result<Vec<SweptAgent>>>()?,
-            None => vec![
-                SweptAgent::Threshold,
-                SweptAgent::ThresholdPerStage,
-                SweptAgent::ThresholdEntropy,
-                SweptAgent::BackwardInduction,
-                SweptAgent::Ann,
-                SweptAgent::Frozen,
-                SweptAgent::Joint,
-                SweptAgent::ExpectedJoint,
-            ],
+            Some(list) => list.clone(),
+            None => AgentKind::ALL.to_vec(),
         };
         self.study.resolve("joint_vs_frozen", agents, None, None)
     }
@@ -312,7 +299,7 @@ impl AlphaSweepArgs {
 
     /// The resolved config and options.
     pub fn resolve(&self) -> Result<(StudyConfig, RunOptions)> {
-        let agent: SweptAgent = self.agent.parse()?;
+        let agent = self.agent;
         self.study.resolve(
             "alpha_sweep",
             vec![agent],

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use cascade_agents::{
-    BackwardConfig, ExpectedJointConfig, JointConfig, ReinforceConfig, ThresholdConfig,
+    AgentKind, BackwardConfig, ExpectedJointConfig, JointConfig, ReinforceConfig, ThresholdConfig,
 };
 use cascade_env::RewardSpec;
 use cascade_rl::data::{find_data_dir, DatasetKind, SplitConfig, SyntheticConfig};
@@ -24,138 +24,6 @@ pub const BUDGET_RANGE: (f64, f64) = (1e-6, cascade_agents::agent::MAX_BUDGET);
 /// The study presets of `joint_vs_frozen` and `alpha_sweep`.
 pub const STUDY_PRESETS: [&str; 4] = ["default", "quick", "fmnist", "cifar10"];
 
-/// An agent whose sweep a study runs (static stages and the oracle are
-/// always evaluated: they cost nothing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum SweptAgent {
-    /// Confidence threshold calibrated on validation at each alpha / budget.
-    #[serde(rename = "threshold")]
-    Threshold,
-    /// One threshold per stage, by coordinate search on validation.
-    #[serde(rename = "threshold-per-stage")]
-    ThresholdPerStage,
-    /// A threshold on one minus the normalised entropy (BranchyNet's exit).
-    #[serde(rename = "threshold-entropy")]
-    ThresholdEntropy,
-    /// REINFORCE policy on the frozen pretrained classifiers.
-    #[serde(rename = "reinforce-frozen")]
-    Frozen,
-    /// REINFORCE policy trained jointly with the classifiers (the slides'
-    /// estimator, `yhat ~ C_k` in training), warm-started from the frozen
-    /// agent at the same point and seed.
-    #[serde(rename = "reinforce-joint")]
-    Joint,
-    /// The exact expected objective, classifiers on their own training
-    /// images and the policy on the policy images (cross-fitted),
-    /// warm-started like the REINFORCE joint agent.
-    #[serde(rename = "expected-joint")]
-    ExpectedJoint,
-    /// Least-squares optimal stopping fitted from the last stage back on
-    /// the frozen classifiers' outputs (Longstaff-Schwartz).
-    #[serde(rename = "backward-induction")]
-    BackwardInduction,
-    /// ANN's exits: weighted binary classification from the last stage
-    /// back (Bolukbasi et al. 2017), on the frozen classifiers' outputs.
-    #[serde(rename = "ann")]
-    Ann,
-}
-
-impl SweptAgent {
-    /// Every agent, in display order (tables, legends, `results.csv`). A
-    /// new agent is a variant here and its arms below.
-    pub const ALL: [SweptAgent; 8] = [
-        SweptAgent::Threshold,
-        SweptAgent::ThresholdPerStage,
-        SweptAgent::ThresholdEntropy,
-        SweptAgent::BackwardInduction,
-        SweptAgent::Ann,
-        SweptAgent::Frozen,
-        SweptAgent::Joint,
-        SweptAgent::ExpectedJoint,
-    ];
-
-    /// The agent of result name `name`.
-    pub fn from_name(name: &str) -> Option<SweptAgent> {
-        Self::ALL.into_iter().find(|a| a.name() == name)
-    }
-
-    /// The agent's name in results (`threshold`, `reinforce-frozen`,
-    /// `reinforce-joint`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            SweptAgent::Threshold => "threshold",
-            SweptAgent::ThresholdPerStage => "threshold-per-stage",
-            SweptAgent::ThresholdEntropy => "threshold-entropy",
-            SweptAgent::Frozen => "reinforce-frozen",
-            SweptAgent::Joint => "reinforce-joint",
-            SweptAgent::ExpectedJoint => "expected-joint",
-            SweptAgent::BackwardInduction => "backward-induction",
-            SweptAgent::Ann => "ann",
-        }
-    }
-
-    /// The agent's family in results.
-    pub fn kind(self) -> &'static str {
-        match self {
-            SweptAgent::Threshold
-            | SweptAgent::ThresholdPerStage
-            | SweptAgent::ThresholdEntropy => "threshold",
-            SweptAgent::ExpectedJoint => "expected",
-            SweptAgent::BackwardInduction | SweptAgent::Ann => "backward",
-            _ => "reinforce",
-        }
-    }
-
-    /// Whether it is fitted on recorded outputs without a seed (one row
-    /// per point, like the threshold).
-    pub fn seedless(self) -> bool {
-        matches!(
-            self,
-            SweptAgent::Threshold
-                | SweptAgent::ThresholdPerStage
-                | SweptAgent::ThresholdEntropy
-                | SweptAgent::BackwardInduction
-                | SweptAgent::Ann
-        )
-    }
-
-    /// A label for figures and tables.
-    pub const fn label(self) -> &'static str {
-        match self {
-            SweptAgent::Threshold => "threshold",
-            SweptAgent::ThresholdPerStage => "per-stage thresholds",
-            SweptAgent::ThresholdEntropy => "entropy threshold",
-            SweptAgent::Frozen => "REINFORCE on frozen classifiers",
-            SweptAgent::Joint => "REINFORCE joint",
-            SweptAgent::ExpectedJoint => "expected-joint",
-            SweptAgent::BackwardInduction => "backward induction",
-            SweptAgent::Ann => "ANN exits",
-        }
-    }
-}
-
-impl std::str::FromStr for SweptAgent {
-    type Err = Error;
-
-    /// `threshold`, `frozen` or `joint` (or the full result names).
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim() {
-            "threshold" => Ok(SweptAgent::Threshold),
-            "threshold-per-stage" => Ok(SweptAgent::ThresholdPerStage),
-            "threshold-entropy" => Ok(SweptAgent::ThresholdEntropy),
-            "frozen" | "reinforce-frozen" => Ok(SweptAgent::Frozen),
-            "joint" | "reinforce-joint" => Ok(SweptAgent::Joint),
-            "expected" | "expected-joint" => Ok(SweptAgent::ExpectedJoint),
-            "backward" | "backward-induction" => Ok(SweptAgent::BackwardInduction),
-            "ann" => Ok(SweptAgent::Ann),
-            other => Err(Error::Config(format!(
-                "unknown agent '{other}' (expected threshold, threshold-per-stage, \
-                 threshold-entropy, backward-induction, ann, frozen, joint or expected)"
-            ))),
-        }
-    }
-}
-
 /// An ablation of a joint agent: one setting changed, swept at
 /// [`StudyConfig::ablation_points`] with the study's seeds, reported under
 /// its own name.
@@ -166,7 +34,7 @@ pub struct Variant {
     /// agent's name.
     pub name: String,
     /// The agent it varies: `reinforce-joint` or `expected-joint`.
-    pub base: SweptAgent,
+    pub base: AgentKind,
     /// What changed, one line (the ablation table's label).
     pub description: String,
     /// Start from a fresh policy instead of the frozen agent's.
@@ -241,7 +109,7 @@ pub struct StudyConfig {
     /// Pretraining of the cascade.
     pub pretrain: PretrainConfig,
     /// The agents swept over `alphas` (or `budgets`) and `seeds`.
-    pub agents: Vec<SweptAgent>,
+    pub agents: Vec<AgentKind>,
     /// The prices of compute swept (empty in budget mode).
     pub alphas: Vec<f64>,
     /// Cost budgets swept, as fractions of the largest stage's cost
@@ -321,7 +189,11 @@ impl StudyConfig {
             cascade: cascade.to_string(),
             dataset: dataset.to_string(),
             pretrain: PretrainConfig::default(),
-            agents: vec![SweptAgent::Threshold, SweptAgent::Frozen, SweptAgent::Joint],
+            agents: vec![
+                AgentKind::Threshold,
+                AgentKind::ReinforceFrozen,
+                AgentKind::ReinforceJoint,
+            ],
             alphas: vec![0.01, 0.03, 0.1],
             budgets: vec![],
             budget_alpha0: 0.05,
@@ -581,10 +453,10 @@ impl StudyConfig {
         self.expected_classifiers.validate()?;
         for (i, v) in self.variants.iter().enumerate() {
             let taken = [
-                SweptAgent::Threshold,
-                SweptAgent::Frozen,
-                SweptAgent::Joint,
-                SweptAgent::ExpectedJoint,
+                AgentKind::Threshold,
+                AgentKind::ReinforceFrozen,
+                AgentKind::ReinforceJoint,
+                AgentKind::ExpectedJoint,
             ]
             .iter()
             .any(|a| a.name() == v.name)
@@ -602,8 +474,8 @@ impl StudyConfig {
                 )));
             }
             match v.base {
-                SweptAgent::Joint if v.expected.is_none() => {}
-                SweptAgent::ExpectedJoint if v.joint.is_none() => {}
+                AgentKind::ReinforceJoint if v.expected.is_none() => {}
+                AgentKind::ExpectedJoint if v.joint.is_none() => {}
                 _ => {
                     return Err(Error::Config(format!(
                         "variant '{}': base must be reinforce-joint (with `joint` settings) or \
@@ -705,7 +577,7 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             }),
             ..v(
                 "expected-joint-own-aug",
-                SweptAgent::ExpectedJoint,
+                AgentKind::ExpectedJoint,
                 "expected-joint with each stage's own augmentation in the classifier rounds",
                 false,
             )
@@ -718,7 +590,7 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             }),
             ..v(
                 "reinforce-joint-gentle",
-                SweptAgent::Joint,
+                AgentKind::ReinforceJoint,
                 "reinforce-joint with policy lr 1e-3, no entropy bonus, value baseline fitted first",
                 false,
             )
@@ -732,7 +604,7 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             }),
             ..v(
                 "reinforce-joint-gentle-lr0",
-                SweptAgent::Joint,
+                AgentKind::ReinforceJoint,
                 "reinforce-joint-gentle with classifier learning rate 0",
                 false,
             )
@@ -744,7 +616,7 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             }),
             ..v(
                 "expected-joint-argmax",
-                SweptAgent::ExpectedJoint,
+                AgentKind::ExpectedJoint,
                 "expected-joint with the argmax prediction in the policy's objective",
                 false,
             )
@@ -756,7 +628,7 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             }),
             ..v(
                 "expected-joint-gentle",
-                SweptAgent::ExpectedJoint,
+                AgentKind::ExpectedJoint,
                 "expected-joint with policy lr 1e-3",
                 false,
             )
@@ -768,7 +640,7 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             }),
             ..v(
                 "expected-joint-lr0",
-                SweptAgent::ExpectedJoint,
+                AgentKind::ExpectedJoint,
                 "expected-joint with classifier learning rate 0 (the exact policy gradient on frozen classifiers)",
                 false,
             )
@@ -777,7 +649,7 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             joint: Some(prev.clone()),
             ..v(
                 "reinforce-joint-prev",
-                SweptAgent::Joint,
+                AgentKind::ReinforceJoint,
                 "the first joint agent: argmax yhat in training, fresh policy",
                 true,
             )
@@ -789,7 +661,7 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             }),
             ..v(
                 "reinforce-joint-prev-sampled",
-                SweptAgent::Joint,
+                AgentKind::ReinforceJoint,
                 "first joint agent + yhat ~ C_k in training",
                 true,
             )
@@ -801,7 +673,7 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             }),
             ..v(
                 "expected-joint-plain-ce",
-                SweptAgent::ExpectedJoint,
+                AgentKind::ExpectedJoint,
                 "compute control: plain cross-entropy fine-tuning, same steps",
                 false,
             )
@@ -810,7 +682,7 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             joint: Some(prev.clone()),
             ..v(
                 "reinforce-joint-prev-warm",
-                SweptAgent::Joint,
+                AgentKind::ReinforceJoint,
                 "first joint agent + warm start from the frozen agent",
                 false,
             )
@@ -822,7 +694,7 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             }),
             ..v(
                 "reinforce-joint-prev-detached",
-                SweptAgent::Joint,
+                AgentKind::ReinforceJoint,
                 "first joint agent + policy inputs detached from the classifiers",
                 true,
             )
@@ -834,7 +706,7 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             }),
             ..v(
                 "reinforce-joint-lr0",
-                SweptAgent::Joint,
+                AgentKind::ReinforceJoint,
                 "sanity: reinforce-joint with classifier learning rate 0",
                 false,
             )
@@ -842,7 +714,7 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
         Variant {
             ..v(
                 "expected-joint-cold",
-                SweptAgent::ExpectedJoint,
+                AgentKind::ExpectedJoint,
                 "expected-joint from a fresh policy",
                 true,
             )

@@ -15,7 +15,7 @@ pub mod oracle;
 pub mod run;
 
 pub use args::{AlphaSweepArgs, JointVsFrozenArgs, StudyArgs};
-pub use config::{log_grid, PretrainConfig, StudyConfig, SweptAgent, STUDY_PRESETS};
+pub use config::{log_grid, PretrainConfig, StudyConfig, STUDY_PRESETS};
 pub use data::{load_study_data, StudyData};
 pub use oracle::{oracle_at, Scores};
 pub use run::{

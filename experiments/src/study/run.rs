@@ -22,12 +22,17 @@
 //! # Work units, resuming and shards
 //!
 //! The sweep is a fixed list of work units: each (alpha or budget, seed)
-//! of the joint agent, then of the frozen agent, then each alpha of the
-//! threshold agent, then the static stages, the oracle and the oracle
-//! curve. A unit whose rows are all in `results.csv` or any shard file is
-//! skipped (nothing is trained). With `--shard i/n` only the units at
-//! positions `p` with `p % n == i` run, and their rows go to
-//! `results.shard-i-of-n.csv`. Joint units come first so the expensive
+//! of every learned agent in [`AgentKind::ALL`]'s order (the frozen agent
+//! before the joint agents that warm-start from it), then each point of
+//! every seedless agent (thresholds, backward induction, ANN), then the
+//! static stages, the oracle, the oracle curve and the ablations. Every
+//! agent unit goes through one path (`Ctx::agent_unit`: build, train,
+//! save, evaluate, row); agents that fine-tuned classifiers
+//! ([`Agent::classifiers`]) are evaluated on them, the others on the
+//! recorded outputs. A unit whose rows are all in `results.csv` or any
+//! shard file is skipped (nothing is trained). With `--shard i/n` only the
+//! units at positions `p` with `p % n == i` run, and their rows go to
+//! `results.shard-i-of-n.csv`. Learned units come first so the expensive
 //! ones spread evenly over the shards.
 //!
 //! The joint agent fine-tunes a copy of the pretrained classifiers loaded
@@ -54,7 +59,7 @@ use cascade_rl::train::{pretrain, PretrainOptions, Progress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use super::config::{StudyConfig, SweptAgent};
+use super::config::{StudyConfig, Variant};
 use super::data::{load_study_data, StudyData};
 use super::oracle::{oracle_at, Scores};
 use crate::error::{read_json, write_json, Error, Result};
@@ -65,6 +70,7 @@ use crate::results::{
     read_results_if_present, shard_files, union, write_results, PointKey, ResultRow, Shard,
     RESULTS_FILE,
 };
+use cascade_agents::AgentKind;
 
 /// File name of the resolved configuration in a run folder.
 pub const CONFIG_FILE: &str = "config.json";
@@ -246,12 +252,11 @@ impl Point {
 /// A work unit (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Unit {
-    Learned(SweptAgent, Point, u64),
+    /// An agent of the sweep at a point, with a seed unless the kind is
+    /// seedless.
+    Agent(AgentKind, Point, Option<u64>),
     /// `cfg.variants[i]` at a point with a seed.
     Variant(usize, Point, u64),
-    /// An agent fitted on recorded outputs without a seed (threshold,
-    /// backward-induction, ann).
-    Fitted(SweptAgent, Point),
     Static,
     Oracle,
     OracleCurve,
@@ -275,32 +280,25 @@ fn plan(cfg: &StudyConfig) -> Vec<Unit> {
             })
             .collect()
     };
-    // The frozen agent first: both joint agents warm-start from it (and
-    // train it themselves when it is missing, e.g. in another shard).
+    // The learned agents first, in display order, so the frozen agent
+    // comes before the joint agents that warm-start from it (they train it
+    // themselves when it is missing, e.g. in another shard); then the
+    // seedless ones.
     let mut units = Vec::new();
-    for agent in [
-        SweptAgent::Frozen,
-        SweptAgent::Joint,
-        SweptAgent::ExpectedJoint,
-    ] {
-        if cfg.agents.contains(&agent) {
-            for p in &points {
-                for &s in &cfg.seeds {
-                    units.push(Unit::Learned(agent, *p, s));
-                }
+    let swept = |seedless: bool| {
+        AgentKind::ALL
+            .into_iter()
+            .filter(move |a| a.seedless() == seedless && cfg.agents.contains(a))
+    };
+    for agent in swept(false) {
+        for p in &points {
+            for &s in &cfg.seeds {
+                units.push(Unit::Agent(agent, *p, Some(s)));
             }
         }
     }
-    for agent in [
-        SweptAgent::Threshold,
-        SweptAgent::ThresholdPerStage,
-        SweptAgent::ThresholdEntropy,
-        SweptAgent::BackwardInduction,
-        SweptAgent::Ann,
-    ] {
-        if cfg.agents.contains(&agent) {
-            units.extend(points.iter().map(|&p| Unit::Fitted(agent, p)));
-        }
+    for agent in swept(true) {
+        units.extend(points.iter().map(|&p| Unit::Agent(agent, p, None)));
     }
     units.extend([Unit::Static, Unit::Oracle, Unit::OracleCurve]);
     // Ablations of the joint agents swept (not in an `alpha_sweep` of
@@ -325,16 +323,13 @@ fn plan(cfg: &StudyConfig) -> Vec<Unit> {
 impl Unit {
     fn keys(&self, cfg: &StudyConfig, k: usize) -> Vec<PointKey> {
         match *self {
-            Unit::Learned(a, p, s) => {
-                vec![PointKey::new(a.name(), Some(p.alpha), p.budget, Some(s))]
-            }
+            Unit::Agent(a, p, s) => vec![PointKey::new(a.name(), Some(p.alpha), p.budget, s)],
             Unit::Variant(i, p, s) => vec![PointKey::new(
                 &cfg.variants[i].name,
                 Some(p.alpha),
                 p.budget,
                 Some(s),
             )],
-            Unit::Fitted(a, p) => vec![PointKey::new(a.name(), Some(p.alpha), p.budget, None)],
             Unit::Static => (1..=k)
                 .map(|t| PointKey::new(&format!("static-{t}"), None, None, None))
                 .collect(),
@@ -349,9 +344,9 @@ impl Unit {
 
     fn describe(&self) -> String {
         match *self {
-            Unit::Learned(a, p, s) => format!("{} {} seed {s}", a.name(), p.tag()),
+            Unit::Agent(a, p, Some(s)) => format!("{} {} seed {s}", a.name(), p.tag()),
+            Unit::Agent(a, p, None) => format!("{} {}", a.name(), p.tag()),
             Unit::Variant(i, p, s) => format!("variant {} {} seed {s}", i + 1, p.tag()),
-            Unit::Fitted(a, p) => format!("{} {}", a.name(), p.tag()),
             Unit::Static => "static stages".into(),
             Unit::Oracle => "oracle".into(),
             Unit::OracleCurve => "oracle curve".into(),
@@ -892,14 +887,50 @@ fn ensure_traces(
     Ok(traces)
 }
 
-/// A joint agent to train: an agent of the sweep or an ablation of one.
-struct JointJob {
+/// An agent to train at a point: a kind of the sweep with the study's
+/// settings, or an ablation of a joint kind.
+struct AgentJob {
+    /// Its name in results and agent folders.
     name: String,
-    base: SweptAgent,
+    kind: AgentKind,
+    /// Joint kinds: start from a fresh policy instead of the frozen agent.
     cold_start: bool,
+    /// Joint kinds: replaces the study's policy settings.
     policy: Option<ReinforceConfig>,
     joint: cascade_agents::JointConfig,
     expected: cascade_agents::ExpectedJointConfig,
+}
+
+impl AgentJob {
+    /// `kind` with the study's settings.
+    fn of(kind: AgentKind, cfg: &StudyConfig) -> Self {
+        AgentJob {
+            name: kind.name().to_string(),
+            kind,
+            cold_start: false,
+            policy: None,
+            joint: cfg.joint_classifiers.clone(),
+            expected: cfg.expected_classifiers.clone(),
+        }
+    }
+
+    /// The ablation `v`.
+    fn variant(v: &Variant, cfg: &StudyConfig) -> Self {
+        AgentJob {
+            name: v.name.clone(),
+            kind: v.base,
+            cold_start: v.cold_start,
+            policy: v.policy.clone(),
+            joint: v
+                .joint
+                .clone()
+                .unwrap_or_else(|| cfg.joint_classifiers.clone()),
+            expected: v
+                .expected
+                .clone()
+                .unwrap_or_else(|| cfg.expected_classifiers.clone()),
+        }
+    }
 }
 
 /// Everything a work unit needs.
@@ -1017,111 +1048,126 @@ impl Ctx<'_> {
                 }
                 Ok(rows)
             }
-            Unit::Fitted(which, p) => {
-                let name = which.name();
-                let (dir, rel) = self.agent_dir(name, p, None);
-                let k = self.traces.test.num_stages();
-                let mut agent: Box<dyn Agent> = match which {
-                    SweptAgent::BackwardInduction | SweptAgent::Ann => {
-                        let cfg = if which == SweptAgent::Ann {
-                            &self.cfg.ann
-                        } else {
-                            &self.cfg.backward
-                        };
-                        Box::new(BackwardAgent::new(
-                            cfg.clone(),
-                            self.traces.test.feature_dims(),
-                            self.traces.test.num_classes(),
-                        )?)
-                    }
-                    _ => {
-                        let mut cfg = self.cfg.threshold.clone();
-                        cfg.per_stage |= which == SweptAgent::ThresholdPerStage;
-                        if which == SweptAgent::ThresholdEntropy {
-                            cfg.confidence = Confidence::Entropy;
-                        }
-                        Box::new(ThresholdAgent::new(cfg, k)?)
-                    }
-                };
-                let opts = self.train_opts(p, 0, None);
-                let summary = agent.train(
-                    TrainData {
-                        train: &mut self.traces.train,
-                        val: &mut self.traces.val,
-                    },
-                    &opts,
-                )?;
-                agent.save(&dir)?;
-                let spec = self.spec(summary.alpha);
-                let (val, test) = self.eval_replay(&*agent, &spec, 0)?;
-                self.save_reports(&dir, &summary, &val, &test)?;
-                Ok(vec![self.row(
-                    name,
-                    which.kind(),
-                    Some(p),
-                    None,
-                    Some(&summary),
-                    &val,
-                    &test,
-                    None,
-                    &rel,
-                )])
-            }
-            Unit::Learned(SweptAgent::Frozen, p, seed) => {
-                let (agent, summary, rel) = self.train_frozen(p, seed)?;
-                let spec = self.spec(summary.alpha);
-                let (val, test) = self.eval_replay(&agent, &spec, seed)?;
-                let (dir, _) = self.agent_dir("reinforce-frozen", p, Some(seed));
-                self.save_reports(&dir, &summary, &val, &test)?;
-                Ok(vec![self.row(
-                    "reinforce-frozen",
-                    "reinforce",
-                    Some(p),
-                    Some(seed),
-                    Some(&summary),
-                    &val,
-                    &test,
-                    None,
-                    &rel,
-                )])
-            }
-            Unit::Learned(which @ (SweptAgent::Joint | SweptAgent::ExpectedJoint), p, seed) => {
-                let job = JointJob {
-                    name: which.name().to_string(),
-                    base: which,
-                    cold_start: false,
-                    policy: None,
-                    joint: self.cfg.joint_classifiers.clone(),
-                    expected: self.cfg.expected_classifiers.clone(),
-                };
-                self.joint_unit(&job, p, seed)
+            Unit::Agent(kind, p, seed) => {
+                let job = AgentJob::of(kind, self.cfg);
+                self.agent_unit(&job, p, seed)
             }
             Unit::Variant(i, p, seed) => {
-                let v = &self.cfg.variants[i];
-                let job = JointJob {
-                    name: v.name.clone(),
-                    base: v.base,
-                    cold_start: v.cold_start,
-                    policy: v.policy.clone(),
-                    joint: v
-                        .joint
-                        .clone()
-                        .unwrap_or_else(|| self.cfg.joint_classifiers.clone()),
-                    expected: v
-                        .expected
-                        .clone()
-                        .unwrap_or_else(|| self.cfg.expected_classifiers.clone()),
-                };
-                self.joint_unit(&job, p, seed)
+                let job = AgentJob::variant(&self.cfg.variants[i], self.cfg);
+                self.agent_unit(&job, p, Some(seed))
             }
-            Unit::Learned(which, p, _) => self.run_unit(&Unit::Fitted(which, p)),
         }
     }
 
-    /// Trains, saves and evaluates a joint agent (or an ablation of one).
-    fn joint_unit(&mut self, job: &JointJob, p: Point, seed: u64) -> Result<Vec<ResultRow>> {
-        let name = job.name.as_str();
-        let which = job.base;
+    /// Trains, saves and evaluates one agent at point `p` (with `seed`;
+    /// `None` for the seedless kinds), and returns its row. Agents that
+    /// fine-tuned classifiers are evaluated on them, the others on the
+    /// recorded outputs.
+    fn agent_unit(
+        &mut self,
+        job: &AgentJob,
+        p: Point,
+        seed: Option<u64>,
+    ) -> Result<Vec<ResultRow>> {
+        let (dir, rel) = self.agent_dir(&job.name, p, seed);
+        let s = seed.unwrap_or(0);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let (agent, summary) = self.train_agent(job, p, s, &dir)?;
+        agent.save(&dir)?;
+        let spec = self.spec(summary.alpha);
+        let (val, test) = match agent.classifiers() {
+            Some(tuned) => {
+                let (val_ds, test_ds) = (&self.data.splits.val, &self.data.splits.test);
+                let mut vb = CandleBackend::new(tuned, val_ds, self.cfg.eval_batch)?;
+                let val = evaluate(&*agent, &mut vb, &spec, &self.eval_cfg("val", s))?;
+                let mut tb = CandleBackend::new(tuned, test_ds, self.cfg.eval_batch)?;
+                let test = evaluate(&*agent, &mut tb, &spec, &self.eval_cfg("test", s))?;
+                (val, test)
+            }
+            None if job.kind.joint() => {
+                return Err(Error::Config(format!(
+                    "{}: training returned no fine-tuned cascade",
+                    job.name
+                )))
+            }
+            None => self.eval_replay(&*agent, &spec, s)?,
+        };
+        self.save_reports(&dir, &summary, &val, &test)?;
+        Ok(vec![self.row(
+            &job.name,
+            job.kind.family(),
+            Some(p),
+            seed,
+            Some(&summary),
+            &val,
+            &test,
+            None,
+            &rel,
+        )])
+    }
+
+    /// Builds `job`'s agent and trains it at `p` with `seed` (training log
+    /// in `dir` for the learned kinds).
+    fn train_agent(
+        &mut self,
+        job: &AgentJob,
+        p: Point,
+        seed: u64,
+        dir: &Path,
+    ) -> Result<(Box<dyn Agent>, TrainSummary)> {
+        let which = job.kind;
+        let k = self.traces.test.num_stages();
+        let fitted: Box<dyn Agent> = match which {
+            AgentKind::BackwardInduction | AgentKind::Ann => {
+                let cfg = if which == AgentKind::Ann {
+                    &self.cfg.ann
+                } else {
+                    &self.cfg.backward
+                };
+                Box::new(BackwardAgent::new(
+                    cfg.clone(),
+                    self.traces.test.feature_dims(),
+                    self.traces.test.num_classes(),
+                )?)
+            }
+            AgentKind::Threshold | AgentKind::ThresholdPerStage | AgentKind::ThresholdEntropy => {
+                let mut cfg = self.cfg.threshold.clone();
+                cfg.per_stage |= which == AgentKind::ThresholdPerStage;
+                if which == AgentKind::ThresholdEntropy {
+                    cfg.confidence = Confidence::Entropy;
+                }
+                Box::new(ThresholdAgent::new(cfg, k)?)
+            }
+            AgentKind::ReinforceFrozen => {
+                let (agent, summary) = self.train_frozen(p, seed)?;
+                return Ok((Box::new(agent), summary));
+            }
+            AgentKind::ReinforceJoint | AgentKind::ExpectedJoint => {
+                let (agent, summary) = self.train_joint(job, p, seed, dir)?;
+                return Ok((Box::new(agent), summary));
+            }
+        };
+        let mut agent = fitted;
+        let opts = self.train_opts(p, 0, None);
+        let summary = agent.train(
+            TrainData {
+                train: &mut self.traces.train,
+                val: &mut self.traces.val,
+            },
+            &opts,
+        )?;
+        Ok((agent, summary))
+    }
+
+    /// Trains a joint agent (or an ablation of one), warm-started from the
+    /// frozen agent at the same point and seed unless `job.cold_start`.
+    fn train_joint(
+        &mut self,
+        job: &AgentJob,
+        p: Point,
+        seed: u64,
+        dir: &Path,
+    ) -> Result<(ReinforceAgent, TrainSummary)> {
         // Warm start: the frozen agent at the same point and seed (and,
         // under a budget, the alpha its dual ascent reached).
         let (mut agent, start_alpha) = if job.cold_start {
@@ -1131,8 +1177,6 @@ impl Ctx<'_> {
             let (frozen, alpha) = self.frozen_agent(p, seed)?;
             (frozen, Some(alpha))
         };
-        let (dir, rel) = self.agent_dir(name, p, Some(seed));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let mut opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG)));
         if let (Some(_), Some(alpha)) = (p.budget, start_alpha) {
             // Dual ascent goes on from where the frozen agent's ended.
@@ -1147,8 +1191,8 @@ impl Ctx<'_> {
             Some(&self.cfg.cascade),
             Some(&self.cfg.dataset),
         )?;
-        let (val_ds, test_ds) = (&self.data.splits.val, &self.data.splits.test);
-        let summary = if which == SweptAgent::Joint {
+        let val_ds = &self.data.splits.val;
+        let summary = if job.kind == AgentKind::ReinforceJoint {
             agent.set_config(job.policy.clone().unwrap_or_else(|| self.cfg.joint.clone()))?;
             let joint_cfg = job.joint.clone();
             let train_ds = &self.data.agent_train;
@@ -1169,37 +1213,14 @@ impl Ctx<'_> {
             self.rep
                 .quietly(|| agent.train_expected_joint(cascade, splits, &ecfg, &opts))?
         };
-        agent.save(&dir)?;
-        let tuned = agent.cascade().ok_or_else(|| {
-            Error::Config(format!("{name}: training returned no fine-tuned cascade"))
-        })?;
-        let spec = self.spec(summary.alpha);
-        let mut vb = CandleBackend::new(tuned, val_ds, self.cfg.eval_batch)?;
-        let val = evaluate(&agent, &mut vb, &spec, &self.eval_cfg("val", seed))?;
-        let mut tb = CandleBackend::new(tuned, test_ds, self.cfg.eval_batch)?;
-        let test = evaluate(&agent, &mut tb, &spec, &self.eval_cfg("test", seed))?;
-        self.save_reports(&dir, &summary, &val, &test)?;
-        Ok(vec![self.row(
-            name,
-            which.kind(),
-            Some(p),
-            Some(seed),
-            Some(&summary),
-            &val,
-            &test,
-            None,
-            &rel,
-        )])
+        Ok((agent, summary))
     }
 
-    /// Trains and saves the REINFORCE agent on the frozen classifiers at
-    /// point `p` with `seed` (replaying the recorded stage outputs).
-    fn train_frozen(
-        &mut self,
-        p: Point,
-        seed: u64,
-    ) -> Result<(ReinforceAgent, TrainSummary, String)> {
-        let (dir, rel) = self.agent_dir("reinforce-frozen", p, Some(seed));
+    /// Trains the REINFORCE agent on the frozen classifiers at point `p`
+    /// with `seed` (replaying the recorded stage outputs), its training log
+    /// in its folder.
+    fn train_frozen(&mut self, p: Point, seed: u64) -> Result<(ReinforceAgent, TrainSummary)> {
+        let (dir, _) = self.agent_dir(AgentKind::ReinforceFrozen.name(), p, Some(seed));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG)));
         let mut agent = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
@@ -1209,17 +1230,16 @@ impl Ctx<'_> {
             val: &mut self.traces.val,
         };
         let summary = rep.quietly(|| agent.train(data, &opts))?;
-        agent.save(&dir)?;
-        Ok((agent, summary, rel))
+        Ok((agent, summary))
     }
 
     /// The frozen agent at `p` and `seed`: loaded from its folder when a
     /// finished one is there, trained (deterministically, as its own unit
-    /// would) otherwise.
+    /// would) and saved otherwise.
     /// Returns it with the alpha of its kept epoch (under a budget, where
     /// dual ascent left it).
     fn frozen_agent(&mut self, p: Point, seed: u64) -> Result<(ReinforceAgent, f64)> {
-        let (dir, _) = self.agent_dir("reinforce-frozen", p, Some(seed));
+        let (dir, _) = self.agent_dir(AgentKind::ReinforceFrozen.name(), p, Some(seed));
         let summary = dir.join("train_summary.json");
         if summary.exists() {
             if let (Ok(a), Ok(s)) = (
@@ -1231,7 +1251,8 @@ impl Ctx<'_> {
                 }
             }
         }
-        let (a, s, _) = self.train_frozen(p, seed)?;
+        let (a, s) = self.train_frozen(p, seed)?;
+        a.save(&dir)?;
         Ok((a, s.alpha))
     }
 
@@ -1352,8 +1373,14 @@ mod tests {
         cfg.seeds = vec![0, 1];
         let units = plan(&cfg);
         assert_eq!(units.len(), 4 + 4 + 2 + 3);
-        assert!(matches!(units[0], Unit::Learned(SweptAgent::Frozen, _, 0)));
-        assert!(matches!(units[4], Unit::Learned(SweptAgent::Joint, _, 0)));
+        assert!(matches!(
+            units[0],
+            Unit::Agent(AgentKind::ReinforceFrozen, _, Some(0))
+        ));
+        assert!(matches!(
+            units[4],
+            Unit::Agent(AgentKind::ReinforceJoint, _, Some(0))
+        ));
         let keys: Vec<String> = units
             .iter()
             .flat_map(|u| u.keys(&cfg, 3))
