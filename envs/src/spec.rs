@@ -119,6 +119,79 @@ pub enum Prediction {
     Argmax,
 }
 
+/// A name as the command line and Python write it: trimmed, lower case,
+/// `_` read as `-`.
+fn normalise_name(name: &str) -> String {
+    name.trim().to_ascii_lowercase().replace('_', "-")
+}
+
+/// Parses `name` against `(names, value)` pairs; the error names `what`
+/// and the first name of every pair.
+fn parse_named<T: Copy>(what: &str, name: &str, table: &[(&[&str], T)]) -> Result<T> {
+    let n = normalise_name(name);
+    table
+        .iter()
+        .find(|(names, _)| names.contains(&n.as_str()))
+        .map(|&(_, v)| v)
+        .ok_or_else(|| {
+            let expected: Vec<String> =
+                table.iter().map(|(ns, _)| format!("{:?}", ns[0])).collect();
+            Error::InvalidArgument(format!(
+                "unknown {what} {name:?}: expected {}",
+                expected.join(" or ")
+            ))
+        })
+}
+
+impl std::str::FromStr for Loss {
+    type Err = Error;
+
+    /// `zero-one` (also `0-1`) or `cross-entropy` (also `ce`); case and
+    /// `_` for `-` do not matter.
+    fn from_str(s: &str) -> Result<Self> {
+        parse_named(
+            "loss",
+            s,
+            &[
+                (&["zero-one", "0-1"], Loss::ZeroOne),
+                (&["cross-entropy", "ce"], Loss::CrossEntropy),
+            ],
+        )
+    }
+}
+
+impl std::str::FromStr for CostModel {
+    type Err = Error;
+
+    /// `cumulative` or `exit`.
+    fn from_str(s: &str) -> Result<Self> {
+        parse_named(
+            "cost model",
+            s,
+            &[
+                (&["cumulative"], CostModel::Cumulative),
+                (&["exit"], CostModel::Exit),
+            ],
+        )
+    }
+}
+
+impl std::str::FromStr for Prediction {
+    type Err = Error;
+
+    /// `argmax` or `sample`.
+    fn from_str(s: &str) -> Result<Self> {
+        parse_named(
+            "prediction",
+            s,
+            &[
+                (&["argmax"], Prediction::Argmax),
+                (&["sample"], Prediction::Sample),
+            ],
+        )
+    }
+}
+
 /// The reward of the stopping MDP: `R = -L(yhat, y) - alpha * Cost(k)` on
 /// `Stop` at stage k, 0 on `Forward`.
 ///
@@ -367,6 +440,24 @@ pub(crate) fn sample_class(probs: &[f32], rng: &mut EnvRng) -> u32 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn reward_names_parse_with_aliases_and_refuse_unknown_ones() {
+        assert_eq!("zero-one".parse::<Loss>().unwrap(), Loss::ZeroOne);
+        assert_eq!(" Zero_One ".parse::<Loss>().unwrap(), Loss::ZeroOne);
+        assert_eq!("0-1".parse::<Loss>().unwrap(), Loss::ZeroOne);
+        assert_eq!("ce".parse::<Loss>().unwrap(), Loss::CrossEntropy);
+        assert_eq!("exit".parse::<CostModel>().unwrap(), CostModel::Exit);
+        assert_eq!("SAMPLE".parse::<Prediction>().unwrap(), Prediction::Sample);
+        let e = "hinge".parse::<Loss>().unwrap_err().to_string();
+        assert!(
+            e.contains(r#"unknown loss "hinge": expected "zero-one" or "cross-entropy""#),
+            "{e}"
+        );
+        let e = "flops".parse::<CostModel>().unwrap_err().to_string();
+        assert!(e.contains(r#"expected "cumulative" or "exit""#), "{e}");
+    }
+
     use super::*;
 
     #[test]

@@ -60,33 +60,9 @@ fn normalise(name: &str) -> String {
 /// The reward spec from the Python names; unknown names and a negative or
 /// non-finite alpha are `ValueError`s.
 fn parse_spec(alpha: f64, loss: &str, cost: &str, prediction: &str) -> PyResult<RewardSpec> {
-    let loss = match normalise(loss).as_str() {
-        "zero-one" | "0-1" => Loss::ZeroOne,
-        "cross-entropy" => Loss::CrossEntropy,
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "unknown loss {loss:?}: expected \"zero-one\" or \"cross-entropy\""
-            )))
-        }
-    };
-    let cost = match normalise(cost).as_str() {
-        "cumulative" => CostModel::Cumulative,
-        "exit" => CostModel::Exit,
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "unknown cost model {cost:?}: expected \"cumulative\" or \"exit\""
-            )))
-        }
-    };
-    let prediction = match normalise(prediction).as_str() {
-        "argmax" => Prediction::Argmax,
-        "sample" => Prediction::Sample,
-        _ => {
-            return Err(PyValueError::new_err(format!(
-                "unknown prediction {prediction:?}: expected \"argmax\" or \"sample\""
-            )))
-        }
-    };
+    let loss: Loss = loss.parse().map_err(to_py_err)?;
+    let cost: CostModel = cost.parse().map_err(to_py_err)?;
+    let prediction: Prediction = prediction.parse().map_err(to_py_err)?;
     let spec = RewardSpec {
         alpha,
         loss,

@@ -21,12 +21,13 @@ use anyhow::{bail, Context};
 use cascade_agents::{
     evaluate, load_agent, read_manifest, ActMode, AgentState, EvalConfig, TrainSummary,
 };
+use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
 use cascade_rl::backend::{cascade_splits, CandleBackend, DEFAULT_BATCH};
 use cascade_rl::checkpoint::Cascade;
 use cascade_rl::device::DeviceSpec;
 use clap::Args;
 
-use super::train::{parse_spec, TrainRecord, TRAIN_ARGS_FILE, TRAIN_SUMMARY_FILE};
+use super::train::{TrainRecord, TRAIN_ARGS_FILE, TRAIN_SUMMARY_FILE};
 
 /// `cascade eval`.
 #[derive(Debug, Clone, Args)]
@@ -45,13 +46,13 @@ pub struct EvalArgs {
     pub alpha: Option<f64>,
     /// Loss: zero-one or cross-entropy (default: as trained).
     #[arg(long)]
-    pub loss: Option<String>,
+    pub loss: Option<Loss>,
     /// Cost model: cumulative or exit (default: as trained).
     #[arg(long)]
-    pub cost_model: Option<String>,
+    pub cost_model: Option<CostModel>,
     /// Prediction: argmax or sample (default: as trained).
     #[arg(long)]
-    pub prediction: Option<String>,
+    pub prediction: Option<Prediction>,
     /// Sample actions from the stop probabilities instead of acting greedily.
     #[arg(long)]
     pub sample: bool,
@@ -142,22 +143,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             base.alpha = s.alpha;
         }
     }
-    let name = |v: serde_json::Value| v.as_str().unwrap_or_default().replace('_', "-");
-    let spec = parse_spec(
-        args.alpha.unwrap_or(base.alpha),
-        &args
-            .loss
-            .clone()
-            .unwrap_or_else(|| name(serde_json::json!(base.loss))),
-        &args
-            .cost_model
-            .clone()
-            .unwrap_or_else(|| name(serde_json::json!(base.cost))),
-        &args
-            .prediction
-            .clone()
-            .unwrap_or_else(|| name(serde_json::json!(base.prediction))),
-    )?;
+    let spec = RewardSpec {
+        alpha: args.alpha.unwrap_or(base.alpha),
+        loss: args.loss.unwrap_or(base.loss),
+        cost: args.cost_model.unwrap_or(base.cost),
+        prediction: args.prediction.unwrap_or(base.prediction),
+    };
+    spec.validate()?;
     let count_policy_cost =
         !args.no_policy_cost && trained.as_ref().is_none_or(|o| o.count_policy_cost);
     let cfg = EvalConfig {

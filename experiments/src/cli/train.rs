@@ -71,13 +71,13 @@ pub struct TrainArgs {
     pub budget: Option<f64>,
     /// Loss in the reward: zero-one or cross-entropy.
     #[arg(long, default_value = "zero-one")]
-    pub loss: String,
+    pub loss: Loss,
     /// Cost model: cumulative (separate networks) or exit (early exits).
     #[arg(long, default_value = "cumulative")]
-    pub cost_model: String,
+    pub cost_model: CostModel,
     /// Prediction on stop: argmax or sample.
     #[arg(long, default_value = "argmax")]
-    pub prediction: String,
+    pub prediction: Prediction,
     /// Run seed (initialisation, shuffling, sampling).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -155,38 +155,6 @@ pub struct TrainRecord {
     pub device: String,
 }
 
-/// Parses the reward flags into a spec.
-pub fn parse_spec(
-    alpha: f64,
-    loss: &str,
-    cost: &str,
-    prediction: &str,
-) -> anyhow::Result<RewardSpec> {
-    let loss = match loss {
-        "zero-one" | "zero_one" | "0-1" => Loss::ZeroOne,
-        "cross-entropy" | "cross_entropy" | "ce" => Loss::CrossEntropy,
-        other => bail!("unknown loss '{other}': use zero-one or cross-entropy"),
-    };
-    let cost = match cost {
-        "cumulative" => CostModel::Cumulative,
-        "exit" => CostModel::Exit,
-        other => bail!("unknown cost model '{other}': use cumulative or exit"),
-    };
-    let prediction = match prediction {
-        "argmax" => Prediction::Argmax,
-        "sample" => Prediction::Sample,
-        other => bail!("unknown prediction '{other}': use argmax or sample"),
-    };
-    let spec = RewardSpec {
-        alpha,
-        loss,
-        cost,
-        prediction,
-    };
-    spec.validate()?;
-    Ok(spec)
-}
-
 fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(value)?;
     cascade_rl::fsutil::write_atomic(path, &bytes)
@@ -233,7 +201,13 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let given = &args.agent;
     let args = &resolve_agent(args)?;
-    let spec = parse_spec(args.alpha, &args.loss, &args.cost_model, &args.prediction)?;
+    let spec = RewardSpec {
+        alpha: args.alpha,
+        loss: args.loss,
+        cost: args.cost_model,
+        prediction: args.prediction,
+    };
+    spec.validate()?;
     let is_reinforce = args.agent == "reinforce";
     if !is_reinforce && (args.joint || args.frozen) {
         bail!(

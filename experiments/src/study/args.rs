@@ -98,7 +98,7 @@ pub struct StudyArgs {
     pub agent_train_samples: Option<usize>,
     /// Cost model: cumulative (separate networks) or exit (early-exit branches).
     #[arg(long)]
-    pub cost_model: Option<String>,
+    pub cost_model: Option<CostModel>,
 }
 
 /// `joint_vs_frozen`: the paper's comparison of the joint agent with the
@@ -219,16 +219,8 @@ impl StudyArgs {
         if self.agent_train_samples.is_some() {
             cfg.agent_train_samples = self.agent_train_samples;
         }
-        if let Some(m) = &self.cost_model {
-            cfg.reward.cost = match m.as_str() {
-                "cumulative" => CostModel::Cumulative,
-                "exit" => CostModel::Exit,
-                other => {
-                    return Err(Error::Config(format!(
-                        "--cost-model '{other}': expected cumulative or exit"
-                    )))
-                }
-            };
+        if let Some(m) = self.cost_model {
+            cfg.reward.cost = m;
         }
         cfg.validate()?;
         let device: DeviceSpec = self.device.parse()?;
