@@ -9,10 +9,15 @@
 //!   and `alpha_sweep`.
 
 pub mod args;
+mod cache;
 pub mod config;
 pub mod data;
 pub mod oracle;
+mod plan;
+mod progress;
+pub mod record;
 pub mod run;
+mod units;
 
 pub use args::{AlphaSweepArgs, JointVsFrozenArgs, StudyArgs};
 pub use config::{log_grid, PretrainConfig, StudyConfig, STUDY_PRESETS};

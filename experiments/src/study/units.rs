@@ -1,0 +1,486 @@
+//! Running one work unit: build, train, save and evaluate an agent (or
+//! the static stages and oracles) and turn the reports into result rows.
+
+use std::path::{Path, PathBuf};
+
+use cascade_agents::{
+    evaluate, ActMode, Agent, BackwardAgent, Confidence, EvalConfig, EvalReport, JointSplits,
+    OracleAgent, ReinforceAgent, ReinforceConfig, ReinforceMode, StaticAgent, ThresholdAgent,
+    TrainData, TrainOptions, TrainSummary,
+};
+use cascade_env::{RewardSpec, StageBackend};
+use cascade_rl::backend::CandleBackend;
+use cascade_rl::checkpoint::Cascade;
+
+use super::cache::Traces;
+use super::config::{StudyConfig, Variant};
+use super::data::StudyData;
+use super::oracle::{oracle_at, Scores};
+use super::plan::{Point, Unit};
+use super::progress::Reporter;
+use super::record::{AGENTS_DIR, TRAIN_LOG};
+use crate::error::{read_json, write_json, Error, Result};
+use crate::results::ResultRow;
+use cascade_agents::AgentKind;
+
+/// An agent to train at a point: a kind of the sweep with the study's
+/// settings, or an ablation of a joint kind.
+pub(super) struct AgentJob {
+    /// Its name in results and agent folders.
+    pub(super) name: String,
+    pub(super) kind: AgentKind,
+    /// Joint kinds: start from a fresh policy instead of the frozen agent.
+    pub(super) cold_start: bool,
+    /// Joint kinds: replaces the study's policy settings.
+    pub(super) policy: Option<ReinforceConfig>,
+    pub(super) joint: cascade_agents::JointConfig,
+    pub(super) expected: cascade_agents::ExpectedJointConfig,
+}
+
+impl AgentJob {
+    /// `kind` with the study's settings.
+    fn of(kind: AgentKind, cfg: &StudyConfig) -> Self {
+        AgentJob {
+            name: kind.name().to_string(),
+            kind,
+            cold_start: false,
+            policy: None,
+            joint: cfg.joint_classifiers.clone(),
+            expected: cfg.expected_classifiers.clone(),
+        }
+    }
+
+    /// The ablation `v`.
+    fn variant(v: &Variant, cfg: &StudyConfig) -> Self {
+        AgentJob {
+            name: v.name.clone(),
+            kind: v.base,
+            cold_start: v.cold_start,
+            policy: v.policy.clone(),
+            joint: v
+                .joint
+                .clone()
+                .unwrap_or_else(|| cfg.joint_classifiers.clone()),
+            expected: v
+                .expected
+                .clone()
+                .unwrap_or_else(|| cfg.expected_classifiers.clone()),
+        }
+    }
+}
+
+/// Everything a work unit needs.
+pub(super) struct Ctx<'a> {
+    pub(super) cfg: &'a StudyConfig,
+    pub(super) run: &'a Path,
+    pub(super) cascade_dir: &'a Path,
+    pub(super) device: &'a candle_core::Device,
+    pub(super) data: &'a StudyData,
+    pub(super) traces: &'a mut Traces,
+    pub(super) rep: &'a Reporter,
+    pub(super) quiet: bool,
+}
+
+impl Ctx<'_> {
+    fn spec(&self, alpha: f64) -> RewardSpec {
+        RewardSpec {
+            alpha,
+            ..self.cfg.reward
+        }
+    }
+
+    fn eval_cfg(&self, split: &str, seed: u64) -> EvalConfig {
+        EvalConfig {
+            split: split.into(),
+            seed,
+            num_envs: self.cfg.num_envs,
+            mode: ActMode::Greedy,
+            count_policy_cost: self.cfg.count_policy_cost,
+        }
+    }
+
+    fn train_opts(&self, p: Point, seed: u64, log: Option<PathBuf>) -> TrainOptions {
+        TrainOptions {
+            spec: self.spec(p.alpha),
+            budget: p.budget,
+            seed,
+            quiet: self.quiet,
+            log_csv: log,
+            count_policy_cost: self.cfg.count_policy_cost,
+            num_envs: self.cfg.num_envs,
+        }
+    }
+
+    fn agent_dir(&self, agent: &str, p: Point, seed: Option<u64>) -> (PathBuf, String) {
+        let mut name = format!("{}__{}__{}", self.cfg.dataset, agent, p.tag());
+        if let Some(s) = seed {
+            name.push_str(&format!("__seed{s}"));
+        }
+        let rel = format!("{AGENTS_DIR}/{name}");
+        (self.run.join(&rel), rel)
+    }
+
+    /// Evaluates `agent` on the recorded val and test splits.
+    fn eval_replay(
+        &mut self,
+        agent: &dyn Agent,
+        spec: &RewardSpec,
+        seed: u64,
+    ) -> Result<(EvalReport, EvalReport)> {
+        let (vc, tc) = (self.eval_cfg("val", seed), self.eval_cfg("test", seed));
+        let val = evaluate(agent, &mut self.traces.val, spec, &vc)?;
+        let test = evaluate(agent, &mut self.traces.test, spec, &tc)?;
+        Ok((val, test))
+    }
+
+    pub(super) fn run_unit(&mut self, unit: &Unit) -> Result<Vec<ResultRow>> {
+        match *unit {
+            Unit::Static => {
+                let k = self.traces.test.num_stages();
+                let spec = self.spec(0.0);
+                let mut rows = Vec::with_capacity(k);
+                for t in 0..k {
+                    let a = StaticAgent::new(t, k)?;
+                    let (val, test) = self.eval_replay(&a, &spec, 0)?;
+                    rows.push(self.row(
+                        &a.name(),
+                        "static",
+                        None,
+                        None,
+                        None,
+                        &val,
+                        &test,
+                        None,
+                        "",
+                    ));
+                }
+                Ok(rows)
+            }
+            Unit::Oracle => {
+                let a = OracleAgent::new(self.traces.test.num_stages())?;
+                let (val, test) = self.eval_replay(&a, &self.spec(0.0), 0)?;
+                Ok(vec![self.row(
+                    "oracle", "oracle", None, None, None, &val, &test, None, "",
+                )])
+            }
+            Unit::OracleCurve => {
+                let mut rows = Vec::new();
+                for &alpha in &self.cfg.oracle_alphas {
+                    let spec = self.spec(alpha);
+                    let val = oracle_at(&self.traces.val, &spec)?;
+                    let test = oracle_at(&self.traces.test, &spec)?;
+                    rows.push(self.row_from(
+                        "oracle-alpha",
+                        "oracle",
+                        Some(alpha),
+                        None,
+                        None,
+                        &val,
+                        &test,
+                        Some(alpha),
+                        None,
+                        "",
+                    ));
+                }
+                Ok(rows)
+            }
+            Unit::Agent(kind, p, seed) => {
+                let job = AgentJob::of(kind, self.cfg);
+                self.agent_unit(&job, p, seed)
+            }
+            Unit::Variant(i, p, seed) => {
+                let job = AgentJob::variant(&self.cfg.variants[i], self.cfg);
+                self.agent_unit(&job, p, Some(seed))
+            }
+        }
+    }
+
+    /// Trains, saves and evaluates one agent at point `p` (with `seed`;
+    /// `None` for the seedless kinds), and returns its row. Agents that
+    /// fine-tuned classifiers are evaluated on them, the others on the
+    /// recorded outputs.
+    pub(super) fn agent_unit(
+        &mut self,
+        job: &AgentJob,
+        p: Point,
+        seed: Option<u64>,
+    ) -> Result<Vec<ResultRow>> {
+        let (dir, rel) = self.agent_dir(&job.name, p, seed);
+        let s = seed.unwrap_or(0);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let (agent, summary) = self.train_agent(job, p, s, &dir)?;
+        agent.save(&dir)?;
+        let spec = self.spec(summary.alpha);
+        let (val, test) = match agent.classifiers() {
+            Some(tuned) => {
+                let (val_ds, test_ds) = (&self.data.splits.val, &self.data.splits.test);
+                let mut vb = CandleBackend::new(tuned, val_ds, self.cfg.eval_batch)?;
+                let val = evaluate(&*agent, &mut vb, &spec, &self.eval_cfg("val", s))?;
+                let mut tb = CandleBackend::new(tuned, test_ds, self.cfg.eval_batch)?;
+                let test = evaluate(&*agent, &mut tb, &spec, &self.eval_cfg("test", s))?;
+                (val, test)
+            }
+            None if job.kind.joint() => {
+                return Err(Error::Config(format!(
+                    "{}: training returned no fine-tuned cascade",
+                    job.name
+                )))
+            }
+            None => self.eval_replay(&*agent, &spec, s)?,
+        };
+        self.save_reports(&dir, &summary, &val, &test)?;
+        Ok(vec![self.row(
+            &job.name,
+            job.kind.family(),
+            Some(p),
+            seed,
+            Some(&summary),
+            &val,
+            &test,
+            None,
+            &rel,
+        )])
+    }
+
+    /// Builds `job`'s agent and trains it at `p` with `seed` (training log
+    /// in `dir` for the learned kinds).
+    fn train_agent(
+        &mut self,
+        job: &AgentJob,
+        p: Point,
+        seed: u64,
+        dir: &Path,
+    ) -> Result<(Box<dyn Agent>, TrainSummary)> {
+        let which = job.kind;
+        let k = self.traces.test.num_stages();
+        let fitted: Box<dyn Agent> = match which {
+            AgentKind::BackwardInduction | AgentKind::Ann => {
+                let cfg = if which == AgentKind::Ann {
+                    &self.cfg.ann
+                } else {
+                    &self.cfg.backward
+                };
+                Box::new(BackwardAgent::new(
+                    cfg.clone(),
+                    self.traces.test.feature_dims(),
+                    self.traces.test.num_classes(),
+                )?)
+            }
+            AgentKind::Threshold | AgentKind::ThresholdPerStage | AgentKind::ThresholdEntropy => {
+                let mut cfg = self.cfg.threshold.clone();
+                cfg.per_stage |= which == AgentKind::ThresholdPerStage;
+                if which == AgentKind::ThresholdEntropy {
+                    cfg.confidence = Confidence::Entropy;
+                }
+                Box::new(ThresholdAgent::new(cfg, k)?)
+            }
+            AgentKind::ReinforceFrozen => {
+                let (agent, summary) = self.train_frozen(p, seed)?;
+                return Ok((Box::new(agent), summary));
+            }
+            AgentKind::ReinforceJoint | AgentKind::ExpectedJoint => {
+                let (agent, summary) = self.train_joint(job, p, seed, dir)?;
+                return Ok((Box::new(agent), summary));
+            }
+        };
+        let mut agent = fitted;
+        let opts = self.train_opts(p, 0, None);
+        let summary = agent.train(
+            TrainData {
+                train: &mut self.traces.train,
+                val: &mut self.traces.val,
+            },
+            &opts,
+        )?;
+        Ok((agent, summary))
+    }
+
+    /// Trains a joint agent (or an ablation of one), warm-started from the
+    /// frozen agent at the same point and seed unless `job.cold_start`.
+    fn train_joint(
+        &mut self,
+        job: &AgentJob,
+        p: Point,
+        seed: u64,
+        dir: &Path,
+    ) -> Result<(ReinforceAgent, TrainSummary)> {
+        // Warm start: the frozen agent at the same point and seed (and,
+        // under a budget, the alpha its dual ascent reached).
+        let (mut agent, start_alpha) = if job.cold_start {
+            let fresh = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
+            (fresh, None)
+        } else {
+            let (frozen, alpha) = self.frozen_agent(p, seed)?;
+            (frozen, Some(alpha))
+        };
+        let mut opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG)));
+        if let (Some(_), Some(alpha)) = (p.budget, start_alpha) {
+            // Dual ascent goes on from where the frozen agent's ended.
+            opts.spec.alpha = alpha;
+        }
+        // The pretrained classifiers as recorded (with their fitted
+        // temperatures), loaded for this agent alone: joint training
+        // fine-tunes the cascade it owns.
+        let cascade = Cascade::load(
+            self.cascade_dir,
+            self.device,
+            Some(&self.cfg.cascade),
+            Some(&self.cfg.dataset),
+        )?;
+        let val_ds = &self.data.splits.val;
+        let summary = if job.kind == AgentKind::ReinforceJoint {
+            agent.set_config(job.policy.clone().unwrap_or_else(|| self.cfg.joint.clone()))?;
+            let joint_cfg = job.joint.clone();
+            let train_ds = &self.data.agent_train;
+            self.rep
+                .quietly(|| agent.train_joint(cascade, train_ds, val_ds, &joint_cfg, &opts))?
+        } else {
+            agent.set_config(
+                job.policy
+                    .clone()
+                    .unwrap_or_else(|| self.cfg.expected.clone()),
+            )?;
+            let ecfg = job.expected.clone();
+            let splits = JointSplits {
+                classifier_train: &self.data.splits.train,
+                policy_train: &self.data.agent_train,
+                val: val_ds,
+            };
+            self.rep
+                .quietly(|| agent.train_expected_joint(cascade, splits, &ecfg, &opts))?
+        };
+        Ok((agent, summary))
+    }
+
+    /// Trains the REINFORCE agent on the frozen classifiers at point `p`
+    /// with `seed` (replaying the recorded stage outputs), its training log
+    /// in its folder.
+    fn train_frozen(&mut self, p: Point, seed: u64) -> Result<(ReinforceAgent, TrainSummary)> {
+        let (dir, _) = self.agent_dir(AgentKind::ReinforceFrozen.name(), p, Some(seed));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG)));
+        let mut agent = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
+        let rep = self.rep;
+        let data = TrainData {
+            train: &mut self.traces.train,
+            val: &mut self.traces.val,
+        };
+        let summary = rep.quietly(|| agent.train(data, &opts))?;
+        Ok((agent, summary))
+    }
+
+    /// The frozen agent at `p` and `seed`: loaded from its folder when a
+    /// finished one is there, trained (deterministically, as its own unit
+    /// would) and saved otherwise.
+    /// Returns it with the alpha of its kept epoch (under a budget, where
+    /// dual ascent left it).
+    fn frozen_agent(&mut self, p: Point, seed: u64) -> Result<(ReinforceAgent, f64)> {
+        let (dir, _) = self.agent_dir(AgentKind::ReinforceFrozen.name(), p, Some(seed));
+        let summary = dir.join("train_summary.json");
+        if summary.exists() {
+            if let (Ok(a), Ok(s)) = (
+                ReinforceAgent::load(&dir),
+                read_json::<TrainSummary>(&summary),
+            ) {
+                if a.mode() == ReinforceMode::Frozen {
+                    return Ok((a, s.alpha));
+                }
+            }
+        }
+        let (a, s) = self.train_frozen(p, seed)?;
+        a.save(&dir)?;
+        Ok((a, s.alpha))
+    }
+
+    fn save_reports(
+        &self,
+        dir: &Path,
+        summary: &TrainSummary,
+        val: &EvalReport,
+        test: &EvalReport,
+    ) -> Result<()> {
+        write_json(&dir.join("train_summary.json"), summary)?;
+        val.write_json(&dir.join("eval_val.json"))?;
+        test.write_json(&dir.join("eval_test.json"))?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn row(
+        &self,
+        agent: &str,
+        kind: &str,
+        p: Option<Point>,
+        seed: Option<u64>,
+        summary: Option<&TrainSummary>,
+        val: &EvalReport,
+        test: &EvalReport,
+        final_alpha: Option<f64>,
+        agent_dir: &str,
+    ) -> ResultRow {
+        let mut r = self.row_from(
+            agent,
+            kind,
+            p.map(|p| p.alpha),
+            p.and_then(|p| p.budget),
+            seed,
+            &Scores::from(val),
+            &Scores::from(test),
+            final_alpha.or(summary.map(|s| s.alpha)),
+            summary,
+            agent_dir,
+        );
+        r.train_seconds = summary.map_or(0.0, |s| s.seconds);
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn row_from(
+        &self,
+        agent: &str,
+        kind: &str,
+        alpha: Option<f64>,
+        budget: Option<f64>,
+        seed: Option<u64>,
+        val: &Scores,
+        test: &Scores,
+        final_alpha: Option<f64>,
+        summary: Option<&TrainSummary>,
+        agent_dir: &str,
+    ) -> ResultRow {
+        let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let learned =
+            summary.filter(|s| s.epochs_run > 0 || kind == "reinforce" || kind == "expected");
+        ResultRow {
+            agent: agent.to_string(),
+            kind: kind.to_string(),
+            alpha,
+            budget,
+            seed,
+            dataset: self.cfg.dataset.clone(),
+            cascade: self.cfg.cascade.clone(),
+            n: test.n,
+            error_pct: 100.0 * test.error,
+            cost_pct: test.cost_pct,
+            cost_pct_std: test.cost_pct_std,
+            classifier_cost_pct: test.classifier_cost_pct,
+            policy_cost_pct: test.policy_cost_pct,
+            mean_reward: test.mean_reward,
+            val_error_pct: 100.0 * val.error,
+            val_cost_pct: val.cost_pct,
+            val_mean_reward: val.mean_reward,
+            final_alpha,
+            budget_met: summary.and_then(|s| s.budget_met),
+            epochs_run: learned.map(|s| s.epochs_run),
+            best_epoch: learned.map(|s| s.best_epoch),
+            train_seconds: 0.0,
+            eval_seconds: test.seconds,
+            agent_dir: agent_dir.to_string(),
+            loss: name(serde_json::to_value(self.cfg.reward.loss).unwrap_or_default()),
+            cost_model: name(serde_json::to_value(self.cfg.reward.cost).unwrap_or_default()),
+            exit_fraction: test.exit_fraction.clone(),
+            exit_accuracy: test.exit_accuracy.clone(),
+            exits_per_class: test.exits_per_class.clone(),
+        }
+    }
+}
