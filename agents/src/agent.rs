@@ -73,7 +73,7 @@ pub struct TrainOptions {
     /// every epoch); `None` keeps it in memory only.
     pub log_csv: Option<PathBuf>,
     /// Count the policy's own MACs into the cost (see
-    /// [`crate::eval::costs_with_policy`]). Needs stage costs in MACs, as
+    /// [`cascade_env::CostModel::with_policy`]). Needs stage costs in MACs, as
     /// cascade-rl's cascades report them; turn it off for traces in other
     /// units (synthetic traces).
     pub count_policy_cost: bool,
@@ -242,7 +242,7 @@ pub trait Agent: std::fmt::Debug {
 
     /// Multiply-accumulates of evaluating the stopping policy once at each
     /// stage, `[K]` (0 where no computation beyond the classifier's is
-    /// needed). See [`crate::eval::costs_with_policy`].
+    /// needed). See [`cascade_env::CostModel::with_policy`].
     fn policy_macs(&self) -> Vec<f64>;
 
     /// The stop probability `pi_t` at one observation (`label`: the true

@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{write_manifest, Agent, AgentManifest, AgentState, TrainData, TrainOptions};
 use crate::agent::{ActMode, TrainSummary, AGENT_FORMAT_VERSION};
 use crate::error::{Error, Result};
-use crate::eval::{costs_with_policy, evaluate, record_split, EvalConfig};
+use crate::eval::{evaluate, record_split, EvalConfig};
 use crate::training::{better, meets_budget, ValScore};
 
 /// How each stage's stopping rule is fitted.
@@ -722,7 +722,10 @@ impl Agent for BackwardAgent {
             .collect();
         let stage_costs = cascade_env::StageBackend::stage_costs(&train).to_vec();
         let costs = if opts.count_policy_cost {
-            costs_with_policy(&stage_costs, &macs, opts.spec.cost)?
+            opts.spec
+                .cost
+                .with_policy(&stage_costs, &macs)
+                .map_err(Error::from_env)?
         } else {
             stage_costs
         };

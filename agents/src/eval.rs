@@ -8,7 +8,7 @@
 //!
 //! - **Policy cost.** A learned stopping policy costs compute too. With
 //!   [`EvalConfig::count_policy_cost`] the env is given stage costs that
-//!   include the policy's multiply-accumulates ([`costs_with_policy`]), so
+//!   include the policy's multiply-accumulates ([`cascade_env::CostModel::with_policy`]), so
 //!   the reported cost (and, in training, the reward) is honest about
 //!   them. The report also gives the classifiers' share and the policy's
 //!   share separately.
@@ -23,8 +23,8 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use cascade_env::{
-    Action, AutoReset, CostModel, EnvRng, Evaluation, ReplayBackend, RewardSpec, StageBackend,
-    StageBatch, StageRows, StageTrace, TraceMeta, VecEnv,
+    Action, AutoReset, EnvRng, Evaluation, ReplayBackend, RewardSpec, StageBackend, StageBatch,
+    StageRows, StageTrace, TraceMeta, VecEnv,
 };
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +44,7 @@ pub struct EvalConfig {
     /// Greedy or sampled actions.
     pub mode: ActMode,
     /// Count the policy's MACs into the env's stage costs
-    /// ([`costs_with_policy`]); needs stage costs in MACs.
+    /// ([`cascade_env::CostModel::with_policy`]); needs stage costs in MACs.
     pub count_policy_cost: bool,
 }
 
@@ -123,7 +123,7 @@ pub struct EvalReport {
     /// Mean cost in the backend's raw units (e.g. MACs per sample).
     pub mean_raw_cost: f64,
     /// The env's normaliser in raw units: the largest stage cost it was
-    /// given, i.e. `F_K` (see [`costs_with_policy`] for when the policy
+    /// given, i.e. `F_K` (see [`cascade_env::CostModel::with_policy`] for when the policy
     /// changes it).
     pub cost_normaliser: f64,
     /// Whether the policy's MACs were counted into the cost.
@@ -154,53 +154,6 @@ pub struct EvalReport {
     /// Per sample, in split order: the predicted class.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sample_predictions: Vec<u32>,
-}
-
-/// Raw stage costs with the policy's MACs added, so that the env's
-/// `Cost(k)` counts the policy evaluations of an episode that stops at k.
-///
-/// With [`CostModel::Cumulative`] (stage t run means policy t evaluated)
-/// `F'_t = F_t + P_t`; with [`CostModel::Exit`] (`F_k` is the cost of
-/// reaching exit k) `F'_k = F_k + P_1 + ... + P_k`. The env normalises by
-/// the largest `F'_t`. Under the cumulative model that is still `F_K`
-/// (learned policies cost nothing at the last stage, where `pi_K = 1`) as
-/// long as every policy evaluation costs less than `F_K - F_t`, which holds
-/// for any real cascade (a policy head is thousands of MACs, `F_K`
-/// millions); under the exit model it grows by the policy's total, a
-/// relative change of the order of the policy's MACs over `F_K`.
-/// [`EvalReport::cost_normaliser`] records the normaliser used.
-///
-/// # Shapes
-/// `stage_costs: [K]`, `policy_macs: [K]` -> `[K]`.
-pub fn costs_with_policy(
-    stage_costs: &[f64],
-    policy_macs: &[f64],
-    model: CostModel,
-) -> Result<Vec<f64>> {
-    if stage_costs.len() != policy_macs.len() {
-        return Err(Error::Config(format!(
-            "{} stage costs but policy MACs for {} stages",
-            stage_costs.len(),
-            policy_macs.len()
-        )));
-    }
-    if let Some(p) = policy_macs.iter().find(|p| !(p.is_finite() && **p >= 0.0)) {
-        return Err(Error::Config(format!(
-            "policy MACs must be finite and >= 0, got {p}"
-        )));
-    }
-    let mut acc = 0.0;
-    Ok(stage_costs
-        .iter()
-        .zip(policy_macs)
-        .map(|(&f, &p)| match model {
-            CostModel::Cumulative => f + p,
-            CostModel::Exit => {
-                acc += p;
-                f + acc
-            }
-        })
-        .collect())
 }
 
 /// A backend seen through the evaluator: stage costs replaced (policy
@@ -278,7 +231,9 @@ pub fn evaluate(
     let raw_costs = backend.stage_costs().to_vec();
     let policy_macs = agent.policy_macs();
     let env_costs = if cfg.count_policy_cost {
-        costs_with_policy(&raw_costs, &policy_macs, spec.cost)?
+        spec.cost
+            .with_policy(&raw_costs, &policy_macs)
+            .map_err(Error::from_env)?
     } else {
         raw_costs.clone()
     };
@@ -320,16 +275,11 @@ pub fn evaluate(
         .collect();
     // The classifiers' share, under the env's normaliser so shares add up.
     let norm = env_costs.iter().copied().fold(0.0, f64::max);
-    let mut acc = 0.0;
-    let classifier_costs = raw_costs
+    let classifier_costs = spec
+        .cost
+        .stopping_costs(&raw_costs)
         .iter()
-        .map(|&f| {
-            acc += f;
-            match spec.cost {
-                CostModel::Cumulative => acc / norm,
-                CostModel::Exit => f / norm,
-            }
-        })
+        .map(|c| c / norm)
         .collect();
     Ok(EvalReport::from_evaluation(
         agent,
@@ -638,23 +588,6 @@ pub fn record_trace(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn policy_costs_follow_the_cost_model() {
-        let f = [10.0, 100.0, 1000.0];
-        let p = [1.0, 2.0, 0.0];
-        assert_eq!(
-            costs_with_policy(&f, &p, CostModel::Cumulative).unwrap(),
-            vec![11.0, 102.0, 1000.0]
-        );
-        assert_eq!(
-            costs_with_policy(&f, &p, CostModel::Exit).unwrap(),
-            vec![11.0, 103.0, 1003.0]
-        );
-        assert!(costs_with_policy(&f, &p[..2], CostModel::Exit).is_err());
-        assert!(costs_with_policy(&f, &[1.0, -1.0, 0.0], CostModel::Exit).is_err());
-        assert!(costs_with_policy(&f, &[1.0, f64::NAN, 0.0], CostModel::Exit).is_err());
-    }
 
     #[test]
     fn recorded_trace_equals_the_source() {

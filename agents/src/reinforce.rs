@@ -69,7 +69,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{write_manifest, ActMode, Agent, AgentManifest, AgentState, EpochMetrics};
 use crate::agent::{TrainData, TrainOptions, TrainSummary, AGENT_FORMAT_VERSION};
 use crate::error::{Error, Result};
-use crate::eval::{costs_with_policy, evaluate, record_split, EvalConfig};
+use crate::eval::{evaluate, record_split, EvalConfig};
 use crate::expected::ExpectedJointConfig;
 use crate::joint::JointConfig;
 use crate::policy::{FeatureNorm, PolicySpec, StopPolicy};
@@ -429,7 +429,10 @@ impl ReinforceAgent {
         sample_prediction: bool,
     ) -> Result<cascade_env::RewardModel> {
         let costs = if opts.count_policy_cost {
-            costs_with_policy(stage_costs, &self.policy.macs(), opts.spec.cost)?
+            opts.spec
+                .cost
+                .with_policy(stage_costs, &self.policy.macs())
+                .map_err(Error::from_env)?
         } else {
             stage_costs.to_vec()
         };

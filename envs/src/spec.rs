@@ -119,6 +119,70 @@ pub enum Prediction {
     Argmax,
 }
 
+impl CostModel {
+    /// Raw `Cost(k)` of stopping at each stage from the stages' own costs:
+    /// the running sum under [`CostModel::Cumulative`], the stage's own
+    /// cost under [`CostModel::Exit`].
+    ///
+    /// # Shapes
+    /// `stage_costs: [K]` -> `[K]`.
+    pub fn stopping_costs(self, stage_costs: &[f64]) -> Vec<f64> {
+        match self {
+            CostModel::Cumulative => stage_costs
+                .iter()
+                .scan(0.0, |acc, &c| {
+                    *acc += c;
+                    Some(*acc)
+                })
+                .collect(),
+            CostModel::Exit => stage_costs.to_vec(),
+        }
+    }
+
+    /// Stage costs with a stopping policy's MACs added, so that `Cost(k)`
+    /// counts the policy evaluations of an episode that stops at k.
+    ///
+    /// Under [`CostModel::Cumulative`] (stage t run means policy t
+    /// evaluated) `F'_t = F_t + P_t`; under [`CostModel::Exit`] (`F_k` is
+    /// the cost of reaching exit k) `F'_k = F_k + P_1 + ... + P_k`. The env
+    /// normalises by the largest `F'_t`. Under the cumulative model that is
+    /// still `F_K` (learned policies cost nothing at the last stage, where
+    /// `pi_K = 1`) as long as every policy evaluation costs less than
+    /// `F_K - F_t`, which holds for any real cascade (a policy head is
+    /// thousands of MACs, `F_K` millions); under the exit model it grows by
+    /// the policy's total, a relative change of the order of the policy's
+    /// MACs over `F_K`.
+    ///
+    /// # Shapes
+    /// `stage_costs: [K]`, `policy_macs: [K]` -> `[K]`.
+    pub fn with_policy(self, stage_costs: &[f64], policy_macs: &[f64]) -> Result<Vec<f64>> {
+        if stage_costs.len() != policy_macs.len() {
+            return Err(Error::InvalidArgument(format!(
+                "{} stage costs but policy MACs for {} stages",
+                stage_costs.len(),
+                policy_macs.len()
+            )));
+        }
+        if let Some(p) = policy_macs.iter().find(|p| !(p.is_finite() && **p >= 0.0)) {
+            return Err(Error::InvalidArgument(format!(
+                "policy MACs must be finite and >= 0, got {p}"
+            )));
+        }
+        let mut acc = 0.0;
+        Ok(stage_costs
+            .iter()
+            .zip(policy_macs)
+            .map(|(&f, &p)| match self {
+                CostModel::Cumulative => f + p,
+                CostModel::Exit => {
+                    acc += p;
+                    f + acc
+                }
+            })
+            .collect())
+    }
+}
+
 /// A name as the command line and Python write it: trimmed, lower case,
 /// `_` read as `-`.
 fn normalise_name(name: &str) -> String {
@@ -287,16 +351,7 @@ impl RewardModel {
         spec.validate()?;
         validate_stage_costs(stage_costs).map_err(Error::InvalidArgument)?;
         let norm = stage_costs.iter().copied().fold(0.0, f64::max);
-        let raw_cost: Vec<f64> = match spec.cost {
-            CostModel::Cumulative => stage_costs
-                .iter()
-                .scan(0.0, |acc, &c| {
-                    *acc += c;
-                    Some(*acc)
-                })
-                .collect(),
-            CostModel::Exit => stage_costs.to_vec(),
-        };
+        let raw_cost = spec.cost.stopping_costs(stage_costs);
         let cost = raw_cost.iter().map(|c| c / norm).collect();
         Ok(RewardModel {
             spec,
@@ -440,6 +495,21 @@ pub(crate) fn sample_class(probs: &[f32], rng: &mut EnvRng) -> u32 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn policy_costs_follow_the_cost_model() {
+        let f = [10.0, 100.0, 1000.0];
+        let p = [1.0, 2.0, 0.0];
+        let cum = CostModel::Cumulative;
+        assert_eq!(cum.with_policy(&f, &p).unwrap(), vec![11.0, 102.0, 1000.0]);
+        let exit = CostModel::Exit;
+        assert_eq!(exit.with_policy(&f, &p).unwrap(), vec![11.0, 103.0, 1003.0]);
+        assert!(exit.with_policy(&f, &p[..2]).is_err());
+        assert!(exit.with_policy(&f, &[1.0, -1.0, 0.0]).is_err());
+        assert!(exit.with_policy(&f, &[1.0, f64::NAN, 0.0]).is_err());
+        assert_eq!(cum.stopping_costs(&f), vec![10.0, 110.0, 1110.0]);
+        assert_eq!(exit.stopping_costs(&f), f.to_vec());
+    }
 
     #[test]
     fn reward_names_parse_with_aliases_and_refuse_unknown_ones() {
