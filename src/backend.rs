@@ -8,7 +8,7 @@
 //! construction, so inference pays for the convs only.
 
 use candle_core::{DType, Device, Tensor};
-use cascade_env::{ReplayBackend, StageBackend, StageBatch, StageTrace, TraceMeta};
+use cascade_env::{ReplayBackend, StageBackend, StageBatch, TraceMeta};
 
 use crate::checkpoint::Cascade;
 use crate::data::{renormalize, same_images, Dataset, SplitConfig, Splits, SyntheticConfig};
@@ -237,18 +237,6 @@ impl CandleBackend {
     /// a replay backend (what `cascade export-trace` writes). `split` names
     /// the split in the trace header (`"val"`, `"test"`, ...).
     pub fn record_trace(&mut self, split: &str) -> Result<ReplayBackend> {
-        let all: Vec<usize> = (0..self.labels.len()).collect();
-        let mut stages = Vec::with_capacity(self.stages.len());
-        for t in 0..self.stages.len() {
-            let batch = self.run(t, &all)?;
-            stages.push(StageTrace {
-                name: self.stage_names[t].clone(),
-                cost: self.costs[t],
-                feature_dim: self.feature_dims[t],
-                features: batch.features,
-                probs: batch.probs,
-            });
-        }
         let meta = TraceMeta {
             dataset: self.dataset.clone(),
             split: split.to_string(),
@@ -256,7 +244,9 @@ impl CandleBackend {
             cost_unit: "MACs".to_string(),
             num_classes: self.num_classes,
         };
-        Ok(ReplayBackend::new(meta, stages, self.labels.clone())?)
+        // One chunk: the whole split, batched by `run` itself.
+        let n = self.labels.len().max(1);
+        Ok(ReplayBackend::record(self, meta, n)?)
     }
 
     fn check_request(&self, stage: usize, samples: &[usize]) -> Result<()> {
@@ -334,6 +324,10 @@ impl StageBackend for CandleBackend {
 
     fn label(&self, sample: usize) -> u32 {
         self.labels[sample]
+    }
+
+    fn stage_name(&self, stage: usize) -> String {
+        self.stage_names[stage].clone()
     }
 
     fn run_stage(&mut self, stage: usize, samples: &[usize]) -> cascade_env::Result<StageBatch> {

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use cascade_env::{
     Action, AutoReset, EnvRng, Evaluation, ReplayBackend, RewardSpec, StageBackend, StageBatch,
-    StageRows, StageTrace, TraceMeta, VecEnv,
+    StageRows, TraceMeta, VecEnv,
 };
 use serde::{Deserialize, Serialize};
 
@@ -510,7 +510,7 @@ impl EvalReport {
     }
 }
 
-/// [`record_trace`] of a split an agent trains on: the stage outputs of
+/// [`ReplayBackend::record`] of a split an agent trains on: the stage outputs of
 /// `backend` in memory, named only by `split` (the data set and cascade
 /// are "recorded", costs in the backend's own units).
 pub(crate) fn record_split(backend: &mut dyn StageBackend, split: &str) -> Result<ReplayBackend> {
@@ -521,68 +521,7 @@ pub(crate) fn record_split(backend: &mut dyn StageBackend, split: &str) -> Resul
         cost_unit: "raw".into(),
         num_classes: 0,
     };
-    record_trace(backend, meta, 1024)
-}
-
-/// Runs every stage of `backend` on every sample once and keeps the
-/// outputs in memory as a [`ReplayBackend`] (with the backend's labels and
-/// stage costs; `meta` names the data set, split and cascade, its class
-/// count is taken from the backend). Stages run in chunks of `chunk`
-/// samples.
-///
-/// When the classifiers are fixed this is all a policy ever needs to see:
-/// frozen training and threshold selection replay it instead of running
-/// the cascade every epoch.
-pub fn record_trace(
-    backend: &mut dyn StageBackend,
-    meta: TraceMeta,
-    chunk: usize,
-) -> Result<ReplayBackend> {
-    let k = backend.num_stages();
-    let n = backend.num_samples();
-    let c = backend.num_classes();
-    let chunk = chunk.max(1);
-    let all: Vec<usize> = (0..n).collect();
-    let mut stages = Vec::with_capacity(k);
-    for t in 0..k {
-        let d = backend.feature_dims()[t];
-        let mut features = Vec::with_capacity(n * d);
-        let mut probs = Vec::with_capacity(n * c);
-        for part in all.chunks(chunk) {
-            let b = backend.run_stage(t, part)?;
-            let m = part.len();
-            let bad = if b.features.len() != m * d {
-                Some(("feature", m * d, b.features.len()))
-            } else if b.probs.len() != m * c {
-                Some(("probability", m * c, b.probs.len()))
-            } else {
-                None
-            };
-            if let Some((what, expected, found)) = bad {
-                return Err(Error::Env(cascade_env::Error::BackendOutput {
-                    stage: t,
-                    what,
-                    expected,
-                    found,
-                }));
-            }
-            features.extend_from_slice(&b.features);
-            probs.extend_from_slice(&b.probs);
-        }
-        stages.push(StageTrace {
-            name: format!("stage{}", t + 1),
-            cost: backend.stage_costs()[t],
-            feature_dim: d,
-            features,
-            probs,
-        });
-    }
-    let labels = all.iter().map(|&s| backend.label(s)).collect();
-    let meta = TraceMeta {
-        num_classes: c,
-        ..meta
-    };
-    Ok(ReplayBackend::new(meta, stages, labels)?)
+    Ok(ReplayBackend::record(backend, meta, 1024)?)
 }
 
 #[cfg(test)]
@@ -603,7 +542,7 @@ mod tests {
             cost_unit: "u".into(),
             num_classes: 0,
         };
-        let rec = record_trace(&mut src, meta, 8).unwrap();
+        let rec = ReplayBackend::record(&mut src, meta, 8).unwrap();
         assert_eq!(rec.labels(), src.labels());
         assert_eq!(rec.stage_costs(), src.stage_costs());
         for t in 0..3 {

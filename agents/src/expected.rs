@@ -50,7 +50,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, EpochMetrics, TrainOptions, TrainSummary};
 use crate::error::{Error, Result};
-use crate::eval::record_trace;
 use crate::joint::{restore_cascade, snapshot_cascade};
 use crate::policy::FeatureNorm;
 use crate::reinforce::{shuffle, ReinforceAgent, ReinforceMode, Seeds};
@@ -187,7 +186,7 @@ fn recompute(cascade: &Cascade, ds: &Dataset, batch: usize) -> Result<ReplayBack
         cost_unit: "macs".into(),
         num_classes: 0,
     };
-    record_trace(&mut b, meta, batch)
+    Ok(ReplayBackend::record(&mut b, meta, batch)?)
 }
 
 impl ReinforceAgent {

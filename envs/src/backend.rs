@@ -62,6 +62,12 @@ pub trait StageBackend {
     /// The true label of `sample`, in `0..num_classes`.
     fn label(&self, sample: usize) -> u32;
 
+    /// The name of 0-based stage `stage` in recorded traces; the default is
+    /// `stage{t+1}`.
+    fn stage_name(&self, stage: usize) -> String {
+        format!("stage{}", stage + 1)
+    }
+
     /// Runs 0-based stage `stage` for `samples`.
     ///
     /// # Shapes

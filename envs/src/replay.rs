@@ -207,6 +207,67 @@ fn validate_content(
 }
 
 impl ReplayBackend {
+    /// Runs every stage of `backend` on every sample once and keeps the
+    /// outputs in memory as a [`ReplayBackend`] (with the backend's labels and
+    /// stage costs; `meta` names the data set, split and cascade, its class
+    /// count is taken from the backend). Stages run in chunks of `chunk`
+    /// samples.
+    ///
+    /// When the classifiers are fixed this is all a policy ever needs to see:
+    /// frozen training and threshold selection replay it instead of running
+    /// the cascade every epoch.
+    pub fn record(
+        backend: &mut dyn StageBackend,
+        meta: TraceMeta,
+        chunk: usize,
+    ) -> Result<ReplayBackend> {
+        let k = backend.num_stages();
+        let n = backend.num_samples();
+        let c = backend.num_classes();
+        let chunk = chunk.max(1);
+        let all: Vec<usize> = (0..n).collect();
+        let mut stages = Vec::with_capacity(k);
+        for t in 0..k {
+            let d = backend.feature_dims()[t];
+            let mut features = Vec::with_capacity(n * d);
+            let mut probs = Vec::with_capacity(n * c);
+            for part in all.chunks(chunk) {
+                let b = backend.run_stage(t, part)?;
+                let m = part.len();
+                let bad = if b.features.len() != m * d {
+                    Some(("feature", m * d, b.features.len()))
+                } else if b.probs.len() != m * c {
+                    Some(("probability", m * c, b.probs.len()))
+                } else {
+                    None
+                };
+                if let Some((what, expected, found)) = bad {
+                    return Err(Error::BackendOutput {
+                        stage: t,
+                        what,
+                        expected,
+                        found,
+                    });
+                }
+                features.extend_from_slice(&b.features);
+                probs.extend_from_slice(&b.probs);
+            }
+            stages.push(StageTrace {
+                name: backend.stage_name(t),
+                cost: backend.stage_costs()[t],
+                feature_dim: d,
+                features,
+                probs,
+            });
+        }
+        let labels = all.iter().map(|&s| backend.label(s)).collect();
+        let meta = TraceMeta {
+            num_classes: c,
+            ..meta
+        };
+        ReplayBackend::new(meta, stages, labels)
+    }
+
     /// A replay of `stages` (in cascade order) with true `labels` (`[N]`).
     /// Refuses an empty cascade, no samples, bad costs, a zero feature
     /// width, wrong buffer sizes, non-finite features, probability rows
@@ -614,6 +675,10 @@ fn read_labels(v: &TensorView<'_>) -> std::result::Result<Vec<u32>, String> {
 }
 
 impl StageBackend for ReplayBackend {
+    fn stage_name(&self, stage: usize) -> String {
+        self.names[stage].clone()
+    }
+
     fn num_stages(&self) -> usize {
         self.costs.len()
     }

@@ -7,7 +7,7 @@ use cascade_env::checker::{check_env, CheckConfig};
 use cascade_env::{
     Action, ActionMask, CostModel, Env, Error, Loss, OptimalStoppingEnv, Prediction,
     RecordEpisodeStatistics, ReplayBackend, ResetOptions, RewardSpec, StageBackend,
-    SyntheticConfig, ENV_ID,
+    SyntheticConfig,
 };
 use proptest::prelude::*;
 
@@ -26,11 +26,6 @@ fn all_specs(alpha: f64) -> Vec<RewardSpec> {
         }
     }
     v
-}
-
-#[test]
-fn env_id_has_a_version() {
-    assert_eq!(ENV_ID, "CascadeStopping-v0");
 }
 
 #[test]
