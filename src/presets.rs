@@ -5,7 +5,7 @@
 //! |---|---|---|---|
 //! | `fmnist-4` | Fashion-MNIST | linear, mlp-256, cnn-8-16-fc64, resnet-20 | 7.8 K .. 27 M |
 //! | `mnist-4` | MNIST | the same | the same |
-//! | `synthetic-3` | built-in synthetic | linear, mlp-64, cnn-8-16 | trains in seconds; for tests |
+//! | `synthetic-3` | built-in synthetic | linear, mlp-64, cnn-8-16-fc32 | trains in seconds; for tests |
 //! | `cifar10-resnet` | CIFAR-10 | resnet-8, 20, 32, 56, 110 (He et al. 2016) | 12.2 M .. 253 M |
 //!
 //! The recipes are defaults; `epochs` can be overridden per run. The
