@@ -50,7 +50,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, EpochMetrics, TrainOptions, TrainSummary};
 use crate::error::{Error, Result};
-use crate::joint::{restore_cascade, snapshot_cascade};
 use crate::policy::FeatureNorm;
 use crate::reinforce::{shuffle, ReinforceAgent, ReinforceMode, Seeds};
 use crate::training::{
@@ -304,8 +303,7 @@ impl ReinforceAgent {
             cfg.dual_lr,
             cfg.patience,
         );
-        let mut best_policy = cascade_rl::nn::snapshot(self.policy.varmap())?;
-        let mut best_cascade = snapshot_cascade(&cascade)?;
+        let mut best = self.snapshot_joint(&cascade)?;
         let n_c = data.classifier_train.len();
         let mut c_order: Vec<usize> = Vec::new();
         let mut step = 0;
@@ -415,8 +413,7 @@ impl ReinforceAgent {
             })?;
             show_epoch(&bar, &v, alpha);
             if sel.record(v, epoch) {
-                best_policy = cascade_rl::nn::snapshot(self.policy.varmap())?;
-                best_cascade = snapshot_cascade(&cascade)?;
+                best = self.snapshot_joint(&cascade)?;
             }
             if sel.exhausted() {
                 break;
@@ -425,8 +422,7 @@ impl ReinforceAgent {
         bar.finish_and_clear();
 
         // -- Keep the best round's policy and classifiers --------------------
-        cascade_rl::nn::restore_snapshot(self.policy.varmap(), &best_policy)?;
-        restore_cascade(&cascade, &best_cascade)?;
+        self.restore_joint(&cascade, &best)?;
         self.cascade = Some(cascade);
         self.trained_with = Some(opts.clone());
         Ok(sel.summary(self.name(), epochs_run, start, log.into_rows()))

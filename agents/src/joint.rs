@@ -206,22 +206,34 @@ fn images(ds: &Dataset, idx: &[usize], device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(x, (idx.len(), c, h, w), device)?)
 }
 
-/// Snapshot of every stage's variables.
-pub(crate) type Weights = Vec<std::collections::HashMap<String, Tensor>>;
-
-pub(crate) fn snapshot_cascade(cascade: &Cascade) -> Result<Weights> {
-    cascade
-        .stages()
-        .iter()
-        .map(|s| Ok(cascade_rl::nn::snapshot(s.model.varmap())?))
-        .collect()
+/// The policy's and every stage's variables at one point of joint
+/// training (the best epoch so far).
+pub(crate) struct JointSnapshot {
+    policy: std::collections::HashMap<String, Tensor>,
+    stages: Vec<std::collections::HashMap<String, Tensor>>,
 }
 
-pub(crate) fn restore_cascade(cascade: &Cascade, w: &Weights) -> Result<()> {
-    for (s, snap) in cascade.stages().iter().zip(w) {
-        cascade_rl::nn::restore_snapshot(s.model.varmap(), snap)?;
+impl ReinforceAgent {
+    /// Copies the policy's and `cascade`'s variables.
+    pub(crate) fn snapshot_joint(&self, cascade: &Cascade) -> Result<JointSnapshot> {
+        Ok(JointSnapshot {
+            policy: cascade_rl::nn::snapshot(self.policy.varmap())?,
+            stages: cascade
+                .stages()
+                .iter()
+                .map(|s| Ok(cascade_rl::nn::snapshot(s.model.varmap())?))
+                .collect::<Result<_>>()?,
+        })
     }
-    Ok(())
+
+    /// Writes `snap` back into the policy and `cascade`.
+    pub(crate) fn restore_joint(&self, cascade: &Cascade, snap: &JointSnapshot) -> Result<()> {
+        cascade_rl::nn::restore_snapshot(self.policy.varmap(), &snap.policy)?;
+        for (s, w) in cascade.stages().iter().zip(&snap.stages) {
+            cascade_rl::nn::restore_snapshot(s.model.varmap(), w)?;
+        }
+        Ok(())
+    }
 }
 
 impl ReinforceAgent {
@@ -312,8 +324,7 @@ impl ReinforceAgent {
             cfg.dual_lr,
             cfg.patience,
         );
-        let mut best_policy = cascade_rl::nn::snapshot(self.policy.varmap())?;
-        let mut best_cascade = snapshot_cascade(&cascade)?;
+        let mut best = self.snapshot_joint(&cascade)?;
         let mut step = 0;
         let mut epochs_run = 0;
 
@@ -388,8 +399,7 @@ impl ReinforceAgent {
             log.push(sums.row(epoch, step, alpha, secs, &v))?;
             show_epoch(&bar, &v, alpha);
             if sel.record(v, epoch) {
-                best_policy = cascade_rl::nn::snapshot(self.policy.varmap())?;
-                best_cascade = snapshot_cascade(&cascade)?;
+                best = self.snapshot_joint(&cascade)?;
             }
             if sel.exhausted() {
                 break;
@@ -398,8 +408,7 @@ impl ReinforceAgent {
         bar.finish_and_clear();
 
         // -- Keep the best epoch's policy and classifiers ---------------------
-        cascade_rl::nn::restore_snapshot(self.policy.varmap(), &best_policy)?;
-        restore_cascade(&cascade, &best_cascade)?;
+        self.restore_joint(&cascade, &best)?;
         self.cascade = Some(cascade);
         self.trained_with = Some(opts.clone());
         Ok(sel.summary(self.name(), epochs_run, start, log.into_rows()))
