@@ -431,6 +431,74 @@ mod tests {
         }
     }
 
+    /// Every family and every stage of the presets, with its input shape
+    /// and class count.
+    fn zoo() -> Vec<(String, [usize; 3], usize)> {
+        let mut zoo: Vec<(String, [usize; 3], usize)> = [
+            ("linear", [1, 12, 12]),
+            ("linear-pool2", [3, 32, 32]),
+            ("mlp-64-32", [1, 28, 28]),
+            ("cnn-8-16", [1, 28, 28]),
+            ("cnn-8-16-gap-nobn", [3, 32, 32]),
+            ("cnn-4-8-16-fc32-nobn", [3, 17, 15]),
+            ("resnet-8", [1, 28, 28]),
+            ("resnet-14", [3, 32, 32]),
+            ("resnet-8-w2", [3, 32, 32]),
+            ("resnet-20-w0.5-b", [3, 32, 32]),
+            ("resnet-8-w0.25-b", [3, 15, 17]),
+        ]
+        .into_iter()
+        .map(|(name, shape)| (name.to_string(), shape, 10))
+        .collect();
+        for preset in crate::presets::PRESET_NAMES {
+            let p = crate::presets::Preset::by_name(preset).unwrap();
+            let (shape, classes) = p.input_spec().unwrap();
+            for s in &p.stages {
+                zoo.push((s.model.name(), shape, classes));
+            }
+        }
+        zoo
+    }
+
+    #[test]
+    fn macs_equal_those_a_forward_pass_runs() {
+        use crate::ops::trace::traced;
+        use candle_core::Tensor;
+        for (name, shape, classes) in zoo() {
+            let cfg = name.parse().unwrap();
+            let r = count(&cfg, shape, classes).unwrap();
+            let expect: Vec<(Vec<usize>, u64)> = r
+                .layers
+                .iter()
+                .filter(|l| matches!(l.kind, LayerKind::Conv | LayerKind::Linear))
+                .map(|l| (l.output.clone(), l.macs))
+                .collect();
+            let m = Model::new(&cfg, shape, classes, 0, &Device::Cpu).unwrap();
+            let folded = m.classifier().fold_batch_norm().unwrap();
+            let x =
+                Tensor::randn(0f32, 1., (2, shape[0], shape[1], shape[2]), &Device::Cpu).unwrap();
+            for (mode, run) in [
+                (
+                    "train",
+                    Box::new(|| m.forward_t(&x, true)) as Box<dyn Fn() -> _>,
+                ),
+                ("eval", Box::new(|| m.forward_t(&x, false))),
+                ("folded", Box::new(|| folded.forward_t(&x, false))),
+            ] {
+                let (out, ops) = traced(run);
+                out.unwrap();
+                let seen: Vec<(Vec<usize>, u64)> =
+                    ops.iter().map(|o| (o.output.clone(), o.macs)).collect();
+                assert_eq!(seen, expect, "{name} on {shape:?}, {mode}");
+                assert_eq!(
+                    ops.iter().map(|o| o.macs).sum::<u64>(),
+                    r.macs,
+                    "{name} on {shape:?}, {mode}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn resnet_depth_ladder_grows_linearly() {
         let macs: Vec<u64> = [8, 20, 32, 56, 110]
