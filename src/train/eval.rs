@@ -39,13 +39,7 @@ pub fn evaluate(model: &Model, ds: &Dataset, batch_size: usize) -> Result<EvalRe
         let out = model.forward_t(&x, false)?;
         let l = candle_nn::loss::cross_entropy(&out.logits, &y)?.to_scalar::<f32>()?;
         loss += l as f64 * b as f64;
-        let right = out
-            .logits
-            .argmax(1)?
-            .eq(&y)?
-            .to_dtype(DType::F32)?
-            .sum_all()?;
-        wrong += b - right.to_scalar::<f32>()? as usize;
+        wrong += count_wrong(&out.logits, &y)?;
         start = end;
     }
     Ok(EvalResult {
@@ -53,4 +47,14 @@ pub fn evaluate(model: &Model, ds: &Dataset, batch_size: usize) -> Result<EvalRe
         loss: loss / n as f64,
         n,
     })
+}
+
+/// How many rows of `logits` do not have their largest score at the label
+/// in `y`.
+///
+/// # Shapes
+/// `logits: [b, classes]`, `y: [b]` (u32)
+pub(super) fn count_wrong(logits: &Tensor, y: &Tensor) -> Result<usize> {
+    let right = logits.argmax(1)?.eq(y)?.to_dtype(DType::F32)?.sum_all()?;
+    Ok(y.elem_count() - right.to_scalar::<f32>()? as usize)
 }

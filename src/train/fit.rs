@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -13,7 +13,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{make_batch, Augment};
-use super::eval::{evaluate, EvalResult};
+use super::eval::{count_wrong, evaluate, EvalResult};
 use super::optim::{AnyOptimizer, LrSchedule, OptimizerConfig};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -229,13 +229,7 @@ pub fn train_model(
                     model.config()
                 )));
             }
-            let right = out
-                .logits
-                .argmax(1)?
-                .eq(&y)?
-                .to_dtype(DType::F32)?
-                .sum_all()?;
-            wrong += idx.len() - right.to_scalar::<f32>()? as usize;
+            wrong += count_wrong(&out.logits, &y)?;
             loss_sum += l * idx.len() as f64;
             seen += idx.len();
             step += 1;
