@@ -114,15 +114,6 @@ impl ModelConfig {
         }
     }
 
-    /// True when the model has batch norm (train/eval mode matters).
-    pub fn has_batch_norm(&self) -> bool {
-        match self {
-            ModelConfig::Linear(_) | ModelConfig::Mlp(_) => false,
-            ModelConfig::Cnn(c) => c.batch_norm,
-            ModelConfig::Resnet(_) => true,
-        }
-    }
-
     /// The canonical name, which [`FromStr`] parses back to an equal config.
     pub fn name(&self) -> String {
         self.to_string()
@@ -377,11 +368,6 @@ impl Classifier {
             self.num_classes,
             self.feature_dim,
         ))
-    }
-
-    /// True after [`Classifier::fold_batch_norm`]: training mode is refused.
-    pub fn is_inference_only(&self) -> bool {
-        self.inference_only
     }
 
     /// An inference-only copy with every batch norm folded into the
