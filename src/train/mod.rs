@@ -7,7 +7,8 @@
 //! [`pretrain`] does this for every stage of a [`Preset`] and writes a
 //! checkpoint folder (see [`crate::checkpoint`]).
 //!
-//! Optimisers: AdamW (candle's) and SGD with momentum and weight decay
+//! Optimisers: AdamW (candle's update rule, fused in place:
+//! [`crate::ops::AdamW`]) and SGD with momentum and weight decay
 //! ([`SgdMomentum`], PyTorch's semantics), with constant, cosine or step
 //! learning-rate schedules and optional linear warm-up. Augmentation: random
 //! horizontal flips and random crops from a zero-padded image (zero is the
@@ -15,6 +16,13 @@
 //!
 //! Everything is driven by one seed: model initialisation, batch order and
 //! augmentation of stage `t` use seeds derived from the run seed and `t`.
+//!
+//! One file a job: `optim` (optimisers and schedules), `batch` (batches and
+//! augmentation), `eval` (evaluation), `fit` (the training loop), `pretrain`
+//! (a whole cascade and its files) and `bench` (throughput).
+//!
+//! [`Model`]: crate::models::Model
+//! [`Preset`]: crate::presets::Preset
 
 mod batch;
 mod bench;
