@@ -24,7 +24,7 @@
 //!   [`conv2d_bn_relu_eval`] (batch norm folded into the weights).
 //!
 //! On other devices and dtypes every function falls back to candle's own ops
-//! ([`reference`]), which also serve as the yardstick in tests and
+//! ([`mod@reference`]), which also serve as the yardstick in tests and
 //! benchmarks. Custom ops support first-order gradients only.
 
 mod act;
