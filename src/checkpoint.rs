@@ -513,11 +513,6 @@ impl Cascade {
         &self.stages
     }
 
-    /// Mutable stages (to update records after fine-tuning).
-    pub fn stages_mut(&mut self) -> &mut [CascadeStage] {
-        &mut self.stages
-    }
-
     /// Number of stages K.
     pub fn len(&self) -> usize {
         self.stages.len()

@@ -15,13 +15,24 @@
 //!
 //! **Params** are the trainable parameters (weights, biases, batch-norm scale
 //! and shift); **buffers** are the batch-norm running statistics, which a
-//! checkpoint also stores. Both match the tensors a [`crate::models::Model`]
-//! actually holds (checked in the tests).
+//! checkpoint also stores.
+//!
+//! There is no second description of the architectures here: [`count`]
+//! builds the network (with zero weights) and each network walks the layers
+//! it holds into a `Walker`, next to its forward pass in
+//! [`crate::models`]; shapes, MACs and parameters come from those layers'
+//! tensors. The tests check the parameters against the tensors a
+//! [`crate::models::Model`] holds and the MACs against the convolutions and
+//! linear layers a forward pass runs.
 
 use serde::{Deserialize, Serialize};
 
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
 use crate::error::Result;
-use crate::models::{conv3_out, ModelConfig, Shortcut};
+use crate::models::{Classifier, ModelConfig};
+use crate::nn::{BatchNorm2d, Conv2d, Conv2dConfig, Linear};
 
 /// The kind of a counted layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,8 +97,12 @@ pub struct FlopReport {
     pub layers: Vec<LayerCost>,
 }
 
-/// Accumulates layers while walking a model's structure.
-struct Walker {
+/// Accumulates the cost of the layers a model holds, in execution order.
+/// Each network walks its own layers into it (see
+/// [`Classifier::flop_report`]), so an architecture is described once: by
+/// the layers it is built from.
+#[derive(Debug, Default)]
+pub(crate) struct Walker {
     layers: Vec<LayerCost>,
 }
 
@@ -100,30 +115,10 @@ struct Cost {
     buffers: u64,
 }
 
-/// A square convolution's hyperparameters.
-struct ConvSpec {
-    c_out: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    bias: bool,
-}
-
-/// A 3x3, padding-1 convolution without bias (batch norm follows).
-fn conv3(c_out: usize, stride: usize) -> ConvSpec {
-    ConvSpec {
-        c_out,
-        k: 3,
-        stride,
-        pad: 1,
-        bias: false,
-    }
-}
-
 impl Walker {
-    fn push(&mut self, name: String, kind: LayerKind, output: Vec<usize>, c: Cost) {
+    fn push(&mut self, name: &str, kind: LayerKind, output: Vec<usize>, c: Cost) {
         self.layers.push(LayerCost {
-            name,
+            name: name.into(),
             kind,
             output,
             macs: c.macs,
@@ -133,37 +128,46 @@ impl Walker {
         });
     }
 
-    /// A convolution; returns the output `[c, h, w]`.
-    fn conv(&mut self, name: &str, input: [usize; 3], spec: ConvSpec) -> [usize; 3] {
-        let ConvSpec {
-            c_out,
-            k,
-            stride,
-            pad,
-            bias,
-        } = spec;
-        let [c_in, h, w] = input;
-        let ho = (h + 2 * pad - k) / stride + 1;
-        let wo = (w + 2 * pad - k) / stride + 1;
+    /// A convolution on an input `[c, h, w]`; returns the output shape.
+    pub fn conv(&mut self, conv: &Conv2d, input: [usize; 3]) -> candle_core::Result<[usize; 3]> {
+        let (c_out, c_in, kh, kw) = conv.weight().dims4()?;
+        let Conv2dConfig {
+            stride, padding, ..
+        } = conv.config();
+        let [_, h, w] = input;
+        let ho = (h + 2 * padding - kh) / stride + 1;
+        let wo = (w + 2 * padding - kw) / stride + 1;
         let cost = Cost {
-            macs: (c_out * ho * wo * c_in * k * k) as u64,
-            params: (c_out * c_in * k * k + if bias { c_out } else { 0 }) as u64,
+            macs: (c_out * ho * wo * c_in * kh * kw) as u64,
+            params: (conv.weight().elem_count() + conv.bias().map_or(0, Tensor::elem_count)) as u64,
             ..Default::default()
         };
-        self.push(name.into(), LayerKind::Conv, vec![c_out, ho, wo], cost);
-        [c_out, ho, wo]
+        self.push(conv.name(), LayerKind::Conv, vec![c_out, ho, wo], cost);
+        Ok([c_out, ho, wo])
     }
 
-    fn bn(&mut self, name: &str, shape: [usize; 3]) {
-        let c = shape[0] as u64;
+    /// A batch norm on a map of `shape` `[c, h, w]`.
+    pub fn batch_norm(&mut self, bn: &BatchNorm2d, shape: [usize; 3]) {
         let n: usize = shape.iter().product();
         let cost = Cost {
             other: 2 * n as u64,
-            params: 2 * c,
-            buffers: 2 * c,
+            params: (bn.weight().elem_count() + bn.bias().elem_count()) as u64,
+            buffers: (bn.running_mean().elem_count() + bn.running_var().elem_count()) as u64,
             ..Default::default()
         };
-        self.push(name.into(), LayerKind::BatchNorm, shape.to_vec(), cost);
+        self.push(bn.name(), LayerKind::BatchNorm, shape.to_vec(), cost);
+    }
+
+    /// A fully connected layer; returns its output width.
+    pub fn linear(&mut self, fc: &Linear) -> candle_core::Result<usize> {
+        let (d_out, d_in) = fc.weight().dims2()?;
+        let cost = Cost {
+            macs: (d_in * d_out) as u64,
+            params: (fc.weight().elem_count() + fc.bias().elem_count()) as u64,
+            ..Default::default()
+        };
+        self.push(fc.name(), LayerKind::Linear, vec![d_out], cost);
+        Ok(d_out)
     }
 
     /// A layer with only elementwise work: `other` operations.
@@ -172,141 +176,79 @@ impl Walker {
             other,
             ..Default::default()
         };
-        self.push(name.into(), kind, output, cost);
+        self.push(name, kind, output, cost);
     }
 
-    fn relu(&mut self, name: &str, shape: Vec<usize>) {
+    /// A ReLU on a tensor of `shape`.
+    pub fn relu(&mut self, name: &str, shape: &[usize]) {
         let n: usize = shape.iter().product();
-        self.elementwise(name, LayerKind::Relu, shape, n as u64);
+        self.elementwise(name, LayerKind::Relu, shape.to_vec(), n as u64);
     }
 
-    fn linear(&mut self, name: &str, d_in: usize, d_out: usize) {
-        let cost = Cost {
-            macs: (d_in * d_out) as u64,
-            params: (d_in * d_out + d_out) as u64,
-            ..Default::default()
-        };
-        self.push(name.into(), LayerKind::Linear, vec![d_out], cost);
+    /// A residual addition of two tensors of `shape`.
+    pub fn add(&mut self, name: &str, shape: &[usize]) {
+        let n: usize = shape.iter().product();
+        self.elementwise(name, LayerKind::Add, shape.to_vec(), n as u64);
     }
 
-    fn finish(self, cfg: &ModelConfig, input: [usize; 3], classes: usize) -> FlopReport {
+    /// A `k x k` max-pool with stride `k` on `[c, h, w]`; returns the output
+    /// shape.
+    pub fn max_pool(&mut self, name: &str, [c, h, w]: [usize; 3], k: usize) -> [usize; 3] {
+        let out = [c, h / k, w / k];
+        let n_out: usize = out.iter().product();
+        // k*k - 1 comparisons per output.
+        let other = ((k * k).saturating_sub(1) * n_out) as u64;
+        self.elementwise(name, LayerKind::MaxPool, out.to_vec(), other);
+        out
+    }
+
+    /// A `k x k` average pool with stride `k` on `[c, h, w]` (one add per
+    /// input element read); returns the output shape.
+    pub fn avg_pool(&mut self, name: &str, [c, h, w]: [usize; 3], k: usize) -> [usize; 3] {
+        let out = [c, h / k, w / k];
+        let reads = (c * (h / k) * k * (w / k) * k) as u64;
+        self.elementwise(name, LayerKind::AvgPool, out.to_vec(), reads);
+        out
+    }
+
+    /// Global average pooling of `[c, h, w]`; returns `c`.
+    pub fn global_avg_pool(&mut self, name: &str, shape: [usize; 3]) -> usize {
+        let n: usize = shape.iter().product();
+        self.elementwise(name, LayerKind::AvgPool, vec![shape[0]], n as u64);
+        shape[0]
+    }
+
+    /// The report of the layers walked so far.
+    pub fn finish(
+        self,
+        model: String,
+        input: [usize; 3],
+        classes: usize,
+        feature_dim: usize,
+    ) -> FlopReport {
         let sum = |f: fn(&LayerCost) -> u64| self.layers.iter().map(f).sum();
         FlopReport {
-            model: cfg.name(),
+            model,
             input,
             classes,
             macs: sum(|l| l.macs),
             params: sum(|l| l.params),
             buffers: sum(|l| l.buffers),
             other_ops: sum(|l| l.other_ops),
-            feature_dim: cfg.feature_dim(input),
+            feature_dim,
             layers: self.layers,
         }
     }
 }
 
 /// Counts MACs, other ops and parameters of `cfg` on `input` `(c, h, w)`
-/// with `classes` outputs, layer by layer. Refuses configurations that do
+/// with `classes` outputs, layer by layer: the network is built (with zero
+/// weights) and walks the layers it holds. Refuses configurations that do
 /// not fit the input.
 pub fn count(cfg: &ModelConfig, input: [usize; 3], classes: usize) -> Result<FlopReport> {
     cfg.validate_for(input, classes)?;
-    let mut wk = Walker { layers: vec![] };
-    match cfg {
-        ModelConfig::Linear(c) => {
-            if c.pool > 1 {
-                let [ch, h, w] = input;
-                let out = vec![ch, h / c.pool, w / c.pool];
-                let reads = (ch * (h / c.pool) * c.pool * (w / c.pool) * c.pool) as u64;
-                wk.elementwise("pool", LayerKind::AvgPool, out, reads);
-            }
-            wk.linear("fc", c.feature_dim(input), classes);
-        }
-        ModelConfig::Mlp(c) => {
-            let mut d: usize = input.iter().product();
-            for (i, &h) in c.hidden.iter().enumerate() {
-                wk.linear(&format!("fc{}", i + 1), d, h);
-                wk.relu(&format!("relu{}", i + 1), vec![h]);
-                d = h;
-            }
-            wk.linear("fc", d, classes);
-        }
-        ModelConfig::Cnn(c) => {
-            let mut shape = input;
-            for (i, &ch) in c.channels.iter().enumerate() {
-                let k = i + 1;
-                let spec = ConvSpec {
-                    bias: !c.batch_norm,
-                    ..conv3(ch, 1)
-                };
-                shape = wk.conv(&format!("conv{k}"), shape, spec);
-                if c.batch_norm {
-                    wk.bn(&format!("bn{k}"), shape);
-                }
-                wk.relu(&format!("relu{k}"), shape.to_vec());
-                let out = [shape[0], shape[1] / 2, shape[2] / 2];
-                let n_out: usize = out.iter().product();
-                // A 2x2 window: 3 comparisons per output.
-                wk.elementwise(
-                    &format!("pool{k}"),
-                    LayerKind::MaxPool,
-                    out.to_vec(),
-                    3 * n_out as u64,
-                );
-                shape = out;
-            }
-            let d = match c.hidden {
-                Some(h) => {
-                    wk.linear("fc1", shape.iter().product(), h);
-                    wk.relu("relu_fc1", vec![h]);
-                    h
-                }
-                None => {
-                    let n: usize = shape.iter().product();
-                    wk.elementwise("avgpool", LayerKind::AvgPool, vec![shape[0]], n as u64);
-                    shape[0]
-                }
-            };
-            wk.linear("fc", d, classes);
-        }
-        ModelConfig::Resnet(c) => {
-            let ch = c.stage_channels();
-            let mut shape = wk.conv("conv1", input, conv3(ch[0], 1));
-            wk.bn("bn1", shape);
-            wk.relu("relu", shape.to_vec());
-            for (s, &c_out) in ch.iter().enumerate() {
-                for i in 0..c.blocks_per_stage() {
-                    let p = format!("layer{}.{i}", s + 1);
-                    let stride = if s > 0 && i == 0 { 2 } else { 1 };
-                    let x = shape;
-                    let y = wk.conv(&format!("{p}.conv1"), x, conv3(c_out, stride));
-                    debug_assert_eq!(y[1], conv3_out(x[1], stride));
-                    wk.bn(&format!("{p}.bn1"), y);
-                    wk.relu(&format!("{p}.relu1"), y.to_vec());
-                    let y = wk.conv(&format!("{p}.conv2"), y, conv3(c_out, 1));
-                    wk.bn(&format!("{p}.bn2"), y);
-                    if (stride != 1 || x[0] != c_out) && c.shortcut == Shortcut::B {
-                        let spec = ConvSpec {
-                            c_out,
-                            k: 1,
-                            stride,
-                            pad: 0,
-                            bias: false,
-                        };
-                        let d = wk.conv(&format!("{p}.downsample.0"), x, spec);
-                        wk.bn(&format!("{p}.downsample.1"), d);
-                    }
-                    let n: usize = y.iter().product();
-                    wk.elementwise(&format!("{p}.add"), LayerKind::Add, y.to_vec(), n as u64);
-                    wk.relu(&format!("{p}.relu2"), y.to_vec());
-                    shape = y;
-                }
-            }
-            let n: usize = shape.iter().product();
-            wk.elementwise("avgpool", LayerKind::AvgPool, vec![shape[0]], n as u64);
-            wk.linear("fc", shape[0], classes);
-        }
-    }
-    Ok(wk.finish(cfg, input, classes))
+    let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+    Classifier::new(cfg, input, classes, vb)?.flop_report()
 }
 
 impl FlopReport {
@@ -363,7 +305,6 @@ impl FlopReport {
 mod tests {
     use super::*;
     use crate::models::Model;
-    use candle_core::Device;
 
     fn report(name: &str, input: [usize; 3], classes: usize) -> FlopReport {
         count(&name.parse().unwrap(), input, classes).unwrap()
@@ -428,6 +369,73 @@ mod tests {
                 (params as u64, buffers as u64),
                 "{name}"
             );
+        }
+    }
+
+    /// Every family and every stage of the presets, with its input shape
+    /// and class count.
+    fn zoo() -> Vec<(String, [usize; 3], usize)> {
+        let mut zoo: Vec<(String, [usize; 3], usize)> = [
+            ("linear", [1, 12, 12]),
+            ("linear-pool2", [3, 32, 32]),
+            ("mlp-64-32", [1, 28, 28]),
+            ("cnn-8-16", [1, 28, 28]),
+            ("cnn-8-16-gap-nobn", [3, 32, 32]),
+            ("cnn-4-8-16-fc32-nobn", [3, 17, 15]),
+            ("resnet-8", [1, 28, 28]),
+            ("resnet-14", [3, 32, 32]),
+            ("resnet-8-w2", [3, 32, 32]),
+            ("resnet-20-w0.5-b", [3, 32, 32]),
+            ("resnet-8-w0.25-b", [3, 15, 17]),
+        ]
+        .into_iter()
+        .map(|(name, shape)| (name.to_string(), shape, 10))
+        .collect();
+        for preset in crate::presets::PRESET_NAMES {
+            let p = crate::presets::Preset::by_name(preset).unwrap();
+            let (shape, classes) = p.input_spec().unwrap();
+            for s in &p.stages {
+                zoo.push((s.model.name(), shape, classes));
+            }
+        }
+        zoo
+    }
+
+    #[test]
+    fn macs_equal_those_a_forward_pass_runs() {
+        use crate::ops::trace::traced;
+        for (name, shape, classes) in zoo() {
+            let cfg = name.parse().unwrap();
+            let r = count(&cfg, shape, classes).unwrap();
+            let expect: Vec<(Vec<usize>, u64)> = r
+                .layers
+                .iter()
+                .filter(|l| matches!(l.kind, LayerKind::Conv | LayerKind::Linear))
+                .map(|l| (l.output.clone(), l.macs))
+                .collect();
+            let m = Model::new(&cfg, shape, classes, 0, &Device::Cpu).unwrap();
+            let folded = m.classifier().fold_batch_norm().unwrap();
+            let x =
+                Tensor::randn(0f32, 1., (2, shape[0], shape[1], shape[2]), &Device::Cpu).unwrap();
+            for (mode, run) in [
+                (
+                    "train",
+                    Box::new(|| m.forward_t(&x, true)) as Box<dyn Fn() -> _>,
+                ),
+                ("eval", Box::new(|| m.forward_t(&x, false))),
+                ("folded", Box::new(|| folded.forward_t(&x, false))),
+            ] {
+                let (out, ops) = traced(run);
+                out.unwrap();
+                let seen: Vec<(Vec<usize>, u64)> =
+                    ops.iter().map(|o| (o.output.clone(), o.macs)).collect();
+                assert_eq!(seen, expect, "{name} on {shape:?}, {mode}");
+                assert_eq!(
+                    ops.iter().map(|o| o.macs).sum::<u64>(),
+                    r.macs,
+                    "{name} on {shape:?}, {mode}"
+                );
+            }
         }
     }
 

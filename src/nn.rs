@@ -24,6 +24,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
+use crate::flops::Walker;
 use crate::ops;
 
 /// Batch-norm epsilon, PyTorch's default.
@@ -214,6 +215,7 @@ impl Default for Conv2dConfig {
 /// A 2-D convolution with square kernels, OIHW weights.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
+    name: String,
     weight: Tensor,
     bias: Option<Tensor>,
     cfg: Conv2dConfig,
@@ -253,12 +255,33 @@ impl Conv2d {
         } else {
             None
         };
-        Ok(Self { weight, bias, cfg })
+        Ok(Self {
+            name: vb.prefix(),
+            weight,
+            bias,
+            cfg,
+        })
     }
 
-    /// A convolution from given tensors (used by batch-norm folding).
-    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>, cfg: Conv2dConfig) -> Self {
-        Self { weight, bias, cfg }
+    /// A convolution from given tensors (used by batch-norm folding), named
+    /// `name`.
+    pub fn from_tensors(
+        name: &str,
+        weight: Tensor,
+        bias: Option<Tensor>,
+        cfg: Conv2dConfig,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            weight,
+            bias,
+            cfg,
+        }
+    }
+
+    /// The parameter prefix (`layer2.0.conv1`).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The weights, `[out, in, k, k]`.
@@ -297,6 +320,7 @@ impl Conv2d {
 /// gradient; optimisers skip them.
 #[derive(Debug, Clone)]
 pub struct BatchNorm2d {
+    name: String,
     weight: Tensor,
     bias: Tensor,
     running_mean: Var,
@@ -317,6 +341,7 @@ impl BatchNorm2d {
         let running_mean = vb.get_with_hints(num_features, "running_mean", Init::Const(0.0))?;
         let running_var = vb.get_with_hints(num_features, "running_var", Init::Const(1.0))?;
         Ok(Self {
+            name: vb.prefix(),
             weight,
             bias,
             // Shares storage with the VarMap's variable when built from one;
@@ -326,6 +351,11 @@ impl BatchNorm2d {
             eps: BN_EPS,
             momentum: BN_MOMENTUM,
         })
+    }
+
+    /// The parameter prefix (`layer2.0.bn1`).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Scale `gamma`, `[c]`.
@@ -422,6 +452,7 @@ impl BatchNorm2d {
 /// A fully connected layer `y = x W^T + b`, PyTorch layout.
 #[derive(Debug, Clone)]
 pub struct Linear {
+    name: String,
     weight: Tensor,
     bias: Tensor,
 }
@@ -440,7 +471,26 @@ impl Linear {
         };
         let weight = vb.get_with_hints((out_features, in_features), "weight", init)?;
         let bias = vb.get_with_hints(out_features, "bias", init)?;
-        Ok(Self { weight, bias })
+        Ok(Self {
+            name: vb.prefix(),
+            weight,
+            bias,
+        })
+    }
+
+    /// The parameter prefix (`fc`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The weights, `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias, `[out]`.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
     }
 
     /// Applies the layer.
@@ -554,6 +604,16 @@ impl ConvBn {
         }
     }
 
+    /// Adds the convolution and its batch norm to `wk` for an input of
+    /// shape `[c, h, w]`; returns the output shape.
+    pub(crate) fn cost(&self, input: [usize; 3], wk: &mut Walker) -> Result<[usize; 3]> {
+        let out = wk.conv(&self.conv, input)?;
+        if let Some(bn) = &self.bn {
+            wk.batch_norm(bn, out);
+        }
+        Ok(out)
+    }
+
     /// True while a batch norm follows the convolution (not yet folded).
     pub fn has_batch_norm(&self) -> bool {
         self.bn.is_some()
@@ -581,7 +641,7 @@ impl ConvBn {
             ..self.conv.config()
         };
         Ok(ConvBn {
-            conv: Conv2d::from_tensors(w, Some(b), cfg),
+            conv: Conv2d::from_tensors(self.conv.name(), w, Some(b), cfg),
             bn: None,
         })
     }

@@ -9,8 +9,12 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::flops::Walker;
 use crate::nn::{global_avg_pool, ConvBn, Linear};
 use crate::ops;
+
+/// The max-pooling window (and stride) after each conv block.
+const POOL: usize = 2;
 
 /// Configuration of the `cnn` family.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +130,7 @@ impl CnnNet {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<(Tensor, Tensor)> {
         let mut h = x.clone();
         for block in &self.blocks {
-            h = block.forward_relu_pool_t(&h, train, 2)?;
+            h = block.forward_relu_pool_t(&h, train, POOL)?;
         }
         let features = match &self.hidden {
             Some(fc1) => ops::relu(&fc1.forward(&h.flatten_from(1)?)?)?,
@@ -134,6 +138,28 @@ impl CnnNet {
         };
         let logits = self.fc.forward(&features)?;
         Ok((features, logits))
+    }
+
+    /// Walks the layers into `wk` for an input of shape `[c, h, w]`.
+    pub(crate) fn cost(&self, input: [usize; 3], wk: &mut Walker) -> Result<()> {
+        let mut shape = input;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let k = i + 1;
+            shape = block.cost(shape, wk)?;
+            wk.relu(&format!("relu{k}"), &shape);
+            shape = wk.max_pool(&format!("pool{k}"), shape, POOL);
+        }
+        match &self.hidden {
+            Some(fc1) => {
+                let h = wk.linear(fc1)?;
+                wk.relu("relu_fc1", &[h]);
+            }
+            None => {
+                wk.global_avg_pool("avgpool", shape);
+            }
+        }
+        wk.linear(&self.fc)?;
+        Ok(())
     }
 
     /// The same network with every batch norm folded into its convolution.

@@ -12,6 +12,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::flops::Walker;
 use crate::nn::{avg_pool2d, Linear};
 
 /// Configuration of the `linear` family.
@@ -84,5 +85,14 @@ impl LinearNet {
         let features = avg_pool2d(x, self.pool)?.flatten_from(1)?;
         let logits = self.fc.forward(&features)?;
         Ok((features, logits))
+    }
+
+    /// Walks the layers into `wk` for an input of shape `[c, h, w]`.
+    pub(crate) fn cost(&self, input: [usize; 3], wk: &mut Walker) -> Result<()> {
+        if self.pool > 1 {
+            wk.avg_pool("pool", input, self.pool);
+        }
+        wk.linear(&self.fc)?;
+        Ok(())
     }
 }

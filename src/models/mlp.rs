@@ -7,6 +7,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::flops::Walker;
 use crate::nn::Linear;
 use crate::ops;
 
@@ -81,5 +82,15 @@ impl MlpNet {
         }
         let logits = self.fc.forward(&h)?;
         Ok((h, logits))
+    }
+
+    /// Walks the layers into `wk` (the input shape does not matter).
+    pub(crate) fn cost(&self, wk: &mut Walker) -> Result<()> {
+        for (i, layer) in self.hidden.iter().enumerate() {
+            let h = wk.linear(layer)?;
+            wk.relu(&format!("relu{}", i + 1), &[h]);
+        }
+        wk.linear(&self.fc)?;
+        Ok(())
     }
 }

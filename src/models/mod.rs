@@ -8,6 +8,13 @@
 //! network built from it, a [`Model`] a classifier together with the
 //! [`VarMap`] that holds its weights (what training and checkpoints need).
 //!
+//! A model is described once, by the layers it builds: next to its
+//! `forward_t`, each network has a `cost` walk over the layers it holds,
+//! from which [`Classifier::flop_report`] and [`crate::flops::count`] take
+//! MACs, parameters and shapes. Adding a family means a file here (config,
+//! network, forward, cost) and its arms in [`ModelConfig`] and
+//! [`Classifier`]; `flops.rs` is not touched.
+//!
 //! Names accepted by [`ModelConfig::from_str`](std::str::FromStr):
 //!
 //! | name | model |
@@ -27,7 +34,6 @@ mod resnet;
 pub use cnn::{CnnConfig, CnnNet};
 pub use linear::{LinearConfig, LinearNet};
 pub use mlp::{MlpConfig, MlpNet};
-pub(crate) use resnet::conv3_out;
 pub use resnet::{ResNet, ResNetConfig, Shortcut};
 
 use std::fmt;
@@ -38,6 +44,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::flops::{FlopReport, Walker};
 use crate::nn;
 
 /// The configuration of one classifier, tagged by family.
@@ -104,15 +111,6 @@ impl ModelConfig {
             ModelConfig::Mlp(c) => c.feature_dim(),
             ModelConfig::Cnn(c) => c.feature_dim(),
             ModelConfig::Resnet(c) => c.feature_dim(),
-        }
-    }
-
-    /// True when the model has batch norm (train/eval mode matters).
-    pub fn has_batch_norm(&self) -> bool {
-        match self {
-            ModelConfig::Linear(_) | ModelConfig::Mlp(_) => false,
-            ModelConfig::Cnn(c) => c.batch_norm,
-            ModelConfig::Resnet(_) => true,
         }
     }
 
@@ -352,9 +350,24 @@ impl Classifier {
         self.feature_dim
     }
 
-    /// True after [`Classifier::fold_batch_norm`]: training mode is refused.
-    pub fn is_inference_only(&self) -> bool {
-        self.inference_only
+    /// MACs, other operations and parameters of the layers this network
+    /// holds, layer by layer, in execution order (see [`crate::flops`]).
+    /// After [`Classifier::fold_batch_norm`] the batch norms are gone and
+    /// the convolutions have biases; the MACs are the same.
+    pub fn flop_report(&self) -> Result<FlopReport> {
+        let mut wk = Walker::default();
+        match &self.net {
+            Net::Linear(n) => n.cost(self.input_shape, &mut wk)?,
+            Net::Mlp(n) => n.cost(&mut wk)?,
+            Net::Cnn(n) => n.cost(self.input_shape, &mut wk)?,
+            Net::Resnet(n) => n.cost(self.input_shape, &mut wk)?,
+        }
+        Ok(wk.finish(
+            self.config.name(),
+            self.input_shape,
+            self.num_classes,
+            self.feature_dim,
+        ))
     }
 
     /// An inference-only copy with every batch norm folded into the

@@ -28,6 +28,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::flops::Walker;
 use crate::nn::{global_avg_pool, subsample2, ConvBn, Linear};
 use crate::ops;
 
@@ -97,11 +98,6 @@ impl ResNetConfig {
     }
 }
 
-/// Output size of a 3x3, padding 1 convolution with `stride`.
-pub(crate) fn conv3_out(n: usize, stride: usize) -> usize {
-    (n - 1) / stride + 1
-}
-
 #[derive(Debug, Clone)]
 enum ShortcutLayer {
     Identity,
@@ -118,6 +114,8 @@ enum ShortcutLayer {
 /// One basic block.
 #[derive(Debug, Clone)]
 struct BasicBlock {
+    /// Parameter prefix (`layer2.0`).
+    name: String,
     c1: ConvBn,
     c2: ConvBn,
     shortcut: ShortcutLayer,
@@ -172,7 +170,12 @@ impl BasicBlock {
                 }
             }
         };
-        Ok(Self { c1, c2, shortcut })
+        Ok(Self {
+            name: vb.prefix(),
+            c1,
+            c2,
+            shortcut,
+        })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
@@ -197,8 +200,24 @@ impl BasicBlock {
         ops::add_relu(&y, &s)
     }
 
+    /// Walks the layers into `wk` for an input of shape `x`; returns the
+    /// output shape.
+    fn cost(&self, x: [usize; 3], wk: &mut Walker) -> Result<[usize; 3]> {
+        let p = &self.name;
+        let y = self.c1.cost(x, wk)?;
+        wk.relu(&format!("{p}.relu1"), &y);
+        let y = self.c2.cost(y, wk)?;
+        if let ShortcutLayer::Projection(proj) = &self.shortcut {
+            proj.cost(x, wk)?;
+        }
+        wk.add(&format!("{p}.add"), &y);
+        wk.relu(&format!("{p}.relu2"), &y);
+        Ok(y)
+    }
+
     fn fold_batch_norm(&self) -> candle_core::Result<Self> {
         Ok(Self {
+            name: self.name.clone(),
             c1: self.c1.fold_batch_norm()?,
             c2: self.c2.fold_batch_norm()?,
             shortcut: match &self.shortcut {
@@ -270,6 +289,18 @@ impl ResNet {
         let features = global_avg_pool(&h)?;
         let logits = self.fc.forward(&features)?;
         Ok((features, logits))
+    }
+
+    /// Walks the layers into `wk` for an input of shape `[c, h, w]`.
+    pub(crate) fn cost(&self, input: [usize; 3], wk: &mut Walker) -> Result<()> {
+        let mut shape = self.stem.cost(input, wk)?;
+        wk.relu("relu", &shape);
+        for block in &self.blocks {
+            shape = block.cost(shape, wk)?;
+        }
+        wk.global_avg_pool("avgpool", shape);
+        wk.linear(&self.fc)?;
+        Ok(())
     }
 
     /// The same network with every batch norm folded into its convolution.

@@ -24,7 +24,7 @@
 //!   [`conv2d_bn_relu_eval`] (batch norm folded into the weights).
 //!
 //! On other devices and dtypes every function falls back to candle's own ops
-//! ([`reference`]), which also serve as the yardstick in tests and
+//! ([`mod@reference`]), which also serve as the yardstick in tests and
 //! benchmarks. Custom ops support first-order gradients only.
 
 mod act;
@@ -37,6 +37,8 @@ mod pool;
 pub mod reference;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod trace;
 
 use candle_core::{bail, Result, Tensor};
 use cpu::{fast_path, with_f32};
@@ -127,6 +129,8 @@ fn conv_act(
     padding: usize,
     act: conv::Act,
 ) -> Result<Tensor> {
+    #[cfg(test)]
+    trace::conv(x, w, stride, padding);
     let mut ts = vec![x, w];
     ts.extend(bias);
     if !fast_path(&ts) {
@@ -167,6 +171,8 @@ fn conv_bn_train(
     bn: &BatchNormParams<'_>,
     relu: bool,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    #[cfg(test)]
+    trace::conv(x, w, stride, padding);
     if !fast_path(&[x, w, bn.gamma, bn.beta]) {
         let z = reference::conv2d(x, w, None, stride, padding)?;
         return bn_train(&z, bn.gamma, bn.beta, bn.eps, relu);
@@ -483,6 +489,8 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// # Shapes
 /// `x: [.., in]`, `w: [out, in]`, `b: [out]` -> `[.., out]`
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    #[cfg(test)]
+    trace::linear(x, w);
     let mut ts = vec![x, w];
     ts.extend(b);
     if !fast_path(&ts) || x.rank() < 2 {
