@@ -156,69 +156,47 @@ pub(crate) fn check_rows(
     Ok(())
 }
 
-impl<B: StageBackend + ?Sized> StageBackend for &mut B {
-    fn num_stages(&self) -> usize {
-        (**self).num_stages()
-    }
-    fn stage_costs(&self) -> &[f64] {
-        (**self).stage_costs()
-    }
-    fn num_classes(&self) -> usize {
-        (**self).num_classes()
-    }
-    fn feature_dims(&self) -> &[usize] {
-        (**self).feature_dims()
-    }
-    fn num_samples(&self) -> usize {
-        (**self).num_samples()
-    }
-    fn label(&self, sample: usize) -> u32 {
-        (**self).label(sample)
-    }
-    fn run_stage(&mut self, stage: usize, samples: &[usize]) -> Result<StageBatch> {
-        (**self).run_stage(stage, samples)
-    }
-    fn run_stage_into(
-        &mut self,
-        stage: usize,
-        samples: &[usize],
-        out: StageRows<'_>,
-    ) -> Result<()> {
-        (**self).run_stage_into(stage, samples, out)
-    }
+/// `StageBackend` for a pointer to one: every method forwarded.
+macro_rules! forward_stage_backend {
+    ($($ptr:ty),*) => {$(
+        impl<B: StageBackend + ?Sized> StageBackend for $ptr {
+            fn num_stages(&self) -> usize {
+                (**self).num_stages()
+            }
+            fn stage_costs(&self) -> &[f64] {
+                (**self).stage_costs()
+            }
+            fn num_classes(&self) -> usize {
+                (**self).num_classes()
+            }
+            fn feature_dims(&self) -> &[usize] {
+                (**self).feature_dims()
+            }
+            fn num_samples(&self) -> usize {
+                (**self).num_samples()
+            }
+            fn label(&self, sample: usize) -> u32 {
+                (**self).label(sample)
+            }
+            fn stage_name(&self, stage: usize) -> String {
+                (**self).stage_name(stage)
+            }
+            fn run_stage(&mut self, stage: usize, samples: &[usize]) -> Result<StageBatch> {
+                (**self).run_stage(stage, samples)
+            }
+            fn run_stage_into(
+                &mut self,
+                stage: usize,
+                samples: &[usize],
+                out: StageRows<'_>,
+            ) -> Result<()> {
+                (**self).run_stage_into(stage, samples, out)
+            }
+        }
+    )*};
 }
 
-impl<B: StageBackend + ?Sized> StageBackend for Box<B> {
-    fn num_stages(&self) -> usize {
-        (**self).num_stages()
-    }
-    fn stage_costs(&self) -> &[f64] {
-        (**self).stage_costs()
-    }
-    fn num_classes(&self) -> usize {
-        (**self).num_classes()
-    }
-    fn feature_dims(&self) -> &[usize] {
-        (**self).feature_dims()
-    }
-    fn num_samples(&self) -> usize {
-        (**self).num_samples()
-    }
-    fn label(&self, sample: usize) -> u32 {
-        (**self).label(sample)
-    }
-    fn run_stage(&mut self, stage: usize, samples: &[usize]) -> Result<StageBatch> {
-        (**self).run_stage(stage, samples)
-    }
-    fn run_stage_into(
-        &mut self,
-        stage: usize,
-        samples: &[usize],
-        out: StageRows<'_>,
-    ) -> Result<()> {
-        (**self).run_stage_into(stage, samples, out)
-    }
-}
+forward_stage_backend!(&mut B, Box<B>);
 
 /// Checks a backend's static description (stage count, costs, widths,
 /// classes, samples) once, when an env is built around it.

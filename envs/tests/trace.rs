@@ -573,3 +573,25 @@ fn synthetic_is_seeded_and_validates_its_config() {
         assert!(msg.contains(want), "expected {want:?} in {msg:?}");
     }
 }
+
+#[test]
+fn recording_a_backend_keeps_every_output_and_stage_name() {
+    let src = ReplayBackend::synthetic(&SyntheticConfig {
+        num_samples: 37,
+        seed: 5,
+        ..Default::default()
+    })
+    .unwrap();
+    let names: Vec<String> = (0..src.num_stages()).map(|t| src.stage_name(t)).collect();
+    // Through a box (pointer forwarding) and in chunks that do not divide n.
+    let mut boxed: Box<dyn StageBackend> = Box::new(src.clone());
+    assert_eq!(boxed.stage_name(1), names[1]);
+    let rec = ReplayBackend::record(&mut boxed, src.meta().clone(), 8).unwrap();
+    assert_eq!(rec.labels(), src.labels());
+    assert_eq!(rec.stage_costs(), src.stage_costs());
+    for (t, name) in names.iter().enumerate() {
+        assert_eq!(&rec.stage_name(t), name);
+        assert_eq!(rec.stage_features(t), src.stage_features(t));
+        assert_eq!(rec.stage_probs(t), src.stage_probs(t));
+    }
+}
