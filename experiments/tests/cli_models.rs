@@ -100,3 +100,42 @@ fn bench_one_model_and_cuda_without_the_feature() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("--features cuda"));
     }
 }
+
+#[test]
+fn bench_epoch_runs_the_recipes_on_the_data() {
+    let text = stdout_of(&[
+        "bench",
+        "--epoch",
+        "--preset",
+        "synthetic-3",
+        "--max-train",
+        "200",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let epochs = v["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3, "{text}");
+    for (i, e) in epochs.iter().enumerate() {
+        assert_eq!(e["recipe_of_stage"], i + 1);
+        assert_eq!(e["result"]["train_images"], 200);
+        assert_eq!(e["result"]["recipe"]["epochs"], 1);
+        assert_eq!(e["result"]["recipe"]["batch_size"], 64);
+        assert!(e["result"]["train_s"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(epochs[1]["result"]["model"], "mlp-64");
+    // A model outside the preset takes the last stage's recipe.
+    let text = stdout_of(&[
+        "bench",
+        "--epoch",
+        "--preset",
+        "synthetic-3",
+        "--max-train",
+        "100",
+        "--model",
+        "mlp-8",
+        "--batch",
+        "16",
+    ]);
+    assert!(text.contains("mlp-8") && text.contains("st. 3"), "{text}");
+    assert!(text.contains("    16 "), "{text}");
+}

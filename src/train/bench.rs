@@ -8,7 +8,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::fit::{train_model, Progress, TrainConfig};
 use super::optim::{AnyOptimizer, OptimizerConfig};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::flops;
 use crate::models::Model;
@@ -119,4 +121,133 @@ pub fn bench_preset(
             bench_model(&m, batch, iters, seed)
         })
         .collect()
+}
+
+/// Timings of one real training epoch of one model (see [`bench_epoch`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochBenchResult {
+    /// Canonical model name.
+    pub model: String,
+    /// The recipe the epoch ran with (its `epochs` is 1).
+    pub recipe: TrainConfig,
+    /// Images in the training split.
+    pub train_images: usize,
+    /// Images in the validation split.
+    pub val_images: usize,
+    /// Optimiser steps in the epoch.
+    pub steps: usize,
+    /// Seconds of the training pass: shuffling, batch assembly with
+    /// augmentation, forward, cross-entropy, backward, optimiser step and
+    /// the per-step loss and error read-back.
+    pub train_s: f64,
+    /// Seconds of the whole [`train_model`] call: the training pass, the
+    /// validation pass and keeping the best weights.
+    pub epoch_s: f64,
+    /// Training images per second over the training pass.
+    pub train_img_per_s: f64,
+    /// Mean training cross-entropy over the epoch.
+    pub train_loss: f64,
+    /// Validation error after the epoch.
+    pub val_error: f64,
+}
+
+/// Trains a fresh `model` (initialised with `seed`) for one epoch of
+/// `recipe` on `train` with [`train_model`], validating on `val`, and
+/// returns how long it took. Building the model is not timed.
+pub fn bench_epoch(
+    model: &crate::models::ModelConfig,
+    train: &Dataset,
+    val: &Dataset,
+    recipe: &TrainConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<EpochBenchResult> {
+    let recipe = TrainConfig {
+        epochs: 1,
+        ..recipe.clone()
+    };
+    recipe.validate()?;
+    let m = Model::new(
+        model,
+        train.shape,
+        train.num_classes(),
+        derive_seed(seed, 0),
+        device,
+    )?;
+    let t0 = Instant::now();
+    let report = train_model(
+        &m,
+        train,
+        val,
+        &recipe,
+        derive_seed(seed, 1),
+        0,
+        Progress::Quiet,
+    )?;
+    device.synchronize()?;
+    let epoch_s = t0.elapsed().as_secs_f64();
+    let rec = report
+        .epochs
+        .first()
+        .ok_or_else(|| Error::Training("no epoch was run".into()))?;
+    let n = train.len();
+    let b = recipe.batch_size;
+    let steps = n / b + usize::from(n % b > 1);
+    let seen = (steps * b).min(n);
+    Ok(EpochBenchResult {
+        model: model.name(),
+        train_images: n,
+        val_images: val.len(),
+        steps,
+        train_s: seen as f64 / rec.train_img_per_s.max(1e-12),
+        epoch_s,
+        train_img_per_s: rec.train_img_per_s,
+        train_loss: rec.train_loss,
+        val_error: rec.val_error,
+        recipe,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{SplitConfig, Splits};
+    use crate::train::Augment;
+
+    #[test]
+    fn bench_epoch_runs_one_epoch_of_the_recipe() {
+        let cfg = SplitConfig {
+            synthetic: crate::data::SyntheticConfig {
+                n_train: 300,
+                n_test: 50,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let s = Splits::load("synthetic", None, &cfg).unwrap();
+        let recipe = TrainConfig {
+            epochs: 7,
+            batch_size: 32,
+            augment: Augment {
+                hflip: true,
+                crop_padding: 2,
+            },
+            ..Default::default()
+        };
+        let model = "mlp-16".parse().unwrap();
+        let r = bench_epoch(&model, &s.train, &s.val, &recipe, 3, &Device::Cpu).unwrap();
+        assert_eq!(r.model, "mlp-16");
+        assert_eq!(r.recipe.epochs, 1);
+        assert_eq!(r.recipe.augment, recipe.augment);
+        assert_eq!((r.train_images, r.val_images), (s.train.len(), s.val.len()));
+        let n = s.train.len();
+        assert_eq!(r.steps, n / 32 + usize::from(n % 32 > 1));
+        assert!(r.train_s > 0.0 && r.train_s <= r.epoch_s, "{r:?}");
+        assert!(r.train_loss.is_finite() && (0.0..=1.0).contains(&r.val_error));
+        let bad = TrainConfig {
+            batch_size: 0,
+            ..recipe
+        };
+        assert!(bench_epoch(&model, &s.train, &s.val, &bad, 3, &Device::Cpu).is_err());
+    }
 }

@@ -32,7 +32,7 @@ mod optim;
 mod pretrain;
 
 pub use batch::{make_batch, Augment};
-pub use bench::{bench_model, bench_preset, BenchResult};
+pub use bench::{bench_epoch, bench_model, bench_preset, BenchResult, EpochBenchResult};
 pub use eval::{evaluate, EvalResult};
 pub use fit::{train_model, EpochRecord, Progress, TrainConfig, TrainReport};
 pub use optim::{AnyOptimizer, LrSchedule, OptimizerConfig, ParamsSgd, SgdMomentum};

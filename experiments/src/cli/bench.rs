@@ -1,11 +1,18 @@
 //! `cascade bench`: time one training step and one inference batch of each
-//! stage of a preset (fresh weights, random inputs).
+//! stage of a preset (fresh weights, random inputs); with `--epoch`, one
+//! real training epoch per stage on the preset's data set, through the
+//! training loop pretraining uses.
+
+use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Context;
+use candle_core::Device;
+use cascade_rl::data::{SplitConfig, Splits};
 use cascade_rl::device::DeviceSpec;
 use cascade_rl::models::{Model, ModelConfig};
 use cascade_rl::presets::Preset;
-use cascade_rl::train::{bench_model, bench_preset};
+use cascade_rl::train::{bench_epoch, bench_model, bench_preset, derive_seed, TrainConfig};
 use clap::Args;
 
 /// `cascade bench`.
@@ -23,9 +30,9 @@ pub struct BenchArgs {
     /// Number of classes (with --model).
     #[arg(long, default_value_t = 10)]
     pub classes: usize,
-    /// Batch size.
-    #[arg(long, default_value_t = 128)]
-    pub batch: usize,
+    /// Batch size (default 128; with --epoch, the recipe's).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Timed repetitions per measurement (the median is reported), after one warm-up.
     #[arg(long, default_value_t = 5)]
     pub iters: usize,
@@ -41,6 +48,19 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Time one training epoch on the preset's real data set instead: the
+    /// training loop pretraining uses (shuffling, batches with the recipe's
+    /// augmentation, forward, backward, optimiser step, then validation),
+    /// one fresh model per stage, or only --model with the recipe of the
+    /// preset's stage of that model (else of its last stage).
+    #[arg(long)]
+    pub epoch: bool,
+    /// Folder holding the data set, with --epoch (overrides discovery).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// With --epoch: use at most this many training images (quick runs).
+    #[arg(long)]
+    pub max_train: Option<usize>,
 }
 
 /// Runs `cascade bench`.
@@ -51,18 +71,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_default();
     let device = args.device.parse::<DeviceSpec>()?.open()?;
+    if args.epoch {
+        return run_epoch(args, &threads, &device);
+    }
+    let batch = args.batch.unwrap_or(128);
     let (label, rows) = match &args.model {
         Some(name) => {
             let cfg: ModelConfig = name.parse()?;
             let shape = super::flops::parse_shape(&args.input)?;
             let model = Model::new(&cfg, shape, args.classes, args.seed, &device)?;
-            let r = bench_model(&model, args.batch, args.iters, args.seed)
+            let r = bench_model(&model, batch, args.iters, args.seed)
                 .with_context(|| format!("benchmarking {cfg}"))?;
             (format!("model {cfg}"), vec![r])
         }
         None => {
             let preset = Preset::by_name(&args.preset)?;
-            let rows = bench_preset(&preset, args.batch, args.iters, args.seed, &device)
+            let rows = bench_preset(&preset, batch, args.iters, args.seed, &device)
                 .with_context(|| format!("benchmarking preset '{}'", preset.name))?;
             (format!("preset {}", preset.name), rows)
         }
@@ -72,7 +96,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             "what": label,
             "device": args.device,
             "threads": threads,
-            "batch": args.batch,
+            "batch": batch,
             "stages": rows,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -80,7 +104,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     println!(
         "{}, device {}, {} threads, batch {}, median of {} (training step = forward + backward + AdamW)",
-        label, args.device, threads, args.batch, args.iters
+        label, args.device, threads, batch, args.iters
     );
     println!(
         "{:>5}  {:<14} {:>12} {:>14} {:>12} {:>14} {:>12}",
@@ -98,5 +122,108 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             r.infer_img_per_s
         );
     }
+    Ok(())
+}
+
+/// The models `cascade bench --epoch` times, each with its recipe and the
+/// stage (1-based) the recipe comes from.
+fn epoch_jobs(
+    preset: &Preset,
+    model: Option<&str>,
+) -> anyhow::Result<Vec<(ModelConfig, TrainConfig, usize)>> {
+    let Some(name) = model else {
+        return Ok(preset
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.model.clone(), s.train.clone(), i + 1))
+            .collect());
+    };
+    let cfg: ModelConfig = name.parse()?;
+    let (i, stage) = preset
+        .stages
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, s)| s.model == cfg)
+        .or_else(|| preset.stages.iter().enumerate().next_back())
+        .with_context(|| format!("preset '{}' has no stages", preset.name))?;
+    Ok(vec![(cfg, stage.train.clone(), i + 1)])
+}
+
+/// `cascade bench --epoch`.
+fn run_epoch(args: &BenchArgs, threads: &str, device: &Device) -> anyhow::Result<()> {
+    let preset = Preset::by_name(&args.preset)?;
+    let mut jobs = epoch_jobs(&preset, args.model.as_deref())?;
+    if let Some(b) = args.batch {
+        for (_, recipe, _) in &mut jobs {
+            recipe.batch_size = b;
+        }
+    }
+    let t0 = Instant::now();
+    let split = SplitConfig {
+        max_train: args.max_train,
+        ..preset.split_config(args.seed)
+    };
+    let splits = Splits::load(&preset.dataset, args.data_dir.as_deref(), &split)
+        .with_context(|| format!("loading the data set of preset '{}'", preset.name))?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let mut rows = Vec::with_capacity(jobs.len());
+    for (cfg, recipe, stage) in &jobs {
+        let r = bench_epoch(
+            cfg,
+            &splits.train,
+            &splits.val,
+            recipe,
+            derive_seed(args.seed, *stage as u64),
+            device,
+        )
+        .with_context(|| format!("one epoch of {cfg}"))?;
+        rows.push((*stage, r));
+    }
+    if args.json {
+        let epochs: Vec<_> = rows
+            .iter()
+            .map(|(stage, r)| serde_json::json!({ "recipe_of_stage": stage, "result": r }))
+            .collect();
+        let out = serde_json::json!({
+            "what": format!("preset {}", preset.name),
+            "dataset": preset.dataset,
+            "device": args.device,
+            "threads": threads,
+            "load_s": load_s,
+            "epochs": epochs,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "preset {}, {} ({} training, {} validation images, read and split in {:.1} s), device {}, {} threads; one epoch each",
+        preset.name,
+        preset.dataset,
+        splits.train.len(),
+        splits.val.len(),
+        load_s,
+        args.device,
+        threads
+    );
+    println!(
+        "{:<14} {:>6} {:>6} {:>6} {:>10} {:>10} {:>12} {:>10}",
+        "model", "recipe", "batch", "steps", "train s", "epoch s", "train img/s", "val err %"
+    );
+    for (stage, r) in &rows {
+        println!(
+            "{:<14} {:>6} {:>6} {:>6} {:>10.2} {:>10.2} {:>12.0} {:>10.2}",
+            r.model,
+            format!("st. {stage}"),
+            r.recipe.batch_size,
+            r.steps,
+            r.train_s,
+            r.epoch_s,
+            r.train_img_per_s,
+            100.0 * r.val_error
+        );
+    }
+    println!("train s: the training pass; epoch s: with validation and keeping the best weights");
     Ok(())
 }

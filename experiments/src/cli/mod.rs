@@ -37,7 +37,8 @@ pub enum Command {
     Flops(flops::FlopsArgs),
     /// Train every stage of a cascade preset; write checkpoints and the static table.
     Pretrain(pretrain::PretrainArgs),
-    /// Time one training step and one inference batch of each stage of a preset.
+    /// Time one training step and one inference batch of each stage of a preset
+    /// (--epoch: one real training epoch of each).
     Bench(bench::BenchArgs),
     /// Record every stage's outputs on a split into a replay trace file.
     ExportTrace(export_trace::ExportTraceArgs),
