@@ -191,9 +191,8 @@ pub fn bench_epoch(
         .first()
         .ok_or_else(|| Error::Training("no epoch was run".into()))?;
     let n = train.len();
-    let b = recipe.batch_size;
-    let steps = n / b + usize::from(n % b > 1);
-    let seen = (steps * b).min(n);
+    let steps = recipe.steps_per_epoch(n);
+    let seen = (steps * recipe.batch_size).min(n);
     Ok(EpochBenchResult {
         model: model.name(),
         train_images: n,

@@ -55,6 +55,13 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Optimiser steps in an epoch of `n` images: full batches and the
+    /// short last one, unless it holds one image (a batch of one breaks
+    /// batch norm, so it is dropped).
+    pub fn steps_per_epoch(&self, n: usize) -> usize {
+        n / self.batch_size + usize::from(n % self.batch_size > 1)
+    }
+
     /// Refuses zero sizes and bad hyperparameters.
     pub fn validate(&self) -> Result<()> {
         if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 {
@@ -188,8 +195,7 @@ pub fn train_model(
         )));
     }
     let n = train.len();
-    // A final batch of one image breaks batch norm; drop it.
-    let per_epoch = n / cfg.batch_size + usize::from(n % cfg.batch_size > 1);
+    let per_epoch = cfg.steps_per_epoch(n);
     if per_epoch == 0 {
         return Err(Error::Config(format!(
             "training set '{}' has {n} images, too few for a batch",

@@ -9,7 +9,7 @@ use cascade_rl::device::DeviceSpec;
 use clap::{Args, Parser};
 
 use super::config::StudyConfig;
-use super::run::{RunOptions, RunRecord, StudyOutcome};
+use super::record::{RunOptions, RunRecord, StudyOutcome};
 use crate::error::{read_json, Error, Result};
 use crate::results::Shard;
 use cascade_agents::AgentKind;
@@ -27,7 +27,7 @@ pub struct StudyArgs {
     /// instead of a preset; the flags below still override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Run folder (default: runs/<study>__<dataset>__<preset>). Rerunning
+    /// Run folder (default: `runs/<study>__<dataset>__<preset>`). Rerunning
     /// into the same folder resumes: points already in results.csv are skipped.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -363,5 +363,5 @@ pub fn closing_line(o: &StudyOutcome) -> String {
 
 /// Reads a run folder's `config.json`, for commands that take a run folder.
 pub fn run_record(run_dir: &std::path::Path) -> Result<RunRecord> {
-    super::run::read_run_record(run_dir)
+    super::record::read_run_record(run_dir)
 }

@@ -23,7 +23,8 @@ pub use args::{AlphaSweepArgs, JointVsFrozenArgs, StudyArgs};
 pub use config::{log_grid, PretrainConfig, StudyConfig, STUDY_PRESETS};
 pub use data::{load_study_data, StudyData};
 pub use oracle::{oracle_at, Scores};
-pub use run::{
-    read_run_record, run_study, CascadeInfo, RunOptions, RunRecord, StudyOutcome, AGENTS_DIR,
-    CASCADE_DIR, CONFIG_FILE, TRACES_DIR, TRAIN_LOG,
+pub use record::{
+    read_run_record, CascadeInfo, RunOptions, RunRecord, StudyOutcome, AGENTS_DIR, CASCADE_DIR,
+    CONFIG_FILE, TRACES_DIR, TRAIN_LOG,
 };
+pub use run::run_study;

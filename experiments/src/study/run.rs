@@ -22,7 +22,7 @@
 //! # Work units, resuming and shards
 //!
 //! The sweep is a fixed list of work units: each (alpha or budget, seed)
-//! of every learned agent in [`AgentKind::ALL`]'s order (the frozen agent
+//! of every learned agent in [`cascade_agents::AgentKind::ALL`]'s order (the frozen agent
 //! before the joint agents that warm-start from it), then each point of
 //! every seedless agent (thresholds, backward induction, ANN), then the
 //! static stages, the oracle, the oracle curve and the ablations. Every
@@ -46,7 +46,7 @@ use std::time::Instant;
 use cascade_rl::checkpoint::Cascade;
 use cascade_rl::data::SYNTHETIC_NOTICE;
 
-use super::cache::{prepare_cascade, verify_cascade};
+use super::cache::{ensure_cascade, ensure_traces, prepare_cascade, verify_cascade};
 use super::config::StudyConfig;
 use super::data::load_study_data;
 use crate::error::{read_json, write_json, Error, Result};
@@ -55,10 +55,9 @@ use crate::results::{
     read_results_if_present, shard_files, union, write_results, ResultRow, RESULTS_FILE,
 };
 
-use super::cache::{ensure_cascade, ensure_traces};
 use super::plan::{plan, Unit};
 use super::progress::Reporter;
-pub use super::record::*;
+use super::record::*;
 use super::units::Ctx;
 
 /// Runs (or resumes) the study `cfg` in `opts.out`; see the module docs.

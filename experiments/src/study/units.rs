@@ -253,7 +253,7 @@ impl Ctx<'_> {
     ) -> Result<(Box<dyn Agent>, TrainSummary)> {
         let which = job.kind;
         let k = self.traces.test.num_stages();
-        let fitted: Box<dyn Agent> = match which {
+        let mut agent: Box<dyn Agent> = match which {
             AgentKind::BackwardInduction | AgentKind::Ann => {
                 let cfg = if which == AgentKind::Ann {
                     &self.cfg.ann
@@ -283,7 +283,6 @@ impl Ctx<'_> {
                 return Ok((Box::new(agent), summary));
             }
         };
-        let mut agent = fitted;
         let opts = self.train_opts(p, 0, None);
         let summary = agent.train(
             TrainData {
