@@ -9,18 +9,21 @@
 //! ```
 //!
 //! - default: for each model (`mlp,cnn,resnet8`) and each path (`ops`, the
-//!   custom ops; `ops-unfused`, the custom ops without the fused
-//!   bn+relu / add+relu; `reference`, candle's own ops), the median time of a
+//!   custom ops, the project's linear layer and in-place AdamW;
+//!   `ops-unfused`, the same without the fused bn+relu / add+relu;
+//!   `reference`, candle's own ops, `Linear` and `AdamW`), the median time of a
 //!   training step (forward + backward + AdamW) and inference images/s.
 //!   Paths alternate in rounds so background load hits them alike.
 //! - `--path=NAME`: run only that path (`ops`, `ops-unfused`, `reference`).
 //! - `--gemm`: the machine's f32 GEMM ceiling through the `gemm` crate.
 //! - `--profile`: per-op times, forward and forward + backward, both paths.
 //!
-//! Threads: rayon's pool (`RAYON_NUM_THREADS`, default all cores).
+//! Threads: rayon's pool (`RAYON_NUM_THREADS`, default all cores). Like the
+//! project's programs, it sets the allocator to keep freed memory
+//! (`cascade_rl::alloc`).
 
 use candle_core::{DType, Device, Module, Result, Tensor, Var, D};
-use candle_nn::{AdamW, Linear, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{Linear, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use cascade_rl::ops;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -59,6 +62,15 @@ impl Path {
         }
     }
     /// The ReLU a model written against the plain ops would use.
+    /// A fully connected layer: `ops::linear` (the project's models' layer)
+    /// on the ops paths, candle_nn's `Linear` on the reference path.
+    fn linear(self, x: &Tensor, fc: &Linear) -> Result<Tensor> {
+        match self {
+            Path::Reference => fc.forward(x),
+            _ => ops::linear(x, fc.weight(), fc.bias()),
+        }
+    }
+
     fn relu(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Path::Ops => ops::relu(x),
@@ -275,11 +287,13 @@ impl Model {
     /// `x: [b, 1, 28, 28]` -> logits `[b, 10]`
     fn forward(&self, x: &Tensor, train: bool, p: Path) -> Result<Tensor> {
         match self {
-            Model::Mlp { fc1, fc2 } => fc2.forward(&p.relu(&fc1.forward(&x.flatten_from(1)?)?)?),
+            Model::Mlp { fc1, fc2 } => {
+                p.linear(&p.relu(&p.linear(&x.flatten_from(1)?, fc1)?)?, fc2)
+            }
             Model::Cnn { w1, b1, w2, b2, fc } => {
                 let h = p.conv_relu_pool(x, w1, b1)?;
                 let h = p.conv_relu_pool(&h, w2, b2)?;
-                fc.forward(&h.flatten_from(1)?)
+                p.linear(&h.flatten_from(1)?, fc)
             }
             Model::ResNet8 {
                 stem,
@@ -291,15 +305,31 @@ impl Model {
                 for b in blocks {
                     h = b.forward(&h, train, p)?;
                 }
-                fc.forward(&h.mean((2, 3))?)
+                p.linear(&h.mean((2, 3))?, fc)
             }
+        }
+    }
+}
+
+/// The optimiser of a path: the in-place `ops::AdamW` the project trains
+/// with on the ops paths, candle_nn's `AdamW` on the reference path.
+enum Opt {
+    Ops(ops::AdamW),
+    Reference(candle_nn::AdamW),
+}
+
+impl Opt {
+    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
+        match self {
+            Opt::Ops(o) => o.step(grads),
+            Opt::Reference(o) => o.step(grads),
         }
     }
 }
 
 struct Bench {
     model: Model,
-    opt: AdamW,
+    opt: Opt,
     path: Path,
     train_ms: Vec<f64>,
     /// forward, backward and optimizer times of each step
@@ -314,13 +344,14 @@ impl Bench {
         let dev = Device::Cpu;
         let vm = VarMap::new();
         let model = Model::new(name, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
-        let opt = AdamW::new(
-            vm.all_vars(),
-            ParamsAdamW {
-                lr: 1e-3,
-                ..Default::default()
-            },
-        )?;
+        let params = ParamsAdamW {
+            lr: 1e-3,
+            ..Default::default()
+        };
+        let opt = match path {
+            Path::Reference => Opt::Reference(candle_nn::AdamW::new(vm.all_vars(), params)?),
+            _ => Opt::Ops(ops::AdamW::new(vm.all_vars(), params)?),
+        };
         Ok(Bench {
             model,
             opt,
@@ -626,6 +657,9 @@ fn profile() -> Result<()> {
 }
 
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    // As the project's programs do: keep freed buffers instead of mapping
+    // and zeroing fresh pages every step.
+    cascade_rl::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--gemm") {
         return Ok(gemm_ceiling()?);
