@@ -677,21 +677,6 @@ pub fn avg_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
     x.reshape((b, c, ho, k, wo, k))?.mean(5)?.mean(3)
 }
 
-/// Spatial subsampling with stride 2, keeping rows and columns `0, 2, 4, ...`
-/// (PyTorch's `x[:, :, ::2, ::2]`).
-///
-/// # Shapes
-/// `x: [b, c, h, w] -> [b, c, ceil(h / 2), ceil(w / 2)]`
-pub fn subsample2(x: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let idx = |n: usize| -> Result<Tensor> {
-        let v: Vec<u32> = (0..n as u32).step_by(2).collect();
-        let len = v.len();
-        Tensor::from_vec(v, len, x.device())
-    };
-    x.index_select(&idx(h)?, 2)?.index_select(&idx(w)?, 3)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -772,11 +757,15 @@ mod tests {
             .unwrap()
             .reshape((1, 2, 5, 5))
             .unwrap();
-        let s = subsample2(&x).unwrap();
-        assert_eq!(s.dims(), &[1, 2, 3, 3]);
-        let first: Vec<f32> = s.flatten_all().unwrap().to_vec1().unwrap();
-        assert_eq!(&first[..3], &[0., 2., 4.]);
-        assert_eq!(first[3], 10.);
+        // Rows and columns 0, 2, 4 (PyTorch's `x[:, :, ::2, ::2]`), one zero
+        // channel before.
+        let s = crate::ops::subsample_pad(&x, 2, 1, 0).unwrap();
+        assert_eq!(s.dims(), &[1, 3, 3, 3]);
+        let v: Vec<f32> = s.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v[..9].iter().all(|&z| z == 0.0));
+        assert_eq!(&v[9..12], &[0., 2., 4.]);
+        assert_eq!(v[12], 10.);
+        assert_eq!(v[18], 25.);
         let p = avg_pool2d(&x, 2).unwrap();
         assert_eq!(p.dims(), &[1, 2, 2, 2]);
         let v: Vec<f32> = p.flatten_all().unwrap().to_vec1().unwrap();

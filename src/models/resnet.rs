@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::flops::Walker;
-use crate::nn::{global_avg_pool, subsample2, ConvBn, Linear};
+use crate::nn::{global_avg_pool, ConvBn, Linear};
 use crate::ops;
 
 /// How a basic block's shortcut matches a change of shape.
@@ -187,14 +187,7 @@ impl BasicBlock {
                 stride,
                 left,
                 right,
-            } => {
-                let s = if *stride == 2 {
-                    subsample2(x)?
-                } else {
-                    x.clone()
-                };
-                s.pad_with_zeros(1, *left, *right)?
-            }
+            } => ops::subsample_pad(x, *stride, *left, *right)?,
             ShortcutLayer::Projection(p) => p.forward_t(x, train)?,
         };
         ops::add_relu(&y, &s)

@@ -12,7 +12,8 @@
 //!   forward and two backward (the closed-form gradient).
 //! - [`max_pool2d`]: records each window's argmax; the backward is one
 //!   scatter.
-//! - [`relu`], [`add_relu`]: one pass forward and backward.
+//! - [`relu`], [`add_relu`], [`subsample_pad`]: one pass forward and
+//!   backward.
 //! - [`linear`]: a GEMM forward and a backward of two GEMMs straight into
 //!   the layouts of `x` and `w`.
 //! - [`AdamW`]: candle_nn's AdamW update, fused and in place.
@@ -35,6 +36,7 @@ mod norm;
 mod optim;
 mod pool;
 pub mod reference;
+mod shortcut;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -468,6 +470,23 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
         return x.relu();
     }
     x.contiguous()?.apply_op1(act::Relu)
+}
+
+/// The parameter-free shortcut of a residual block that changes width
+/// ("option A"): `x[:, :, ::stride, ::stride]` with `left` zero channels
+/// before and `right` after, one pass forward and backward.
+///
+/// # Shapes
+/// `x: [b, c, h, w]` -> `[b, left + c + right, ceil(h / stride), ceil(w / stride)]`
+pub fn subsample_pad(x: &Tensor, stride: usize, left: usize, right: usize) -> Result<Tensor> {
+    if !fast_path(&[x]) || x.rank() != 4 || stride == 0 {
+        return reference::subsample_pad(x, stride, left, right);
+    }
+    x.contiguous()?.apply_op1(shortcut::SubsamplePad {
+        stride,
+        left,
+        right,
+    })
 }
 
 /// `max(a + b, 0)`, fused: the join of a residual block.

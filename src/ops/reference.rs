@@ -93,3 +93,26 @@ pub fn max_pool2d_by_reduction(x: &Tensor, k: usize) -> Result<Tensor> {
         .max(5)?
         .max(3)
 }
+
+/// `x[:, :, ::s, ::s]` with `left` zero channels before and `right` after,
+/// from `index_select` and `pad_with_zeros`.
+///
+/// # Shapes
+/// `x: [b, c, h, w]` -> `[b, left + c + right, ceil(h / s), ceil(w / s)]`
+pub fn subsample_pad(x: &Tensor, stride: usize, left: usize, right: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if stride == 0 {
+        candle_core::bail!("subsample_pad: stride must be positive")
+    }
+    let idx = |n: usize| -> Result<Tensor> {
+        let v: Vec<u32> = (0..n as u32).step_by(stride).collect();
+        let len = v.len();
+        Tensor::from_vec(v, len, x.device())
+    };
+    let s = if stride == 1 {
+        x.clone()
+    } else {
+        x.index_select(&idx(h)?, 2)?.index_select(&idx(w)?, 3)?
+    };
+    s.pad_with_zeros(1, left, right)
+}

@@ -298,6 +298,43 @@ fn relu_and_add_relu_match_reference() {
 }
 
 #[test]
+fn subsample_pad_matches_reference() {
+    // Odd and even sizes, strides 1 to 3, padding on one side, both or none.
+    let mut rng = StdRng::seed_from_u64(11);
+    for (shape, s, l, r) in [
+        ([3, 5, 7, 9], 2, 2, 3),
+        ([2, 4, 8, 8], 2, 2, 2),
+        ([1, 3, 5, 6], 1, 0, 1),
+        ([2, 2, 7, 7], 3, 1, 0),
+        ([1, 6, 1, 4], 2, 0, 0),
+    ] {
+        let x = var(&randt(&mut rng, &shape, 1.0, 0.0));
+        let y = subsample_pad(&x, s, l, r).unwrap();
+        let y_ref = reference::subsample_pad(&x, s, l, r).unwrap();
+        let what = format!("{shape:?} stride {s} pad ({l}, {r})");
+        assert_eq!(
+            y.dims(),
+            [
+                shape[0],
+                l + shape[1] + r,
+                shape[2].div_ceil(s),
+                shape[3].div_ceil(s)
+            ],
+            "{what}"
+        );
+        assert_close(&y, &y_ref, &format!("subsample_pad forward, {what}"));
+        let rw = randt(&mut rng, y.dims(), 1.0, 0.0);
+        let g = weighted_sum(&y, &rw).backward().unwrap();
+        let g_ref = weighted_sum(&y_ref, &rw).backward().unwrap();
+        assert_close(
+            g.get(&x).unwrap(),
+            g_ref.get(&x).unwrap(),
+            &format!("subsample_pad d input, {what}"),
+        );
+    }
+}
+
+#[test]
 fn a_small_network_trains_the_same_through_both_paths() {
     // conv -> bn+relu -> pool -> conv(stride 2) -> add_relu with a 1x1
     // projection: the gradients of every parameter agree.
