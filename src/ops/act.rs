@@ -2,7 +2,7 @@
 //! backward is one pass too (candle's ReLU backward builds a mask, converts
 //! it and multiplies: several single-threaded passes).
 
-use super::cpu::{par_init, slice_f32, with_f32};
+use super::cpu::{add_relu_into, par_init, relu_mask, slice_f32, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 const CHUNK: usize = 1 << 14;
@@ -13,10 +13,7 @@ fn relu_grad(gy: &Tensor, y: &Tensor) -> Result<Tensor> {
     let dx = with_f32(&gy, "relu output gradient", |gs| {
         with_f32(y, "relu output", |ys| {
             Ok(par_init(gs.len(), CHUNK, |t, d| {
-                let (g, y) = (&gs[t * CHUNK..][..d.len()], &ys[t * CHUNK..][..d.len()]);
-                for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
-                    *d = if y > 0.0 { g } else { 0.0 };
-                }
+                relu_mask(&gs[t * CHUNK..][..d.len()], &ys[t * CHUNK..][..d.len()], d);
             }))
         })
     })?;
@@ -34,9 +31,7 @@ impl CustomOp1 for Relu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice_f32(s, l, "relu input")?;
         let y = par_init(x.len(), CHUNK, |t, y| {
-            for (y, &x) in y.iter_mut().zip(&x[t * CHUNK..]) {
-                *y = x.max(0.0);
-            }
+            add_relu_into(&x[t * CHUNK..][..y.len()], &[], y);
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -71,9 +66,8 @@ impl CustomOp2 for AddRelu {
         let a = slice_f32(s1, l1, "add_relu lhs")?;
         let b = slice_f32(s2, l2, "add_relu rhs")?;
         let y = par_init(a.len(), CHUNK, |t, y| {
-            for ((y, &a), &b) in y.iter_mut().zip(&a[t * CHUNK..]).zip(&b[t * CHUNK..]) {
-                *y = (a + b).max(0.0);
-            }
+            let n = y.len();
+            add_relu_into(&a[t * CHUNK..][..n], &b[t * CHUNK..][..n], y);
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }

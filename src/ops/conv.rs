@@ -6,8 +6,8 @@
 //! then. With fewer images than threads the GEMMs themselves go parallel.
 
 use super::cpu::{
-    give_scratch, num_threads, par_init, sgemm, slice_f32, sum, sum_sq_shifted, take_scratch,
-    to_vec_f32, with_f32, Mat,
+    add_into, give_scratch, num_threads, par_init, relu_inplace, relu_mask, sgemm, slice_f32, sum,
+    sum_sq_shifted, take_scratch, to_vec_f32, with_f32, Mat,
 };
 use super::norm;
 use super::pool::pool_plane;
@@ -208,9 +208,7 @@ fn col2im(g: &Geom, col: &mut [f32], x: &mut [f32]) {
                     }
                     let (j0, j1, d) = same_shift(g, ki, kj);
                     let s0 = (j0 as isize + d) as usize;
-                    for (dst, &v) in plane[s0..s0 + (j1 - j0)].iter_mut().zip(&row[j0..j1]) {
-                        *dst += v;
-                    }
+                    add_into(&mut plane[s0..s0 + (j1 - j0)], &row[j0..j1]);
                     continue;
                 }
                 let (lo, hi) = g.ow_range(kj);
@@ -223,9 +221,7 @@ fn col2im(g: &Geom, col: &mut [f32], x: &mut [f32]) {
                     let src = &row[oh * wo..][..wo];
                     if g.s == 1 {
                         let iw0 = lo + kj - g.p;
-                        for (d, &v) in dst[iw0..iw0 + hi - lo].iter_mut().zip(&src[lo..hi]) {
-                            *d += v;
-                        }
+                        add_into(&mut dst[iw0..iw0 + hi - lo], &src[lo..hi]);
                     } else {
                         let dst = &mut dst[lo * g.s + kj - g.p..];
                         for (d, &v) in dst.iter_mut().step_by(g.s).zip(&src[lo..hi]) {
@@ -375,15 +371,11 @@ pub(crate) fn conv_fwd(
                 {
                     pool_plane(act.pool, g.wo, wo, zp, yp, ap);
                     if act.relu {
-                        for v in yp.iter_mut() {
-                            *v = v.max(0.0);
-                        }
+                        relu_inplace(yp);
                     }
                 }
             } else if act.relu {
-                for v in yn.iter_mut() {
-                    *v = v.max(0.0);
-                }
+                relu_inplace(yn);
             }
         }
         give_scratch(col);
@@ -428,8 +420,10 @@ impl GradSrc<'_> {
                 scratch.resize(n, 0.0);
                 if act.pool <= 1 {
                     let (gy, y) = (&gy[i * n..][..n], &y[i * n..][..n]);
-                    for ((d, &gv), &yv) in scratch.iter_mut().zip(gy).zip(y) {
-                        *d = if !act.relu || yv > 0.0 { gv } else { 0.0 };
+                    if act.relu {
+                        relu_mask(gy, y, scratch);
+                    } else {
+                        scratch.copy_from_slice(gy);
                     }
                 } else {
                     let (ho, wo) = act.out_hw(g);

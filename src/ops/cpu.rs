@@ -193,6 +193,45 @@ pub(crate) fn sgemm(
     }
 }
 
+/// Defines a function whose body is compiled for AVX-512F, for AVX2 + FMA
+/// and for the baseline target, and runs the widest version the CPU
+/// supports (checked at run time; the check is one cached load). The default
+/// build targets baseline x86-64, whose SSE2 leaves the elementwise loops at
+/// 4 lanes. Every version performs the same float operations in the same
+/// order (Rust neither reassociates nor contracts them into FMAs), so the
+/// results are bit-identical whichever runs.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn imp($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn v4($($arg: $ty),*) $(-> $ret)? {
+                    imp($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn v3($($arg: $ty),*) $(-> $ret)? {
+                    imp($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the feature `v4` is compiled for.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `v3` is compiled for.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            imp($($arg),*)
+        }
+    };
+}
+
 const LANES: usize = 16;
 
 /// `x` as 16-lane blocks plus the remainder; the fixed-size blocks let the
@@ -207,8 +246,8 @@ fn blocks(x: &[f32]) -> (impl Iterator<Item = &[f32; LANES]>, &[f32]) {
     )
 }
 
+multiversion! {
 /// `(sum(x - shift), sum((x - shift)^2))`, vectorised across 16 lanes.
-#[inline]
 pub(crate) fn sum_sq_shifted(x: &[f32], shift: f32) -> (f64, f64) {
     let mut s = [0f32; LANES];
     let mut q = [0f32; LANES];
@@ -232,11 +271,12 @@ pub(crate) fn sum_sq_shifted(x: &[f32], shift: f32) -> (f64, f64) {
     }
     (ss, qq)
 }
+}
 
+multiversion! {
 /// `(sum(g), sum(g * (x - mean)))` where `g = gy`, or with `relu = (a, b)`,
 /// `g = gy` where `x * a + b > 0` and 0 elsewhere: the gradient through a
 /// ReLU applied to `x * a + b`, decided exactly as the forward did.
-#[inline]
 pub(crate) fn sum_g_gx(gy: &[f32], x: &[f32], mean: f32, relu: Option<(f32, f32)>) -> (f64, f64) {
     let mut s = [0f32; LANES];
     let mut q = [0f32; LANES];
@@ -263,9 +303,10 @@ pub(crate) fn sum_g_gx(gy: &[f32], x: &[f32], mean: f32, relu: Option<(f32, f32)
     }
     (ss, qq)
 }
+}
 
+multiversion! {
 /// Sum of a slice, vectorised across 16 lanes.
-#[inline]
 pub(crate) fn sum(x: &[f32]) -> f64 {
     let mut s = [0f32; LANES];
     let (it, rest) = blocks(x);
@@ -279,4 +320,91 @@ pub(crate) fn sum(x: &[f32]) -> f64 {
         ss += v as f64;
     }
     ss
+}
+}
+
+multiversion! {
+/// `y = x * a + b`, then `max(y, 0)` when `relu`.
+pub(crate) fn scale_shift(x: &[f32], a: f32, b: f32, relu: bool, y: &mut [f32]) {
+    if relu {
+        for (yv, &xv) in y.iter_mut().zip(x) {
+            *yv = (xv * a + b).max(0.0);
+        }
+    } else {
+        for (yv, &xv) in y.iter_mut().zip(x) {
+            *yv = xv * a + b;
+        }
+    }
+}
+}
+
+multiversion! {
+/// `out = a g + b x + k` with `abk = (a, b, k)` and `g = gy`, or with
+/// `relu = (sc, sh)`, `g = gy` where `x * sc + sh > 0` and 0 elsewhere (the
+/// closed-form batch-norm input gradient of one plane).
+pub(crate) fn bn_input_grad(
+    gy: &[f32],
+    x: &[f32],
+    abk: (f32, f32, f32),
+    relu: Option<(f32, f32)>,
+    out: &mut [f32],
+) {
+    let (a, b, k) = abk;
+    match relu {
+        None => {
+            for ((d, &g), &xv) in out.iter_mut().zip(gy).zip(x) {
+                *d = a * g + b * xv + k;
+            }
+        }
+        Some((sc, sh)) => {
+            for ((d, &g), &xv) in out.iter_mut().zip(gy).zip(x) {
+                let g = if xv * sc + sh > 0.0 { g } else { 0.0 };
+                *d = a * g + b * xv + k;
+            }
+        }
+    }
+}
+}
+
+multiversion! {
+/// `v = max(v, 0)` in place.
+pub(crate) fn relu_inplace(v: &mut [f32]) {
+    for e in v.iter_mut() {
+        *e = e.max(0.0);
+    }
+}
+}
+
+multiversion! {
+/// `y = max(a + b, 0)` (with `b` empty, `y = max(a, 0)`).
+pub(crate) fn add_relu_into(a: &[f32], b: &[f32], y: &mut [f32]) {
+    if b.is_empty() {
+        for (y, &a) in y.iter_mut().zip(a) {
+            *y = a.max(0.0);
+        }
+    } else {
+        for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+            *y = (a + b).max(0.0);
+        }
+    }
+}
+}
+
+multiversion! {
+/// `d = g` where `y > 0`, else 0: the gradient through a ReLU whose output
+/// is `y`.
+pub(crate) fn relu_mask(g: &[f32], y: &[f32], d: &mut [f32]) {
+    for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
+        *d = if y > 0.0 { g } else { 0.0 };
+    }
+}
+}
+
+multiversion! {
+/// `dst += src`, elementwise.
+pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d += v;
+    }
+}
 }

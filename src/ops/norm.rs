@@ -5,7 +5,9 @@
 //! to write the input gradient. Work is spread over channels (reductions) or
 //! planes (element-wise passes) with rayon.
 
-use super::cpu::{par_init, slice_f32, sum_g_gx, sum_sq_shifted, with_f32};
+use super::cpu::{
+    bn_input_grad, par_init, scale_shift, slice_f32, sum_g_gx, sum_sq_shifted, with_f32,
+};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -94,16 +96,7 @@ pub(crate) fn affine(
         for (j, yp) in ys.chunks_mut(hw).enumerate() {
             let plane = t * per + j;
             let xp = &x[plane * hw..][..hw];
-            let (a, b) = (scale[plane % c], shift[plane % c]);
-            if relu {
-                for (yv, &xv) in yp.iter_mut().zip(xp) {
-                    *yv = (xv * a + b).max(0.0);
-                }
-            } else {
-                for (yv, &xv) in yp.iter_mut().zip(xp) {
-                    *yv = xv * a + b;
-                }
-            }
+            scale_shift(xp, scale[plane % c], shift[plane % c], relu, yp);
         }
     })
 }
@@ -214,20 +207,7 @@ impl Coef {
         relu: Option<(f32, f32)>,
         out: &mut [f32],
     ) {
-        let (a, b, k) = (self.a[c], self.b[c], self.k[c]);
-        match relu {
-            None => {
-                for ((d, &g), &xv) in out.iter_mut().zip(gy).zip(x) {
-                    *d = a * g + b * xv + k;
-                }
-            }
-            Some((sc, sh)) => {
-                for ((d, &g), &xv) in out.iter_mut().zip(gy).zip(x) {
-                    let g = if xv * sc + sh > 0.0 { g } else { 0.0 };
-                    *d = a * g + b * xv + k;
-                }
-            }
-        }
+        bn_input_grad(gy, x, (self.a[c], self.b[c], self.k[c]), relu, out);
     }
 }
 
