@@ -133,7 +133,9 @@ def main():
     if not a.bin:
         sys.exit("--bin is required (the built cascade binary)")
     env = dict(os.environ)
-    for var in ("RAYON_NUM_THREADS", "CANDLE_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    # CANDLE_NUM_THREADS is left to the program (cascade_rl::threads: candle's
+    # elementwise ops on the calling thread, rayon's pool computing).
+    for var in ("RAYON_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(a.threads)
     models = a.models.split(",")
     rows = {m: [] for m in models}  # model -> [(project, pytorch)] per repeat

@@ -38,7 +38,6 @@ def main():
 
     env = dict(os.environ)
     env["RAYON_NUM_THREADS"] = str(a.threads)
-    env["CANDLE_NUM_THREADS"] = str(a.threads)
     env["OMP_NUM_THREADS"] = str(a.threads)
     env["MKL_NUM_THREADS"] = str(a.threads)
 

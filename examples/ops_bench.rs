@@ -20,7 +20,8 @@
 //!
 //! Threads: rayon's pool (`RAYON_NUM_THREADS`, default all cores). Like the
 //! project's programs, it sets the allocator to keep freed memory
-//! (`cascade_rl::alloc`).
+//! (`cascade_rl::alloc`) and candle's elementwise ops to the calling thread
+//! (`cascade_rl::threads`).
 
 use candle_core::{DType, Device, Module, Result, Tensor, Var, D};
 use candle_nn::{Linear, Optimizer, ParamsAdamW, VarBuilder, VarMap};
@@ -660,6 +661,7 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     // As the project's programs do: keep freed buffers instead of mapping
     // and zeroing fresh pages every step.
     cascade_rl::alloc::keep_freed_memory();
+    cascade_rl::threads::single_candle_thread();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--gemm") {
         return Ok(gemm_ceiling()?);

@@ -17,6 +17,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod presets;
+pub mod threads;
 pub mod train;
 
 pub use cascade_env::fsutil;

@@ -14,10 +14,12 @@ pub mod study;
 pub mod summary;
 
 /// The body of every binary's `main`: keeps freed memory for reuse
-/// ([`cascade_rl::alloc`]), runs `f` and, on failure, prints the whole cause
+/// ([`cascade_rl::alloc`]), leaves rayon's pool the only one computing
+/// ([`cascade_rl::threads`]), runs `f` and, on failure, prints the whole cause
 /// chain on one line to stderr and exits with status 1.
 pub fn run_main(f: impl FnOnce() -> anyhow::Result<()>) {
     cascade_rl::alloc::keep_freed_memory();
+    cascade_rl::threads::single_candle_thread();
     if let Err(err) = f() {
         eprintln!("error: {}", error_line(&err));
         std::process::exit(1);
