@@ -6,8 +6,8 @@
 //! then. With fewer images than threads the GEMMs themselves go parallel.
 
 use super::cpu::{
-    add_into, give_scratch, num_threads, par_init, relu_inplace, relu_mask, sgemm, slice_f32, sum,
-    sum_sq_shifted, take_scratch, to_vec_f32, with_f32, Mat,
+    add_into, add_strided, copy_strided, give_scratch, num_threads, par_init, relu_inplace,
+    relu_mask, sgemm, slice_f32, sum, sum_sq_shifted, take_scratch, to_vec_f32, with_f32, Mat,
 };
 use super::norm;
 use super::pool::pool_plane;
@@ -175,10 +175,7 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
                         let iw0 = lo + kj - g.p;
                         dst[lo..hi].copy_from_slice(&src[iw0..iw0 + hi - lo]);
                     } else {
-                        let src = &src[lo * g.s + kj - g.p..];
-                        for (d, &v) in dst[lo..hi].iter_mut().zip(src.iter().step_by(g.s)) {
-                            *d = v;
-                        }
+                        copy_strided(&mut dst[lo..hi], &src[lo * g.s + kj - g.p..], g.s);
                     }
                 }
             }
@@ -223,10 +220,7 @@ fn col2im(g: &Geom, col: &mut [f32], x: &mut [f32]) {
                         let iw0 = lo + kj - g.p;
                         add_into(&mut dst[iw0..iw0 + hi - lo], &src[lo..hi]);
                     } else {
-                        let dst = &mut dst[lo * g.s + kj - g.p..];
-                        for (d, &v) in dst.iter_mut().step_by(g.s).zip(&src[lo..hi]) {
-                            *d += v;
-                        }
+                        add_strided(&mut dst[lo * g.s + kj - g.p..], &src[lo..hi], g.s);
                     }
                 }
             }

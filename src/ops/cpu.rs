@@ -408,3 +408,43 @@ pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
     }
 }
 }
+
+multiversion! {
+/// `dst[j] = src[j * s]` for every `j` of `dst` (`s >= 1`; `src` must reach
+/// `(dst.len() - 1) * s`).
+pub(crate) fn copy_strided(dst: &mut [f32], src: &[f32], s: usize) {
+    let Some(last) = dst.len().checked_sub(1) else {
+        return;
+    };
+    let src = &src[..last * s + 1];
+    if s == 2 {
+        for (j, d) in dst.iter_mut().enumerate() {
+            *d = src[2 * j];
+        }
+    } else {
+        for (d, &v) in dst.iter_mut().zip(src.iter().step_by(s)) {
+            *d = v;
+        }
+    }
+}
+}
+
+multiversion! {
+/// `dst[j * s] += src[j]` for every `j` of `src` (`s >= 1`; `dst` must
+/// reach `(src.len() - 1) * s`).
+pub(crate) fn add_strided(dst: &mut [f32], src: &[f32], s: usize) {
+    let Some(last) = src.len().checked_sub(1) else {
+        return;
+    };
+    let dst = &mut dst[..last * s + 1];
+    if s == 2 {
+        for (j, &v) in src.iter().enumerate() {
+            dst[2 * j] += v;
+        }
+    } else {
+        for (d, &v) in dst.iter_mut().step_by(s).zip(src) {
+            *d += v;
+        }
+    }
+}
+}

@@ -3,7 +3,7 @@
 //! pass each way (through candle's ops it is two `index_select`s and a
 //! concatenation forward, two `index_add`s and a slice backward).
 
-use super::cpu::{par_init, slice_f32, with_f32};
+use super::cpu::{copy_strided, par_init, slice_f32, with_f32};
 use super::norm::dims_nchw;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
@@ -58,10 +58,7 @@ impl CustomOp1 for SubsamplePad {
                 };
                 let xp = &x[(i * c + ci) * hw..][..hw];
                 for (oh, yr) in yp.chunks_mut(wo.max(1)).enumerate() {
-                    let xr = &xp[oh * s * w..][..w];
-                    for (d, &v) in yr.iter_mut().zip(xr.iter().step_by(s)) {
-                        *d = v;
-                    }
+                    copy_strided(yr, &xp[oh * s * w..][..w], s);
                 }
             }
         });
