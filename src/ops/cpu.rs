@@ -234,33 +234,151 @@ macro_rules! multiversion {
 
 const LANES: usize = 16;
 
-/// `x` as 16-lane blocks plus the remainder; the fixed-size blocks let the
-/// compiler keep 16 accumulators in one vector register.
-#[inline]
-fn blocks(x: &[f32]) -> (impl Iterator<Item = &[f32; LANES]>, &[f32]) {
-    let it = x.chunks_exact(LANES);
-    let rest = it.remainder();
-    (
-        it.map(|c| <&[f32; LANES]>::try_from(c).unwrap_or(&[0.0; LANES])),
-        rest,
-    )
+/// The lane accumulators of a 16-lane reduction: lane `l` sums elements
+/// `l, l + 16, l + 32, ...` of the whole 16-element blocks, in order.
+type Lanes = [f32; LANES];
+
+/// Lanes of `(sum(x - shift), sum((x - shift)^2))` over the whole blocks.
+fn sq_shifted_blocks(x: &[f32], shift: f32) -> (Lanes, Lanes) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { avx512::sq_shifted_blocks(x, shift) };
+    }
+    portable::sq_shifted_blocks(x, shift)
 }
 
-multiversion! {
+/// The reductions' blocks as plain loops, for CPUs without AVX-512F.
+mod portable {
+    use super::{Lanes, LANES};
+
+    pub(super) fn sq_shifted_blocks(x: &[f32], shift: f32) -> (Lanes, Lanes) {
+        let (mut s, mut q) = ([0f32; LANES], [0f32; LANES]);
+        for c in x.chunks_exact(LANES) {
+            for l in 0..LANES {
+                let d = c[l] - shift;
+                s[l] += d;
+                q[l] += d * d;
+            }
+        }
+        (s, q)
+    }
+
+    pub(super) fn g_gx_blocks(gy: &[f32], x: &[f32], mean: f32, a: f32, b: f32) -> (Lanes, Lanes) {
+        let (mut s, mut q) = ([0f32; LANES], [0f32; LANES]);
+        for (g, xx) in gy.chunks_exact(LANES).zip(x.chunks_exact(LANES)) {
+            for l in 0..LANES {
+                let gl = if xx[l] * a + b > 0.0 { g[l] } else { 0.0 };
+                s[l] += gl;
+                q[l] += gl * (xx[l] - mean);
+            }
+        }
+        (s, q)
+    }
+
+    pub(super) fn sum_blocks(x: &[f32]) -> Lanes {
+        let mut s = [0f32; LANES];
+        for c in x.chunks_exact(LANES) {
+            for l in 0..LANES {
+                s[l] += c[l];
+            }
+        }
+        s
+    }
+}
+
+/// Lanes of `(sum(g), sum(g * (x - mean)))`, `g = gy` where
+/// `x * a + b > 0` and 0 elsewhere, over the whole blocks.
+fn g_gx_blocks(gy: &[f32], x: &[f32], mean: f32, a: f32, b: f32) -> (Lanes, Lanes) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { avx512::g_gx_blocks(gy, x, mean, a, b) };
+    }
+    portable::g_gx_blocks(gy, x, mean, a, b)
+}
+
+/// Lanes of `sum(x)` over the whole blocks.
+fn sum_blocks(x: &[f32]) -> Lanes {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { avx512::sum_blocks(x) };
+    }
+    portable::sum_blocks(x)
+}
+
+/// The 16-lane reductions written with AVX-512 intrinsics: one register
+/// per accumulator array, the same operations per lane and in the same
+/// order as the portable loops (separate multiply and add, no FMA), so the
+/// sums are bit-identical. The compiler does not vectorise the portable
+/// loops across lanes by itself: it pairs the two accumulators of one lane
+/// instead, or turns the ReLU mask into branches.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{Lanes, LANES};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    fn load(c: &[f32]) -> __m512 {
+        debug_assert!(c.len() >= LANES);
+        // SAFETY: `c` holds at least 16 f32 (whole blocks only); the load
+        // is unaligned.
+        unsafe { _mm512_loadu_ps(c.as_ptr()) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn lanes(v: __m512) -> Lanes {
+        let mut out = [0f32; LANES];
+        // SAFETY: `out` holds 16 f32; the store is unaligned.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) };
+        out
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn sq_shifted_blocks(x: &[f32], shift: f32) -> (Lanes, Lanes) {
+        let sh = _mm512_set1_ps(shift);
+        let (mut s, mut q) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for c in x.chunks_exact(LANES) {
+            let d = _mm512_sub_ps(load(c), sh);
+            s = _mm512_add_ps(s, d);
+            q = _mm512_add_ps(q, _mm512_mul_ps(d, d));
+        }
+        (lanes(s), lanes(q))
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn g_gx_blocks(gy: &[f32], x: &[f32], mean: f32, a: f32, b: f32) -> (Lanes, Lanes) {
+        let (va, vb, vm) = (_mm512_set1_ps(a), _mm512_set1_ps(b), _mm512_set1_ps(mean));
+        let zero = _mm512_setzero_ps();
+        let (mut s, mut q) = (zero, zero);
+        for (g, xx) in gy.chunks_exact(LANES).zip(x.chunks_exact(LANES)) {
+            let xv = load(xx);
+            // `x * a + b > 0` (ordered: false for NaN, as in Rust).
+            let open =
+                _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_add_ps(_mm512_mul_ps(xv, va), vb), zero);
+            let gl = _mm512_maskz_mov_ps(open, load(g));
+            s = _mm512_add_ps(s, gl);
+            q = _mm512_add_ps(q, _mm512_mul_ps(gl, _mm512_sub_ps(xv, vm)));
+        }
+        (lanes(s), lanes(q))
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn sum_blocks(x: &[f32]) -> Lanes {
+        let mut s = _mm512_setzero_ps();
+        for c in x.chunks_exact(LANES) {
+            s = _mm512_add_ps(s, load(c));
+        }
+        lanes(s)
+    }
+}
+
 /// `(sum(x - shift), sum((x - shift)^2))`, vectorised across 16 lanes.
 pub(crate) fn sum_sq_shifted(x: &[f32], shift: f32) -> (f64, f64) {
-    let mut s = [0f32; LANES];
-    let mut q = [0f32; LANES];
-    let (it, rest) = blocks(x);
-    for c in it {
-        for l in 0..LANES {
-            let d = c[l] - shift;
-            s[l] += d;
-            q[l] += d * d;
-        }
-    }
+    let (s, q) = sq_shifted_blocks(x, shift);
     let (mut ss, mut qq) = (0f64, 0f64);
-    for &v in rest {
+    for &v in x.chunks_exact(LANES).remainder() {
         let d = (v - shift) as f64;
         ss += d;
         qq += d * d;
@@ -271,27 +389,21 @@ pub(crate) fn sum_sq_shifted(x: &[f32], shift: f32) -> (f64, f64) {
     }
     (ss, qq)
 }
-}
 
-multiversion! {
 /// `(sum(g), sum(g * (x - mean)))` where `g = gy`, or with `relu = (a, b)`,
 /// `g = gy` where `x * a + b > 0` and 0 elsewhere: the gradient through a
 /// ReLU applied to `x * a + b`, decided exactly as the forward did.
 pub(crate) fn sum_g_gx(gy: &[f32], x: &[f32], mean: f32, relu: Option<(f32, f32)>) -> (f64, f64) {
-    let mut s = [0f32; LANES];
-    let mut q = [0f32; LANES];
-    let (gb, grest) = blocks(gy);
-    let (xb, xrest) = blocks(x);
     // Without a ReLU the mask is always open: a = 0, b = 1.
     let (a, b) = relu.unwrap_or((0.0, 1.0));
-    for (g, xx) in gb.zip(xb) {
-        for l in 0..LANES {
-            let gl = if xx[l] * a + b > 0.0 { g[l] } else { 0.0 };
-            s[l] += gl;
-            q[l] += gl * (xx[l] - mean);
-        }
-    }
+    let n = gy.len().min(x.len());
+    let (gy, x) = (&gy[..n], &x[..n]);
+    let (s, q) = g_gx_blocks(gy, x, mean, a, b);
     let (mut ss, mut qq) = (0f64, 0f64);
+    let (grest, xrest) = (
+        gy.chunks_exact(LANES).remainder(),
+        x.chunks_exact(LANES).remainder(),
+    );
     for (&g, &xv) in grest.iter().zip(xrest) {
         let g = if xv * a + b > 0.0 { g as f64 } else { 0.0 };
         ss += g;
@@ -303,24 +415,20 @@ pub(crate) fn sum_g_gx(gy: &[f32], x: &[f32], mean: f32, relu: Option<(f32, f32)
     }
     (ss, qq)
 }
-}
 
-multiversion! {
 /// Sum of a slice, vectorised across 16 lanes.
 pub(crate) fn sum(x: &[f32]) -> f64 {
-    let mut s = [0f32; LANES];
-    let (it, rest) = blocks(x);
-    for c in it {
-        for l in 0..LANES {
-            s[l] += c[l];
-        }
-    }
-    let mut ss: f64 = rest.iter().map(|&v| v as f64).sum();
+    let s = sum_blocks(x);
+    let mut ss: f64 = x
+        .chunks_exact(LANES)
+        .remainder()
+        .iter()
+        .map(|&v| v as f64)
+        .sum();
     for v in s {
         ss += v as f64;
     }
     ss
-}
 }
 
 multiversion! {
@@ -447,4 +555,39 @@ pub(crate) fn add_strided(dst: &mut [f32], src: &[f32], s: usize) {
         }
     }
 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn reductions_are_bit_identical_on_every_path() {
+        // The AVX-512 blocks (where the CPU has them) against the plain
+        // loops, bit for bit, with masked lanes, NaN and infinities.
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut x: Vec<f32> = (0..1000).map(|_| rng.random::<f32>() * 4.0 - 2.0).collect();
+        let g: Vec<f32> = (0..1000).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+        x[17] = f32::NAN;
+        x[40] = f32::INFINITY;
+        x[41] = f32::NEG_INFINITY;
+        let bits = |l: Lanes| l.map(f32::to_bits);
+        let (s, q) = sq_shifted_blocks(&x[..992], 0.25);
+        let (ps, pq) = portable::sq_shifted_blocks(&x[..992], 0.25);
+        assert_eq!((bits(s), bits(q)), (bits(ps), bits(pq)));
+        for (a, b) in [(0.0, 1.0), (1.5, -0.2), (-0.7, 0.1)] {
+            let (s, q) = g_gx_blocks(&g, &x, 0.3, a, b);
+            let (ps, pq) = portable::g_gx_blocks(&g, &x, 0.3, a, b);
+            assert_eq!((bits(s), bits(q)), (bits(ps), bits(pq)), "a {a} b {b}");
+        }
+        let (s, ps) = (sum_blocks(&g), portable::sum_blocks(&g));
+        assert_eq!(bits(s), bits(ps));
+        // And the whole reductions against f64 sums (g has no NaN).
+        let want: f64 = g.iter().map(|&v| v as f64).sum();
+        assert!((sum(&g) - want).abs() < 1e-3, "{} vs {want}", sum(&g));
+        let (s1, _) = sum_g_gx(&g, &g, 0.0, None);
+        assert!((s1 - want).abs() < 1e-3);
+    }
 }
