@@ -133,6 +133,20 @@ fn same_cols(g: &Geom, kj: usize) -> (usize, usize) {
     )
 }
 
+/// Zeroes columns `[0, lo)` and `[hi, wo)` of every `wo`-wide row of
+/// `rows`. The edges are a column or two wide (the padding), so they are
+/// written element by element rather than through a `memset` call per row.
+fn zero_edge_cols(rows: &mut [f32], wo: usize, lo: usize, hi: usize) {
+    if lo == 0 && hi >= wo {
+        return;
+    }
+    for r in rows.chunks_exact_mut(wo) {
+        for j in (0..lo).chain(hi..wo) {
+            r[j] = 0.0;
+        }
+    }
+}
+
 fn is_same(g: &Geom) -> bool {
     g.s == 1 && g.ho == g.h && g.wo == g.w
 }
@@ -153,12 +167,7 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
                     let s0 = (j0 as isize + d) as usize;
                     row[j0..j1].copy_from_slice(&plane[s0..s0 + (j1 - j0)]);
                     let (lo, hi) = same_cols(g, kj);
-                    if lo > 0 || hi < wo {
-                        for r in row.chunks_exact_mut(wo) {
-                            r[..lo].fill(0.0);
-                            r[hi..].fill(0.0);
-                        }
-                    }
+                    zero_edge_cols(row, wo, lo, hi);
                     continue;
                 }
                 let (lo, hi) = g.ow_range(kj);
@@ -197,12 +206,7 @@ fn col2im(g: &Geom, col: &mut [f32], x: &mut [f32]) {
                 if same {
                     // Zero the wrapped columns, then one contiguous add.
                     let (lo, hi) = same_cols(g, kj);
-                    if lo > 0 || hi < wo {
-                        for r in row.chunks_exact_mut(wo) {
-                            r[..lo].fill(0.0);
-                            r[hi..].fill(0.0);
-                        }
-                    }
+                    zero_edge_cols(row, wo, lo, hi);
                     let (j0, j1, d) = same_shift(g, ki, kj);
                     let s0 = (j0 as isize + d) as usize;
                     add_into(&mut plane[s0..s0 + (j1 - j0)], &row[j0..j1]);
