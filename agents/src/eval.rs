@@ -241,7 +241,7 @@ pub fn evaluate(
     let labels = Rc::new(RefCell::new(vec![0u32; n_envs]));
     let tap = Tap {
         inner: backend,
-        costs: env_costs.clone(),
+        costs: env_costs,
         labels: Rc::clone(&labels),
     };
     let mut venv = VecEnv::new(tap, *spec, n_envs, AutoReset::Disabled)?;
@@ -274,12 +274,12 @@ pub fn evaluate(
         .map(|(&s, &m)| (m > 0).then(|| s / m as f64))
         .collect();
     // The classifiers' share, under the env's normaliser so shares add up.
-    let norm = env_costs.iter().copied().fold(0.0, f64::max);
+    let model = venv.reward_model();
     let classifier_costs = spec
         .cost
         .stopping_costs(&raw_costs)
         .iter()
-        .map(|c| c / norm)
+        .map(|&c| model.normalise(c))
         .collect();
     Ok(EvalReport::from_evaluation(
         &ev,
@@ -296,7 +296,7 @@ pub fn evaluate(
             stage_costs: raw_costs,
             policy_macs,
             classifier_costs,
-            cost_normaliser: norm,
+            cost_normaliser: model.normaliser(),
             mean_stop_prob,
             expected_errors: None,
             wall_seconds,
