@@ -245,13 +245,6 @@ pub trait Agent: std::fmt::Debug {
     /// needed). See [`cascade_env::CostModel::with_policy`].
     fn policy_macs(&self) -> Vec<f64>;
 
-    /// The stop probability `pi_t` at one observation (`label`: the true
-    /// label, read only by agents that [`Agent::uses_labels`]).
-    ///
-    /// # Shapes
-    /// `obs.features: [d_t]`, `obs.probs: [C]`.
-    fn stop_prob(&self, obs: &Observation, label: Option<u32>) -> Result<f32>;
-
     /// Stop probabilities of every live sub-env of a batch; entries of
     /// done sub-envs are left unspecified.
     ///
@@ -264,6 +257,22 @@ pub trait Agent: std::fmt::Debug {
         labels: Option<&[u32]>,
         out: &mut [f32],
     ) -> Result<()>;
+
+    /// The stop probability `pi_t` at one observation (`label`: the true
+    /// label, read only by agents that [`Agent::uses_labels`]): the
+    /// [`Agent::stop_probs`] of a batch of one
+    /// ([`BatchObservation::from_observation`]).
+    ///
+    /// # Shapes
+    /// `obs.features: [d_t]`, `obs.probs: [C]`.
+    fn stop_prob(&self, obs: &Observation, label: Option<u32>) -> Result<f32> {
+        let batch =
+            BatchObservation::from_observation(obs, self.num_stages()).map_err(Error::from_env)?;
+        let labels = label.map(|l| [l]);
+        let mut out = [0f32];
+        self.stop_probs(&batch, labels.as_ref().map(|l| &l[..]), &mut out)?;
+        Ok(out[0])
+    }
 
     /// Fits the agent as its config says, on the training split's stage
     /// outputs with model selection on the validation split's.
