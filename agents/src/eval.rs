@@ -573,7 +573,7 @@ mod tests {
 
     #[test]
     fn recorded_trace_equals_the_source() {
-        let mut src = ReplayBackend::synthetic(&cascade_env::SyntheticConfig {
+        let mut src = ReplayBackend::synthetic(&cascade_env::SyntheticTraceConfig {
             num_samples: 37,
             ..Default::default()
         })

@@ -8,7 +8,7 @@ use cascade_agents::{
     TrainOptions,
 };
 use cascade_env::{
-    Action, AutoReset, CostModel, ReplayBackend, RewardSpec, StageTrace, SyntheticConfig,
+    Action, AutoReset, CostModel, ReplayBackend, RewardSpec, StageTrace, SyntheticTraceConfig,
     TraceMeta, VecEnv,
 };
 
@@ -55,7 +55,7 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 fn synthetic(n: usize, seed: u64) -> ReplayBackend {
-    ReplayBackend::synthetic(&SyntheticConfig {
+    ReplayBackend::synthetic(&SyntheticTraceConfig {
         num_samples: n,
         seed,
         ..Default::default()
@@ -712,7 +712,7 @@ fn save_load_round_trip_gives_the_same_actions() {
         .to_string();
     assert!(err.contains("policy.safetensors"), "{err}");
     // A policy refuses a cascade of another shape.
-    let mut other = ReplayBackend::synthetic(&SyntheticConfig {
+    let mut other = ReplayBackend::synthetic(&SyntheticTraceConfig {
         num_samples: 10,
         feature_dims: vec![16, 8, 64],
         ..Default::default()
