@@ -122,9 +122,12 @@ impl TrainOptions {
     }
 }
 
-/// One row of the per-epoch training log. Column names are fixed across
-/// agents: `charts/*` are the training episodes of the epoch, `val/*` the
-/// validation evaluation after it (the early-stopping criterion).
+/// One row of the per-epoch training log (`train_log.csv`). Column names
+/// are fixed across agents: `charts/*` are the training episodes of the
+/// epoch, `val/*` the validation evaluation after it (the early-stopping
+/// criterion). Pretraining's log uses the same names for the same
+/// quantities; both are documented in one table in
+/// [`cascade_rl::checkpoint`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     /// 1-based epoch.
