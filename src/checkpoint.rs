@@ -8,7 +8,41 @@
 //! | `stage1.safetensors` .. `stageK.safetensors` | weights and batch-norm running statistics, f32, PyTorch names (`conv1.weight`, `layer1.0.bn1.running_var`, `fc.bias`, ...) |
 //! | `cascade.json` | [`CascadeManifest`]: data set, preset, per-stage model and training config, MACs, validation and test error, normalisation, seed, synthetic flag |
 //! | `static.md`, `static.csv` | per-stage test error and cost as a share of the largest stage |
-//! | `train_log.csv` | one row per stage and epoch |
+//! | `train_log.csv` | one row per stage and epoch (columns below) |
+//!
+//! # `train_log.csv`
+//!
+//! Pretraining (one row per stage and epoch, in a cascade folder) and the
+//! learned stopping agents (one row per epoch, in an agent folder,
+//! `cascade_agents::EpochMetrics`) write training logs of this one name
+//! and share one metric vocabulary: `epoch` (1-based), `charts/*` for the
+//! epoch's training samples, `losses/*` for training losses, `val/*` for
+//! the validation evaluation after the epoch. The same name means the
+//! same quantity; errors and costs are fractions, not percent.
+//!
+//! | column | pretraining | agents | meaning |
+//! |---|---|---|---|
+//! | `stage` | yes | | 1-based stage the row trains |
+//! | `epoch` | yes | yes | 1-based epoch |
+//! | `global_step` | | yes | optimisation steps so far |
+//! | `charts/mean_reward` | | yes | mean reward of the epoch's training episodes |
+//! | `charts/error` | yes | yes | error on the epoch's training samples (pretraining: train mode, augmented) |
+//! | `charts/cost` | | yes | mean normalised cost of the epoch's training episodes |
+//! | `losses/policy` | | yes | mean surrogate policy loss |
+//! | `losses/classifier` | yes | yes | the classifiers' training loss: the mean cross-entropy (pretraining, and the expected-joint agent's classifier steps); the REINFORCE classifier term (joint agent); 0 when the classifiers are frozen |
+//! | `losses/value` | | yes | mean value-baseline loss (0 without a learned baseline) |
+//! | `charts/alpha` | | yes | the price of compute in the epoch |
+//! | `charts/learning_rate` | yes | | learning rate at the epoch's last step |
+//! | `charts/seconds` | yes | | wall time of the epoch with validation |
+//! | `charts/sps` | yes | yes | training samples per second (images for pretraining, episodes, one image each, for the agents) |
+//! | `val/mean_reward` | | yes | validation mean reward at the epoch's alpha |
+//! | `val/loss` | yes | | validation cross-entropy |
+//! | `val/error` | yes | yes | validation error |
+//! | `val/cost` | | yes | validation mean normalised cost |
+//! | `synthetic` | yes | | whether the data set is the synthetic one |
+//!
+//! Pretraining's columns come in the order of
+//! [`crate::train::PRETRAIN_LOG_COLUMNS`], the agents' in the order above.
 //!
 //! Loading checks the manifest against what the caller expects (preset,
 //! data set) and every safetensors file against its model config (missing,
@@ -837,6 +871,11 @@ mod tests {
         }
         let md = std::fs::read_to_string(dir.path().join("static.md")).unwrap();
         assert!(md.contains(SYNTHETIC_NOTICE), "{md}");
+        let log = std::fs::read_to_string(dir.path().join("train_log.csv")).unwrap();
+        assert_eq!(
+            log.lines().next(),
+            Some(crate::train::PRETRAIN_LOG_COLUMNS.join(",").as_str())
+        );
         let csv = std::fs::read_to_string(dir.path().join("static.csv")).unwrap();
         assert_eq!(csv.lines().count(), 4);
         assert!(

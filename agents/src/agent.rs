@@ -122,9 +122,12 @@ impl TrainOptions {
     }
 }
 
-/// One row of the per-epoch training log. Column names are fixed across
-/// agents: `charts/*` are the training episodes of the epoch, `val/*` the
-/// validation evaluation after it (the early-stopping criterion).
+/// One row of the per-epoch training log (`train_log.csv`). Column names
+/// are fixed across agents: `charts/*` are the training episodes of the
+/// epoch, `val/*` the validation evaluation after it (the early-stopping
+/// criterion). Pretraining's log uses the same names for the same
+/// quantities; both are documented in one table in
+/// [`cascade_rl::checkpoint`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     /// 1-based epoch.
@@ -245,13 +248,6 @@ pub trait Agent: std::fmt::Debug {
     /// needed). See [`cascade_env::CostModel::with_policy`].
     fn policy_macs(&self) -> Vec<f64>;
 
-    /// The stop probability `pi_t` at one observation (`label`: the true
-    /// label, read only by agents that [`Agent::uses_labels`]).
-    ///
-    /// # Shapes
-    /// `obs.features: [d_t]`, `obs.probs: [C]`.
-    fn stop_prob(&self, obs: &Observation, label: Option<u32>) -> Result<f32>;
-
     /// Stop probabilities of every live sub-env of a batch; entries of
     /// done sub-envs are left unspecified.
     ///
@@ -264,6 +260,22 @@ pub trait Agent: std::fmt::Debug {
         labels: Option<&[u32]>,
         out: &mut [f32],
     ) -> Result<()>;
+
+    /// The stop probability `pi_t` at one observation (`label`: the true
+    /// label, read only by agents that [`Agent::uses_labels`]): the
+    /// [`Agent::stop_probs`] of a batch of one
+    /// ([`BatchObservation::from_observation`]).
+    ///
+    /// # Shapes
+    /// `obs.features: [d_t]`, `obs.probs: [C]`.
+    fn stop_prob(&self, obs: &Observation, label: Option<u32>) -> Result<f32> {
+        let batch =
+            BatchObservation::from_observation(obs, self.num_stages()).map_err(Error::from_env)?;
+        let labels = label.map(|l| [l]);
+        let mut out = [0f32];
+        self.stop_probs(&batch, labels.as_ref().map(|l| &l[..]), &mut out)?;
+        Ok(out[0])
+    }
 
     /// Fits the agent as its config says, on the training split's stage
     /// outputs with model selection on the validation split's.

@@ -45,7 +45,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use cascade_env::{BatchObservation, Observation, ReplayBackend, RewardModel};
+use cascade_env::{BatchObservation, ReplayBackend, RewardModel};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{write_manifest, Agent, AgentManifest, AgentState, TrainData, TrainOptions};
@@ -665,10 +665,6 @@ impl Agent for BackwardAgent {
 
     fn policy_macs(&self) -> Vec<f64> {
         self.macs()
-    }
-
-    fn stop_prob(&self, obs: &Observation, _label: Option<u32>) -> Result<f32> {
-        Ok(self.stop_prob_at(obs.stage, &obs.features, &obs.probs))
     }
 
     fn stop_probs(

@@ -241,7 +241,7 @@ pub fn evaluate(
     let labels = Rc::new(RefCell::new(vec![0u32; n_envs]));
     let tap = Tap {
         inner: backend,
-        costs: env_costs.clone(),
+        costs: env_costs,
         labels: Rc::clone(&labels),
     };
     let mut venv = VecEnv::new(tap, *spec, n_envs, AutoReset::Disabled)?;
@@ -274,18 +274,20 @@ pub fn evaluate(
         .map(|(&s, &m)| (m > 0).then(|| s / m as f64))
         .collect();
     // The classifiers' share, under the env's normaliser so shares add up.
-    let norm = env_costs.iter().copied().fold(0.0, f64::max);
+    let model = venv.reward_model();
     let classifier_costs = spec
         .cost
         .stopping_costs(&raw_costs)
         .iter()
-        .map(|c| c / norm)
+        .map(|&c| model.normalise(c))
         .collect();
     Ok(EvalReport::from_evaluation(
-        agent,
         &ev,
         ReportContext {
-            split: &cfg.split,
+            agent: agent.name(),
+            kind: agent.kind().to_string(),
+            params: agent.params(),
+            split: cfg.split.clone(),
             spec: *spec,
             mode: cfg.mode,
             seed: cfg.seed,
@@ -294,43 +296,83 @@ pub fn evaluate(
             stage_costs: raw_costs,
             policy_macs,
             classifier_costs,
-            cost_normaliser: norm,
+            cost_normaliser: model.normaliser(),
             mean_stop_prob,
+            expected_errors: None,
             wall_seconds,
         },
     ))
 }
 
-/// What [`EvalReport::from_evaluation`] needs besides the outcomes.
-struct ReportContext<'a> {
-    split: &'a str,
-    spec: RewardSpec,
-    mode: ActMode,
-    seed: u64,
-    num_classes: usize,
-    policy_cost_counted: bool,
-    stage_costs: Vec<f64>,
-    policy_macs: Vec<f64>,
-    classifier_costs: Vec<f64>,
-    cost_normaliser: f64,
-    mean_stop_prob: Vec<Option<f64>>,
-    wall_seconds: f64,
+/// What [`EvalReport::from_evaluation`] needs besides the outcomes: who
+/// was evaluated, on which split, under which reward and costs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportContext {
+    /// The agent's name.
+    pub agent: String,
+    /// The agent's kind.
+    pub kind: String,
+    /// The agent's parameters.
+    pub params: serde_json::Value,
+    /// The split's name.
+    pub split: String,
+    /// The reward the outcomes were scored under.
+    pub spec: RewardSpec,
+    /// Greedy or sampled actions.
+    pub mode: ActMode,
+    /// The evaluation seed.
+    pub seed: u64,
+    /// Number of classes C.
+    pub num_classes: usize,
+    /// Whether the outcomes' costs include the policy's MACs.
+    pub policy_cost_counted: bool,
+    /// Raw cost `F_t` of each stage alone, `[K]`.
+    pub stage_costs: Vec<f64>,
+    /// The policy's MACs per stage evaluated, `[K]`.
+    pub policy_macs: Vec<f64>,
+    /// The classifiers' normalised `Cost(k)` of stopping at each stage,
+    /// under the outcomes' normaliser, `[K]`.
+    pub classifier_costs: Vec<f64>,
+    /// The outcomes' cost normaliser in raw units.
+    pub cost_normaliser: f64,
+    /// Mean stop probability per stage, `[K]` (`None` where not known).
+    pub mean_stop_prob: Vec<Option<f64>>,
+    /// Per outcome, the expected 0-1 error of its prediction where that is
+    /// an expectation rather than one draw (the label-aware bound under
+    /// sampled predictions, `1 - p_k(y)`); `None`: 1 where the prediction
+    /// is wrong, 0 where it is right.
+    pub expected_errors: Option<Vec<f64>>,
+    /// Wall time, seconds.
+    pub wall_seconds: f64,
 }
 
 impl EvalReport {
-    fn from_evaluation(agent: &dyn Agent, ev: &Evaluation, ctx: ReportContext<'_>) -> Self {
+    /// Summarises the outcomes of `ev` (one per sample, in split order)
+    /// into a report: the one summary of an evaluation, for agents played
+    /// through the env ([`evaluate`]) and label-aware bounds computed on a
+    /// recorded trace alike.
+    ///
+    /// With the policy's cost not counted, the classifiers' share is the
+    /// whole cost and the policy's share 0.
+    pub fn from_evaluation(ev: &Evaluation, ctx: ReportContext) -> Self {
         let k = ctx.stage_costs.len();
         let c = ctx.num_classes;
         let n = ev.outcomes.len();
         let m = n.max(1) as f64;
         let mut exits = vec![0usize; k];
-        let mut right = vec![0usize; k];
+        let mut right = vec![0f64; k];
         let mut per_class = vec![vec![0usize; k]; c];
+        let mut wrong = 0.0;
         let mut cls_cost = 0.0;
         let mut sq = 0.0;
-        for o in &ev.outcomes {
+        for (i, o) in ev.outcomes.iter().enumerate() {
+            let w = match &ctx.expected_errors {
+                Some(e) => e.get(i).copied().unwrap_or(0.0),
+                None => (o.prediction != o.label) as u8 as f64,
+            };
+            wrong += w;
             exits[o.stop_stage] += 1;
-            right[o.stop_stage] += (o.prediction == o.label) as usize;
+            right[o.stop_stage] += 1.0 - w;
             if let Some(row) = per_class.get_mut(o.label as usize) {
                 row[o.stop_stage] += 1;
             }
@@ -338,29 +380,30 @@ impl EvalReport {
             sq += (o.cost - ev.mean_cost).powi(2);
         }
         let cost_pct_mean = 100.0 * ev.mean_cost;
-        let classifier_cost_pct_mean = 100.0 * cls_cost / m;
+        let (classifier_cost_pct_mean, policy_cost_pct_mean) = if ctx.policy_cost_counted {
+            let cls = 100.0 * cls_cost / m;
+            (cls, cost_pct_mean - cls)
+        } else {
+            (cost_pct_mean, 0.0)
+        };
         EvalReport {
-            agent: agent.name(),
-            kind: agent.kind().to_string(),
-            params: agent.params(),
-            split: ctx.split.to_string(),
+            agent: ctx.agent,
+            kind: ctx.kind,
+            params: ctx.params,
+            split: ctx.split,
             n,
             num_stages: k,
             num_classes: c,
             spec: ctx.spec,
             mode: ctx.mode,
             seed: ctx.seed,
-            error: ev.error_rate,
+            error: wrong / m,
             mean_reward: ev.mean_return,
             mean_loss: ev.mean_loss,
             cost_pct_mean,
             cost_pct_std: 100.0 * (sq / m).sqrt(),
             classifier_cost_pct_mean,
-            policy_cost_pct_mean: if ctx.policy_cost_counted {
-                cost_pct_mean - classifier_cost_pct_mean
-            } else {
-                0.0
-            },
+            policy_cost_pct_mean,
             mean_raw_cost: ev.mean_raw_cost,
             cost_normaliser: ctx.cost_normaliser,
             policy_cost_counted: ctx.policy_cost_counted,
@@ -370,7 +413,7 @@ impl EvalReport {
             exit_accuracy: exits
                 .iter()
                 .zip(&right)
-                .map(|(&e, &r)| (e > 0).then(|| r as f64 / e as f64))
+                .map(|(&e, &r)| (e > 0).then(|| r / e as f64))
                 .collect(),
             exits_per_class: per_class,
             mean_stop_prob: ctx.mean_stop_prob,
@@ -530,7 +573,7 @@ mod tests {
 
     #[test]
     fn recorded_trace_equals_the_source() {
-        let mut src = ReplayBackend::synthetic(&cascade_env::SyntheticConfig {
+        let mut src = ReplayBackend::synthetic(&cascade_env::SyntheticTraceConfig {
             num_samples: 37,
             ..Default::default()
         })

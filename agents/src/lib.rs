@@ -24,9 +24,9 @@
 //!
 //! ```
 //! use cascade_agents::{evaluate, Agent, EvalConfig, ThresholdAgent, ThresholdConfig, TrainData, TrainOptions};
-//! use cascade_env::{ReplayBackend, RewardSpec, SyntheticConfig};
+//! use cascade_env::{ReplayBackend, RewardSpec, SyntheticTraceConfig};
 //! # fn main() -> Result<(), cascade_agents::Error> {
-//! let trace = |seed| ReplayBackend::synthetic(&SyntheticConfig { num_samples: 300, seed, ..Default::default() });
+//! let trace = |seed| ReplayBackend::synthetic(&SyntheticTraceConfig { num_samples: 300, seed, ..Default::default() });
 //! let (mut train, mut val, mut test) = (trace(0)?, trace(1)?, trace(2)?);
 //! let mut agent = ThresholdAgent::new(ThresholdConfig::default(), 3)?;
 //! let opts = TrainOptions { quiet: true, count_policy_cost: false, ..Default::default() };
@@ -57,7 +57,7 @@ pub use agent::{
 };
 pub use backward::{BackwardAgent, BackwardConfig, StopFit, StopInputs};
 pub use error::{Error, Result};
-pub use eval::{evaluate, EvalConfig, EvalReport};
+pub use eval::{evaluate, EvalConfig, EvalReport, ReportContext};
 pub use expected::{ExpectedJointConfig, JointSplits};
 pub use joint::JointConfig;
 pub use kind::AgentKind;

@@ -21,7 +21,7 @@
 use std::path::Path;
 
 use cascade_env::spec::argmax;
-use cascade_env::{BatchObservation, Observation};
+use cascade_env::BatchObservation;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{write_manifest, Agent, AgentManifest, AgentState, TrainData, TrainOptions};
@@ -81,11 +81,6 @@ impl Agent for OracleAgent {
     /// 0: the oracle is a bound, not a deployable policy.
     fn policy_macs(&self) -> Vec<f64> {
         vec![0.0; self.num_stages]
-    }
-
-    fn stop_prob(&self, obs: &Observation, label: Option<u32>) -> Result<f32> {
-        let label = label.ok_or_else(|| Error::NeedsLabels(self.name()))?;
-        Ok(self.prob(obs.stage, &obs.probs, label))
     }
 
     fn stop_probs(

@@ -62,7 +62,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use candle_nn::Optimizer;
-use cascade_env::{BatchObservation, EnvRng, Observation, ReplayBackend, StageBackend};
+use cascade_env::{BatchObservation, EnvRng, ReplayBackend, StageBackend};
 use cascade_rl::checkpoint::Cascade;
 use serde::{Deserialize, Serialize};
 
@@ -732,13 +732,6 @@ impl Agent for ReinforceAgent {
 
     fn policy_macs(&self) -> Vec<f64> {
         self.policy.macs()
-    }
-
-    fn stop_prob(&self, obs: &Observation, _label: Option<u32>) -> Result<f32> {
-        let p = self
-            .policy
-            .stop_probs_rows(obs.stage, &obs.features, &obs.probs)?;
-        Ok(p[0])
     }
 
     fn stop_probs(

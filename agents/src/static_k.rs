@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use cascade_env::{BatchObservation, Observation};
+use cascade_env::BatchObservation;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{write_manifest, Agent, AgentManifest, AgentState, TrainData, TrainOptions};
@@ -99,10 +99,6 @@ impl Agent for StaticAgent {
 
     fn policy_macs(&self) -> Vec<f64> {
         vec![0.0; self.num_stages]
-    }
-
-    fn stop_prob(&self, obs: &Observation, _label: Option<u32>) -> Result<f32> {
-        Ok(self.prob(obs.stage))
     }
 
     fn stop_probs(

@@ -22,7 +22,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use cascade_env::{BatchObservation, Observation};
+use cascade_env::BatchObservation;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{write_manifest, ActMode, Agent, AgentManifest, AgentState, TrainData};
@@ -324,10 +324,6 @@ impl Agent for ThresholdAgent {
         vec![0.0; self.num_stages]
     }
 
-    fn stop_prob(&self, obs: &Observation, _label: Option<u32>) -> Result<f32> {
-        Ok(self.prob(obs.stage, &obs.probs))
-    }
-
     fn stop_probs(
         &self,
         obs: &BatchObservation,
@@ -428,6 +424,7 @@ impl Agent for ThresholdAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cascade_env::Observation;
 
     #[test]
     fn stop_rule_and_bad_settings() {

@@ -3,11 +3,12 @@
 //! optimum of a synthetic trace, budgets, save/load, divergence.
 
 use cascade_agents::{
-    evaluate, load_agent, ActMode, Agent, Baseline, Error, EvalConfig, OracleAgent, ReinforceAgent,
-    ReinforceConfig, StaticAgent, ThresholdAgent, ThresholdConfig, TrainData, TrainOptions,
+    decide, evaluate, load_agent, ActMode, Agent, Baseline, Error, EvalConfig, OracleAgent,
+    ReinforceAgent, ReinforceConfig, StaticAgent, ThresholdAgent, ThresholdConfig, TrainData,
+    TrainOptions,
 };
 use cascade_env::{
-    Action, AutoReset, CostModel, ReplayBackend, RewardSpec, StageTrace, SyntheticConfig,
+    Action, AutoReset, CostModel, ReplayBackend, RewardSpec, StageTrace, SyntheticTraceConfig,
     TraceMeta, VecEnv,
 };
 
@@ -54,7 +55,7 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 fn synthetic(n: usize, seed: u64) -> ReplayBackend {
-    ReplayBackend::synthetic(&SyntheticConfig {
+    ReplayBackend::synthetic(&SyntheticTraceConfig {
         num_samples: n,
         seed,
         ..Default::default()
@@ -563,6 +564,72 @@ fn probs_on(agent: &dyn Agent, b: &mut ReplayBackend) -> Vec<f32> {
     all
 }
 
+/// The default single-observation `stop_prob` gives, at every live
+/// sub-env, the batch's decision: the same probability for a row-wise rule
+/// (thresholds), the same up to float rounding (the policy's matrix
+/// product over one row or many) and the same greedy action for REINFORCE.
+#[test]
+fn single_observation_stop_prob_equals_the_batch_decision() {
+    let (mut train, mut val) = (synthetic(300, 60), synthetic(200, 61));
+    let mut reinforce = ReinforceAgent::for_backend(
+        ReinforceConfig {
+            epochs: 1,
+            ..Default::default()
+        },
+        &train,
+    )
+    .unwrap();
+    reinforce
+        .train(
+            TrainData {
+                train: &mut train,
+                val: &mut val,
+            },
+            &opts(0),
+        )
+        .unwrap();
+    let threshold = ThresholdAgent::with_taus(&[0.6, 0.8], 3).unwrap();
+    let mut venv = VecEnv::new(&mut val, RewardSpec::default(), 16, AutoReset::SameStep).unwrap();
+    venv.reset(Some(0)).unwrap();
+    let (mut probs, mut tprobs) = (vec![0f32; 16], vec![0f32; 16]);
+    let mut rng = cascade_env::EnvRng::new(0);
+    let mut stages_seen = [false; 3];
+    for step in 0..6 {
+        reinforce.stop_probs(venv.obs(), None, &mut probs).unwrap();
+        threshold.stop_probs(venv.obs(), None, &mut tprobs).unwrap();
+        for i in 0..16 {
+            let obs = venv.obs().to_observation(i);
+            stages_seen[obs.stage] = true;
+            let last = obs.stage == 2;
+            let one = reinforce.stop_prob(&obs, None).unwrap();
+            assert!((one - probs[i]).abs() < 1e-6, "step {step}, sub-env {i}");
+            assert_eq!(
+                decide(one, last, ActMode::Greedy, &mut rng),
+                decide(probs[i], last, ActMode::Greedy, &mut rng),
+                "step {step}, sub-env {i}"
+            );
+            assert_eq!(threshold.stop_prob(&obs, None).unwrap(), tprobs[i]);
+        }
+        let k = venv.num_stages() as u32;
+        let actions: Vec<Action> = (0..16)
+            .map(|i| {
+                if venv.obs().stage()[i] + 1 == k || i % 3 == 0 {
+                    Action::Stop
+                } else {
+                    Action::Forward
+                }
+            })
+            .collect();
+        venv.step(&actions).unwrap();
+    }
+    assert_eq!(stages_seen, [true; 3]);
+    // An observation past the agent's last stage is refused.
+    let mut obs = venv.obs().to_observation(0);
+    obs.stage = 3;
+    assert!(reinforce.stop_prob(&obs, None).is_err());
+    assert!(threshold.stop_prob(&obs, None).is_err());
+}
+
 #[test]
 fn save_load_round_trip_gives_the_same_actions() {
     let (mut train, mut val) = (synthetic(300, 50), synthetic(200, 51));
@@ -645,7 +712,7 @@ fn save_load_round_trip_gives_the_same_actions() {
         .to_string();
     assert!(err.contains("policy.safetensors"), "{err}");
     // A policy refuses a cascade of another shape.
-    let mut other = ReplayBackend::synthetic(&SyntheticConfig {
+    let mut other = ReplayBackend::synthetic(&SyntheticTraceConfig {
         num_samples: 10,
         feature_dims: vec![16, 8, 64],
         ..Default::default()

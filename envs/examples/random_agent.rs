@@ -6,7 +6,7 @@ use cascade_env::*;
 fn main() -> Result<(), Error> {
     let backend = match std::env::args().nth(1) {
         Some(path) => ReplayBackend::load(path.as_ref())?,
-        None => ReplayBackend::synthetic(&SyntheticConfig::default())?,
+        None => ReplayBackend::synthetic(&SyntheticTraceConfig::default())?,
     };
     println!("{ENV_ID} on {:?}", backend.meta());
     let env = OptimalStoppingEnv::new(backend, RewardSpec::default())?;

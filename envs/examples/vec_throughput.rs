@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use cascade_env::{
-    Action, AutoReset, BatchObservation, ReplayBackend, RewardSpec, StageBackend, SyntheticConfig,
-    VecEnv,
+    Action, AutoReset, BatchObservation, ReplayBackend, RewardSpec, StageBackend,
+    SyntheticTraceConfig, VecEnv,
 };
 
 struct Args {
@@ -142,7 +142,7 @@ fn main() -> AnyResult<()> {
     let backend = match &args.trace {
         Some(p) => ReplayBackend::load(p)?,
         None => {
-            let b = ReplayBackend::synthetic(&SyntheticConfig {
+            let b = ReplayBackend::synthetic(&SyntheticTraceConfig {
                 num_samples: args.samples,
                 ..Default::default()
             })?;

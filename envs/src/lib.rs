@@ -103,8 +103,8 @@ pub use backend::{StageBackend, StageBatch, StageRows};
 pub use env::{Env, Info, Observation, OptimalStoppingEnv, ResetOptions, Step, ENV_ID};
 pub use error::{BoxError, Error, Result};
 pub use replay::{
-    OracleStop, ReplayBackend, StageTrace, SyntheticConfig, TraceHeader, TraceMeta, TraceStageInfo,
-    TRACE_FORMAT_VERSION, TRACE_METADATA_KEY,
+    OracleStop, ReplayBackend, StageTrace, SyntheticTraceConfig, TraceHeader, TraceMeta,
+    TraceStageInfo, TRACE_FORMAT_VERSION, TRACE_METADATA_KEY,
 };
 pub use rng::EnvRng;
 pub use spaces::{ActionSpace, ObservationSpace};

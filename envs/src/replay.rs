@@ -751,10 +751,11 @@ impl StageBackend for ReplayBackend {
     }
 }
 
-/// Settings of [`ReplayBackend::synthetic`].
+/// Settings of [`ReplayBackend::synthetic`]: a synthetic trace of stage
+/// outputs (features, probabilities, labels, costs), not images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct SyntheticConfig {
+pub struct SyntheticTraceConfig {
     /// Number of samples N.
     pub num_samples: usize,
     /// Number of classes C (>= 2).
@@ -769,9 +770,9 @@ pub struct SyntheticConfig {
     pub seed: u64,
 }
 
-impl Default for SyntheticConfig {
+impl Default for SyntheticTraceConfig {
     fn default() -> Self {
-        SyntheticConfig {
+        SyntheticTraceConfig {
             num_samples: 2000,
             num_classes: 10,
             feature_dims: vec![16, 32, 64],
@@ -801,7 +802,7 @@ impl ReplayBackend {
     /// `alpha * Cost(K) < 1` the optimal stop is stage h for a solvable
     /// sample and stage 0 for a hopeless one; [`ReplayBackend::oracle`]
     /// computes it for any spec.
-    pub fn synthetic(cfg: &SyntheticConfig) -> Result<Self> {
+    pub fn synthetic(cfg: &SyntheticTraceConfig) -> Result<Self> {
         let bad = |m: String| Error::InvalidArgument(format!("synthetic trace: {m}"));
         let k = cfg.feature_dims.len();
         if k == 0 {

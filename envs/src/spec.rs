@@ -377,9 +377,16 @@ impl RewardModel {
         &self.raw_stage_costs
     }
 
-    /// The normaliser `F_max` (the largest stage's own cost).
+    /// The normaliser `F_max` (the largest stage's own cost): the one
+    /// place it is computed; evaluations read it from here.
     pub fn normaliser(&self) -> f64 {
         self.norm
+    }
+
+    /// A raw cost (e.g. MACs) as a fraction of [`Self::normaliser`].
+    #[inline]
+    pub fn normalise(&self, raw: f64) -> f64 {
+        raw / self.norm
     }
 
     /// Normalised `Cost(t+1)` of having run up to 0-based `stage`, under the
@@ -572,6 +579,8 @@ mod tests {
             vec![0.0625, 0.3125, 1.3125]
         );
         assert_eq!(cum.raw_cost(2), 21.0);
+        assert_eq!(cum.normaliser(), 16.0);
+        assert_eq!(cum.normalise(cum.raw_cost(1)), cum.cost(1));
         let exit = RewardSpec {
             cost: CostModel::Exit,
             ..Default::default()

@@ -82,6 +82,38 @@ impl BatchObservation {
         }
     }
 
+    /// A batch of one live sub-env holding `obs`, in a cascade of
+    /// `num_stages` stages: what single-observation callers hand to code
+    /// written for batches (allocates). Only stage `obs.stage` has
+    /// features, of width `obs.features.len()`; the other stages' feature
+    /// buffers are empty (width 0), as no sub-env is at them.
+    ///
+    /// Errors when `obs.stage >= num_stages`.
+    pub fn from_observation(obs: &Observation, num_stages: usize) -> Result<Self> {
+        if obs.stage >= num_stages {
+            return Err(Error::InvalidArgument(format!(
+                "observation at stage index {} of a {num_stages}-stage cascade",
+                obs.stage
+            )));
+        }
+        let t = obs.stage;
+        let mut feature_dims = vec![0; num_stages];
+        feature_dims[t] = obs.features.len();
+        let mut features = vec![Vec::new(); num_stages];
+        features[t] = obs.features.clone();
+        let mut envs_at_stage = vec![Vec::new(); num_stages];
+        envs_at_stage[t].push(0);
+        Ok(BatchObservation {
+            num_classes: obs.probs.len(),
+            feature_dims,
+            stage: vec![t as u32],
+            features,
+            probs: obs.probs.clone(),
+            cost_so_far: vec![obs.cost_so_far],
+            envs_at_stage,
+        })
+    }
+
     /// Number of sub-envs n.
     pub fn num_envs(&self) -> usize {
         self.stage.len()

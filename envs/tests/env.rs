@@ -7,7 +7,7 @@ use cascade_env::checker::{check_env, CheckConfig};
 use cascade_env::{
     Action, ActionMask, CostModel, Env, Error, Loss, OptimalStoppingEnv, Prediction,
     RecordEpisodeStatistics, ReplayBackend, ResetOptions, RewardSpec, StageBackend,
-    SyntheticConfig,
+    SyntheticTraceConfig,
 };
 use proptest::prelude::*;
 
@@ -46,7 +46,7 @@ fn checker_passes_on_replay_for_every_spec() {
 
 #[test]
 fn checker_passes_on_single_stage_and_default_synthetic() {
-    let one = ReplayBackend::synthetic(&SyntheticConfig {
+    let one = ReplayBackend::synthetic(&SyntheticTraceConfig {
         feature_dims: vec![3],
         stage_costs: vec![5.0],
         num_samples: 10,
@@ -57,7 +57,7 @@ fn checker_passes_on_single_stage_and_default_synthetic() {
     let r = check_env(&mut env, &CheckConfig::default()).unwrap();
     assert_eq!(r.stop_counts, vec![30]);
     assert_eq!(r.steps, 30);
-    let def = ReplayBackend::synthetic(&SyntheticConfig::default()).unwrap();
+    let def = ReplayBackend::synthetic(&SyntheticTraceConfig::default()).unwrap();
     let mut env = OptimalStoppingEnv::new(def, RewardSpec::default()).unwrap();
     check_env(&mut env, &CheckConfig::default()).unwrap();
 }
@@ -256,7 +256,7 @@ proptest! {
         data_seed in 0u64..4,
     ) {
         let k = costs.len();
-        let backend = ReplayBackend::synthetic(&SyntheticConfig {
+        let backend = ReplayBackend::synthetic(&SyntheticTraceConfig {
             num_samples: 16,
             num_classes: 4,
             feature_dims: vec![2; k],

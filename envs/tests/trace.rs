@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use cascade_env::{
-    Error, ReplayBackend, RewardSpec, StageBackend, StageTrace, SyntheticConfig, TraceMeta,
+    Error, ReplayBackend, RewardSpec, StageBackend, StageTrace, SyntheticTraceConfig, TraceMeta,
     TRACE_METADATA_KEY,
 };
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -482,7 +482,7 @@ fn subset_and_oracle() {
 
     // The synthetic trace's known optimum: stop at the first right stage,
     // or at stage 0 if no stage is right.
-    let t = ReplayBackend::synthetic(&SyntheticConfig {
+    let t = ReplayBackend::synthetic(&SyntheticTraceConfig {
         num_samples: 300,
         ..Default::default()
     })
@@ -515,9 +515,9 @@ fn subset_and_oracle() {
 
 #[test]
 fn synthetic_is_seeded_and_validates_its_config() {
-    let a = ReplayBackend::synthetic(&SyntheticConfig::default()).unwrap();
-    let b = ReplayBackend::synthetic(&SyntheticConfig::default()).unwrap();
-    let c = ReplayBackend::synthetic(&SyntheticConfig {
+    let a = ReplayBackend::synthetic(&SyntheticTraceConfig::default()).unwrap();
+    let b = ReplayBackend::synthetic(&SyntheticTraceConfig::default()).unwrap();
+    let c = ReplayBackend::synthetic(&SyntheticTraceConfig {
         seed: 1,
         ..Default::default()
     })
@@ -526,7 +526,7 @@ fn synthetic_is_seeded_and_validates_its_config() {
     assert_ne!(a, c);
     for (cfg, want) in [
         (
-            SyntheticConfig {
+            SyntheticTraceConfig {
                 feature_dims: vec![],
                 stage_costs: vec![],
                 ..Default::default()
@@ -534,35 +534,35 @@ fn synthetic_is_seeded_and_validates_its_config() {
             "no stages",
         ),
         (
-            SyntheticConfig {
+            SyntheticTraceConfig {
                 feature_dims: vec![1, 4, 4],
                 ..Default::default()
             },
             "feature width 1 < 2",
         ),
         (
-            SyntheticConfig {
+            SyntheticTraceConfig {
                 stage_costs: vec![1.0],
                 ..Default::default()
             },
             "3 feature widths but 1 stage costs",
         ),
         (
-            SyntheticConfig {
+            SyntheticTraceConfig {
                 num_classes: 1,
                 ..Default::default()
             },
             "num_classes 1 < 2",
         ),
         (
-            SyntheticConfig {
+            SyntheticTraceConfig {
                 hopeless_fraction: 1.5,
                 ..Default::default()
             },
             "hopeless_fraction",
         ),
         (
-            SyntheticConfig {
+            SyntheticTraceConfig {
                 stage_costs: vec![1.0, -1.0, 2.0],
                 ..Default::default()
             },
@@ -576,7 +576,7 @@ fn synthetic_is_seeded_and_validates_its_config() {
 
 #[test]
 fn recording_a_backend_keeps_every_output_and_stage_name() {
-    let src = ReplayBackend::synthetic(&SyntheticConfig {
+    let src = ReplayBackend::synthetic(&SyntheticTraceConfig {
         num_samples: 37,
         seed: 5,
         ..Default::default()

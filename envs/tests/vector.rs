@@ -6,7 +6,7 @@ mod common;
 use cascade_env::checker::{check_vec_env, VecCheckConfig};
 use cascade_env::{
     Action, AutoReset, BatchObservation, CostModel, Error, Loss, Prediction, ReplayBackend,
-    RewardSpec, StageBackend, SyntheticConfig, VecEnv,
+    RewardSpec, StageBackend, SyntheticTraceConfig, VecEnv,
 };
 use proptest::prelude::*;
 
@@ -272,7 +272,7 @@ fn constructor_and_reset_refuse_bad_arguments() {
 
 #[test]
 fn evaluate_the_threshold_policy_on_the_synthetic_trace() {
-    let trace = ReplayBackend::synthetic(&SyntheticConfig {
+    let trace = ReplayBackend::synthetic(&SyntheticTraceConfig {
         num_samples: 500,
         ..Default::default()
     })

@@ -41,6 +41,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use cascade_agents::{EvalReport, TrainSummary};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{write_file, Error, Result};
@@ -142,6 +143,80 @@ pub struct ResultRow {
     pub exit_accuracy: Vec<Option<f64>>,
     /// Test samples per true class and stop stage, `[C][K]`.
     pub exits_per_class: Vec<Vec<usize>>,
+}
+
+/// Who and where a row is: the part of a [`ResultRow`] that does not come
+/// from the evaluation reports or the training summary.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowId<'a> {
+    /// Agent name (see the module docs).
+    pub agent: &'a str,
+    /// Agent family.
+    pub kind: &'a str,
+    /// The alpha trained or calibrated at (`None`: alpha-free agents).
+    pub alpha: Option<f64>,
+    /// The cost budget (budget mode).
+    pub budget: Option<f64>,
+    /// The training seed (`None`: deterministic agents).
+    pub seed: Option<u64>,
+    /// Data set name.
+    pub dataset: &'a str,
+    /// Cascade preset name.
+    pub cascade: &'a str,
+    /// The agent's folder relative to the run folder (empty: none).
+    pub agent_dir: &'a str,
+}
+
+impl ResultRow {
+    /// The row of `id` from its validation and test reports and, for
+    /// trained agents, the training summary: the one place a row's numbers
+    /// are taken from.
+    ///
+    /// `final_alpha` is the training summary's alpha, or `id.alpha` for
+    /// rows without training; the loss and cost model are the test
+    /// report's reward's. Epoch counts are given for agents with a training
+    /// loop (epochs run, or the REINFORCE families).
+    pub fn from_reports(
+        id: RowId<'_>,
+        val: &EvalReport,
+        test: &EvalReport,
+        training: Option<&TrainSummary>,
+    ) -> Self {
+        let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        let learned = training
+            .filter(|s| s.epochs_run > 0 || id.kind == "reinforce" || id.kind == "expected");
+        ResultRow {
+            agent: id.agent.to_string(),
+            kind: id.kind.to_string(),
+            alpha: id.alpha,
+            budget: id.budget,
+            seed: id.seed,
+            dataset: id.dataset.to_string(),
+            cascade: id.cascade.to_string(),
+            n: test.n,
+            error_pct: 100.0 * test.error,
+            cost_pct: test.cost_pct_mean,
+            cost_pct_std: test.cost_pct_std,
+            classifier_cost_pct: test.classifier_cost_pct_mean,
+            policy_cost_pct: test.policy_cost_pct_mean,
+            mean_reward: test.mean_reward,
+            val_error_pct: 100.0 * val.error,
+            val_cost_pct: val.cost_pct_mean,
+            val_mean_reward: val.mean_reward,
+            final_alpha: training.map(|s| s.alpha).or(id.alpha),
+            budget_met: training.and_then(|s| s.budget_met),
+            epochs_run: learned.map(|s| s.epochs_run),
+            best_epoch: learned.map(|s| s.best_epoch),
+            train_seconds: training.map_or(0.0, |s| s.seconds),
+            eval_seconds: test.wall_seconds,
+            agent_dir: id.agent_dir.to_string(),
+            loss: name(serde_json::to_value(test.spec.loss).unwrap_or_default()),
+            cost_model: name(serde_json::to_value(test.spec.cost).unwrap_or_default()),
+            exit_fraction: test.exit_fraction.clone(),
+            exit_accuracy: test.exit_accuracy.clone(),
+            exits_per_class: test.exits_per_class.clone(),
+        }
+    }
 }
 
 /// Identifies an operating point: what resuming and merging match on.

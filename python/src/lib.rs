@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use cascade_env::{
     Action, AutoReset, BatchInfo, BatchObservation, CostModel, Error, Loss, OptimalStoppingEnv,
-    Prediction, ReplayBackend, RewardModel, RewardSpec, StageBackend, SyntheticConfig, VecEnv,
+    Prediction, ReplayBackend, RewardModel, RewardSpec, StageBackend, SyntheticTraceConfig, VecEnv,
     VecStep,
 };
 use numpy::ndarray::Array2;
@@ -1008,7 +1008,7 @@ fn write_synthetic_trace(
     stage_costs: Vec<f64>,
     hopeless_fraction: f64,
 ) -> PyResult<String> {
-    let cfg = SyntheticConfig {
+    let cfg = SyntheticTraceConfig {
         num_samples,
         num_classes,
         feature_dims,

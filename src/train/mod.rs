@@ -36,7 +36,7 @@ pub use bench::{bench_epoch, bench_model, bench_preset, BenchResult, EpochBenchR
 pub use eval::{evaluate, EvalResult};
 pub use fit::{train_model, EpochRecord, Progress, TrainConfig, TrainReport};
 pub use optim::{AnyOptimizer, LrSchedule, OptimizerConfig, ParamsSgd, SgdMomentum};
-pub use pretrain::{pretrain, PretrainOptions, PretrainSummary};
+pub use pretrain::{pretrain, PretrainOptions, PretrainSummary, PRETRAIN_LOG_COLUMNS};
 
 /// Derives a sub-seed from a run seed and a stream id (the env crate's
 /// SplitMix64 derivation, re-exported so the toolkit has one).

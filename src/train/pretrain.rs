@@ -188,24 +188,29 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
     crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|e| Error::io(path, e))
 }
 
+/// The columns of pretraining's `train_log.csv`, in order: the agents'
+/// metric names where the quantity is the same (see the table in
+/// [`crate::checkpoint`]).
+pub const PRETRAIN_LOG_COLUMNS: [&str; 10] = [
+    "stage",
+    "epoch",
+    "losses/classifier",
+    "charts/error",
+    "val/loss",
+    "val/error",
+    "charts/learning_rate",
+    "charts/seconds",
+    "charts/sps",
+    "synthetic",
+];
+
 fn write_train_log(path: &Path, log: &[EpochRecord], synthetic: bool) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "stage",
-        "epoch",
-        "train_loss",
-        "train_error",
-        "val_loss",
-        "val_error",
-        "lr",
-        "seconds",
-        "train_img_per_s",
-        "synthetic",
-    ])
-    .map_err(|e| Error::Csv {
-        path: path.into(),
-        source: e,
-    })?;
+    w.write_record(PRETRAIN_LOG_COLUMNS)
+        .map_err(|e| Error::Csv {
+            path: path.into(),
+            source: e,
+        })?;
     for r in log {
         w.write_record([
             r.stage.to_string(),

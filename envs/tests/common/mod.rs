@@ -1,11 +1,13 @@
 //! Fixtures shared by the integration tests.
 #![allow(dead_code)]
 
-use cascade_env::{Error, ReplayBackend, StageBackend, StageBatch, StageRows, SyntheticConfig};
+use cascade_env::{
+    Error, ReplayBackend, StageBackend, StageBatch, StageRows, SyntheticTraceConfig,
+};
 
 /// A small synthetic replay: 3 stages, 5 classes, widths 2/3/4, costs 1/3/9.
 pub fn small(seed: u64) -> ReplayBackend {
-    ReplayBackend::synthetic(&SyntheticConfig {
+    ReplayBackend::synthetic(&SyntheticTraceConfig {
         num_samples: 64,
         num_classes: 5,
         feature_dims: vec![2, 3, 4],

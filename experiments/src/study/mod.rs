@@ -22,7 +22,7 @@ mod units;
 pub use args::{AlphaSweepArgs, JointVsFrozenArgs, StudyArgs};
 pub use config::{log_grid, PretrainConfig, StudyConfig, STUDY_PRESETS};
 pub use data::{load_study_data, StudyData};
-pub use oracle::{oracle_at, Scores};
+pub use oracle::oracle_at;
 pub use record::{
     read_run_record, CascadeInfo, RunOptions, RunRecord, StudyOutcome, AGENTS_DIR, CASCADE_DIR,
     CONFIG_FILE, TRACES_DIR, TRAIN_LOG,

@@ -15,12 +15,12 @@ use cascade_rl::checkpoint::Cascade;
 use super::cache::Traces;
 use super::config::{StudyConfig, Variant};
 use super::data::StudyData;
-use super::oracle::{oracle_at, Scores};
+use super::oracle::oracle_at;
 use super::plan::{Point, Unit};
 use super::progress::Reporter;
 use super::record::{AGENTS_DIR, TRAIN_LOG};
 use crate::error::{read_json, write_json, Error, Result};
-use crate::results::ResultRow;
+use crate::results::{ResultRow, RowId};
 use cascade_agents::AgentKind;
 
 /// An agent to train at a point: a kind of the sweep with the study's
@@ -142,45 +142,29 @@ impl Ctx<'_> {
                 for t in 0..k {
                     let a = StaticAgent::new(t, k)?;
                     let (val, test) = self.eval_replay(&a, &spec, 0)?;
-                    rows.push(self.row(
-                        &a.name(),
-                        "static",
-                        None,
-                        None,
-                        None,
-                        &val,
-                        &test,
-                        None,
-                        "",
-                    ));
+                    let name = a.name();
+                    let id = self.row_id(&name, "static");
+                    rows.push(ResultRow::from_reports(id, &val, &test, None));
                 }
                 Ok(rows)
             }
             Unit::Oracle => {
                 let a = OracleAgent::new(self.traces.test.num_stages())?;
                 let (val, test) = self.eval_replay(&a, &self.spec(0.0), 0)?;
-                Ok(vec![self.row(
-                    "oracle", "oracle", None, None, None, &val, &test, None, "",
-                )])
+                let id = self.row_id("oracle", "oracle");
+                Ok(vec![ResultRow::from_reports(id, &val, &test, None)])
             }
             Unit::OracleCurve => {
                 let mut rows = Vec::new();
                 for &alpha in &self.cfg.oracle_alphas {
                     let spec = self.spec(alpha);
-                    let val = oracle_at(&self.traces.val, &spec)?;
-                    let test = oracle_at(&self.traces.test, &spec)?;
-                    rows.push(self.row_from(
-                        "oracle-alpha",
-                        "oracle",
-                        Some(alpha),
-                        None,
-                        None,
-                        &val,
-                        &test,
-                        Some(alpha),
-                        None,
-                        "",
-                    ));
+                    let val = oracle_at(&self.traces.val, &spec, "val")?;
+                    let test = oracle_at(&self.traces.test, &spec, "test")?;
+                    let id = RowId {
+                        alpha: Some(alpha),
+                        ..self.row_id("oracle-alpha", "oracle")
+                    };
+                    rows.push(ResultRow::from_reports(id, &val, &test, None));
                 }
                 Ok(rows)
             }
@@ -229,16 +213,18 @@ impl Ctx<'_> {
             None => self.eval_replay(&*agent, &spec, s)?,
         };
         self.save_reports(&dir, &summary, &val, &test)?;
-        Ok(vec![self.row(
-            &job.name,
-            job.kind.family(),
-            Some(p),
+        let id = RowId {
+            alpha: Some(p.alpha),
+            budget: p.budget,
             seed,
-            Some(&summary),
+            agent_dir: &rel,
+            ..self.row_id(&job.name, job.kind.family())
+        };
+        Ok(vec![ResultRow::from_reports(
+            id,
             &val,
             &test,
-            None,
-            &rel,
+            Some(&summary),
         )])
     }
 
@@ -404,82 +390,18 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn row(
-        &self,
-        agent: &str,
-        kind: &str,
-        p: Option<Point>,
-        seed: Option<u64>,
-        summary: Option<&TrainSummary>,
-        val: &EvalReport,
-        test: &EvalReport,
-        final_alpha: Option<f64>,
-        agent_dir: &str,
-    ) -> ResultRow {
-        let mut r = self.row_from(
+    /// The identity of an alpha-free, seedless row of this study (the
+    /// rest set by struct update where it applies).
+    fn row_id<'b>(&'b self, agent: &'b str, kind: &'b str) -> RowId<'b> {
+        RowId {
             agent,
             kind,
-            p.map(|p| p.alpha),
-            p.and_then(|p| p.budget),
-            seed,
-            &Scores::from(val),
-            &Scores::from(test),
-            final_alpha.or(summary.map(|s| s.alpha)),
-            summary,
-            agent_dir,
-        );
-        r.train_seconds = summary.map_or(0.0, |s| s.seconds);
-        r
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn row_from(
-        &self,
-        agent: &str,
-        kind: &str,
-        alpha: Option<f64>,
-        budget: Option<f64>,
-        seed: Option<u64>,
-        val: &Scores,
-        test: &Scores,
-        final_alpha: Option<f64>,
-        summary: Option<&TrainSummary>,
-        agent_dir: &str,
-    ) -> ResultRow {
-        let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
-        let learned =
-            summary.filter(|s| s.epochs_run > 0 || kind == "reinforce" || kind == "expected");
-        ResultRow {
-            agent: agent.to_string(),
-            kind: kind.to_string(),
-            alpha,
-            budget,
-            seed,
-            dataset: self.cfg.dataset.clone(),
-            cascade: self.cfg.cascade.clone(),
-            n: test.n,
-            error_pct: 100.0 * test.error,
-            cost_pct: test.cost_pct,
-            cost_pct_std: test.cost_pct_std,
-            classifier_cost_pct: test.classifier_cost_pct,
-            policy_cost_pct: test.policy_cost_pct,
-            mean_reward: test.mean_reward,
-            val_error_pct: 100.0 * val.error,
-            val_cost_pct: val.cost_pct,
-            val_mean_reward: val.mean_reward,
-            final_alpha,
-            budget_met: summary.and_then(|s| s.budget_met),
-            epochs_run: learned.map(|s| s.epochs_run),
-            best_epoch: learned.map(|s| s.best_epoch),
-            train_seconds: 0.0,
-            eval_seconds: test.seconds,
-            agent_dir: agent_dir.to_string(),
-            loss: name(serde_json::to_value(self.cfg.reward.loss).unwrap_or_default()),
-            cost_model: name(serde_json::to_value(self.cfg.reward.cost).unwrap_or_default()),
-            exit_fraction: test.exit_fraction.clone(),
-            exit_accuracy: test.exit_accuracy.clone(),
-            exits_per_class: test.exits_per_class.clone(),
+            alpha: None,
+            budget: None,
+            seed: None,
+            dataset: &self.cfg.dataset,
+            cascade: &self.cfg.cascade,
+            agent_dir: "",
         }
     }
 }
