@@ -108,6 +108,12 @@ fn conv2d_matches_reference_forward_and_gradients() {
         (2, 3, 4, 4, 2, 3, 1, 0, false),
         (2, 2, 6, 7, 3, 5, 1, 2, true),
         (1, 2, 5, 4, 2, 3, 1, 2, false),
+        // Stride 2 (im2col through even and odd columns): widths 1 and 2,
+        // a 5x5 kernel whose column offsets run from -2 to 2, even sizes.
+        (2, 3, 5, 1, 2, 3, 2, 1, true),
+        (2, 2, 4, 2, 3, 3, 2, 1, false),
+        (1, 2, 9, 10, 3, 5, 2, 2, true),
+        (2, 3, 8, 8, 4, 3, 2, 1, false),
     ];
     for (n, c, h, w, co, k, s, p, with_bias) in cases {
         let tag = format!("n{n} c{c} {h}x{w} co{co} k{k} s{s} p{p} bias {with_bias}");
