@@ -141,6 +141,48 @@ type ObsTuple<'py> = (
 /// terminated.
 type InfoTuple = (bool, bool, usize, f64, f64, usize, Option<(u32, u32, f64)>);
 
+/// The read-only properties both envs take from their trace [`Layout`]
+/// (field `layout`), as one more `#[pymethods]` block per class.
+macro_rules! layout_getters {
+    ($class:ty) => {
+        #[pymethods]
+        impl $class {
+            /// Number of stages K.
+            #[getter]
+            fn num_stages(&self) -> usize {
+                self.layout.dims.len()
+            }
+
+            /// Number of classes C.
+            #[getter]
+            fn num_classes(&self) -> usize {
+                self.layout.num_classes
+            }
+
+            /// Feature width `d_t` per stage.
+            #[getter]
+            fn feature_dims(&self) -> Vec<usize> {
+                self.layout.dims.clone()
+            }
+
+            /// Number of samples N in the trace.
+            #[getter]
+            fn num_samples(&self) -> usize {
+                self.layout.num_samples
+            }
+
+            /// The trace header as JSON.
+            #[getter]
+            fn header_json(&self) -> String {
+                self.layout.header.clone()
+            }
+        }
+    };
+}
+
+layout_getters!(NativeEnv);
+layout_getters!(NativeVecEnv);
+
 /// CascadeStopping-v0 over a replay trace, one episode at a time (the Rust
 /// `OptimalStoppingEnv`). The Gymnasium class is `cascade_env.CascadeStoppingEnv`.
 #[pyclass(module = "cascade_env._native", name = "Env")]
@@ -221,36 +263,6 @@ impl NativeEnv {
         let s = self.env.step(action).map_err(to_py_err)?;
         let info = self.info(s.obs.stage, &s.info);
         Ok((self.obs(py, s.obs), s.reward, s.terminated, info))
-    }
-
-    /// Number of stages K.
-    #[getter]
-    fn num_stages(&self) -> usize {
-        self.layout.dims.len()
-    }
-
-    /// Number of classes C.
-    #[getter]
-    fn num_classes(&self) -> usize {
-        self.layout.num_classes
-    }
-
-    /// Feature width `d_t` per stage.
-    #[getter]
-    fn feature_dims(&self) -> Vec<usize> {
-        self.layout.dims.clone()
-    }
-
-    /// Number of samples N in the trace.
-    #[getter]
-    fn num_samples(&self) -> usize {
-        self.layout.num_samples
-    }
-
-    /// The trace header as JSON.
-    #[getter]
-    fn header_json(&self) -> String {
-        self.layout.header.clone()
     }
 
     /// Normalised `Cost(t+1)` per 0-based stage t under the cost model.
@@ -923,36 +935,6 @@ impl NativeVecEnv {
     #[getter]
     fn num_envs(&self) -> usize {
         self.actions.len()
-    }
-
-    /// Number of stages K.
-    #[getter]
-    fn num_stages(&self) -> usize {
-        self.layout.dims.len()
-    }
-
-    /// Number of classes C.
-    #[getter]
-    fn num_classes(&self) -> usize {
-        self.layout.num_classes
-    }
-
-    /// Feature width `d_t` per stage.
-    #[getter]
-    fn feature_dims(&self) -> Vec<usize> {
-        self.layout.dims.clone()
-    }
-
-    /// Number of samples N in the trace.
-    #[getter]
-    fn num_samples(&self) -> usize {
-        self.layout.num_samples
-    }
-
-    /// The trace header as JSON.
-    #[getter]
-    fn header_json(&self) -> String {
-        self.layout.header.clone()
     }
 
     /// Normalised `Cost(t+1)` per 0-based stage t under the cost model.

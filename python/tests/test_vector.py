@@ -251,3 +251,13 @@ def test_step_releases_the_gil(trace):
         stop.set()
         t.join()
     assert ticks > 0
+
+
+def test_single_and_vector_envs_read_the_same_trace_properties(trace4):
+    """The trace properties both native classes share (one definition)."""
+    single = cascade_env.CascadeStoppingEnv(trace=trace4, **SPEC)._native
+    vector = CascadeStoppingVectorEnv(trace=trace4, num_envs=3, **SPEC)._native
+    for name in ("num_stages", "num_classes", "feature_dims", "num_samples", "header_json"):
+        assert getattr(single, name) == getattr(vector, name), name
+    assert single.num_stages == len(single.feature_dims) == 4
+    assert single.stage_costs == vector.stage_costs
