@@ -64,6 +64,19 @@ fn synthetic(n: usize, seed: u64) -> ReplayBackend {
 }
 
 /// Options for synthetic traces, whose costs are not MACs.
+/// A REINFORCE agent built for `train` and trained on it with `opts`
+/// (selection on `val`).
+fn trained_reinforce(
+    config: ReinforceConfig,
+    train: &mut ReplayBackend,
+    val: &mut ReplayBackend,
+    opts: &TrainOptions,
+) -> ReinforceAgent {
+    let mut agent = ReinforceAgent::for_backend(config, train).unwrap();
+    agent.train(TrainData { train, val }, opts).unwrap();
+    agent
+}
+
 fn opts(seed: u64) -> TrainOptions {
     TrainOptions {
         seed,
@@ -515,24 +528,16 @@ fn training_log_has_the_fixed_columns() {
 fn same_seed_same_policy_other_seed_other_policy() {
     let run = |seed| {
         let (mut train, mut val) = (synthetic(300, 40), synthetic(200, 41));
-        let mut agent = ReinforceAgent::for_backend(
+        let agent = trained_reinforce(
             ReinforceConfig {
                 epochs: 2,
                 patience: 0,
                 ..Default::default()
             },
-            &train,
-        )
-        .unwrap();
-        agent
-            .train(
-                TrainData {
-                    train: &mut train,
-                    val: &mut val,
-                },
-                &opts(seed),
-            )
-            .unwrap();
+            &mut train,
+            &mut val,
+            &opts(seed),
+        );
         let mut test = synthetic(100, 42);
         probs_on(&agent, &mut test)
     };
@@ -571,23 +576,15 @@ fn probs_on(agent: &dyn Agent, b: &mut ReplayBackend) -> Vec<f32> {
 #[test]
 fn single_observation_stop_prob_equals_the_batch_decision() {
     let (mut train, mut val) = (synthetic(300, 60), synthetic(200, 61));
-    let mut reinforce = ReinforceAgent::for_backend(
+    let reinforce = trained_reinforce(
         ReinforceConfig {
             epochs: 1,
             ..Default::default()
         },
-        &train,
-    )
-    .unwrap();
-    reinforce
-        .train(
-            TrainData {
-                train: &mut train,
-                val: &mut val,
-            },
-            &opts(0),
-        )
-        .unwrap();
+        &mut train,
+        &mut val,
+        &opts(0),
+    );
     let threshold = ThresholdAgent::with_taus(&[0.6, 0.8], 3).unwrap();
     let mut venv = VecEnv::new(&mut val, RewardSpec::default(), 16, AutoReset::SameStep).unwrap();
     venv.reset(Some(0)).unwrap();
@@ -634,23 +631,15 @@ fn single_observation_stop_prob_equals_the_batch_decision() {
 fn save_load_round_trip_gives_the_same_actions() {
     let (mut train, mut val) = (synthetic(300, 50), synthetic(200, 51));
     let dir = tempfile::tempdir().unwrap();
-    let mut reinforce = ReinforceAgent::for_backend(
+    let reinforce = trained_reinforce(
         ReinforceConfig {
             epochs: 2,
             ..Default::default()
         },
-        &train,
-    )
-    .unwrap();
-    reinforce
-        .train(
-            TrainData {
-                train: &mut train,
-                val: &mut val,
-            },
-            &opts(0),
-        )
-        .unwrap();
+        &mut train,
+        &mut val,
+        &opts(0),
+    );
     let mut threshold = ThresholdAgent::new(ThresholdConfig::default(), 3).unwrap();
     threshold
         .train(
@@ -731,23 +720,15 @@ fn save_load_round_trip_gives_the_same_actions() {
 #[test]
 fn sampled_actions_and_policy_cost() {
     let (mut train, mut val) = (synthetic(300, 60), synthetic(200, 61));
-    let mut agent = ReinforceAgent::for_backend(
+    let agent = trained_reinforce(
         ReinforceConfig {
             epochs: 1,
             ..Default::default()
         },
-        &train,
-    )
-    .unwrap();
-    agent
-        .train(
-            TrainData {
-                train: &mut train,
-                val: &mut val,
-            },
-            &opts(0),
-        )
-        .unwrap();
+        &mut train,
+        &mut val,
+        &opts(0),
+    );
     let mut test = synthetic(300, 62);
     let spec = RewardSpec::default();
     let sampled = |seed| EvalConfig {
