@@ -67,6 +67,10 @@ pub const MANIFEST_VERSION: u32 = 1;
 /// File name of the manifest in a cascade folder.
 pub const MANIFEST_FILE: &str = "cascade.json";
 
+/// File name of the per-epoch training log, pretraining's in a cascade
+/// folder and the agents' in an agent folder (columns in the module docs).
+pub const TRAIN_LOG_FILE: &str = "train_log.csv";
+
 /// The checkpoint file name of stage `t` (1-based): `stage{t}.safetensors`.
 pub fn stage_file_name(t: usize) -> String {
     format!("stage{t}.safetensors")

@@ -20,7 +20,7 @@ pub(crate) fn dims_nchw(dims: &[usize], what: &str) -> Result<(usize, usize, usi
 }
 
 /// Planes per rayon task so a task touches at least ~64 KiB.
-fn min_planes(hw: usize) -> usize {
+pub(crate) fn min_planes(hw: usize) -> usize {
     (16 * 1024 / hw.max(1)).max(1)
 }
 

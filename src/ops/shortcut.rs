@@ -4,13 +4,8 @@
 //! concatenation forward, two `index_add`s and a slice backward).
 
 use super::cpu::{copy_strided, par_init, slice_f32, with_f32};
-use super::norm::dims_nchw;
+use super::norm::{dims_nchw, min_planes};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-
-/// Output planes (or input planes, backward) per rayon task.
-fn planes_per_task(hw: usize) -> usize {
-    (16 * 1024 / hw.max(1)).max(1)
-}
 
 /// `x[:, :, ::s, ::s]` with `left` zero channels before and `right` after,
 /// as a candle custom op.
@@ -47,7 +42,7 @@ impl CustomOp1 for SubsamplePad {
         let (ho, wo) = self.out_hw(h, w);
         let co = self.left + c + self.right;
         let (hw, ohw) = (h * w, ho * wo);
-        let per = planes_per_task(ohw);
+        let per = min_planes(ohw);
         let y = par_init(n * co * ohw, per * ohw, |t, ys| {
             for (j, yp) in ys.chunks_mut(ohw.max(1)).enumerate() {
                 let plane = t * per + j;
@@ -80,7 +75,7 @@ impl CustomOp1 for SubsamplePad {
                 [n, co, ho, wo]
             )
         }
-        let per = planes_per_task(hw);
+        let per = min_planes(hw);
         let dx = with_f32(&gy, "subsample_pad output gradient", |g| {
             Ok(par_init(n * c * hw, per * hw, |t, dxs| {
                 for (j, dp) in dxs.chunks_mut(hw.max(1)).enumerate() {

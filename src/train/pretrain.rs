@@ -168,7 +168,11 @@ pub fn pretrain(preset: &Preset, opts: &PretrainOptions) -> Result<PretrainSumma
         calibration: None,
         roles: None,
     };
-    write_train_log(&opts.out_dir.join("train_log.csv"), &log, synthetic)?;
+    write_train_log(
+        &opts.out_dir.join(checkpoint::TRAIN_LOG_FILE),
+        &log,
+        synthetic,
+    )?;
     let (md, csv) = (
         checkpoint::static_markdown(&manifest),
         checkpoint::static_csv(&manifest),

@@ -31,7 +31,7 @@ use cascade_agents::{
 };
 use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
 use cascade_rl::backend::{cascade_policy_split, cascade_splits, CandleBackend, DEFAULT_BATCH};
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::checkpoint::{Cascade, TRAIN_LOG_FILE};
 use cascade_rl::device::DeviceSpec;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -40,8 +40,6 @@ use serde::{Deserialize, Serialize};
 pub const TRAIN_ARGS_FILE: &str = "train_args.json";
 /// File of the training summary in an agent folder.
 pub const TRAIN_SUMMARY_FILE: &str = "train_summary.json";
-/// File of the per-epoch log in an agent folder.
-pub const TRAIN_LOG_FILE: &str = "train_log.csv";
 
 /// `cascade train`.
 #[derive(Debug, Clone, Args)]

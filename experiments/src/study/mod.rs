@@ -25,6 +25,6 @@ pub use data::{load_study_data, StudyData};
 pub use oracle::oracle_at;
 pub use record::{
     read_run_record, CascadeInfo, RunOptions, RunRecord, StudyOutcome, AGENTS_DIR, CASCADE_DIR,
-    CONFIG_FILE, TRACES_DIR, TRAIN_LOG,
+    CONFIG_FILE, TRACES_DIR, TRAIN_LOG_FILE,
 };
 pub use run::run_study;

@@ -20,7 +20,7 @@ pub const TRACES_DIR: &str = "traces";
 /// Folder of the agents in a run folder.
 pub const AGENTS_DIR: &str = "agents";
 /// The per-epoch log in an agent folder.
-pub const TRAIN_LOG: &str = "train_log.csv";
+pub use cascade_rl::checkpoint::TRAIN_LOG_FILE;
 
 /// How a study runs (nothing here changes its numbers).
 #[derive(Debug, Clone)]

@@ -18,7 +18,7 @@ use super::data::StudyData;
 use super::oracle::oracle_at;
 use super::plan::{Point, Unit};
 use super::progress::Reporter;
-use super::record::{AGENTS_DIR, TRAIN_LOG};
+use super::record::{AGENTS_DIR, TRAIN_LOG_FILE};
 use crate::error::{read_json, write_json, Error, Result};
 use crate::results::{ResultRow, RowId};
 use cascade_agents::AgentKind;
@@ -298,7 +298,7 @@ impl Ctx<'_> {
             let (frozen, alpha) = self.frozen_agent(p, seed)?;
             (frozen, Some(alpha))
         };
-        let mut opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG)));
+        let mut opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG_FILE)));
         if let (Some(_), Some(alpha)) = (p.budget, start_alpha) {
             // Dual ascent goes on from where the frozen agent's ended.
             opts.spec.alpha = alpha;
@@ -343,7 +343,7 @@ impl Ctx<'_> {
     fn train_frozen(&mut self, p: Point, seed: u64) -> Result<(ReinforceAgent, TrainSummary)> {
         let (dir, _) = self.agent_dir(AgentKind::ReinforceFrozen.name(), p, Some(seed));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG)));
+        let opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG_FILE)));
         let mut agent = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
         let rep = self.rep;
         let data = TrainData {
