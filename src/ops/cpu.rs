@@ -517,9 +517,11 @@ pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
 }
 }
 
-multiversion! {
 /// `dst[j] = src[j * s]` for every `j` of `dst` (`s >= 1`; `src` must reach
-/// `(dst.len() - 1) * s`).
+/// `(dst.len() - 1) * s`). Strided rows are a few to a few dozen elements and
+/// do not vectorise (gathers), so this and [`add_strided`] are inlined into
+/// the caller rather than dispatched per instruction set on every row.
+#[inline]
 pub(crate) fn copy_strided(dst: &mut [f32], src: &[f32], s: usize) {
     let Some(last) = dst.len().checked_sub(1) else {
         return;
@@ -535,11 +537,10 @@ pub(crate) fn copy_strided(dst: &mut [f32], src: &[f32], s: usize) {
         }
     }
 }
-}
 
-multiversion! {
 /// `dst[j * s] += src[j]` for every `j` of `src` (`s >= 1`; `dst` must
 /// reach `(src.len() - 1) * s`).
+#[inline]
 pub(crate) fn add_strided(dst: &mut [f32], src: &[f32], s: usize) {
     let Some(last) = src.len().checked_sub(1) else {
         return;
@@ -554,7 +555,6 @@ pub(crate) fn add_strided(dst: &mut [f32], src: &[f32], s: usize) {
             *d += v;
         }
     }
-}
 }
 
 #[cfg(test)]
