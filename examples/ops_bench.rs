@@ -6,6 +6,7 @@
 //! cargo run --release --example ops_bench -- [steps] [rounds] [models] [--json]
 //! cargo run --release --example ops_bench -- --gemm
 //! cargo run --release --example ops_bench -- --profile
+//! cargo run --release --example ops_bench -- --infer-only=200
 //! ```
 //!
 //! - default: for each model (`mlp,cnn,resnet8`) and each path (`ops`, the
@@ -15,8 +16,12 @@
 //!   training step (forward + backward + AdamW) and inference images/s.
 //!   Paths alternate in rounds so background load hits them alike.
 //! - `--path=NAME`: run only that path (`ops`, `ops-unfused`, `reference`).
+//! - `--infer-batch=N`: time inference on batches of N random images
+//!   (training steps stay at 128).
 //! - `--gemm`: the machine's f32 GEMM ceiling through the `gemm` crate.
 //! - `--profile`: per-op times, forward and forward + backward, both paths.
+//! - `--infer-only=N`: N batches of ResNet-8 inference on the ops path alone
+//!   (for a profiler).
 //!
 //! Threads: rayon's pool (`RAYON_NUM_THREADS`, default all cores). Like the
 //! project's programs, it sets the allocator to keep freed memory
@@ -424,12 +429,12 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn random_batch(rng: &mut StdRng) -> Result<(Tensor, Tensor)> {
-    let x: Vec<f32> = (0..BATCH * 784).map(|_| rng.random::<f32>()).collect();
-    let y: Vec<u32> = (0..BATCH).map(|_| rng.random_range(0..10)).collect();
+fn random_batch(rng: &mut StdRng, n: usize) -> Result<(Tensor, Tensor)> {
+    let x: Vec<f32> = (0..n * 784).map(|_| rng.random::<f32>()).collect();
+    let y: Vec<u32> = (0..n).map(|_| rng.random_range(0..10)).collect();
     Ok((
-        Tensor::from_vec(x, (BATCH, 1, 28, 28), &Device::Cpu)?,
-        Tensor::from_vec(y, BATCH, &Device::Cpu)?,
+        Tensor::from_vec(x, (n, 1, 28, 28), &Device::Cpu)?,
+        Tensor::from_vec(y, n, &Device::Cpu)?,
     ))
 }
 
@@ -438,10 +443,12 @@ fn train_bench(
     rounds: usize,
     models: &[&str],
     only: Option<&str>,
+    infer_batch: usize,
     json: bool,
 ) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(0);
-    let (x, y) = random_batch(&mut rng)?;
+    let (x, y) = random_batch(&mut rng, BATCH)?;
+    let xi = random_batch(&mut rng, infer_batch)?.0;
     println!("threads: {}", rayon::current_num_threads());
     for &name in models {
         let paths: &[Path] = if name != "mlp" {
@@ -472,7 +479,7 @@ fn train_bench(
                     b.train_ms.push(ms);
                 }
                 for _ in 0..n {
-                    let ms = b.infer(&x)?;
+                    let ms = b.infer(&xi)?;
                     b.infer_ms.push(ms);
                 }
             }
@@ -480,13 +487,13 @@ fn train_bench(
         let base = median(&benches[benches.len() - 1].train_ms);
         for b in &benches {
             let (tm, im) = (median(&b.train_ms), median(&b.infer_ms));
-            let img_s = BATCH as f64 / (im / 1e3);
+            let img_s = infer_batch as f64 / (im / 1e3);
             let part = |i: usize| median(&b.parts_ms.iter().map(|p| p[i]).collect::<Vec<_>>());
             let (fw, bw, op) = (part(0), part(1), part(2));
             let cpu = median(&b.cpu_ms);
             if json {
                 println!(
-                    "{{\"lib\": \"candle-{}\", \"model\": \"{name}\", \"train_ms\": {tm:.3}, \"train_cpu_ms\": {cpu:.3}, \"fwd_ms\": {fw:.3}, \"bwd_ms\": {bw:.3}, \"opt_ms\": {op:.3}, \"infer_img_s\": {img_s:.1}}}",
+                    "{{\"lib\": \"candle-{}\", \"model\": \"{name}\", \"train_ms\": {tm:.3}, \"train_cpu_ms\": {cpu:.3}, \"fwd_ms\": {fw:.3}, \"bwd_ms\": {bw:.3}, \"opt_ms\": {op:.3}, \"infer_batch\": {infer_batch}, \"infer_img_s\": {img_s:.1}}}",
                     b.path.name()
                 );
             } else {
@@ -657,6 +664,23 @@ fn profile() -> Result<()> {
     Ok(())
 }
 
+/// ResNet-8 inference alone on the ops path, `n` batches after two training
+/// steps, for a profiler to look at; prints the median ms per batch.
+fn infer_only(n: usize) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(0);
+    let (x, y) = random_batch(&mut rng, BATCH)?;
+    let mut b = Bench::new("resnet8", Path::Ops)?;
+    for _ in 0..2 {
+        b.step(&x, &y)?;
+    }
+    let ms = (0..n).map(|_| b.infer(&x)).collect::<Result<Vec<_>>>()?;
+    println!(
+        "resnet8 inference: {:.3} ms per batch of {BATCH}",
+        median(&ms)
+    );
+    Ok(())
+}
+
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     // As the project's programs do: keep freed buffers instead of mapping
     // and zeroing fresh pages every step.
@@ -668,6 +692,12 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     }
     if args.iter().any(|a| a == "--profile") {
         return Ok(profile()?);
+    }
+    if let Some(n) = args.iter().find_map(|a| a.strip_prefix("--infer-only=")) {
+        let n = n
+            .parse()
+            .map_err(|_| format!("--infer-only: expected a number, got {n:?}"))?;
+        return Ok(infer_only(n)?);
     }
     let json = args.iter().any(|a| a == "--json");
     let pos: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
@@ -689,6 +719,14 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         .split(',')
         .collect();
     let only = args.iter().find_map(|a| a.strip_prefix("--path="));
-    train_bench(steps, rounds, &models, only, json)?;
+    let infer_batch = match args.iter().find_map(|a| a.strip_prefix("--infer-batch=")) {
+        Some(s) => s
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n > 0)
+            .ok_or_else(|| format!("--infer-batch: expected a positive number, got {s:?}"))?,
+        None => BATCH,
+    };
+    train_bench(steps, rounds, &models, only, infer_batch, json)?;
     Ok(())
 }

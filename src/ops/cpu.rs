@@ -528,9 +528,13 @@ pub(crate) fn copy_strided(dst: &mut [f32], src: &[f32], s: usize) {
     };
     let src = &src[..last * s + 1];
     if s == 2 {
-        for (j, d) in dst.iter_mut().enumerate() {
-            *d = src[2 * j];
+        // Pairs without bounds checks (the compiler vectorises this with
+        // shuffles), then the last element, which has no pair.
+        let (head, tail) = dst.split_at_mut(last);
+        for (d, pair) in head.iter_mut().zip(src.chunks_exact(2)) {
+            *d = pair[0];
         }
+        tail[0] = src[2 * last];
     } else {
         for (d, &v) in dst.iter_mut().zip(src.iter().step_by(s)) {
             *d = v;
@@ -547,9 +551,11 @@ pub(crate) fn add_strided(dst: &mut [f32], src: &[f32], s: usize) {
     };
     let dst = &mut dst[..last * s + 1];
     if s == 2 {
-        for (j, &v) in src.iter().enumerate() {
-            dst[2 * j] += v;
+        let (head, tail) = src.split_at(last);
+        for (pair, &v) in dst.chunks_exact_mut(2).zip(head) {
+            pair[0] += v;
         }
+        dst[2 * last] += tail[0];
     } else {
         for (d, &v) in dst.iter_mut().step_by(s).zip(src) {
             *d += v;
@@ -589,5 +595,31 @@ mod tests {
         assert!((sum(&g) - want).abs() < 1e-3, "{} vs {want}", sum(&g));
         let (s1, _) = sum_g_gx(&g, &g, 0.0, None);
         assert!((s1 - want).abs() < 1e-3);
+    }
+
+    #[test]
+    fn strided_copies_and_adds_match_the_plain_loops() {
+        // Every length from 0 to 40 at strides 1-3, the source (copy) or
+        // destination (add) cut right after its last strided element.
+        let mut rng = StdRng::seed_from_u64(4);
+        for s in 1..=3 {
+            for n in 0..=40usize {
+                let len = n.saturating_sub(1) * s + usize::from(n > 0);
+                let src: Vec<f32> = (0..len).map(|_| rng.random::<f32>() - 0.5).collect();
+                let mut got = vec![7.0f32; n];
+                copy_strided(&mut got, &src, s);
+                let want: Vec<f32> = (0..n).map(|j| src[j * s]).collect();
+                assert_eq!(got, want, "copy, stride {s}, {n} elements");
+
+                let add: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
+                let mut got = src.clone();
+                add_strided(&mut got, &add, s);
+                let mut want = src.clone();
+                for (j, &v) in add.iter().enumerate() {
+                    want[j * s] += v;
+                }
+                assert_eq!(got, want, "add, stride {s}, {n} elements");
+            }
+        }
     }
 }
