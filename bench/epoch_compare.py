@@ -9,7 +9,10 @@ process) with the same recipe (the one the project printed), the same
 data set and the same thread count; the order of the two sides alternates
 from repeat to repeat. Ratios project/PyTorch are taken within a repeat,
 so background load hits both sides alike, and the table reports medians
-over the repeats. Reading and splitting the data set is not timed.
+over the repeats. Reading and splitting the data set is not timed. Each
+side also times one more pass over the validation split in inference mode
+after its epoch (the inference columns: real images at the recipe's eval
+batch size, every shape already run once).
 
 Usage:
     python3 bench/epoch_compare.py --bin target/release/cascade \\
@@ -88,8 +91,9 @@ def table(a, rows, note):
           f"medians over up to {repeats} repeats (ratios within a repeat); {note}")
     print()
     print("| model | recipe | steps | project train s/epoch | PyTorch train s/epoch | project / PyTorch "
-          "| project epoch s (with validation) | PyTorch epoch s | project / PyTorch | repeats |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| project epoch s (with validation) | PyTorch epoch s | project / PyTorch "
+          "| project inference img/s | PyTorch inference img/s | project / PyTorch (img/s) | repeats |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in models:
         ps, ts = [p for p, _ in rows[m]], [t for _, t in rows[m]]
         rec = ps[0]["recipe"]
@@ -99,12 +103,21 @@ def table(a, rows, note):
             desc += f", crop {rec['augment']['crop_padding']}" + (" + flip" if rec["augment"]["hflip"] else "")
         ratio = med(p["train_s"] / t["train_s"] for p, t in rows[m])
         ratio_e = med(p["epoch_s"] / t["epoch_s"] for p, t in rows[m])
+        ratio_i = med(p["infer_img_per_s"] / t["infer_img_per_s"] for p, t in rows[m])
         print(f"| {m} | {desc} | {ps[0]['steps']} | {med(p['train_s'] for p in ps):.2f} | "
               f"{med(t['train_s'] for t in ts):.2f} | {ratio:.2f} | {med(p['epoch_s'] for p in ps):.2f} | "
-              f"{med(t['epoch_s'] for t in ts):.2f} | {ratio_e:.2f} | {len(ps)} |")
+              f"{med(t['epoch_s'] for t in ts):.2f} | {ratio_e:.2f} | "
+              f"{med(p['infer_img_per_s'] for p in ps):.0f} | {med(t['infer_img_per_s'] for t in ts):.0f} | "
+              f"{ratio_i:.2f} | {len(ps)} |")
     print()
+    print(f"inference: one more pass over the {first['val_images']} validation images after the epoch, in "
+          f"eval mode at the recipe's eval batch size, timed alone (every shape seen once already)")
     print("each repeat (project / PyTorch train s):",
           "; ".join(f"{m}: " + ", ".join(f"{p['train_s']:.2f}/{t['train_s']:.2f}" for p, t in rows[m])
+                    for m in models))
+    print("each repeat (project / PyTorch inference img/s):",
+          "; ".join(f"{m}: " + ", ".join(f"{p['infer_img_per_s']:.0f}/{t['infer_img_per_s']:.0f}"
+                                         for p, t in rows[m])
                     for m in models))
 
 

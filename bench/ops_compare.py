@@ -34,6 +34,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--models", default="mlp,cnn,resnet8")
+    ap.add_argument("--infer-batch", type=int, default=128, help="images per inference batch (training: 128)")
     a = ap.parse_args()
 
     env = dict(os.environ)
@@ -43,10 +44,11 @@ def main():
 
     rows = {}  # (model, lib) -> list of (train_ms, img_s), one per repeat
     for r in range(a.repeats):
-        candle = run_json([a.bin, str(a.steps), "1", a.models, "--json"], env)
+        candle = run_json([a.bin, str(a.steps), "1", a.models, f"--infer-batch={a.infer_batch}", "--json"], env)
         torch = run_json(
             [a.python, os.path.join(HERE, "pytorch_step.py"), "--threads", str(a.threads),
-             "--steps", str(a.steps), "--rounds", "1", "--models", a.models, "--json"],
+             "--steps", str(a.steps), "--rounds", "1", "--models", a.models,
+             "--infer-batch", str(a.infer_batch), "--json"],
             env,
         )
         for row in candle + torch:
@@ -56,7 +58,7 @@ def main():
 
     med = statistics.median
     load = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
-    print(f"threads {a.threads}, batch 128, 1x28x28, AdamW; medians over {a.repeats} repeats; "
+    print(f"threads {a.threads}, batch 128 (inference {a.infer_batch}), 1x28x28, AdamW; medians over {a.repeats} repeats; "
           f"load average at the end {load}")
     print()
     print("| model | library | train ms/step | x PyTorch | train CPU ms/step | x PyTorch (CPU) "

@@ -20,7 +20,10 @@ of Fashion-MNIST (or MNIST) in the same form as the project's training loop
   last batch of one image is dropped, as there;
 * after the pass, the validation split in eval mode (batch
   `eval_batch_size`) and a copy of the weights (the project keeps the best
-  epoch's).
+  epoch's);
+* then, timed alone as `infer_s`, one more pass over the validation split
+  in eval mode under no_grad (the inference throughput on real data, every
+  shape already seen once), as `cascade bench --epoch` does.
 
 The recipe is a JSON object in the project's `TrainConfig` form (what
 `cascade bench --epoch --json` prints under `recipe`); without --recipe the
@@ -176,8 +179,12 @@ def epoch(model, recipe, data, seed):
     best = copy.deepcopy(model.state_dict())
     epoch_s = time.perf_counter() - t0
     del best
+    t1 = time.perf_counter()
+    evaluate(model, val_x, val_y, recipe["eval_batch_size"])
+    infer_s = time.perf_counter() - t1
     return {"steps": per_epoch, "train_s": train_s, "epoch_s": epoch_s, "train_img_per_s": seen / train_s,
-            "train_loss": loss_sum / seen, "val_error": val_error}
+            "train_loss": loss_sum / seen, "val_error": val_error, "infer_s": infer_s,
+            "infer_img_per_s": len(val_y) / infer_s}
 
 
 def main():

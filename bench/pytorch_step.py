@@ -83,7 +83,7 @@ class ResNet8(nn.Module):
 MODELS = {"mlp": Mlp, "cnn": Cnn, "resnet8": ResNet8}
 
 
-def bench(name, steps, rounds, batch):
+def bench(name, steps, rounds, batch, infer_batch):
     torch.manual_seed(0)
     model = MODELS[name]()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -109,6 +109,7 @@ def bench(name, steps, rounds, batch):
             cpu.append(time.process_time() - c)
     model.eval()
     infer = []
+    x = torch.randn(infer_batch, 1, 28, 28)
     with torch.no_grad():
         model(x)
         for _ in range(rounds):
@@ -117,7 +118,7 @@ def bench(name, steps, rounds, batch):
                 model(x)
                 infer.append(time.perf_counter() - t)
     med = statistics.median
-    return 1e3 * med(times), 1e3 * med(cpu), batch / med(infer)
+    return 1e3 * med(times), 1e3 * med(cpu), infer_batch / med(infer)
 
 
 def main():
@@ -126,15 +127,17 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--infer-batch", type=int, default=None, help="inference batch (default: --batch)")
     ap.add_argument("--models", default="mlp,cnn,resnet8")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     for name in a.models.split(","):
-        train_ms, cpu_ms, img_s = bench(name, a.steps, a.rounds, a.batch)
+        infer_batch = a.infer_batch or a.batch
+        train_ms, cpu_ms, img_s = bench(name, a.steps, a.rounds, a.batch, infer_batch)
         if a.json:
             print(json.dumps({"lib": "pytorch", "model": name, "train_ms": train_ms,
-                              "train_cpu_ms": cpu_ms, "infer_img_s": img_s}))
+                              "train_cpu_ms": cpu_ms, "infer_batch": infer_batch, "infer_img_s": img_s}))
         else:
             print(f"pytorch {name:<8} train {train_ms:8.2f} ms/step, cpu {cpu_ms:8.2f} ms  "
                   f"inference {img_s:10.0f} img/s")

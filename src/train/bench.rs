@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::eval::evaluate;
 use super::fit::{train_model, Progress, TrainConfig};
 use super::optim::{AnyOptimizer, OptimizerConfig};
 use crate::data::Dataset;
@@ -149,6 +150,14 @@ pub struct EpochBenchResult {
     pub train_loss: f64,
     /// Validation error after the epoch.
     pub val_error: f64,
+    /// Seconds of one more pass over the validation split in inference
+    /// mode after the epoch ([`evaluate`] at the recipe's
+    /// `eval_batch_size`: forward, cross-entropy and error count), timed
+    /// alone; the epoch's own validation pass has already run every shape
+    /// once.
+    pub infer_s: f64,
+    /// Validation images per second over that pass.
+    pub infer_img_per_s: f64,
 }
 
 /// Trains a fresh `model` (initialised with `seed`) for one epoch of
@@ -186,6 +195,10 @@ pub fn bench_epoch(
     )?;
     device.synchronize()?;
     let epoch_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    evaluate(&m, val, recipe.eval_batch_size)?;
+    device.synchronize()?;
+    let infer_s = t1.elapsed().as_secs_f64();
     let rec = report
         .epochs
         .first()
@@ -203,6 +216,8 @@ pub fn bench_epoch(
         train_img_per_s: rec.train_img_per_s,
         train_loss: rec.train_loss,
         val_error: rec.val_error,
+        infer_s,
+        infer_img_per_s: val.len() as f64 / infer_s.max(1e-12),
         recipe,
     })
 }
@@ -242,6 +257,9 @@ mod tests {
         let n = s.train.len();
         assert_eq!(r.steps, n / 32 + usize::from(n % 32 > 1));
         assert!(r.train_s > 0.0 && r.train_s <= r.epoch_s, "{r:?}");
+        assert!(r.infer_s > 0.0, "{r:?}");
+        let img_s = r.val_images as f64 / r.infer_s;
+        assert!((r.infer_img_per_s - img_s).abs() <= 1e-6 * img_s, "{r:?}");
         assert!(r.train_loss.is_finite() && (0.0..=1.0).contains(&r.val_error));
         let bad = TrainConfig {
             batch_size: 0,

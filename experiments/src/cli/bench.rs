@@ -208,12 +208,20 @@ fn run_epoch(args: &BenchArgs, threads: &str, device: &Device) -> anyhow::Result
         threads
     );
     println!(
-        "{:<14} {:>6} {:>6} {:>6} {:>10} {:>10} {:>12} {:>10}",
-        "model", "recipe", "batch", "steps", "train s", "epoch s", "train img/s", "val err %"
+        "{:<14} {:>6} {:>6} {:>6} {:>10} {:>10} {:>12} {:>10} {:>12}",
+        "model",
+        "recipe",
+        "batch",
+        "steps",
+        "train s",
+        "epoch s",
+        "train img/s",
+        "val err %",
+        "infer img/s"
     );
     for (stage, r) in &rows {
         println!(
-            "{:<14} {:>6} {:>6} {:>6} {:>10.2} {:>10.2} {:>12.0} {:>10.2}",
+            "{:<14} {:>6} {:>6} {:>6} {:>10.2} {:>10.2} {:>12.0} {:>10.2} {:>12.0}",
             r.model,
             format!("st. {stage}"),
             r.recipe.batch_size,
@@ -221,9 +229,13 @@ fn run_epoch(args: &BenchArgs, threads: &str, device: &Device) -> anyhow::Result
             r.train_s,
             r.epoch_s,
             r.train_img_per_s,
-            100.0 * r.val_error
+            100.0 * r.val_error,
+            r.infer_img_per_s
         );
     }
-    println!("train s: the training pass; epoch s: with validation and keeping the best weights");
+    println!(
+        "train s: the training pass; epoch s: with validation and keeping the best weights; \
+         infer img/s: one more validation pass in inference mode, timed alone"
+    );
     Ok(())
 }
