@@ -1,6 +1,9 @@
 //! 2-D convolution on the CPU as im2col + one GEMM per image, with both
 //! gradients as GEMMs too (the weight gradient against the same im2col
-//! buffer, the input gradient as a GEMM followed by col2im).
+//! buffer, the input gradient as a GEMM followed by col2im). The forward
+//! of the shapes [`super::direct`] takes (the ResNets' 3x3 and 1x1 layers
+//! on CPUs with AVX-512F) skips im2col and computes the same numbers bit
+//! for bit straight from the image.
 //!
 //! The batch is split across rayon's threads; each GEMM runs on one thread
 //! then. With fewer images than threads the GEMMs themselves go parallel.
@@ -9,6 +12,7 @@ use super::cpu::{
     add_into, add_strided, copy_strided, give_scratch, num_threads, par_init, relu_inplace,
     relu_mask, sgemm, slice_f32, sum, sum_sq_shifted, take_scratch, to_vec_f32, with_f32, Mat,
 };
+use super::direct;
 use super::norm;
 use super::pool::pool_plane;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -119,7 +123,10 @@ fn same_shift(g: &Geom, ki: usize, kj: usize) -> (usize, usize, isize) {
     let oh_hi = (h + p).saturating_sub(ki).min(h);
     let d = (ki as isize - p as isize) * w as isize + (kj as isize - p as isize);
     let hw = (h * w) as isize;
-    let j0 = ((oh_lo * w) as isize).max(-d).max(0) as usize;
+    // Clamped to the plane: with a kernel taller than the image plus one,
+    // a whole row of taps can fall off it (then `j0 = j1 = h * w`, and
+    // `j0 + d` may lie outside the plane: callers skip empty ranges).
+    let j0 = ((oh_lo * w) as isize).max(-d).clamp(0, hw) as usize;
     let j1 = ((oh_hi * w) as isize).min(hw - d).max(j0 as isize) as usize;
     (j0, j1, d)
 }
@@ -154,7 +161,7 @@ fn is_same(g: &Geom) -> bool {
 }
 
 /// Unfolds one image `[c, h, w]` into `col: [c * k * k, ho * wo]`.
-fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
+pub(crate) fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
     let (pp, wo) = (g.pp(), g.wo);
     let same = is_same(g);
     for c in 0..g.c {
@@ -166,8 +173,10 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
                     let (j0, j1, d) = same_shift(g, ki, kj);
                     row[..j0].fill(0.0);
                     row[j1..].fill(0.0);
-                    let s0 = (j0 as isize + d) as usize;
-                    row[j0..j1].copy_from_slice(&plane[s0..s0 + (j1 - j0)]);
+                    if j1 > j0 {
+                        let s0 = (j0 as isize + d) as usize;
+                        row[j0..j1].copy_from_slice(&plane[s0..s0 + (j1 - j0)]);
+                    }
                     let (lo, hi) = same_cols(g, kj);
                     zero_edge_cols(row, wo, lo, hi);
                     continue;
@@ -210,8 +219,10 @@ fn col2im(g: &Geom, col: &mut [f32], x: &mut [f32]) {
                     let (lo, hi) = same_cols(g, kj);
                     zero_edge_cols(row, wo, lo, hi);
                     let (j0, j1, d) = same_shift(g, ki, kj);
-                    let s0 = (j0 as isize + d) as usize;
-                    add_into(&mut plane[s0..s0 + (j1 - j0)], &row[j0..j1]);
+                    if j1 > j0 {
+                        let s0 = (j0 as isize + d) as usize;
+                        add_into(&mut plane[s0..s0 + (j1 - j0)], &row[j0..j1]);
+                    }
                     continue;
                 }
                 let (lo, hi) = g.ow_range(kj);
@@ -325,7 +336,23 @@ pub(crate) fn conv_fwd(
     } else {
         Vec::new()
     };
+    let direct = !pooled && direct::eligible(g);
+    let taps = direct.then(|| direct::Taps::new(g));
+    let col_len = if direct { 0 } else { col_len };
     let y = par_init(g.n * out_img, per_task * out_img, |t, ys| {
+        if let Some(taps) = &taps {
+            let mut ph = take_scratch(direct::Taps::phase_len(g));
+            for (j, yn) in ys.chunks_mut(out_img).enumerate() {
+                let i = t * per_task + j;
+                let xn = direct_source(g, taps, &x[i * in_img..][..in_img], &mut ph);
+                direct::conv_image(g, taps, xn, w, bias, yn);
+                if act.relu {
+                    relu_inplace(yn);
+                }
+            }
+            give_scratch(ph);
+            return;
+        }
         let mut col = take_scratch(col_len);
         let mut z = take_scratch(if pooled { g.co * pp } else { 0 });
         let mut args = if pooled {
@@ -784,29 +811,41 @@ fn conv_stats_fwd(g: &Geom, x: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f3
     let col_len = if g.pointwise() { 0 } else { kk * pp };
     // Per task and channel: (count, mean, M2).
     let slots: Slots<Vec<(f64, f64, f64)>> = Slots::new(tasks);
+    let taps = direct::eligible(g).then(|| direct::Taps::new(g));
+    let col_len = if taps.is_some() { 0 } else { col_len };
     let z = par_init(g.n * out_img, per_task * out_img, |t, zs| {
         let mut col = take_scratch(col_len);
+        let mut ph = take_scratch(if taps.is_some() {
+            direct::Taps::phase_len(g)
+        } else {
+            0
+        });
         let mut acc = vec![(0f64, 0f64, 0f64); g.co];
         for (j, zn) in zs.chunks_mut(out_img).enumerate() {
             let i = t * per_task + j;
             let xn = &x[i * in_img..][..in_img];
-            let colref: &[f32] = if g.pointwise() {
-                xn
+            if let Some(taps) = &taps {
+                let src = direct_source(g, taps, xn, &mut ph);
+                direct::conv_image(g, taps, src, w, None, zn);
             } else {
-                im2col(g, xn, &mut col);
-                &col
-            };
-            sgemm(
-                g.co,
-                pp,
-                kk,
-                zn,
-                pp,
-                false,
-                Mat::rows(w, kk),
-                Mat::rows(colref, pp),
-                par,
-            );
+                let colref: &[f32] = if g.pointwise() {
+                    xn
+                } else {
+                    im2col(g, xn, &mut col);
+                    &col
+                };
+                sgemm(
+                    g.co,
+                    pp,
+                    kk,
+                    zn,
+                    pp,
+                    false,
+                    Mat::rows(w, kk),
+                    Mat::rows(colref, pp),
+                    par,
+                );
+            }
             for (a, row) in acc.iter_mut().zip(zn.chunks(pp)) {
                 let m0 = (sum(row) / pp as f64) as f32;
                 let (s, q) = sum_sq_shifted(row, m0);
@@ -819,6 +858,7 @@ fn conv_stats_fwd(g: &Geom, x: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f3
             }
         }
         give_scratch(col);
+        give_scratch(ph);
         slots.put(t, acc);
     });
     let mut total = vec![(0f64, 0f64, 0f64); g.co];
@@ -839,6 +879,17 @@ fn conv_stats_fwd(g: &Geom, x: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f3
         })
         .collect();
     (z, mean, var)
+}
+
+/// What the direct kernel reads for image `xn`: the image itself at
+/// stride 1, else its phases, split into `ph`.
+fn direct_source<'a>(g: &Geom, taps: &direct::Taps, xn: &'a [f32], ph: &'a mut [f32]) -> &'a [f32] {
+    if g.s == 1 {
+        xn
+    } else {
+        direct::split_phases(g, taps, xn, ph);
+        ph
+    }
 }
 
 /// Merges two `(count, mean, M2)` summaries (Chan et al.).

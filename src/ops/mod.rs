@@ -7,7 +7,11 @@
 //! - [`conv2d`]: im2col + one GEMM per image (rayon over the batch); the
 //!   weight gradient is a GEMM against the same im2col buffer and the input
 //!   gradient a GEMM + col2im. The input gradient is skipped when the input
-//!   takes no part in autograd (raw images into a first layer).
+//!   takes no part in autograd (raw images into a first layer). On CPUs
+//!   with AVX-512F the forward of the ResNets' layers (stride 1 "same" or
+//!   strided, output channels a multiple of 8) is a direct convolution with
+//!   no im2col, bit-identical to the GEMM it replaces (`direct.rs` says
+//!   when that holds and the tests check it).
 //! - [`batch_norm_train`] / [`batch_norm_relu_train`]: fused, two passes
 //!   forward and two backward (the closed-form gradient).
 //! - [`max_pool2d`]: records each window's argmax; the backward is one
@@ -31,6 +35,7 @@
 mod act;
 mod conv;
 mod cpu;
+mod direct;
 mod linear;
 mod norm;
 mod optim;

@@ -108,12 +108,20 @@ fn conv2d_matches_reference_forward_and_gradients() {
         (2, 3, 4, 4, 2, 3, 1, 0, false),
         (2, 2, 6, 7, 3, 5, 1, 2, true),
         (1, 2, 5, 4, 2, 3, 1, 2, false),
-        // Stride 2 (im2col through even and odd columns): widths 1 and 2,
-        // a 5x5 kernel whose column offsets run from -2 to 2, even sizes.
+        // Stride 2: widths 1 and 2, a 5x5 kernel whose column offsets run
+        // from -2 to 2, even sizes.
         (2, 3, 5, 1, 2, 3, 2, 1, true),
         (2, 2, 4, 2, 3, 3, 2, 1, false),
         (1, 2, 9, 10, 3, 5, 2, 2, true),
         (2, 3, 8, 8, 4, 3, 2, 1, false),
+        // A "same" 5x5 kernel on a 2-row image: whole rows of taps fall off.
+        (1, 2, 2, 7, 3, 5, 1, 2, true),
+        // Multiples of 8 output channels: the direct kernel's forward
+        // (stride 1 "same", stride 2, 1x1 stride 2, the short image).
+        (2, 3, 7, 9, 8, 3, 1, 1, true),
+        (2, 4, 9, 8, 16, 3, 2, 1, false),
+        (2, 5, 6, 7, 8, 1, 2, 0, true),
+        (1, 2, 2, 7, 8, 5, 1, 2, false),
     ];
     for (n, c, h, w, co, k, s, p, with_bias) in cases {
         let tag = format!("n{n} c{c} {h}x{w} co{co} k{k} s{s} p{p} bias {with_bias}");
