@@ -138,4 +138,54 @@ fn bench_epoch_runs_the_recipes_on_the_data() {
     ]);
     assert!(text.contains("mlp-8") && text.contains("st. 3"), "{text}");
     assert!(text.contains("    16 "), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&stdout_of(&[
+        "bench",
+        "--epoch",
+        "--preset",
+        "synthetic-3",
+        "--max-train",
+        "100",
+        "--model",
+        "mlp-8",
+        "--json",
+    ]))
+    .unwrap();
+    let r = &v["epochs"][0]["result"];
+    let (n, s) = (
+        r["val_images"].as_f64().unwrap(),
+        r["infer_s"].as_f64().unwrap(),
+    );
+    assert!(s > 0.0 && (r["infer_img_per_s"].as_f64().unwrap() - n / s).abs() < 1e-6 * n / s);
+}
+
+#[test]
+fn bench_policy_times_one_reinforce_epoch_of_the_preset_shapes() {
+    let text = stdout_of(&[
+        "bench",
+        "--policy",
+        "--preset",
+        "synthetic-3",
+        "--samples",
+        "300",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["samples"], 300);
+    assert_eq!(v["feature_dims"].as_array().unwrap().len(), 3, "{text}");
+    assert_eq!(v["config"]["epochs"], 1);
+    let batch = v["config"]["batch_size"].as_u64().unwrap();
+    assert_eq!(v["steps"].as_u64().unwrap(), 300u64.div_ceil(batch));
+    let (train_s, total_s) = (
+        v["train_s"].as_f64().unwrap(),
+        v["total_s"].as_f64().unwrap(),
+    );
+    assert!(train_s > 0.0 && train_s <= total_s, "{text}");
+    let out = cascade()
+        .args(["bench", "--policy", "--epoch"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "--policy and --epoch together must be refused"
+    );
 }

@@ -61,6 +61,17 @@ pub struct BenchArgs {
     /// With --epoch: use at most this many training images (quick runs).
     #[arg(long)]
     pub max_train: Option<usize>,
+    /// Time one training epoch of the stopping policy instead: REINFORCE
+    /// (policy only, the default settings) on a replay trace with the
+    /// shapes of the preset's cascade (its stages' feature widths, classes
+    /// and MACs; generated values, so no data set or pretrained cascade is
+    /// needed).
+    #[arg(long, conflicts_with = "epoch")]
+    pub policy: bool,
+    /// With --policy: trajectories in the training trace (the validation
+    /// trace has a tenth as many).
+    #[arg(long, default_value_t = 8100)]
+    pub samples: usize,
 }
 
 /// Runs `cascade bench`.
@@ -73,6 +84,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let device = args.device.parse::<DeviceSpec>()?.open()?;
     if args.epoch {
         return run_epoch(args, &threads, &device);
+    }
+    if args.policy {
+        return run_policy(args, &threads);
     }
     let batch = args.batch.unwrap_or(128);
     let (label, rows) = match &args.model {
@@ -236,6 +250,98 @@ fn run_epoch(args: &BenchArgs, threads: &str, device: &Device) -> anyhow::Result
     println!(
         "train s: the training pass; epoch s: with validation and keeping the best weights; \
          infer img/s: one more validation pass in inference mode, timed alone"
+    );
+    Ok(())
+}
+
+/// `cascade bench --policy`: one REINFORCE epoch of the stopping policy.
+fn run_policy(args: &BenchArgs, threads: &str) -> anyhow::Result<()> {
+    use cascade_agents::{Agent, ReinforceAgent, ReinforceConfig, TrainData, TrainOptions};
+    use cascade_env::{ReplayBackend, SyntheticTraceConfig};
+
+    let preset = Preset::by_name(&args.preset)?;
+    let (shape, classes) = preset.input_spec()?;
+    let feature_dims: Vec<usize> = preset
+        .stages
+        .iter()
+        .map(|s| s.model.feature_dim(shape))
+        .collect();
+    let stage_costs = preset
+        .stages
+        .iter()
+        .map(|s| Ok(cascade_rl::flops::count(&s.model, shape, classes)?.macs as f64))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    let trace = |n: usize, seed: u64| {
+        ReplayBackend::synthetic(&SyntheticTraceConfig {
+            num_samples: n,
+            num_classes: classes,
+            feature_dims: feature_dims.clone(),
+            stage_costs: stage_costs.clone(),
+            seed,
+            ..Default::default()
+        })
+    };
+    let mut train = trace(args.samples, derive_seed(args.seed, 0))?;
+    let mut val = trace((args.samples / 10).max(1), derive_seed(args.seed, 1))?;
+    let config = ReinforceConfig {
+        epochs: 1,
+        patience: 0,
+        ..Default::default()
+    };
+    let mut agent = ReinforceAgent::new(config.clone(), &feature_dims, classes)?;
+    let opts = TrainOptions {
+        seed: args.seed,
+        quiet: true,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let summary = agent.train(
+        TrainData {
+            train: &mut train,
+            val: &mut val,
+        },
+        &opts,
+    )?;
+    let total_s = t0.elapsed().as_secs_f64();
+    let epoch = summary
+        .history
+        .first()
+        .context("the policy trained no epoch")?;
+    let train_s = args.samples as f64 / epoch.sps.max(1e-12);
+    let steps = args.samples.div_ceil(config.batch_size);
+    if args.json {
+        let out = serde_json::json!({
+            "what": format!("policy of preset {}", preset.name),
+            "threads": threads,
+            "samples": args.samples,
+            "num_classes": classes,
+            "feature_dims": feature_dims,
+            "stage_costs": stage_costs,
+            "alpha": opts.spec.alpha,
+            "config": config,
+            "steps": steps,
+            "train_s": train_s,
+            "sps": epoch.sps,
+            "total_s": total_s,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "policy of preset {} ({} stages, feature widths {:?}, {} classes), {} threads: \
+         one REINFORCE epoch of {} trajectories in {} steps of {}: {:.3} s ({:.0} trajectories/s); \
+         with the trace recording, initial and end-of-epoch validation {:.3} s",
+        preset.name,
+        feature_dims.len(),
+        feature_dims,
+        classes,
+        threads,
+        args.samples,
+        steps,
+        config.batch_size,
+        train_s,
+        epoch.sps,
+        total_s
     );
     Ok(())
 }
