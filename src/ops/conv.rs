@@ -206,7 +206,7 @@ pub(crate) fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
 /// Folds `col: [c * k * k, ho * wo]` back onto one image `[c, h, w]`,
 /// adding into `x` (the adjoint of [`im2col`]). `col` is scratch: the
 /// entries that fall off the image may be overwritten.
-fn col2im(g: &Geom, col: &mut [f32], x: &mut [f32]) {
+pub(crate) fn col2im(g: &Geom, col: &mut [f32], x: &mut [f32]) {
     let (pp, wo) = (g.pp(), g.wo);
     let same = is_same(g);
     for c in 0..g.c {
@@ -515,7 +515,8 @@ pub(crate) fn conv_bwd(
     } else {
         0
     };
-    let dcol_len = if need_dx && !g.pointwise() {
+    let dx_taps = (need_dx && direct::eligible_dx(g)).then(|| direct::Taps::new(g));
+    let dcol_len = if need_dx && !g.pointwise() && dx_taps.is_none() {
         kk * pp
     } else {
         0
@@ -560,7 +561,9 @@ pub(crate) fn conv_bwd(
             if let Some(dxs) = dxs.as_deref_mut() {
                 let dxn = &mut dxs[(i - lo) * in_img..][..in_img];
                 let wt = Mat::trans(w, kk);
-                if g.pointwise() {
+                if let Some(taps) = &dx_taps {
+                    direct::dx_image(g, taps, gzn, w, dxn);
+                } else if g.pointwise() {
                     sgemm(kk, pp, g.co, dxn, pp, false, wt, Mat::rows(gzn, pp), par);
                 } else {
                     sgemm(

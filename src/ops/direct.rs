@@ -89,6 +89,56 @@ pub(crate) fn eligible(g: &Geom) -> bool {
     }
 }
 
+/// Input channels per register block of the input-gradient kernel.
+const C_BLOCK: usize = 4;
+
+/// Whether the input gradient of `g` runs through the direct kernel
+/// ([`dx_image`]): a stride-1 "same" convolution wider than 1x1, input
+/// channels a multiple of 4 and at most 512 output channels (the depth of
+/// the GEMM it replaces, `W^T gz`, then col2im).
+pub(crate) fn eligible_dx(g: &Geom) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        g.s == 1
+            && g.k > 1
+            && g.ho == g.h
+            && g.wo == g.w
+            && g.c.is_multiple_of(C_BLOCK)
+            && (3..=MAX_DEPTH).contains(&g.co)
+            && g.pp() >= 2
+            && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = g;
+        false
+    }
+}
+
+/// One image's input gradient of a stride-1 "same" convolution:
+/// `dx[c, i] = sum over taps t (in order) of (sum over o of w[o, c, t] *
+/// gz[o, i - offset(t)])`, `dx` of `[c, h, w]`, `gz` of `[co, h * w]`: the
+/// numbers of `W^T gz` (one FMA chain over the output channels per entry)
+/// followed by col2im (the taps' entries added to a zeroed `dx` in order),
+/// bit for bit. The caller has checked [`eligible_dx`]; `taps` are the
+/// forward's ([`Taps::new`]), whose flipped taps say where the gradient
+/// comes from.
+pub(crate) fn dx_image(g: &Geom, taps: &Taps, gz: &[f32], w: &[f32], dx: &mut [f32]) {
+    assert!(gz.len() >= g.out_img() && w.len() >= g.co * g.kk() && dx.len() >= g.in_img());
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(
+            eligible_dx(g),
+            "direct conv: geometry {g:?} not eligible for dx"
+        );
+        // SAFETY: `eligible_dx` checked AVX-512F; the assert above bounds
+        // every access (see `avx512::dx_image`).
+        unsafe { avx512::dx_image(g, taps, gz, w, dx) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("direct conv: no x86_64 kernel to run")
+}
+
 /// What the kernel needs of one geometry: for each tap `(ki, kj)` its
 /// offset into the source (the image, or the phase buffer for stride > 1)
 /// and, for each 16-pixel vector of the output plane, the lanes whose
@@ -219,7 +269,7 @@ pub(crate) fn conv_image(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Geom, Taps, CO_BLOCK, LANES, MAX_DEPTH, V};
+    use super::{Geom, Taps, CO_BLOCK, C_BLOCK, LANES, MAX_DEPTH, V};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f")]
@@ -244,6 +294,84 @@ mod avx512 {
                         _ => block::<V>(g, taps, x, w, init, y, o0, v0),
                     }
                 }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn dx_image(g: &Geom, taps: &Taps, gz: &[f32], w: &[f32], dx: &mut [f32]) {
+        let used = g.pp().div_ceil(LANES);
+        for c0 in (0..g.c).step_by(C_BLOCK) {
+            for v0 in (0..used).step_by(V) {
+                // SAFETY: forwarded from the caller.
+                unsafe {
+                    match used - v0 {
+                        1 => dx_block::<1>(g, taps, gz, w, dx, c0, v0),
+                        2 => dx_block::<2>(g, taps, gz, w, dx, c0, v0),
+                        _ => dx_block::<V>(g, taps, gz, w, dx, c0, v0),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Input channels `c0..c0 + C_BLOCK`, vectors `v0..v0 + NV` of the
+    /// input plane (the output plane's size: stride 1, "same").
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn dx_block<const NV: usize>(
+        g: &Geom,
+        taps: &Taps,
+        gz: &[f32],
+        w: &[f32],
+        dx: &mut [f32],
+        c0: usize,
+        v0: usize,
+    ) {
+        let (pp, kk, k2) = (g.pp(), g.kk(), g.k * g.k);
+        let zero = _mm512_setzero_ps();
+        let mut sum = [[zero; NV]; C_BLOCK];
+        for t in 0..k2 {
+            // Input pixel `i` gets tap `t` from output pixel `i - off(t)`,
+            // which is inside exactly where the forward's flipped tap `ft`
+            // (offset `-off(t)`) reads inside the image from pixel `i`.
+            let ft = k2 - 1 - t;
+            let off = taps.offsets[ft];
+            let mut tmp = [[zero; NV]; C_BLOCK];
+            for o in 0..g.co {
+                let plane = gz.as_ptr().wrapping_add(o * pp);
+                let mut gv = [zero; NV];
+                for (j, gj) in gv.iter_mut().enumerate() {
+                    let m = taps.masks[(v0 + j) * k2 + ft];
+                    let at = plane.wrapping_offset(((v0 + j) * LANES) as isize + off);
+                    // SAFETY: a lane is set only where the flipped tap
+                    // reads inside the plane (same geometry both ways).
+                    *gj = unsafe { _mm512_maskz_loadu_ps(m, at) };
+                }
+                let wt = w.as_ptr().wrapping_add(o * kk + c0 * k2 + t);
+                for (b, row) in tmp.iter_mut().enumerate() {
+                    // SAFETY: `o < co`, `c0 + b < c` (c is a multiple of
+                    // the block) and `t < k2`.
+                    let wv = _mm512_set1_ps(unsafe { *wt.add(b * k2) });
+                    for (a, &gj) in row.iter_mut().zip(&gv) {
+                        *a = _mm512_fmadd_ps(wv, gj, *a);
+                    }
+                }
+            }
+            for (srow, trow) in sum.iter_mut().zip(&tmp) {
+                for (sv, &tv) in srow.iter_mut().zip(trow) {
+                    *sv = _mm512_add_ps(*sv, tv);
+                }
+            }
+        }
+        for (b, row) in sum.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let q0 = (v0 + j) * LANES;
+                let n = (pp - q0).min(LANES);
+                let m: __mmask16 = if n == LANES { 0xffff } else { (1 << n) - 1 };
+                // SAFETY: `q0 < pp` and the mask keeps the store inside
+                // plane `c0 + b` of `dx` (`[c, pp]`, checked by the caller).
+                unsafe { _mm512_mask_storeu_ps(dx.as_mut_ptr().add((c0 + b) * pp + q0), m, v) };
             }
         }
     }
@@ -333,7 +461,7 @@ mod avx512 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::conv::im2col;
+    use super::super::conv::{col2im, im2col};
     use super::super::cpu::{sgemm, Mat};
     use super::*;
     use rand::rngs::StdRng;
@@ -447,6 +575,65 @@ mod tests {
         }
         if avx512 {
             assert!(checked >= 2 * cases.len() + 100, "{checked} checked");
+        }
+    }
+
+    #[test]
+    fn direct_input_gradient_is_bit_identical_to_gemm_and_col2im() {
+        let mut rng = StdRng::seed_from_u64(12);
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+        let fixed = [
+            (16, 28, 28, 16, 3),
+            (32, 14, 14, 32, 3),
+            (64, 7, 7, 64, 3),
+            (4, 5, 9, 3, 5),
+        ];
+        let random: Vec<_> = (0..100)
+            .map(|_| {
+                let k = [3, 5][rng.random_range(0..2)];
+                let (h, w) = (rng.random_range(2..12), rng.random_range(2..12));
+                (4 * rng.random_range(1..4), h, w, rng.random_range(3..20), k)
+            })
+            .collect();
+        let mut checked = 0;
+        for (c, h, w, co, k) in fixed.into_iter().chain(random) {
+            let g = geom(c, h, w, co, k, 1, k / 2);
+            if !eligible_dx(&g) {
+                assert!(!avx512, "{g:?}");
+                continue;
+            }
+            let (kk, pp) = (g.kk(), g.pp());
+            let gz: Vec<f32> = (0..co * pp).map(|_| rng.random::<f32>() - 0.5).collect();
+            let wt: Vec<f32> = (0..co * kk).map(|_| rng.random::<f32>() - 0.5).collect();
+            let mut dcol = vec![0f32; kk * pp];
+            let par = gemm::Parallelism::None;
+            sgemm(
+                kk,
+                pp,
+                co,
+                &mut dcol,
+                pp,
+                false,
+                Mat::trans(&wt, kk),
+                Mat::rows(&gz, pp),
+                par,
+            );
+            let mut want = vec![0f32; g.in_img()];
+            col2im(&g, &mut dcol, &mut want);
+            let mut got = vec![f32::NAN; g.in_img()];
+            dx_image(&g, &Taps::new(&g), &gz, &wt, &mut got);
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{g:?}: direct input gradient differs from GEMM + col2im"
+            );
+            checked += 1;
+        }
+        if avx512 {
+            assert_eq!(checked, 104);
         }
     }
 
