@@ -215,6 +215,10 @@ impl Taps {
 pub(crate) fn split_phases(g: &Geom, taps: &Taps, x: &[f32], ph: &mut [f32]) {
     let (s, pp) = (g.s, g.pp());
     for a in 0..s {
+        if s == 2 && taps.used[2 * a] && taps.used[2 * a + 1] && g.w >= 2 {
+            split_row_pairs(g, a, x, ph);
+            continue;
+        }
         for b in 0..s {
             if !taps.used[a * s + b] {
                 continue;
@@ -231,6 +235,32 @@ pub(crate) fn split_phases(g: &Geom, taps: &Taps, x: &[f32], ph: &mut [f32]) {
                     let dst = &mut ph[base + c * pp + i * g.wo..][..cols];
                     super::cpu::copy_strided(dst, &plane[ih * g.w + b..], s);
                 }
+            }
+        }
+    }
+}
+
+/// Stride 2, row phase `a`: both column phases in one pass over each row
+/// (even columns to phase `(a, 0)`, odd ones to `(a, 1)`).
+fn split_row_pairs(g: &Geom, a: usize, x: &[f32], ph: &mut [f32]) {
+    let pp = g.pp();
+    let (even, odd) = ph[2 * a * g.c * pp..][..2 * g.c * pp].split_at_mut(g.c * pp);
+    for c in 0..g.c {
+        let plane = &x[c * g.h * g.w..][..g.h * g.w];
+        for i in 0..g.ho {
+            let ih = 2 * i + a;
+            if ih >= g.h {
+                continue;
+            }
+            let src = &plane[ih * g.w..][..g.w];
+            let at = c * pp + i * g.wo;
+            let (e, o) = (&mut even[at..][..g.wo], &mut odd[at..][..g.wo]);
+            for ((ev, ov), pair) in e.iter_mut().zip(o.iter_mut()).zip(src.chunks_exact(2)) {
+                *ev = pair[0];
+                *ov = pair[1];
+            }
+            if g.w % 2 == 1 {
+                e[g.w / 2] = src[g.w - 1];
             }
         }
     }
