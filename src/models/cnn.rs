@@ -128,13 +128,30 @@ impl CnnNet {
     /// # Shapes
     /// `x: [b, c, h, w] -> ([b, feature_dim], [b, classes])`
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<(Tensor, Tensor)> {
+        self.head(&self.trunk_t(x, train)?)
+    }
+
+    /// The layers that work image by image: the convolution blocks, then
+    /// the flattening (with a hidden layer) or the global pooling.
+    ///
+    /// # Shapes
+    /// `x: [b, c, h, w] -> [b, d]`
+    pub(crate) fn trunk_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut h = x.clone();
         for block in &self.blocks {
             h = block.forward_relu_pool_t(&h, train, POOL)?;
         }
+        match &self.hidden {
+            Some(_) => h.flatten_from(1),
+            None => global_avg_pool(&h),
+        }
+    }
+
+    /// The layers after [`CnnNet::trunk_t`], on the whole batch.
+    pub(crate) fn head(&self, h: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let features = match &self.hidden {
-            Some(fc1) => ops::relu(&fc1.forward(&h.flatten_from(1)?)?)?,
-            None => global_avg_pool(&h)?,
+            Some(fc1) => ops::relu(&fc1.forward(h)?)?,
+            None => h.clone(),
         };
         let logits = self.fc.forward(&features)?;
         Ok((features, logits))

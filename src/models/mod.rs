@@ -245,6 +245,25 @@ impl FromStr for ModelConfig {
     }
 }
 
+/// Images per slice when a convolutional classifier runs inference on a
+/// larger batch on the CPU (see [`Classifier::forward_t`]): a ResNet-8
+/// batch of 500 ran 30% faster in slices of 128 than whole (`cascade
+/// bench --model resnet-8 --batch 500`), 64 as fast, 256 in between.
+const EVAL_CHUNK: usize = 128;
+
+/// `f` on slices of `EVAL_CHUNK` images of `x`, outputs concatenated.
+fn in_slices(
+    x: &Tensor,
+    f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let b = x.dim(0)?;
+    let parts = (0..b)
+        .step_by(EVAL_CHUNK)
+        .map(|start| f(&x.narrow(0, start, EVAL_CHUNK.min(b - start))?))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 0)
+}
+
 /// What one stage of the cascade produces for a batch.
 #[derive(Debug, Clone)]
 pub struct StageOutput {
@@ -321,13 +340,30 @@ impl Classifier {
                 self.config, self.input_shape[0], self.input_shape[1], self.input_shape[2]
             )));
         }
+        let b = dims[0];
+        let sliced = !train && x.device().is_cpu() && b > EVAL_CHUNK;
         let (features, logits) = match &self.net {
+            // Inference of a large batch through the layers that work image
+            // by image, a slice of images at a time: a slice's activations
+            // stay in cache from one layer to the next, where a whole
+            // batch's would not. The layers after them (a matrix product,
+            // whose sums `gemm` may order differently for a different
+            // number of rows) run on the whole batch, so the outputs are
+            // those of the whole batch at once, bit for bit.
+            Net::Cnn(n) if sliced => n.head(&in_slices(x, |s| n.trunk_t(s, false))?)?,
+            Net::Resnet(n) if sliced => n.head(&in_slices(x, |s| n.trunk_t(s, false))?)?,
+            _ => self.forward_net(x, train)?,
+        };
+        Ok(StageOutput { features, logits })
+    }
+
+    fn forward_net(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        Ok(match &self.net {
             Net::Linear(n) => n.forward_t(x, train)?,
             Net::Mlp(n) => n.forward_t(x, train)?,
             Net::Cnn(n) => n.forward_t(x, train)?,
             Net::Resnet(n) => n.forward_t(x, train)?,
-        };
-        Ok(StageOutput { features, logits })
+        })
     }
 
     /// The configuration the network was built from.
@@ -636,6 +672,29 @@ mod tests {
             &cpu()
         )
         .is_err());
+    }
+
+    #[test]
+    fn large_inference_batches_run_in_slices_with_the_same_outputs() {
+        // A batch over EVAL_CHUNK (and not a multiple of it) in inference
+        // mode against the whole batch at once: bit for bit, CNN and
+        // ResNet; training mode is never sliced.
+        for name in ["resnet-8-w0.5", "cnn-4-8-fc16"] {
+            let cfg: ModelConfig = name.parse().unwrap();
+            let m = Model::new(&cfg, [1, 12, 12], 4, 1, &cpu()).unwrap();
+            let b = 2 * EVAL_CHUNK + 7;
+            let x = Tensor::randn(0f32, 1., (b, 1, 12, 12), &cpu()).unwrap();
+            m.forward_t(&x.narrow(0, 0, 16).unwrap(), true).unwrap();
+            let sliced = m.forward_t(&x, false).unwrap();
+            let (features, logits) = m.classifier().forward_net(&x, false).unwrap();
+            let bits = |t: &Tensor| {
+                let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                v.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+            };
+            assert_eq!(sliced.logits.dims(), [b, 4], "{name}");
+            assert_eq!(bits(&sliced.logits), bits(&logits), "{name}");
+            assert_eq!(bits(&sliced.features), bits(&features), "{name}");
+        }
     }
 
     #[test]

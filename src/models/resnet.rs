@@ -275,13 +275,25 @@ impl ResNet {
     /// # Shapes
     /// `x: [b, c, h, w] -> ([b, 64*width], [b, classes])`
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<(Tensor, Tensor)> {
+        self.head(&self.trunk_t(x, train)?)
+    }
+
+    /// The layers that work image by image, up to the global pooling.
+    ///
+    /// # Shapes
+    /// `x: [b, c, h, w] -> [b, 64*width]`
+    pub(crate) fn trunk_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut h = self.stem.forward_relu_t(x, train)?;
         for block in &self.blocks {
             h = block.forward_t(&h, train)?;
         }
-        let features = global_avg_pool(&h)?;
-        let logits = self.fc.forward(&features)?;
-        Ok((features, logits))
+        global_avg_pool(&h)
+    }
+
+    /// The output layer on the pooled features of the whole batch.
+    pub(crate) fn head(&self, features: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let logits = self.fc.forward(features)?;
+        Ok((features.clone(), logits))
     }
 
     /// Walks the layers into `wk` for an input of shape `[c, h, w]`.
