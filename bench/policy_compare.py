@@ -20,17 +20,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def run(cmd, env):
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stderr}")
-    return p.stdout
+sys.path.insert(0, HERE)
+from epoch_compare import run  # noqa: E402  (one subprocess helper for both drivers)
 
 
 def main():

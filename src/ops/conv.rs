@@ -203,6 +203,17 @@ pub(crate) fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
     }
 }
 
+/// The im2col matrix of image `xn`: the image itself for a pointwise
+/// convolution, else unfolded into `col`.
+fn unfold<'a>(g: &Geom, xn: &'a [f32], col: &'a mut [f32]) -> &'a [f32] {
+    if g.pointwise() {
+        xn
+    } else {
+        im2col(g, xn, col);
+        col
+    }
+}
+
 /// Folds `col: [c * k * k, ho * wo]` back onto one image `[c, h, w]`,
 /// adding into `x` (the adjoint of [`im2col`]). `col` is scratch: the
 /// entries that fall off the image may be overwritten.
@@ -363,12 +374,7 @@ pub(crate) fn conv_fwd(
         for (j, yn) in ys.chunks_mut(out_img).enumerate() {
             let i = t * per_task + j;
             let xn = &x[i * in_img..][..in_img];
-            let colref: &[f32] = if g.pointwise() {
-                xn
-            } else {
-                im2col(g, xn, &mut col);
-                &col
-            };
+            let colref = unfold(g, xn, &mut col);
             let zn: &mut [f32] = if pooled { &mut z } else { yn };
             if let Some(b) = bias {
                 for (row, &bv) in zn.chunks_mut(pp).zip(b) {
@@ -535,12 +541,7 @@ pub(crate) fn conv_bwd(
             let gzn = src.image(g, i, &mut scratch);
             let xn = &x[i * in_img..][..in_img];
             if need_dw {
-                let colref: &[f32] = if g.pointwise() {
-                    xn
-                } else {
-                    im2col(g, xn, &mut col);
-                    &col
-                };
+                let colref = unfold(g, xn, &mut col);
                 sgemm(
                     g.co,
                     kk,
@@ -831,12 +832,7 @@ fn conv_stats_fwd(g: &Geom, x: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f3
                 let src = direct_source(g, taps, xn, &mut ph);
                 direct::conv_image(g, taps, src, w, None, zn);
             } else {
-                let colref: &[f32] = if g.pointwise() {
-                    xn
-                } else {
-                    im2col(g, xn, &mut col);
-                    &col
-                };
+                let colref = unfold(g, xn, &mut col);
                 sgemm(
                     g.co,
                     pp,

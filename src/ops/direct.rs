@@ -328,6 +328,43 @@ mod avx512 {
         }
     }
 
+    /// One tap of a block: `acc[b][j] += w[b * w_stride] * src[j]`, where
+    /// `src[j]` is vector `v0 + j` of the plane shifted by `off`, its lanes
+    /// masked by `masks[(v0 + j) * k2 + tap]` (zero outside).
+    ///
+    /// # Safety
+    /// Every lane a mask sets must lie inside the plane's buffer, and
+    /// `w[b * w_stride]` inside the weights for every `b < B`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tap<const B: usize, const NV: usize>(
+        acc: &mut [[__m512; NV]; B],
+        plane: *const f32,
+        off: isize,
+        masks: &[u16],
+        v0: usize,
+        k2: usize,
+        tap: usize,
+        w: *const f32,
+        w_stride: usize,
+    ) {
+        let mut src = [_mm512_setzero_ps(); NV];
+        for (j, sj) in src.iter_mut().enumerate() {
+            let m = masks[(v0 + j) * k2 + tap];
+            let at = plane.wrapping_offset(((v0 + j) * LANES) as isize + off);
+            // SAFETY: the caller's promise on the masks.
+            *sj = unsafe { _mm512_maskz_loadu_ps(m, at) };
+        }
+        for (b, row) in acc.iter_mut().enumerate() {
+            // SAFETY: the caller's promise on the weights.
+            let wv = _mm512_set1_ps(unsafe { *w.add(b * w_stride) });
+            for (a, &sj) in row.iter_mut().zip(&src) {
+                *a = _mm512_fmadd_ps(wv, sj, *a);
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn dx_image(g: &Geom, taps: &Taps, gz: &[f32], w: &[f32], dx: &mut [f32]) {
         let used = g.pp().div_ceil(LANES);
@@ -366,27 +403,26 @@ mod avx512 {
             // which is inside exactly where the forward's flipped tap `ft`
             // (offset `-off(t)`) reads inside the image from pixel `i`.
             let ft = k2 - 1 - t;
-            let off = taps.offsets[ft];
             let mut tmp = [[zero; NV]; C_BLOCK];
             for o in 0..g.co {
                 let plane = gz.as_ptr().wrapping_add(o * pp);
-                let mut gv = [zero; NV];
-                for (j, gj) in gv.iter_mut().enumerate() {
-                    let m = taps.masks[(v0 + j) * k2 + ft];
-                    let at = plane.wrapping_offset(((v0 + j) * LANES) as isize + off);
-                    // SAFETY: a lane is set only where the flipped tap
-                    // reads inside the plane (same geometry both ways).
-                    *gj = unsafe { _mm512_maskz_loadu_ps(m, at) };
-                }
                 let wt = w.as_ptr().wrapping_add(o * kk + c0 * k2 + t);
-                for (b, row) in tmp.iter_mut().enumerate() {
-                    // SAFETY: `o < co`, `c0 + b < c` (c is a multiple of
-                    // the block) and `t < k2`.
-                    let wv = _mm512_set1_ps(unsafe { *wt.add(b * k2) });
-                    for (a, &gj) in row.iter_mut().zip(&gv) {
-                        *a = _mm512_fmadd_ps(wv, gj, *a);
-                    }
-                }
+                // SAFETY: a lane is set only where the flipped tap reads
+                // inside the plane (same geometry both ways); `o < co`,
+                // `c0 + b < c` (c is a multiple of the block) and `t < k2`.
+                unsafe {
+                    tap(
+                        &mut tmp,
+                        plane,
+                        taps.offsets[ft],
+                        &taps.masks,
+                        v0,
+                        k2,
+                        ft,
+                        wt,
+                        k2,
+                    )
+                };
             }
             for (srow, trow) in sum.iter_mut().zip(&tmp) {
                 for (sv, &tv) in srow.iter_mut().zip(trow) {
@@ -451,26 +487,25 @@ mod avx512 {
                     depth = 0;
                 }
                 depth += 1;
-                let off = taps.offsets[t];
-                let mut xv = [zero; NV];
-                for (j, xj) in xv.iter_mut().enumerate() {
-                    let m = taps.masks[(v0 + j) * k2 + t];
-                    let at = plane.wrapping_offset(((v0 + j) * LANES) as isize + off);
-                    // SAFETY: lane `l` is set only when output pixel
-                    // `q = (v0 + j) * 16 + l` exists and its input pixel is
-                    // inside the image, whose place `q + off` in the source
-                    // is inside `x` (`phases_fit`).
-                    *xj = unsafe { _mm512_maskz_loadu_ps(m, at) };
-                }
                 let wt = w.as_ptr().wrapping_add(o0 * kk + c * k2 + t);
-                for (b, row) in acc.iter_mut().enumerate() {
-                    // SAFETY: `o0 + b < co` (co is a multiple of the block)
-                    // and `c * k2 + t < kk`.
-                    let wv = _mm512_set1_ps(unsafe { *wt.add(b * kk) });
-                    for (a, &xj) in row.iter_mut().zip(&xv) {
-                        *a = _mm512_fmadd_ps(wv, xj, *a);
-                    }
-                }
+                // SAFETY: lane `l` is set only when output pixel
+                // `q = (v0 + j) * 16 + l` exists and its input pixel is
+                // inside the image, whose place `q + off` in the source is
+                // inside `x` (`phases_fit`); `o0 + b < co` (co is a multiple
+                // of the block) and `c * k2 + t < kk`.
+                unsafe {
+                    tap(
+                        &mut acc,
+                        plane,
+                        taps.offsets[t],
+                        &taps.masks,
+                        v0,
+                        k2,
+                        t,
+                        wt,
+                        kk,
+                    )
+                };
             }
         }
         fold(&mut out, &mut acc);
