@@ -104,10 +104,21 @@ impl Geom {
         (lo.min(hi), hi)
     }
     /// The input row of output row `oh` at kernel row `ki`, if inside.
-    fn ih(&self, oh: usize, ki: usize) -> Option<usize> {
+    pub(crate) fn ih(&self, oh: usize, ki: usize) -> Option<usize> {
         (oh * self.s + ki)
             .checked_sub(self.p)
             .filter(|&ih| ih < self.h)
+    }
+    /// The input column of output column `ow` at kernel column `kj`, if
+    /// inside.
+    pub(crate) fn iw(&self, ow: usize, kj: usize) -> Option<usize> {
+        (ow * self.s + kj)
+            .checked_sub(self.p)
+            .filter(|&iw| iw < self.w)
+    }
+    /// Stride 1 with the output the size of the input ("same" padding).
+    pub(crate) fn is_same(&self) -> bool {
+        self.s == 1 && self.ho == self.h && self.wo == self.w
     }
 }
 
@@ -156,14 +167,10 @@ fn zero_edge_cols(rows: &mut [f32], wo: usize, lo: usize, hi: usize) {
     }
 }
 
-fn is_same(g: &Geom) -> bool {
-    g.s == 1 && g.ho == g.h && g.wo == g.w
-}
-
 /// Unfolds one image `[c, h, w]` into `col: [c * k * k, ho * wo]`.
 pub(crate) fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
     let (pp, wo) = (g.pp(), g.wo);
-    let same = is_same(g);
+    let same = g.is_same();
     for c in 0..g.c {
         let plane = &x[c * g.h * g.w..][..g.h * g.w];
         for ki in 0..g.k {
@@ -219,7 +226,7 @@ fn unfold<'a>(g: &Geom, xn: &'a [f32], col: &'a mut [f32]) -> &'a [f32] {
 /// entries that fall off the image may be overwritten.
 pub(crate) fn col2im(g: &Geom, col: &mut [f32], x: &mut [f32]) {
     let (pp, wo) = (g.pp(), g.wo);
-    let same = is_same(g);
+    let same = g.is_same();
     for c in 0..g.c {
         let plane = &mut x[c * g.h * g.w..][..g.h * g.w];
         for ki in 0..g.k {
@@ -347,12 +354,10 @@ pub(crate) fn conv_fwd(
     } else {
         Vec::new()
     };
-    let direct = !pooled && direct::eligible(g);
-    let taps = direct.then(|| direct::Taps::new(g));
-    let col_len = if direct { 0 } else { col_len };
+    let taps = (!pooled && direct::eligible(g)).then(|| direct::Taps::new(g));
     let y = par_init(g.n * out_img, per_task * out_img, |t, ys| {
         if let Some(taps) = &taps {
-            let mut ph = take_scratch(direct::Taps::phase_len(g));
+            let mut ph = take_scratch(taps.phase_len());
             for (j, yn) in ys.chunks_mut(out_img).enumerate() {
                 let i = t * per_task + j;
                 let xn = direct_source(g, taps, &x[i * in_img..][..in_img], &mut ph);
@@ -812,18 +817,18 @@ fn conv_stats_fwd(g: &Geom, x: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f3
     let (kk, pp, in_img, out_img) = (g.kk(), g.pp(), g.in_img(), g.out_img());
     let (per_task, par) = schedule(g.n);
     let tasks = g.n.div_ceil(per_task).max(1);
-    let col_len = if g.pointwise() { 0 } else { kk * pp };
+    let taps = direct::eligible(g).then(|| direct::Taps::new(g));
+    let col_len = if g.pointwise() || taps.is_some() {
+        0
+    } else {
+        kk * pp
+    };
+    let ph_len = taps.as_ref().map_or(0, direct::Taps::phase_len);
     // Per task and channel: (count, mean, M2).
     let slots: Slots<Vec<(f64, f64, f64)>> = Slots::new(tasks);
-    let taps = direct::eligible(g).then(|| direct::Taps::new(g));
-    let col_len = if taps.is_some() { 0 } else { col_len };
     let z = par_init(g.n * out_img, per_task * out_img, |t, zs| {
         let mut col = take_scratch(col_len);
-        let mut ph = take_scratch(if taps.is_some() {
-            direct::Taps::phase_len(g)
-        } else {
-            0
-        });
+        let mut ph = take_scratch(ph_len);
         let mut acc = vec![(0f64, 0f64, 0f64); g.co];
         for (j, zn) in zs.chunks_mut(out_img).enumerate() {
             let i = t * per_task + j;

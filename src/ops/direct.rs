@@ -17,8 +17,8 @@
 //! into its output one after the other when both the output channels and
 //! the pixels are at most 64 (the 64-channel 7x7 and 8x8 layers of the
 //! ResNets), and the kernel does the same; otherwise its block depth
-//! depends on the machine's caches and the GEMM path is kept. Taps that fall on the zero padding are
-//! skipped, which changes nothing: `acc` starts at `+0.0` and a sum of
+//! depends on the machine's caches and the GEMM path is kept. Taps that
+//! fall on the zero padding are skipped, which changes nothing: `acc` starts at `+0.0` and a sum of
 //! `+0.0` and a zero is `+0.0`, so adding the product with a padded zero
 //! never changes `acc`. The results are therefore bit for bit those of
 //! the GEMM path, which the tests check; [`eligible`] says when this path
@@ -52,15 +52,13 @@ fn tap_shift(g: &Geom, ki: usize, kj: usize) -> (usize, isize, isize) {
 /// ResNets). Stride 1 reads the image itself and needs "same" padding.
 fn phases_fit(g: &Geom) -> bool {
     if g.s == 1 {
-        return g.ho == g.h && g.wo == g.w;
+        return g.is_same();
     }
     (0..g.k).all(|ki| {
         (0..g.k).all(|kj| {
             let (_, di, dj) = tap_shift(g, ki, kj);
-            let rows =
-                (0..g.ho).filter(|&oh| (g.s * oh + ki).checked_sub(g.p).is_some_and(|ih| ih < g.h));
-            let cols =
-                (0..g.wo).filter(|&ow| (g.s * ow + kj).checked_sub(g.p).is_some_and(|iw| iw < g.w));
+            let rows = (0..g.ho).filter(|&oh| g.ih(oh, ki).is_some());
+            let cols = (0..g.wo).filter(|&ow| g.iw(ow, kj).is_some());
             rows.map(|oh| oh as isize + di)
                 .all(|i| (0..g.ho as isize).contains(&i))
                 && cols
@@ -99,10 +97,8 @@ const C_BLOCK: usize = 4;
 pub(crate) fn eligible_dx(g: &Geom) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        g.s == 1
+        g.is_same()
             && g.k > 1
-            && g.ho == g.h
-            && g.wo == g.w
             && g.c.is_multiple_of(C_BLOCK)
             && (3..=MAX_DEPTH).contains(&g.co)
             && g.pp() >= 2
@@ -152,13 +148,17 @@ pub(crate) struct Taps {
     channel: usize,
     /// Which of the `s * s` phases some tap reads.
     used: Vec<bool>,
+    /// Floats of the phase buffer one image needs (0 for stride 1).
+    phase_len: usize,
 }
 
 impl Taps {
     pub(crate) fn new(g: &Geom) -> Self {
         let (k, pp) = (g.k, g.pp());
         let vectors = pp.div_ceil(LANES);
-        let (channel, phase_len) = if g.s == 1 {
+        // Stride 1 reads the image's planes, else `s * s` phases of `c`
+        // planes of `ho x wo`.
+        let (channel, phase) = if g.s == 1 {
             (g.h * g.w, 0)
         } else {
             (pp, g.c * pp)
@@ -167,9 +167,9 @@ impl Taps {
         let mut used = vec![false; g.s * g.s];
         for ki in 0..k {
             for kj in 0..k {
-                let (phase, di, dj) = tap_shift(g, ki, kj);
-                used[phase] = true;
-                offsets.push((phase * phase_len) as isize + di * g.wo as isize + dj);
+                let (p, di, dj) = tap_shift(g, ki, kj);
+                used[p] = true;
+                offsets.push((p * phase) as isize + di * g.wo as isize + dj);
             }
         }
         let mut masks = vec![0u16; vectors * k * k];
@@ -182,9 +182,7 @@ impl Taps {
                         break;
                     }
                     let (oh, ow) = (q / g.wo, q % g.wo);
-                    let ih = (g.s * oh + ki).checked_sub(g.p).filter(|&i| i < g.h);
-                    let iw = (g.s * ow + kj).checked_sub(g.p).filter(|&i| i < g.w);
-                    if ih.is_some() && iw.is_some() {
+                    if g.ih(oh, ki).is_some() && g.iw(ow, kj).is_some() {
                         *m |= 1 << lane;
                     }
                 }
@@ -194,17 +192,14 @@ impl Taps {
             masks,
             offsets,
             channel,
+            phase_len: used.len() * phase,
             used,
         }
     }
 
     /// Floats of the phase buffer one image needs (0 for stride 1).
-    pub(crate) fn phase_len(g: &Geom) -> usize {
-        if g.s == 1 {
-            0
-        } else {
-            g.s * g.s * g.c * g.pp()
-        }
+    pub(crate) fn phase_len(&self) -> usize {
+        self.phase_len
     }
 }
 
@@ -282,7 +277,7 @@ pub(crate) fn conv_image(
     let src_len = if g.s == 1 {
         g.in_img()
     } else {
-        Taps::phase_len(g)
+        taps.phase_len()
     };
     assert!(x.len() >= src_len && w.len() >= g.co * g.kk() && y.len() >= g.out_img());
     assert!(init.is_none_or(|b| b.len() >= g.co));
@@ -618,7 +613,7 @@ mod tests {
             let bias: Vec<f32> = (0..co).map(|_| rng.random::<f32>() - 0.5).collect();
             let taps = Taps::new(&g);
             // Stale contents in the phase buffer must not matter.
-            let mut ph = vec![f32::NAN; Taps::phase_len(&g)];
+            let mut ph = vec![f32::NAN; taps.phase_len()];
             let src: &[f32] = if s == 1 {
                 &x
             } else {

@@ -308,7 +308,7 @@ fn run_policy(args: &BenchArgs, threads: &str) -> anyhow::Result<()> {
         .first()
         .context("the policy trained no epoch")?;
     let train_s = args.samples as f64 / epoch.sps.max(1e-12);
-    let steps = args.samples.div_ceil(config.batch_size);
+    let steps = epoch.global_step;
     if args.json {
         let out = serde_json::json!({
             "what": format!("policy of preset {}", preset.name),
