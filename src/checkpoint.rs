@@ -230,10 +230,53 @@ pub fn save_model(model: &Model, path: &Path) -> Result<()> {
     ]
     .into_iter()
     .collect();
+    let bytes = serialize_safetensors(&tensors, meta)
+        .map_err(|e| ckpt_err(path, format!("cannot serialise: {e}")))?;
+    crate::fsutil::write_atomic(path, &bytes).map_err(|e| Error::io(path, e))
+}
+
+/// The safetensors bytes of `tensors` with the metadata `meta`, the same
+/// bytes for the same tensors and metadata every time. The safetensors
+/// writer takes the metadata as a `HashMap` and writes its keys in that
+/// map's order, which changes from one map to the next; the header is
+/// therefore written again with every object's keys sorted (the tensors'
+/// data and their offsets are untouched; the header stays padded with
+/// spaces to a multiple of 8 bytes, as the format asks).
+pub fn serialize_safetensors(
+    tensors: &[(String, Tensor)],
+    meta: HashMap<String, String>,
+) -> std::result::Result<Vec<u8>, String> {
+    use serde_json::Value;
+    fn sorted(v: Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut entries: Vec<(String, Value)> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+            }
+            other => other,
+        }
+    }
+    const N_LEN: usize = 8;
     let bytes =
         safetensors::tensor::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
-            .map_err(|e| ckpt_err(path, format!("cannot serialise: {e}")))?;
-    crate::fsutil::write_atomic(path, &bytes).map_err(|e| Error::io(path, e))
+            .map_err(|e| e.to_string())?;
+    let n = bytes
+        .get(..N_LEN)
+        .and_then(|b| <[u8; N_LEN]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|&n| N_LEN + n <= bytes.len())
+        .ok_or("the writer's header length is out of range")?;
+    let header: Value =
+        serde_json::from_slice(&bytes[N_LEN..N_LEN + n]).map_err(|e| e.to_string())?;
+    let mut h = serde_json::to_vec(&sorted(header)).map_err(|e| e.to_string())?;
+    h.resize(h.len().next_multiple_of(N_LEN), b' ');
+    let mut out = Vec::with_capacity(N_LEN + h.len() + bytes.len() - N_LEN - n);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&bytes[N_LEN + n..]);
+    Ok(out)
 }
 
 /// Loads a model of `config` for `input_shape` / `num_classes` from the
@@ -1039,6 +1082,40 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn saved_model_files_are_byte_identical_and_keep_their_metadata() {
+        // The metadata's four keys come out of a fresh HashMap each save,
+        // in an order that changes from map to map: without the sorted
+        // header, eight saves would almost surely not all agree.
+        let dir = tempfile::tempdir().unwrap();
+        let cfg: ModelConfig = "resnet-8-w0.25".parse().unwrap();
+        let m = Model::new(&cfg, [1, 12, 12], 4, 9, &Device::Cpu).unwrap();
+        let files: Vec<Vec<u8>> = (0..8)
+            .map(|i| {
+                let path = dir.path().join(format!("m{i}.safetensors"));
+                save_model(&m, &path).unwrap();
+                std::fs::read(&path).unwrap()
+            })
+            .collect();
+        assert!(files.iter().all(|f| f == &files[0]));
+        let n = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0, "header padded to 8 bytes");
+        let (_, st) = safetensors::SafeTensors::read_metadata(&files[0]).unwrap();
+        let meta = st.metadata().as_ref().unwrap();
+        assert_eq!(meta["model"], "resnet-8-w0.25");
+        assert_eq!(meta["input_shape"], "1,12,12");
+        assert_eq!(meta["num_classes"], "4");
+        assert_eq!(meta["format"], "pt");
+        let back = load_model(
+            &dir.path().join("m3.safetensors"),
+            &cfg,
+            [1, 12, 12],
+            4,
+            &Device::Cpu,
+        );
+        assert!(back.is_ok());
     }
 
     #[test]
