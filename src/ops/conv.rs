@@ -355,21 +355,11 @@ pub(crate) fn conv_fwd(
         Vec::new()
     };
     let taps = (!pooled && direct::eligible(g)).then(|| direct::Taps::new(g));
+    let ph_len = taps.as_ref().map_or(0, direct::Taps::phase_len);
+    let col_len = if taps.is_some() { 0 } else { col_len };
     let y = par_init(g.n * out_img, per_task * out_img, |t, ys| {
-        if let Some(taps) = &taps {
-            let mut ph = take_scratch(taps.phase_len());
-            for (j, yn) in ys.chunks_mut(out_img).enumerate() {
-                let i = t * per_task + j;
-                let xn = direct_source(g, taps, &x[i * in_img..][..in_img], &mut ph);
-                direct::conv_image(g, taps, xn, w, bias, yn);
-                if act.relu {
-                    relu_inplace(yn);
-                }
-            }
-            give_scratch(ph);
-            return;
-        }
         let mut col = take_scratch(col_len);
+        let mut ph = take_scratch(ph_len);
         let mut z = take_scratch(if pooled { g.co * pp } else { 0 });
         let mut args = if pooled {
             arg_chunks[t].lock().ok()
@@ -379,24 +369,8 @@ pub(crate) fn conv_fwd(
         for (j, yn) in ys.chunks_mut(out_img).enumerate() {
             let i = t * per_task + j;
             let xn = &x[i * in_img..][..in_img];
-            let colref = unfold(g, xn, &mut col);
             let zn: &mut [f32] = if pooled { &mut z } else { yn };
-            if let Some(b) = bias {
-                for (row, &bv) in zn.chunks_mut(pp).zip(b) {
-                    row.fill(bv);
-                }
-            }
-            sgemm(
-                g.co,
-                pp,
-                kk,
-                zn,
-                pp,
-                bias.is_some(),
-                Mat::rows(w, kk),
-                Mat::rows(colref, pp),
-                par,
-            );
+            conv_image(g, taps.as_ref(), xn, w, bias, zn, &mut col, &mut ph, par);
             if pooled {
                 let an = match args.as_deref_mut() {
                     Some(a) => &mut a[j * out_img..][..out_img],
@@ -417,6 +391,7 @@ pub(crate) fn conv_fwd(
             }
         }
         give_scratch(col);
+        give_scratch(ph);
         give_scratch(z);
     });
     drop(arg_chunks);
@@ -833,23 +808,7 @@ fn conv_stats_fwd(g: &Geom, x: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f3
         for (j, zn) in zs.chunks_mut(out_img).enumerate() {
             let i = t * per_task + j;
             let xn = &x[i * in_img..][..in_img];
-            if let Some(taps) = &taps {
-                let src = direct_source(g, taps, xn, &mut ph);
-                direct::conv_image(g, taps, src, w, None, zn);
-            } else {
-                let colref = unfold(g, xn, &mut col);
-                sgemm(
-                    g.co,
-                    pp,
-                    kk,
-                    zn,
-                    pp,
-                    false,
-                    Mat::rows(w, kk),
-                    Mat::rows(colref, pp),
-                    par,
-                );
-            }
+            conv_image(g, taps.as_ref(), xn, w, None, zn, &mut col, &mut ph, par);
             for (a, row) in acc.iter_mut().zip(zn.chunks(pp)) {
                 let m0 = (sum(row) / pp as f64) as f32;
                 let (s, q) = sum_sq_shifted(row, m0);
@@ -883,6 +842,46 @@ fn conv_stats_fwd(g: &Geom, x: &[f32], w: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f3
         })
         .collect();
     (z, mean, var)
+}
+
+/// One image's convolution, `zn = w * xn` plus `bias` per output channel:
+/// the direct kernel where `taps` says it applies (reading the image or its
+/// phases, split into `ph`), else im2col into `col` and a GEMM.
+#[allow(clippy::too_many_arguments)]
+fn conv_image(
+    g: &Geom,
+    taps: Option<&direct::Taps>,
+    xn: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    zn: &mut [f32],
+    col: &mut [f32],
+    ph: &mut [f32],
+    par: Parallelism,
+) {
+    if let Some(taps) = taps {
+        let src = direct_source(g, taps, xn, ph);
+        direct::conv_image(g, taps, src, w, bias, zn);
+        return;
+    }
+    let (kk, pp) = (g.kk(), g.pp());
+    if let Some(b) = bias {
+        for (row, &bv) in zn.chunks_mut(pp).zip(b) {
+            row.fill(bv);
+        }
+    }
+    let colref = unfold(g, xn, col);
+    sgemm(
+        g.co,
+        pp,
+        kk,
+        zn,
+        pp,
+        bias.is_some(),
+        Mat::rows(w, kk),
+        Mat::rows(colref, pp),
+        par,
+    );
 }
 
 /// What the direct kernel reads for image `xn`: the image itself at
