@@ -40,6 +40,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// What a [`StopPolicy`] head reads from an observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyInputs {
+    /// The standardised stage features, then the confidence inputs:
+    /// `[z_t, p_t, max p_t, H(p_t) / ln C]`.
+    #[default]
+    FeaturesAndProbs,
+    /// The confidence inputs only, `[p_t, max p_t, H(p_t) / ln C]`: the
+    /// inputs of `ann`'s rule (and a superset of a threshold rule's).
+    Probs,
+}
+
 /// The shape of a [`StopPolicy`]: what it is built for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,8 +61,12 @@ pub struct PolicySpec {
     pub feature_dims: Vec<usize>,
     /// Number of classes C.
     pub num_classes: usize,
-    /// Hidden width H of each head.
+    /// Hidden width H of each head; 0: a linear head, `pi_t = sigmoid(w .
+    /// x_t + b)` (the functional form of `ann`'s rule).
     pub hidden: usize,
+    /// What each head reads.
+    #[serde(default)]
+    pub inputs: PolicyInputs,
 }
 
 impl PolicySpec {
@@ -58,9 +75,13 @@ impl PolicySpec {
         self.feature_dims.len()
     }
 
-    /// Input width of stage `t`'s head: `d_t + C + 2`.
+    /// Input width of stage `t`'s head: `d_t + C + 2`, or `C + 2` on the
+    /// confidence inputs alone.
     pub fn input_dim(&self, t: usize) -> usize {
-        self.feature_dims[t] + self.num_classes + 2
+        match self.inputs {
+            PolicyInputs::FeaturesAndProbs => self.feature_dims[t] + self.num_classes + 2,
+            PolicyInputs::Probs => self.num_classes + 2,
+        }
     }
 
     /// Refuses an empty cascade, zero widths, fewer than 2 classes.
@@ -68,10 +89,10 @@ impl PolicySpec {
         if self.feature_dims.is_empty() {
             return Err(Error::Config("policy: the cascade has no stages".into()));
         }
-        if self.feature_dims.contains(&0) || self.hidden == 0 {
+        if self.feature_dims.contains(&0) {
             return Err(Error::Config(format!(
-                "policy: feature widths {:?} and hidden width {} must be positive",
-                self.feature_dims, self.hidden
+                "policy: feature widths {:?} must be positive",
+                self.feature_dims
             )));
         }
         if self.num_classes < 2 {
@@ -138,7 +159,8 @@ impl FeatureNorm {
 }
 
 struct Head {
-    fc1: Linear,
+    /// The hidden layer (`None` for a linear head).
+    fc1: Option<Linear>,
     fc2: Linear,
     mean: Tensor,
     inv_std: Tensor,
@@ -166,7 +188,8 @@ impl std::fmt::Debug for StopPolicy {
 impl StopPolicy {
     /// A freshly initialised policy (the same `seed` gives the same
     /// weights): `fc1` He-normal, `fc2` N(0, 0.01^2) with zero bias, so
-    /// every `pi_t` starts near 1/2.
+    /// every `pi_t` starts near 1/2. A linear head (`hidden` 0) is `fc2`
+    /// alone, on the head input.
     pub fn new(spec: PolicySpec, norm: FeatureNorm, seed: u64, device: &Device) -> Result<Self> {
         spec.validate()?;
         let k = spec.num_stages();
@@ -189,18 +212,22 @@ impl StopPolicy {
         for t in 0..k.saturating_sub(1) {
             let vb = vb.pp(format!("stage{t}"));
             let d_in = spec.input_dim(t);
-            let fc1 = linear(
-                d_in,
-                h,
-                vb.pp("fc1"),
-                Init::Kaiming {
-                    dist: candle_nn::init::NormalOrUniform::Normal,
-                    fan: candle_nn::init::FanInOut::FanIn,
-                    non_linearity: candle_nn::init::NonLinearity::Tanh,
-                },
-            )?;
+            let fc1 = if h == 0 {
+                None
+            } else {
+                Some(linear(
+                    d_in,
+                    h,
+                    vb.pp("fc1"),
+                    Init::Kaiming {
+                        dist: candle_nn::init::NormalOrUniform::Normal,
+                        fan: candle_nn::init::FanInOut::FanIn,
+                        non_linearity: candle_nn::init::NonLinearity::Tanh,
+                    },
+                )?)
+            };
             let fc2 = linear(
-                h,
+                if h == 0 { d_in } else { h },
                 1,
                 vb.pp("fc2"),
                 Init::Randn {
@@ -260,8 +287,16 @@ impl StopPolicy {
                 if t + 1 == self.spec.num_stages() {
                     0.0
                 } else {
-                    let d = self.spec.feature_dims[t];
-                    (d + c + self.spec.input_dim(t) * h + h) as f64
+                    let d = match self.spec.inputs {
+                        PolicyInputs::FeaturesAndProbs => self.spec.feature_dims[t],
+                        PolicyInputs::Probs => 0,
+                    };
+                    let layers = if h == 0 {
+                        self.spec.input_dim(t)
+                    } else {
+                        self.spec.input_dim(t) * h + h
+                    };
+                    (d + c + layers) as f64
                 }
             })
             .collect()
@@ -270,18 +305,59 @@ impl StopPolicy {
     /// The head input `x_t` (see the module docs).
     ///
     /// # Shapes
-    /// `features: [m, d_t]`, `probs: [m, C]` -> `[m, d_t + C + 2]`
+    /// `features: [m, d_t]`, `probs: [m, C]` -> `[m, d_t + C + 2]` (or
+    /// `[m, C + 2]` on the confidence inputs alone)
     pub fn input(&self, t: usize, features: &Tensor, probs: &Tensor) -> Result<Tensor> {
         let head = self.head(t)?;
-        let z = features
-            .broadcast_sub(&head.mean)?
-            .broadcast_mul(&head.inv_std)?;
         let top = probs.max_keepdim(1)?;
         let ln_c = (self.spec.num_classes as f64).ln();
         let ent = (probs * probs.clamp(1e-12f32, 1f32)?.log()?)?
             .sum_keepdim(1)?
             .affine(-1.0 / ln_c, 0.0)?;
-        Ok(Tensor::cat(&[&z, probs, &top, &ent], 1)?)
+        match self.spec.inputs {
+            PolicyInputs::FeaturesAndProbs => {
+                let z = features
+                    .broadcast_sub(&head.mean)?
+                    .broadcast_mul(&head.inv_std)?;
+                Ok(Tensor::cat(&[&z, probs, &top, &ent], 1)?)
+            }
+            PolicyInputs::Probs => Ok(Tensor::cat(&[probs, &top, &ent], 1)?),
+        }
+    }
+
+    /// Sets a linear head's weights: stage `t`'s logit becomes `w . x_t +
+    /// b` on the head input `x_t` ([`StopPolicy::input`]). Refuses a head
+    /// with a hidden layer, another stage count or a width other than the
+    /// input's.
+    pub fn set_linear(&self, t: usize, w: &[f32], b: f32) -> Result<()> {
+        let head = self.head(t)?;
+        if head.fc1.is_some() || w.len() != self.spec.input_dim(t) {
+            return Err(Error::Config(format!(
+                "policy stage index {t}: cannot set {} linear weights on a head with input width {} and hidden width {}",
+                w.len(),
+                self.spec.input_dim(t),
+                self.spec.hidden
+            )));
+        }
+        let vars = cascade_rl::nn::named_vars(&self.varmap)?;
+        for (name, value) in [
+            (
+                format!("stage{t}.fc2.weight"),
+                Tensor::from_slice(w, (1, w.len()), &self.device)?,
+            ),
+            (
+                format!("stage{t}.fc2.bias"),
+                Tensor::from_slice(&[b], 1, &self.device)?,
+            ),
+        ] {
+            let var = vars
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v)
+                .ok_or_else(|| Error::Config(format!("policy: no variable {name}")))?;
+            var.set(&value)?;
+        }
+        Ok(())
     }
 
     /// Stop logits `z_t` (`pi_t = sigmoid(z_t)`) from head inputs.
@@ -290,8 +366,11 @@ impl StopPolicy {
     /// `x: [m, d_t + C + 2]` -> `[m]`
     pub fn logits_from_input(&self, t: usize, x: &Tensor) -> Result<Tensor> {
         let head = self.head(t)?;
-        let h = head.fc1.forward(x)?.tanh()?;
-        Ok(head.fc2.forward(&h)?.squeeze(D::Minus1)?)
+        let out = match &head.fc1 {
+            Some(fc1) => head.fc2.forward(&fc1.forward(x)?.tanh()?)?,
+            None => head.fc2.forward(x)?,
+        };
+        Ok(out.squeeze(D::Minus1)?)
     }
 
     /// Stop logits `z_t` of stage `t` (not the last stage).
@@ -498,7 +577,50 @@ mod tests {
             feature_dims: vec![3, 5],
             num_classes: 4,
             hidden: 6,
+            inputs: PolicyInputs::FeaturesAndProbs,
         }
+    }
+
+    #[test]
+    fn a_linear_head_on_the_confidence_inputs() {
+        let spec = PolicySpec {
+            hidden: 0,
+            inputs: PolicyInputs::Probs,
+            ..spec()
+        };
+        let p = StopPolicy::new(
+            spec.clone(),
+            FeatureNorm::identity(&[3, 5]),
+            1,
+            &Device::Cpu,
+        )
+        .unwrap();
+        // Entropy (C), then one dot product of C + 2 inputs; no features.
+        assert_eq!(p.macs(), vec![(4 + 6) as f64, 0.0]);
+        assert_eq!(p.vars().len(), 2);
+        // logit = w . [p, max p, H / ln C] + b, set by hand.
+        p.set_linear(0, &[0.0, 0.0, 0.0, 0.0, 4.0, -2.0], -1.0)
+            .unwrap();
+        let f = [9.0f32, 9.0, 9.0, -9.0, -9.0, -9.0];
+        let pr = [0.25f32, 0.25, 0.25, 0.25, 1.0, 0.0, 0.0, 0.0];
+        let pi = p.stop_probs_rows(0, &f, &pr).unwrap();
+        let sig = |z: f32| 1.0 / (1.0 + (-z).exp());
+        assert!((pi[0] - sig(4.0 * 0.25 - 2.0 - 1.0)).abs() < 1e-6, "{pi:?}");
+        assert!((pi[1] - sig(4.0 - 1.0)).abs() < 1e-6, "{pi:?}");
+        // Saved and loaded, the same rule; a wrong width is refused.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lin.safetensors");
+        p.save(&path).unwrap();
+        let q = StopPolicy::load(&path, spec, &Device::Cpu).unwrap();
+        assert_eq!(q.stop_probs_rows(0, &f, &pr).unwrap(), pi);
+        assert!(p.set_linear(0, &[0.0; 5], 0.0).is_err());
+        let mlp =
+            StopPolicy::new(spec_mlp(), FeatureNorm::identity(&[3, 5]), 1, &Device::Cpu).unwrap();
+        assert!(mlp.set_linear(0, &[0.0; 9], 0.0).is_err());
+    }
+
+    fn spec_mlp() -> PolicySpec {
+        spec()
     }
 
     #[test]

@@ -72,10 +72,10 @@ use crate::error::{Error, Result};
 use crate::eval::{evaluate, record_split, EvalConfig};
 use crate::expected::ExpectedJointConfig;
 use crate::joint::JointConfig;
-use crate::policy::{FeatureNorm, PolicySpec, StopPolicy};
+use crate::policy::{FeatureNorm, PolicyInputs, PolicySpec, StopPolicy};
 use crate::training::{
-    adamw, epoch_bar, finite_scalar, rollout, show_epoch, surrogate, Baseline, BaselineState,
-    MetricLog, Selection, StageOut, StageSource, ValScore,
+    adamw, epoch_bar, expected_objective, finite_scalar, rollout, show_epoch, surrogate, Baseline,
+    BaselineState, MetricLog, Selection, StageOut, StageSource, ValScore,
 };
 
 /// File name of the policy weights in an agent folder.
@@ -115,6 +115,42 @@ pub struct ReinforceConfig {
     pub dual_lr: f64,
     /// How the policy acts in validation (and, by default, evaluation).
     pub eval_mode: ActMode,
+    /// What the policy heads read (a linear head is `hidden` 0).
+    pub inputs: PolicyInputs,
+    /// How frozen training starts the policy.
+    pub init: PolicyInit,
+    /// The gradient of frozen training.
+    pub estimator: Estimator,
+}
+
+/// How frozen training starts the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyInit {
+    /// Fresh weights from the run's seed (every `pi_t` near 1/2).
+    #[default]
+    Fresh,
+    /// `ann`'s rule ([`crate::BackwardAgent`] with
+    /// [`crate::BackwardConfig::ann`]) fitted on the same training split
+    /// and copied into a linear head on the confidence inputs: the policy
+    /// starts as that rule exactly (`pi_t = sigmoid(score_t)`). Under a
+    /// budget, dual ascent starts from the alpha `ann` chose on the
+    /// validation split. Needs `hidden` 0 and `inputs` `probs`.
+    Ann,
+}
+
+/// The gradient frozen training follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Estimator {
+    /// REINFORCE on sampled trajectories (the slides' estimator; the
+    /// `log C_k` term is absent with the classifiers fixed).
+    #[default]
+    Reinforce,
+    /// The exact gradient of the expected reward `J = E_x sum_k q_k(x)
+    /// E[R(k, yhat)]` over each minibatch's recorded stage outputs: no
+    /// sampling, no baseline, no entropy bonus.
+    Exact,
 }
 
 impl Default for ReinforceConfig {
@@ -135,6 +171,9 @@ impl Default for ReinforceConfig {
             patience: 10,
             dual_lr: 1.0,
             eval_mode: ActMode::Greedy,
+            inputs: PolicyInputs::FeaturesAndProbs,
+            init: PolicyInit::Fresh,
+            estimator: Estimator::Reinforce,
         }
     }
 }
@@ -149,12 +188,19 @@ impl ReinforceConfig {
         }
     }
 
-    /// Refuses zero sizes and bad rates.
+    /// Refuses zero sizes, bad rates and a warm start the head cannot hold.
     pub fn validate(&self) -> Result<()> {
-        if self.hidden == 0 || self.epochs == 0 || self.batch_size == 0 {
+        if self.epochs == 0 || self.batch_size == 0 {
             return Err(Error::Config(format!(
-                "reinforce: hidden ({}), epochs ({}) and batch_size ({}) must be positive",
-                self.hidden, self.epochs, self.batch_size
+                "reinforce: epochs ({}) and batch_size ({}) must be positive",
+                self.epochs, self.batch_size
+            )));
+        }
+        if self.init == PolicyInit::Ann && (self.hidden != 0 || self.inputs != PolicyInputs::Probs)
+        {
+            return Err(Error::Config(format!(
+                "reinforce: init ann needs a linear head on the confidence inputs (hidden 0, inputs probs), got hidden {} and inputs {:?}",
+                self.hidden, self.inputs
             )));
         }
         for (name, v, positive) in [
@@ -248,6 +294,7 @@ impl ReinforceAgent {
             feature_dims: feature_dims.to_vec(),
             num_classes,
             hidden: config.hidden,
+            inputs: config.inputs,
         };
         let norm = FeatureNorm::identity(feature_dims);
         let policy = StopPolicy::new(spec, norm, 0, &Device::Cpu)?;
@@ -333,11 +380,14 @@ impl ReinforceAgent {
     /// another `hidden` width is refused.
     pub fn set_config(&mut self, config: ReinforceConfig) -> Result<()> {
         config.validate()?;
-        if config.hidden != self.policy.spec().hidden {
+        if config.hidden != self.policy.spec().hidden || config.inputs != self.policy.spec().inputs
+        {
             return Err(Error::Config(format!(
-                "reinforce: the policy has hidden width {}, the new config asks for {}",
+                "reinforce: the policy has hidden width {} on inputs {:?}, the new config asks for {} on {:?}",
                 self.policy.spec().hidden,
-                config.hidden
+                self.policy.spec().inputs,
+                config.hidden,
+                config.inputs
             )));
         }
         self.config = config;
@@ -443,6 +493,51 @@ impl ReinforceAgent {
         Ok(spec.compile(&costs)?)
     }
 
+    /// Fits `ann`'s rule on `train` (choosing its L2 strength and, under a
+    /// budget, its alpha on `val`) and copies it into the policy's linear
+    /// heads, so that `pi_t = sigmoid(score_t)` is that rule exactly.
+    /// Returns the alpha to start from: `ann`'s under a budget, the
+    /// spec's otherwise.
+    fn start_from_ann(
+        &mut self,
+        train: &mut ReplayBackend,
+        val: &mut ReplayBackend,
+        opts: &TrainOptions,
+    ) -> Result<f64> {
+        let spec = self.policy.spec().clone();
+        let mut ann = crate::BackwardAgent::new(
+            crate::BackwardConfig::ann(),
+            &spec.feature_dims,
+            spec.num_classes,
+        )?;
+        let summary = ann.train(TrainData { train, val }, opts)?;
+        let ln_c = (spec.num_classes as f64).ln();
+        for (t, rule) in ann.rules().iter().enumerate() {
+            // ann's score: w_b + sum_j w_j (x_j - m_j) / s_j on x = [p, max p,
+            // H]; the head reads x' = [p, max p, H / ln C].
+            let m = rule.mean.len();
+            if m != spec.input_dim(t) || rule.weights.len() != m + 1 {
+                return Err(Error::Config(format!(
+                    "reinforce: ann's stage {} rule reads {m} inputs, the policy head {}",
+                    t + 1,
+                    spec.input_dim(t)
+                )));
+            }
+            let mut bias = rule.weights[m];
+            let mut w = Vec::with_capacity(m);
+            for j in 0..m {
+                let v = rule.weights[j] / rule.std[j];
+                bias -= v * rule.mean[j];
+                w.push((if j + 1 == m { v * ln_c } else { v }) as f32);
+            }
+            self.policy.set_linear(t, &w, bias as f32)?;
+        }
+        Ok(match opts.budget {
+            Some(_) => summary.alpha,
+            None => opts.spec.alpha,
+        })
+    }
+
     /// Policy-only training (the `frozen` mode); see the module docs.
     fn train_frozen(&mut self, data: TrainData<'_>, opts: &TrainOptions) -> Result<TrainSummary> {
         // -- Settings -------------------------------------------------------
@@ -455,7 +550,7 @@ impl ReinforceAgent {
         let seeds = Seeds::new(opts.seed);
 
         // -- Stage outputs: recorded once, the classifiers are fixed --------
-        let train = record_split(data.train, "train")?;
+        let mut train = record_split(data.train, "train")?;
         let mut val = record_split(data.val, "val")?;
         let k = train.feature_dims().len();
         let n = train.labels().len();
@@ -470,6 +565,10 @@ impl ReinforceAgent {
             seeds.init,
             &Device::Cpu,
         )?;
+        let start_alpha = match cfg.init {
+            PolicyInit::Fresh => opts.spec.alpha,
+            PolicyInit::Ann => self.start_from_ann(&mut train, &mut val, opts)?,
+        };
         let mut opt = adamw(self.policy.vars(), cfg.lr, cfg.weight_decay)?;
         let mut baseline = BaselineState::new(cfg.baseline, &self.policy, seeds.value_init)?;
         let mut rng = EnvRng::new(seeds.sampling);
@@ -478,10 +577,10 @@ impl ReinforceAgent {
         // -- Bookkeeping ----------------------------------------------------
         let mut log = MetricLog::new(opts.log_csv.as_deref());
         let bar = epoch_bar(cfg.epochs, "reinforce-frozen", opts.quiet);
-        let start_score = self.validate_live(&mut val, opts, opts.spec.alpha)?;
+        let start_score = self.validate_live(&mut val, opts, start_alpha)?;
         let mut sel = Selection::new(
             start_score,
-            opts.spec.alpha,
+            start_alpha,
             opts.budget,
             cfg.dual_lr,
             cfg.patience,
@@ -507,6 +606,19 @@ impl ReinforceAgent {
                     batch,
                     device: self.policy.device().clone(),
                 };
+                if cfg.estimator == Estimator::Exact {
+                    // The exact gradient of J over this minibatch's outputs.
+                    let all: Vec<usize> = (0..batch.len()).collect();
+                    let stages = (0..k)
+                        .map(|t| source.stage(t, &all))
+                        .collect::<Result<Vec<_>>>()?;
+                    let e = expected_objective(&self.policy, &stages, &labels, &model)?;
+                    let loss = e.objective.neg()?;
+                    let policy_loss = finite_scalar(&loss, "losses/policy", epoch, step)?;
+                    opt.step(&loss.backward()?)?;
+                    sums.add_expected(labels.len(), -policy_loss, &e, policy_loss);
+                    continue;
+                }
                 let roll = rollout(&self.policy, &mut source, &labels, &model, &mut rng)?;
                 // Update: the surrogate's gradient is the REINFORCE estimate.
                 let loss = surrogate(
@@ -584,7 +696,7 @@ pub(crate) struct EpochSums {
     episodes: usize,
     steps: usize,
     reward: f64,
-    wrong: usize,
+    wrong: f64,
     cost: f64,
     policy_loss: f64,
     classifier_loss: f64,
@@ -602,11 +714,28 @@ impl EpochSums {
         self.episodes += roll.returns.len();
         self.steps += 1;
         self.reward += roll.returns.iter().sum::<f64>();
-        self.wrong += roll.wrong.iter().filter(|&&w| w).count();
+        self.wrong += roll.wrong.iter().filter(|&&w| w).count() as f64;
         self.cost += roll.costs.iter().sum::<f64>();
         self.policy_loss += policy;
         self.classifier_loss += classifier;
         self.value_loss += value;
+    }
+
+    /// Adds a minibatch of `b` episodes scored in expectation (the exact
+    /// gradient): mean reward `reward`, expected error and cost from `e`.
+    pub fn add_expected(
+        &mut self,
+        b: usize,
+        reward: f64,
+        e: &crate::training::Expected,
+        policy: f64,
+    ) {
+        self.episodes += b;
+        self.steps += 1;
+        self.reward += reward * b as f64;
+        self.wrong += e.mean_error * b as f64;
+        self.cost += e.mean_cost * b as f64;
+        self.policy_loss += policy;
     }
 
     pub fn row(
@@ -623,7 +752,7 @@ impl EpochSums {
             epoch,
             global_step: step,
             mean_reward: self.reward / e,
-            error: self.wrong as f64 / e,
+            error: self.wrong / e,
             cost: self.cost / e,
             policy_loss: self.policy_loss / s,
             classifier_loss: self.classifier_loss / s,

@@ -199,6 +199,9 @@ pub(crate) struct ValueHeads {
     opt: AdamW,
 }
 
+/// Hidden width of the value heads of a linear policy (`hidden` 0).
+pub const LINEAR_POLICY_VALUE_HIDDEN: usize = 32;
+
 impl ValueHeads {
     /// Heads shaped like `policy`'s, seeded with `seed`.
     pub fn new(policy: &StopPolicy, lr: f64, seed: u64) -> Result<Self> {
@@ -206,7 +209,13 @@ impl ValueHeads {
         let dev = policy.device();
         let vb = cascade_rl::nn::seeded_var_builder(&varmap, seed, DType::F32, dev);
         let spec = policy.spec();
-        let h = spec.hidden;
+        // A linear policy still gets a hidden layer in its baseline: the
+        // value of a state is not linear in the confidence inputs.
+        let h = if spec.hidden == 0 {
+            LINEAR_POLICY_VALUE_HIDDEN
+        } else {
+            spec.hidden
+        };
         let mut heads = Vec::new();
         for t in 0..spec.num_stages().saturating_sub(1) {
             let vb = vb.pp(format!("value{t}"));
@@ -890,6 +899,7 @@ mod tests {
             feature_dims: vec![2, 2, 2],
             num_classes: 3,
             hidden: 4,
+            inputs: crate::policy::PolicyInputs::FeaturesAndProbs,
         };
         let norm = crate::policy::FeatureNorm::identity(&[2, 2, 2]);
         StopPolicy::new(spec, norm, 5, dev).unwrap()

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use cascade_agents::{
-    AgentKind, BackwardConfig, ExpectedJointConfig, JointConfig, ReinforceConfig, ThresholdConfig,
+    AgentKind, BackwardConfig, Estimator, ExpectedJointConfig, JointConfig, PolicyInit,
+    PolicyInputs, ReinforceConfig, ThresholdConfig,
 };
 use cascade_env::RewardSpec;
 use cascade_rl::data::{find_data_dir, DatasetKind, SplitConfig, SyntheticConfig};
@@ -24,7 +25,7 @@ pub const BUDGET_RANGE: (f64, f64) = (1e-6, cascade_agents::agent::MAX_BUDGET);
 /// The study presets of `joint_vs_frozen` and `alpha_sweep`.
 pub const STUDY_PRESETS: [&str; 4] = ["default", "quick", "fmnist", "cifar10"];
 
-/// An ablation of a joint agent: one setting changed, swept at
+/// An ablation of a learned agent: one setting changed, swept at
 /// [`StudyConfig::ablation_points`] with the study's seeds, reported under
 /// its own name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +34,8 @@ pub struct Variant {
     /// Its name in results (`reinforce-joint-argmax`, ...); must not be an
     /// agent's name.
     pub name: String,
-    /// The agent it varies: `reinforce-joint` or `expected-joint`.
+    /// The agent it varies: `reinforce-joint`, `expected-joint` or
+    /// `reinforce-frozen` (its `policy` settings only).
     pub base: AgentKind,
     /// What changed, one line (the ablation table's label).
     pub description: String,
@@ -201,7 +203,7 @@ impl StudyConfig {
             reward: RewardSpec::default(),
             count_policy_cost: true,
             threshold: ThresholdConfig::default(),
-            frozen: policy(10),
+            frozen: frozen_learner(10),
             joint: policy(10),
             joint_classifiers: JointConfig::default(),
             expected: expected_policy(),
@@ -235,7 +237,7 @@ impl StudyConfig {
                 // A fifth of the full set: the ResNet needs more passes.
                 c.pretrain.epochs = vec![4, 6, 4, 6];
                 c.alphas = vec![0.003, 0.01, 0.03];
-                c.frozen = policy(20);
+                c.frozen = frozen_learner(20);
                 c.joint = policy(10);
                 c.joint_classifiers.classifier_lr = 3e-4;
                 c.expected = ReinforceConfig {
@@ -250,7 +252,7 @@ impl StudyConfig {
                 c.pretrain.synthetic_train = 8000;
                 c.pretrain.synthetic_test = 2000;
                 c.alphas = vec![0.01, 0.03, 0.1, 0.3];
-                c.frozen = policy(12);
+                c.frozen = frozen_learner(12);
                 c.joint = policy(12);
                 c.joint_classifiers.classifier_lr = 1e-3;
                 c
@@ -262,10 +264,10 @@ impl StudyConfig {
                 // paper's operating point.
                 c.alphas = vec![];
                 c.budgets = vec![0.1, 0.18, 0.3, 0.5];
-                c.seeds = vec![0, 1];
+                c.seeds = vec![0, 1, 2];
                 // 8100 images for the policies, 45900 for the classifiers.
                 c.pretrain.agent_fraction = 0.15;
-                c.frozen = policy(30);
+                c.frozen = frozen_learner(100);
                 c.joint = policy(12);
                 c.joint_classifiers.classifier_lr = 3e-4;
                 c.expected = ReinforceConfig {
@@ -273,7 +275,8 @@ impl StudyConfig {
                     ..expected_policy()
                 };
                 c.expected_classifiers.classifier_steps = 80;
-                c.variants = ablations(&c);
+                c.variants = frozen_diagnostics();
+                c.variants.extend(ablations(&c));
                 c.ablation_points = vec![0.18];
                 c
             }
@@ -281,7 +284,7 @@ impl StudyConfig {
                 let mut c = base("cifar10-resnet", "cifar10");
                 c.alphas = vec![0.003, 0.01, 0.02, 0.05, 0.1, 0.3];
                 c.seeds = vec![0, 1, 2];
-                c.frozen = policy(20);
+                c.frozen = frozen_learner(20);
                 c.joint = policy(20);
                 c.joint_classifiers.classifier_lr = 1e-4;
                 c.eval_batch = 256;
@@ -452,14 +455,7 @@ impl StudyConfig {
         self.expected.validate()?;
         self.expected_classifiers.validate()?;
         for (i, v) in self.variants.iter().enumerate() {
-            let taken = [
-                AgentKind::Threshold,
-                AgentKind::ReinforceFrozen,
-                AgentKind::ReinforceJoint,
-                AgentKind::ExpectedJoint,
-            ]
-            .iter()
-            .any(|a| a.name() == v.name)
+            let taken = AgentKind::ALL.iter().any(|a| a.name() == v.name)
                 || v.name.starts_with("static-")
                 || v.name.starts_with("oracle")
                 || self.variants[..i].iter().any(|w| w.name == v.name);
@@ -476,10 +472,13 @@ impl StudyConfig {
             match v.base {
                 AgentKind::ReinforceJoint if v.expected.is_none() => {}
                 AgentKind::ExpectedJoint if v.joint.is_none() => {}
+                AgentKind::ReinforceFrozen
+                    if v.joint.is_none() && v.expected.is_none() && !v.cold_start => {}
                 _ => {
                     return Err(Error::Config(format!(
-                        "variant '{}': base must be reinforce-joint (with `joint` settings) or \
-                         expected-joint (with `expected` settings)",
+                        "variant '{}': base must be reinforce-joint (with `joint` settings), \
+                         expected-joint (with `expected` settings) or reinforce-frozen (with \
+                         `policy` settings only)",
                         v.name
                     )))
                 }
@@ -532,16 +531,139 @@ impl StudyConfig {
     }
 }
 
-/// The policy training of both learned agents in the presets: the frozen
-/// and the joint agent get the same budget (epochs, batch, learning rate,
-/// entropy schedule), every epoch runs and the best on validation is
-/// kept, so a difference between them is the classifiers' fine-tuning.
+/// The policy training of the joint agents in the presets: the head of
+/// the frozen learner they start from ([`frozen_learner`]), the gentle
+/// step a warm start needs (lr 1e-3, no entropy bonus); every epoch runs
+/// and the best on validation is kept.
 fn policy(epochs: usize) -> ReinforceConfig {
+    ReinforceConfig {
+        epochs,
+        patience: 0,
+        lr: 1e-3,
+        entropy_coef: 0.0,
+        ..linear_head(ReinforceConfig::default())
+    }
+}
+
+/// `c` with a linear head on the confidence inputs, the functional form of
+/// `ann`'s rule.
+fn linear_head(c: ReinforceConfig) -> ReinforceConfig {
+    ReinforceConfig {
+        hidden: 0,
+        inputs: PolicyInputs::Probs,
+        ..c
+    }
+}
+
+/// The frozen learner of the presets (`reinforce-frozen`): REINFORCE, the
+/// slides' estimator on frozen classifiers, on a linear head over the
+/// confidence inputs started from `ann`'s rule fitted on the same policy
+/// images (under a budget, dual ascent starts from the alpha `ann` chose
+/// on validation); lr 1e-3, no entropy bonus, every epoch run and the best
+/// on validation kept (the start included). Chosen on validation among
+/// the learners of [`frozen_diagnostics`] (docs/results/fmnist).
+fn frozen_learner(epochs: usize) -> ReinforceConfig {
+    ReinforceConfig {
+        init: PolicyInit::Ann,
+        ..policy(epochs)
+    }
+}
+
+/// The previous frozen learner of the presets: REINFORCE on a tanh MLP
+/// (hidden 32) over the standardised stage features and the confidence
+/// inputs, from fresh weights, lr 1e-2, entropy bonus 0.01 annealed to 0.
+fn previous_frozen_learner(epochs: usize) -> ReinforceConfig {
     ReinforceConfig {
         epochs,
         patience: 0,
         ..Default::default()
     }
+}
+
+/// Frozen learners that diagnose why the previous one fell behind `ann`
+/// (one change each: training length, inputs, capacity, entropy bonus,
+/// learning rate, start, estimator), swept at the ablation points.
+pub fn frozen_diagnostics() -> Vec<Variant> {
+    let prev = previous_frozen_learner(30);
+    let v = |name: &str, description: &str, policy: ReinforceConfig| Variant {
+        name: name.into(),
+        base: AgentKind::ReinforceFrozen,
+        description: description.into(),
+        cold_start: false,
+        policy: Some(policy),
+        joint: None,
+        expected: None,
+    };
+    let linear = linear_head(prev.clone());
+    vec![
+        v(
+            "reinforce-frozen-prev",
+            "the previous frozen learner: MLP on features and confidences, fresh, 30 epochs",
+            prev.clone(),
+        ),
+        v(
+            "reinforce-frozen-prev-300ep",
+            "the previous learner trained for 300 epochs",
+            ReinforceConfig {
+                epochs: 300,
+                ..prev.clone()
+            },
+        ),
+        v(
+            "reinforce-frozen-prev-probs",
+            "the previous learner on the confidence inputs only (no features)",
+            ReinforceConfig {
+                inputs: PolicyInputs::Probs,
+                ..prev.clone()
+            },
+        ),
+        v(
+            "reinforce-frozen-prev-noent",
+            "the previous learner without the entropy bonus",
+            ReinforceConfig {
+                entropy_coef: 0.0,
+                ..prev.clone()
+            },
+        ),
+        v(
+            "reinforce-frozen-prev-lr1e-3",
+            "the previous learner at lr 1e-3",
+            ReinforceConfig {
+                lr: 1e-3,
+                ..prev.clone()
+            },
+        ),
+        v(
+            "reinforce-frozen-linear",
+            "a linear head on the confidence inputs, fresh, 30 epochs",
+            linear.clone(),
+        ),
+        v(
+            "reinforce-frozen-linear-300ep",
+            "a linear head on the confidence inputs, fresh, 300 epochs",
+            ReinforceConfig {
+                epochs: 300,
+                ..linear.clone()
+            },
+        ),
+        v(
+            "exact-pg-frozen-linear-300ep",
+            "the exact policy gradient, linear head on the confidence inputs, fresh, 300 epochs",
+            ReinforceConfig {
+                epochs: 300,
+                estimator: Estimator::Exact,
+                ..linear
+            },
+        ),
+        v(
+            "exact-pg-frozen",
+            "the exact policy gradient from ann's rule (the frozen learner's start and head)",
+            ReinforceConfig {
+                estimator: Estimator::Exact,
+                ..frozen_learner(100)
+            },
+        ),
+    ]
 }
 
 /// The ablations of the joint agents, one change at a time against the
@@ -730,7 +852,7 @@ fn expected_policy() -> ReinforceConfig {
         epochs: 10,
         patience: 0,
         entropy_coef: 0.0,
-        ..Default::default()
+        ..linear_head(ReinforceConfig::default())
     }
 }
 
@@ -739,7 +861,7 @@ fn quick(mut c: StudyConfig) -> StudyConfig {
     c.pretrain.synthetic_train = 4000;
     c.pretrain.synthetic_test = 1000;
     c.alphas = vec![0.01, 0.05, 0.2];
-    c.frozen = policy(10);
+    c.frozen = frozen_learner(10);
     c.joint = policy(10);
     c.joint_classifiers.classifier_lr = 1e-3;
     c.expected = ReinforceConfig {

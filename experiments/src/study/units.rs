@@ -261,7 +261,7 @@ impl Ctx<'_> {
                 Box::new(ThresholdAgent::new(cfg, k)?)
             }
             AgentKind::ReinforceFrozen => {
-                let (agent, summary) = self.train_frozen(p, seed)?;
+                let (agent, summary) = self.train_frozen(job, p, seed)?;
                 return Ok((Box::new(agent), summary));
             }
             AgentKind::ReinforceJoint | AgentKind::ExpectedJoint => {
@@ -337,14 +337,23 @@ impl Ctx<'_> {
         Ok((agent, summary))
     }
 
-    /// Trains the REINFORCE agent on the frozen classifiers at point `p`
-    /// with `seed` (replaying the recorded stage outputs), its training log
-    /// in its folder.
-    fn train_frozen(&mut self, p: Point, seed: u64) -> Result<(ReinforceAgent, TrainSummary)> {
-        let (dir, _) = self.agent_dir(AgentKind::ReinforceFrozen.name(), p, Some(seed));
+    /// Trains `job` (the REINFORCE agent on the frozen classifiers, or a
+    /// variant of it) at point `p` with `seed`, replaying the recorded
+    /// stage outputs, its training log in its folder.
+    fn train_frozen(
+        &mut self,
+        job: &AgentJob,
+        p: Point,
+        seed: u64,
+    ) -> Result<(ReinforceAgent, TrainSummary)> {
+        let (dir, _) = self.agent_dir(&job.name, p, Some(seed));
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG_FILE)));
-        let mut agent = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
+        let config = job
+            .policy
+            .clone()
+            .unwrap_or_else(|| self.cfg.frozen.clone());
+        let mut agent = ReinforceAgent::for_backend(config, &self.traces.val)?;
         let rep = self.rep;
         let data = TrainData {
             train: &mut self.traces.train,
@@ -372,7 +381,8 @@ impl Ctx<'_> {
                 }
             }
         }
-        let (a, s) = self.train_frozen(p, seed)?;
+        let (a, s) =
+            self.train_frozen(&AgentJob::of(AgentKind::ReinforceFrozen, self.cfg), p, seed)?;
         a.save(&dir)?;
         Ok((a, s.alpha))
     }
