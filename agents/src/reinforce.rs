@@ -124,7 +124,7 @@ pub struct ReinforceConfig {
 }
 
 /// How frozen training starts the policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyInit {
     /// Fresh weights from the run's seed (every `pi_t` near 1/2).
@@ -140,7 +140,7 @@ pub enum PolicyInit {
 }
 
 /// The gradient frozen training follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Estimator {
     /// REINFORCE on sampled trajectories (the slides' estimator; the

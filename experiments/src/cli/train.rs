@@ -25,9 +25,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use cascade_agents::{
-    Agent, AgentKind, BackwardAgent, BackwardConfig, Confidence, JointConfig, OracleAgent,
-    ReinforceAgent, ReinforceConfig, StaticAgent, ThresholdAgent, ThresholdConfig, TrainData,
-    TrainOptions, TrainSummary,
+    Agent, AgentKind, BackwardAgent, BackwardConfig, Confidence, Estimator, JointConfig,
+    OracleAgent, PolicyInit, PolicyInputs, ReinforceAgent, ReinforceConfig, StaticAgent,
+    ThresholdAgent, ThresholdConfig, TrainData, TrainOptions, TrainSummary,
 };
 use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
 use cascade_rl::backend::{cascade_policy_split, cascade_splits, CandleBackend, DEFAULT_BATCH};
@@ -100,6 +100,22 @@ pub struct TrainArgs {
     /// REINFORCE: epochs without a better validation score before stopping (0: never).
     #[arg(long)]
     pub patience: Option<usize>,
+    /// REINFORCE: what the policy heads read (probs: the confidence inputs
+    /// only, as `ann`'s rule).
+    #[arg(long, value_enum)]
+    pub policy_inputs: Option<PolicyInputs>,
+    /// REINFORCE on frozen classifiers: how the policy starts (ann: from
+    /// `ann`'s rule fitted on the same images; needs --hidden 0
+    /// --policy-inputs probs).
+    #[arg(long, value_enum)]
+    pub start: Option<PolicyInit>,
+    /// REINFORCE on frozen classifiers: the gradient (exact: the exact
+    /// gradient of the expected reward over the recorded outputs).
+    #[arg(long, value_enum)]
+    pub estimator: Option<Estimator>,
+    /// REINFORCE: weight of the entropy bonus at the first epoch.
+    #[arg(long)]
+    pub entropy_coef: Option<f64>,
     /// REINFORCE --joint: start from the policy of this saved reinforce agent.
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -316,6 +332,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 lr: args.lr.unwrap_or(base.lr),
                 hidden: args.hidden.unwrap_or(base.hidden),
                 patience: args.patience.unwrap_or(base.patience),
+                inputs: args.policy_inputs.unwrap_or(base.inputs),
+                init: args.start.unwrap_or(base.init),
+                estimator: args.estimator.unwrap_or(base.estimator),
+                entropy_coef: args.entropy_coef.unwrap_or(base.entropy_coef),
                 ..base
             };
             cfg.validate()?;
