@@ -346,3 +346,17 @@ def test_older_traces_load_and_changed_ones_are_refused(trace, tmp_path):
     write_safetensors(bad, header, bytes(changed))
     with pytest.raises(ValueError, match=r"changed\.safetensors.*content hash mismatch"):
         gym.make("CascadeStopping-v0", trace=bad)
+
+
+@pytest.mark.parametrize("render_mode", ["ansi", "rgb_array"])
+def test_gymnasium_check_env_with_the_new_options(trace4, render_mode):
+    from gymnasium.utils.env_checker import check_env
+
+    import warnings
+
+    env = gym.make("CascadeStopping-v0", trace=trace4, render_mode=render_mode, action_mask_in_obs=True,
+                   last_stage_forward="stop")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*infinity.*")
+        check_env(env.unwrapped)
