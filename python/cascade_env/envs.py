@@ -209,8 +209,9 @@ class CascadeStoppingEnv(gym.Env[ObsDict, np.int64]):
 
     Pickling:
         ``pickle`` and ``copy.deepcopy`` rebuild the env from its
-        arguments (re-reading the trace) and restore its random stream and
-        its running episode (input, stage, or terminated), so a copy steps
+        arguments (re-reading the trace, which must still hash to the
+        same ``content_sha256``) and restore its random stream and its
+        running episode (input, stage, or terminated), so a copy steps
         exactly as the original would.
 
     Errors:
@@ -409,7 +410,8 @@ class CascadeStoppingEnv(gym.Env[ObsDict, np.int64]):
 
     def __getstate__(self) -> dict[str, Any]:
         state: dict[str, Any] = {
-            "kwargs": self._kwargs,
+            # The copy reads the trace again: it must hold the same data.
+            "kwargs": {**self._kwargs, "trace_sha256": self.trace_sha256},
             "closed": self._native is None,
             "entropy_pending": self._entropy_pending,
             "episode": self._episode,
@@ -560,7 +562,8 @@ class CascadeStoppingVectorEnv(gym.vector.VectorEnv):
 
     Pickling:
         ``pickle`` and ``copy.deepcopy`` rebuild the vector env from its
-        arguments; its episodes and random streams are not restored, so
+        arguments (the trace must still hash to the same
+        ``content_sha256``); its episodes and random streams are not restored, so
         the copy must be reset (with a seed, to be reproducible) first.
     """
 
@@ -884,8 +887,9 @@ class CascadeStoppingVectorEnv(gym.vector.VectorEnv):
         self._native = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"kwargs": self._kwargs, "closed": self._native is None, "spec": self._spec_value,
-                "sub_attrs": self._sub_attrs}
+        # The copy reads the trace again: it must hold the same data.
+        return {"kwargs": {**self._kwargs, "trace_sha256": self.trace_sha256},
+                "closed": self._native is None, "spec": self._spec_value, "sub_attrs": self._sub_attrs}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state["kwargs"])  # type: ignore[misc]

@@ -77,6 +77,8 @@ class CascadeVecEnv(VecEnv):
         seed = seeds[0]
         if seed is not None and any(s != seed + i for i, s in enumerate(seeds)):
             raise ValueError(f"CascadeVecEnv seeds sub-env i with seed + i; got the seeds {seeds}")
+        if any(self._options):
+            raise ValueError(f"CascadeVecEnv takes no reset options; got {self._options}")
         obs, _ = self.venv.reset(seed=seed)
         self._reset_seeds()
         self._reset_options()

@@ -9,7 +9,11 @@
 //! panic would surface as pyo3's `PanicException` rather than abort the
 //! interpreter. The vector env's step and reset release the GIL while the
 //! Rust env runs and fills the output buffers; the buffers become numpy
-//! arrays without a copy.
+//! arrays without a copy. A second thread calling into a vector env while
+//! that runs gets a `RuntimeError` saying so. A vector env's size is
+//! checked against [`MAX_NUM_ENVS`] and [`MAX_BUFFER_BYTES`] before
+//! anything is allocated, and its seeds so that no sub-env seed `seed + i`
+//! wraps around.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};

@@ -254,6 +254,22 @@ def test_pickle_and_deepcopy_restore_the_episode_and_the_stream(trace, clone):
         clone(closed).reset()
 
 
+def test_a_copy_refuses_a_trace_that_changed_since(trace4, tmp_path):
+    import shutil
+
+    path = tmp_path / "moving.safetensors"
+    shutil.copy(trace4, path)
+    env = CascadeStoppingEnv(path)
+    venv = CascadeStoppingVectorEnv(2, path)
+    blob, vblob = pickle.dumps(env), pickle.dumps(venv)
+    cascade_env.write_synthetic_trace(path, num_samples=50, seed=1, num_classes=4,
+                                      feature_dims=(5, 3, 8, 2), stage_costs=(1.0, 2.0, 3.0, 10.0))
+    with pytest.raises(ValueError, match="not the pinned trace_sha256"):
+        pickle.loads(blob)
+    with pytest.raises(ValueError, match="not the pinned trace_sha256"):
+        pickle.loads(vblob)
+
+
 def test_vector_env_pickles_from_its_arguments(trace):
     venv = CascadeStoppingVectorEnv(3, trace, autoreset_mode="same-step", alpha=0.2)
     venv.reset(seed=4)
