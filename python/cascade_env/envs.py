@@ -219,6 +219,14 @@ class CascadeStoppingEnv(gym.Env[ObsDict, np.int64]):
         ``RuntimeError`` (``gymnasium.make`` wraps the env in
         ``OrderEnforcing``, which raises ``gymnasium.error.ResetNeeded``
         before the first reset); so does any call after :meth:`close`.
+
+    Version history:
+        v0: the Rust env's episodes, random streams and rewards. Within
+        v0, seeded envs play the same episodes on every build (pinned by
+        the tests); an env's first reset without a seed draws its seed
+        from OS entropy (it used seed 0 once), and the options above
+        (``last_stage_forward``, ``action_mask_in_obs``, renders) are
+        opt-in, leaving the default env as it was.
     """
 
     metadata: dict[str, Any] = {"render_modes": list(RENDER_MODES), "render_fps": 4}
