@@ -12,14 +12,23 @@
 # Steps (idempotent; a second run reuses the venv and cargo's build cache):
 #   1. the virtual environment $CASCADE_PY_VENV (default .venv-py in the
 #      repository root), created if missing;
-#   2. pip install maturin numpy gymnasium pytest into it;
+#   2. pip install maturin numpy gymnasium pytest into it, and with
+#      CASCADE_PY_RL=1 also python/tests/requirements-rl.txt
+#      (stable-baselines3, sb3-contrib and torch: about 3 GB; without
+#      them the tests that use them are skipped);
 #   3. pip install ./python (maturin builds the extension module in
 #      release mode; cargo's target folder is the workspace's, or
 #      $CARGO_TARGET_DIR);
 #   4. cargo build of the cascade-env example replay_returns, the Rust
 #      reference the parity tests compare the Python env against
 #      (handed to them as $CASCADE_REPLAY_RETURNS);
-#   5. pytest python/tests.
+#   5. pytest python/tests;
+#   6. unless CASCADE_PY_WHEEL=0: `maturin build --release` of the wheel
+#      (checked to be an abi3 manylinux wheel), installed into a fresh
+#      virtual environment ($CASCADE_PY_WHEEL_VENV, default
+#      .venv-py-wheel, removed and made anew on every run; with
+#      CASCADE_PY_RL=1 the learning libraries too), and pytest
+#      python/tests again, against the installed wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -41,6 +50,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 say "pip install maturin numpy gymnasium pytest"
 pip install --quiet maturin numpy gymnasium pytest
+rl=${CASCADE_PY_RL:-0}
+if [ "$rl" = 1 ]; then
+  say "pip install -r python/tests/requirements-rl.txt (CASCADE_PY_RL=1)"
+  pip install --quiet -r python/tests/requirements-rl.txt
+fi
 
 say "pip install ./python (builds the Rust extension)"
 pip install --quiet --no-build-isolation --force-reinstall --no-deps ./python
@@ -54,3 +68,29 @@ say "pytest python/tests"
 # Run from the repository root so that the package imported is the
 # installed one, not the source folder python/cascade_env.
 pytest -p no:cacheprovider python/tests "$@"
+
+if [ "${CASCADE_PY_WHEEL:-1}" = 0 ]; then
+  say "wheel: skipped (CASCADE_PY_WHEEL=0)"
+  exit 0
+fi
+wheels="$target_dir/wheels-test"
+say "maturin build --release (the wheel, into $wheels)"
+rm -rf "$wheels"
+maturin build --quiet --release --locked -m python/Cargo.toml -o "$wheels"
+wheel=$(ls "$wheels"/cascade_env-*.whl)
+case "$(basename "$wheel")" in
+  *-abi3-manylinux*) say "built $(basename "$wheel")" ;;
+  *) echo "test-python.sh: $(basename "$wheel") is not an abi3 manylinux wheel" >&2; exit 1 ;;
+esac
+wheel_venv=${CASCADE_PY_WHEEL_VENV:-$root/.venv-py-wheel}
+say "a fresh virtual environment $wheel_venv with the wheel"
+rm -rf "$wheel_venv"
+"$python" -m venv "$wheel_venv"
+"$wheel_venv/bin/pip" install --quiet "$wheel" pytest
+if [ "$rl" = 1 ]; then
+  "$wheel_venv/bin/pip" install --quiet -r python/tests/requirements-rl.txt
+fi
+# The package under test is the wheel's, not the source folder.
+"$wheel_venv/bin/python" -c 'import cascade_env, sys; print("== test-python.sh: testing", cascade_env.__file__); sys.exit("site-packages" not in cascade_env.__file__)'
+say "pytest python/tests (against the installed wheel)"
+"$wheel_venv/bin/pytest" -p no:cacheprovider python/tests "$@"

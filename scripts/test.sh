@@ -9,15 +9,18 @@
 # SUITES). The first that fails stops the run, non-zero.
 #   rust   cargo test --workspace --locked
 #   python scripts/test-python.sh: the cascade_env Gymnasium package built
-#          into a virtual environment (.venv-py) and its pytest suite (needs
-#          python3-venv and python3-dev; pip fetches maturin, numpy,
-#          gymnasium and pytest)
+#          into a virtual environment (.venv-py) and its pytest suite, then
+#          its abi3 wheel installed into a fresh one (.venv-py-wheel) and
+#          the suite again (needs python3-venv and python3-dev; pip fetches
+#          maturin, numpy, gymnasium and pytest, and with CASCADE_PY_RL=1
+#          stable-baselines3, sb3-contrib and torch for the tests that
+#          train with them)
 #   slurm  with CASCADE_SLURM_CHECK=1: build the release binaries and run
 #          scripts/slurm-check.sh (the Slurm chain on a real cluster; a
 #          local one-node one: apt-get install slurm-wlm munge, then
 #          scripts/start-local-slurm.sh as root). Skipped otherwise.
 #
-# .ci/run runs fmt and clippy, then CASCADE_SLURM_CHECK=1 scripts/test.sh.
+# .ci/run runs fmt and clippy, then CASCADE_SLURM_CHECK=1 CASCADE_PY_RL=1 scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -159,7 +159,8 @@ impl<B: StageBackend> OptimalStoppingEnv<B> {
     /// An env over `backend` with reward `spec`. Refuses an invalid spec, an
     /// empty cascade, bad stage costs, or a backend whose sizes disagree.
     /// The RNG starts seeded with 0 (never OS entropy), so an env that is
-    /// never given a seed is still reproducible.
+    /// never given a seed is still reproducible (the Python package seeds
+    /// an unseeded env from OS entropy, as Gymnasium does).
     pub fn new(backend: B, spec: RewardSpec) -> Result<Self> {
         validate_backend(&backend)?;
         let model = spec.compile(backend.stage_costs())?;
@@ -213,6 +214,18 @@ impl<B: StageBackend> OptimalStoppingEnv<B> {
             obs: obs.clone(),
         };
         Ok((obs, info))
+    }
+
+    /// The env's random generator (it draws the samples and, with
+    /// [`crate::Prediction::Sample`], the predictions).
+    pub fn rng(&self) -> &EnvRng {
+        &self.rng
+    }
+
+    /// Replaces the env's random generator, e.g. with one saved by
+    /// [`EnvRng::state`]; the running episode, if any, goes on.
+    pub fn set_rng(&mut self, rng: EnvRng) {
+        self.rng = rng;
     }
 
     /// Takes `action`; see [`Env::step`].

@@ -25,12 +25,31 @@
 //! The header's costs must equal the `costs` tensor. Loading refuses a file
 //! whose header or tensors disagree, with a message naming the file and
 //! the problem.
+//!
+//! The header's `content_sha256` pins the numbers an env replays: the
+//! SHA-256 (lower-case hex) of, in this order, the little-endian `u64`
+//! values `[K, N, C, d_0, ..., d_{K-1}]`, then per stage t its features
+//! (`f32`, `[N, d_t]` row-major) and probabilities (`f32`, `[N, C]`), then
+//! the labels as `i64` and the costs as `f64`, all little-endian. It does
+//! not depend on how the file stores them (label dtype, tensor order) nor
+//! on the descriptive fields (names, data set, split). Written by
+//! [`ReplayBackend::save`] and checked by [`ReplayBackend::load`], which
+//! refuses a file whose content no longer hashes to it; a file written
+//! before the field existed loads as before, and its hash is computed on
+//! load ([`ReplayBackend::content_sha256`]). In numpy:
+//!
+//! ```text
+//! h = hashlib.sha256(np.array([K, N, C, *dims], "<u8").tobytes())
+//! for f, p in zip(features, probs): h.update(f.astype("<f4").tobytes()); h.update(p.astype("<f4").tobytes())
+//! h.update(labels.astype("<i8").tobytes()); h.update(costs.astype("<f8").tobytes())
+//! ```
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::backend::{check_rows, StageBackend, StageBatch, StageRows};
 use crate::error::{Error, Result};
@@ -109,6 +128,11 @@ pub struct TraceHeader {
     pub num_classes: usize,
     /// The stages, in order.
     pub stages: Vec<TraceStageInfo>,
+    /// SHA-256 of the content (see the module docs), lower-case hex.
+    /// Absent in files written before it existed; always present in the
+    /// header of a loaded or built trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
 }
 
 /// The best stopping stage of one sample, knowing its label.
@@ -131,6 +155,45 @@ pub struct ReplayBackend {
     features: Vec<Vec<f32>>,
     probs: Vec<Vec<f32>>,
     labels: Vec<u32>,
+    content_sha256: String,
+}
+
+/// Feeds `values` to `h` as little-endian bytes, a block at a time.
+fn hash_le<T: Copy, const W: usize>(h: &mut Sha256, values: &[T], bytes: impl Fn(T) -> [u8; W]) {
+    let mut buf = Vec::with_capacity(4096 * W);
+    for block in values.chunks(4096) {
+        buf.clear();
+        for &v in block {
+            buf.extend_from_slice(&bytes(v));
+        }
+        h.update(&buf);
+    }
+}
+
+/// The content hash of the module docs, lower-case hex.
+fn content_sha256(
+    feature_dims: &[usize],
+    num_classes: usize,
+    features: &[Vec<f32>],
+    probs: &[Vec<f32>],
+    labels: &[u32],
+    costs: &[f64],
+) -> String {
+    let mut h = Sha256::new();
+    let mut sizes = vec![
+        feature_dims.len() as u64,
+        labels.len() as u64,
+        num_classes as u64,
+    ];
+    sizes.extend(feature_dims.iter().map(|&d| d as u64));
+    hash_le(&mut h, &sizes, u64::to_le_bytes);
+    for (f, p) in features.iter().zip(probs) {
+        hash_le(&mut h, f, f32::to_le_bytes);
+        hash_le(&mut h, p, f32::to_le_bytes);
+    }
+    hash_le(&mut h, labels, |y| i64::from(y).to_le_bytes());
+    hash_le(&mut h, costs, f64::to_le_bytes);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks a trace's content; the message names the stage and problem.
@@ -287,6 +350,7 @@ impl ReplayBackend {
             features: Vec::with_capacity(stages.len()),
             probs: Vec::with_capacity(stages.len()),
             labels,
+            content_sha256: String::new(),
         };
         for s in stages {
             r.names.push(s.name);
@@ -295,7 +359,21 @@ impl ReplayBackend {
             r.features.push(s.features);
             r.probs.push(s.probs);
         }
+        r.content_sha256 = content_sha256(
+            &r.feature_dims,
+            r.meta.num_classes,
+            &r.features,
+            &r.probs,
+            &r.labels,
+            &r.costs,
+        );
         r
+    }
+
+    /// SHA-256 of the content (see the module docs), lower-case hex: the
+    /// same for every file that stores these numbers.
+    pub fn content_sha256(&self) -> &str {
+        &self.content_sha256
     }
 
     /// The descriptive fields.
@@ -340,6 +418,7 @@ impl ReplayBackend {
                     feature_dim: self.feature_dims[t],
                 })
                 .collect(),
+            content_sha256: Some(self.content_sha256.clone()),
         }
     }
 
@@ -589,7 +668,16 @@ impl ReplayBackend {
             num_classes: c,
         };
         validate_content(&meta, &stages, &labels).map_err(err)?;
-        Ok(Self::from_parts(meta, stages, labels))
+        let r = Self::from_parts(meta, stages, labels);
+        if let Some(want) = &header.content_sha256 {
+            if !want.eq_ignore_ascii_case(&r.content_sha256) {
+                return Err(err(format!(
+                    "content hash mismatch: the header says content_sha256 {want}, the tensors hash to {} (the file changed after it was written)",
+                    r.content_sha256
+                )));
+            }
+        }
+        Ok(r)
     }
 
     fn check_request(&self, stage: usize, samples: &[usize]) -> Result<()> {

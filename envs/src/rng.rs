@@ -62,6 +62,25 @@ impl EnvRng {
         r
     }
 
+    /// The generator's whole state, `[state, increment]`: a generator
+    /// rebuilt from it by [`EnvRng::from_state`] continues this stream
+    /// exactly (e.g. to save and restore an env).
+    pub fn state(&self) -> [u64; 2] {
+        [self.state, self.inc]
+    }
+
+    /// A generator from a [`EnvRng::state`]. Refuses an even increment,
+    /// which no generator has (PCG needs an odd one).
+    pub fn from_state(state: [u64; 2]) -> crate::Result<Self> {
+        let [state, inc] = state;
+        if inc % 2 == 0 {
+            return Err(crate::Error::InvalidArgument(format!(
+                "random generator state: the increment {inc} is even (a saved state has an odd one)"
+            )));
+        }
+        Ok(EnvRng { state, inc })
+    }
+
     #[inline]
     fn step(&mut self) {
         self.state = self.state.wrapping_mul(PCG_MULT).wrapping_add(self.inc);
@@ -161,6 +180,18 @@ mod tests {
         let xc: Vec<u32> = (0..8).map(|_| c.next_u32()).collect();
         assert_eq!(xa, xb);
         assert_ne!(xa, xc);
+    }
+
+    #[test]
+    fn a_saved_state_continues_the_stream() {
+        let mut a = EnvRng::new(11);
+        a.next_u64();
+        let mut b = EnvRng::from_state(a.state()).expect("odd increment");
+        let xa: Vec<u64> = (0..8).map(|_| a.next_u64()).collect();
+        let xb: Vec<u64> = (0..8).map(|_| b.next_u64()).collect();
+        assert_eq!(xa, xb);
+        let err = EnvRng::from_state([1, 2]).expect_err("even increment");
+        assert!(err.to_string().contains("increment 2 is even"), "{err}");
     }
 
     #[test]

@@ -595,3 +595,57 @@ fn recording_a_backend_keeps_every_output_and_stage_name() {
         assert_eq!(rec.stage_probs(t), src.stage_probs(t));
     }
 }
+
+#[test]
+fn the_content_hash_is_written_checked_and_computed_for_older_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file written before the header had the hash loads, and its hash is
+    // computed on load; it does not depend on the label dtype.
+    let old = dir.path().join("old.safetensors");
+    Raw::valid().write(&old, true);
+    let t = ReplayBackend::load(&old).unwrap();
+    let hash = t.content_sha256().to_string();
+    assert_eq!(hash.len(), 64);
+    assert_eq!(t.header().content_sha256.as_deref(), Some(hash.as_str()));
+    let mut raw = Raw::valid();
+    raw.set("labels", Dtype::U8, vec![3], vec![1, 0, 1]);
+    raw.write(&old, true);
+    assert_eq!(ReplayBackend::load(&old).unwrap().content_sha256(), hash);
+    // The definition of the module docs, pinned: the value numpy and
+    // hashlib give for sha256 of [K, N, C, d..] as u64, then features and
+    // probs per stage, labels as i64, costs as f64.
+    assert_eq!(
+        hash,
+        "64176442815e7f249360a59b8754616a0d8c21e606f344db0ccc3ca5fad49cfc"
+    );
+
+    // A saved trace carries it, and a changed number is refused on load.
+    let path = dir.path().join("t.safetensors");
+    let trace = common::small(9);
+    trace.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let header: serde_json::Value =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()[TRACE_METADATA_KEY]).unwrap();
+    assert_eq!(header["content_sha256"], trace.content_sha256());
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 20; // inside the data, far from the header
+    flipped[last] ^= 1;
+    std::fs::write(&path, &flipped).unwrap();
+    let msg = ReplayBackend::load(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("t.safetensors") && msg.contains("content hash mismatch"),
+        "{msg}"
+    );
+    // So is a header whose hash does not match its tensors.
+    let mut raw = Raw::valid();
+    raw.header["content_sha256"] = serde_json::json!("00".repeat(32));
+    let msg = load_err(&raw);
+    assert!(msg.contains("content hash mismatch"), "{msg}");
+    // Descriptive fields do not change the hash.
+    let mut raw = Raw::valid();
+    raw.header["dataset"] = serde_json::json!("renamed");
+    raw.header["content_sha256"] = serde_json::json!(hash);
+    raw.write(&old, true);
+    assert_eq!(ReplayBackend::load(&old).unwrap().content_sha256(), hash);
+}

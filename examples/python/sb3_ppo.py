@@ -3,12 +3,12 @@
 
 PPO's MultiInputPolicy reads the Dict observation (`stage` one-hot,
 `features`, `probs`, `cost_so_far`). PPO samples actions without the
-action mask, and the env refuses forward at the last stage (a ValueError,
-never a clamp), so this example wraps the env in `LastStageStops`, an
-explicit ActionWrapper that turns forward at the last stage into stop:
-the agent learns that the last stage always stops. (sb3-contrib's
-MaskablePPO with `info["action_mask"]` is the alternative.) Training uses
-SB3's DummyVecEnv over single envs; evaluation plays the trained policy
+action mask, and by default the env refuses forward at the last stage (a
+ValueError, never a clamp), so this example makes the env with
+`last_stage_forward="stop"`: forward at the last stage is taken as stop,
+and the agent learns that the last stage always stops. (sb3-contrib's
+MaskablePPO, which reads the env's `action_masks()`, trains on the strict
+env instead.) Training uses SB3's DummyVecEnv over single envs; evaluation plays the trained policy
 deterministically on a second trace, against the confidence-threshold
 baseline (the best top-probability threshold on the training trace,
 reported on the evaluation trace), both as exact means over every sample.
@@ -63,33 +63,9 @@ import numpy as np
 import cascade_env
 
 
-class LastStageStops(gym.ActionWrapper):
-    """Forward at the last stage becomes stop (the env itself refuses it)."""
-
-    def action(self, action):
-        if int(action) == 1 and self.env.unwrapped._last_info["action_mask"][1] == 0:
-            return 0
-        return int(action)
-
-
-class RememberInfo(gym.Wrapper):
-    """Keeps the last info so that LastStageStops can read the action mask."""
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        self.env.unwrapped._last_info = info
-        return obs, info
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        self.env.unwrapped._last_info = info
-        return obs, reward, terminated, truncated, info
-
-
 def make_env(trace, alpha):
     def thunk():
-        env = gym.make("CascadeStopping-v0", trace=trace, alpha=alpha)
-        return LastStageStops(RememberInfo(env))
+        return gym.make("CascadeStopping-v0", trace=trace, alpha=alpha, last_stage_forward="stop")
 
     return thunk
 

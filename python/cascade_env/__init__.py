@@ -19,7 +19,9 @@ Importing the package registers ``CascadeStopping-v0``::
 
 See :class:`CascadeStoppingEnv` (the single env) and
 :class:`CascadeStoppingVectorEnv` (the native vector env) for the spaces,
-the info keys and the autoreset modes; :func:`load_trace` reads a trace
+the info keys and the autoreset modes; ``cascade_env.sb3.CascadeVecEnv``
+(where Stable-Baselines3 is installed) is an SB3 ``VecEnv`` over the
+native vector env; :func:`load_trace` reads a trace
 into numpy arrays and :func:`write_synthetic_trace` writes the crate's
 synthetic one.
 """
@@ -34,10 +36,12 @@ import gymnasium
 import numpy as np
 
 from . import _native
-from .envs import CascadeStoppingEnv, CascadeStoppingVectorEnv
+from .envs import MAX_NUM_ENVS, RENDER_MODES, CascadeStoppingEnv, CascadeStoppingVectorEnv
 
 __all__ = [
     "ENV_ID",
+    "MAX_NUM_ENVS",
+    "RENDER_MODES",
     "TRACE_FORMAT_VERSION",
     "CascadeStoppingEnv",
     "CascadeStoppingVectorEnv",
@@ -60,8 +64,10 @@ class Trace(NamedTuple):
     Attributes:
         header: The JSON header as a dict: ``format_version``, ``dataset``,
             ``split``, ``cascade``, ``cost_unit``, ``num_samples`` (N),
-            ``num_classes`` (C) and ``stages`` (a list of
-            ``{"name", "cost", "feature_dim"}``).
+            ``num_classes`` (C), ``stages`` (a list of
+            ``{"name", "cost", "feature_dim"}``) and ``content_sha256``
+            (the SHA-256 of the numbers, see the README; computed on load
+            for files written before it existed).
         features: Per stage t, the features ``float32 [N, d_t]``.
         probs: Per stage t, the label probabilities ``float32 [N, C]``.
         labels: The true labels, ``int64 [N]``.
@@ -87,7 +93,8 @@ def load_trace(path: str | os.PathLike[str]) -> Trace:
     Raises:
         FileNotFoundError: The file does not exist (other ``OSError``
             subclasses for other file errors).
-        ValueError: The file is not a valid trace; the message names the
+        ValueError: The file is not a valid trace, or its content does not
+            hash to its header's ``content_sha256``; the message names the
             file and the problem.
     """
     header, features, probs, labels, costs = _native.load_trace(os.fspath(path))

@@ -5,7 +5,8 @@ these are the raw tuples they are built from. Every error of the Rust env
 is raised as a Python exception carrying its message: ``ValueError`` (bad
 argument, corrupt trace, illegal action), ``FileNotFoundError``,
 ``PermissionError``, ``IsADirectoryError`` or ``OSError`` (file errors),
-``RuntimeError`` (no running episode).
+``RuntimeError`` (no running episode, or a vector env in use by another
+thread).
 """
 
 from os import PathLike
@@ -53,9 +54,13 @@ class Env:
         loss: str = "zero-one",
         cost: str = "cumulative",
         prediction: str = "argmax",
+        last_stage_forward: str = "error",
     ) -> None: ...
     def reset(self, seed: int | None = None, sample: int | None = None) -> tuple[_Obs, _Info]: ...
     def step(self, action: int) -> tuple[_Obs, float, bool, _Info]: ...
+    def action_mask(self) -> tuple[bool, bool]: ...
+    def rng_state(self) -> tuple[int, int]: ...
+    def set_rng_state(self, state: int, increment: int) -> None: ...
     @property
     def num_stages(self) -> int: ...
     @property
@@ -81,7 +86,10 @@ class VecEnv:
         loss: str = "zero-one",
         cost: str = "cumulative",
         prediction: str = "argmax",
+        copy: bool = True,
+        last_stage_forward: str = "error",
     ) -> None: ...
+    def action_masks(self) -> npt.NDArray[np.bool_]: ...
     def reset(
         self, seed: int | None = None, mask: npt.NDArray[np.bool_] | None = None
     ) -> tuple[_BatchObs, _BatchInfo]: ...

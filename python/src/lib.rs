@@ -9,7 +9,11 @@
 //! panic would surface as pyo3's `PanicException` rather than abort the
 //! interpreter. The vector env's step and reset release the GIL while the
 //! Rust env runs and fills the output buffers; the buffers become numpy
-//! arrays without a copy.
+//! arrays without a copy. A second thread calling into a vector env while
+//! that runs gets a `RuntimeError` saying so. A vector env's size is
+//! checked against [`MAX_NUM_ENVS`] and [`MAX_BUFFER_BYTES`] before
+//! anything is allocated, and its seeds so that no sub-env seed `seed + i`
+//! wraps around.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -87,6 +91,85 @@ fn parse_action(a: i64, env: Option<usize>) -> PyResult<Action> {
         })
 }
 
+/// What Forward at the last stage does: `"error"` (the default: a
+/// `ValueError`, as the MDP says) or `"stop"` (taken as Stop, for learners
+/// that sample actions without the mask).
+fn parse_last_stage_forward(value: &str) -> PyResult<bool> {
+    match normalise(value).as_str() {
+        "error" => Ok(false),
+        "stop" => Ok(true),
+        _ => Err(PyValueError::new_err(format!(
+            "unknown last_stage_forward {value:?}: expected \"error\" (the default) or \"stop\""
+        ))),
+    }
+}
+
+/// The most sub-envs a vector env may have.
+const MAX_NUM_ENVS: usize = 1 << 24;
+
+/// The most memory a vector env's per-sub-env buffers may take, in bytes
+/// (16 GiB).
+const MAX_BUFFER_BYTES: usize = 1 << 34;
+
+/// Refuses a sub-env count above [`MAX_NUM_ENVS`], or one whose buffers
+/// (the Rust env's and the output arrays', estimated from above) would
+/// take more than [`MAX_BUFFER_BYTES`], before anything is allocated.
+fn check_num_envs(num_envs: usize, layout: &Layout) -> PyResult<()> {
+    if num_envs == 0 {
+        return Err(PyValueError::new_err("num_envs must be >= 1, got 0"));
+    }
+    if num_envs > MAX_NUM_ENVS {
+        return Err(PyValueError::new_err(format!(
+            "num_envs {num_envs} is above the limit of {MAX_NUM_ENVS} sub-envs (2**24)"
+        )));
+    }
+    // Per sub-env: every stage's features (Rust) and two padded output
+    // rows, the probabilities likewise, per-stage index lists and a fixed
+    // part for the scalars (rounded up).
+    let k = layout.dims.len();
+    let per_env = layout
+        .dims
+        .iter()
+        .try_fold(0usize, |a, &d| a.checked_add(d.checked_mul(4)?))
+        .and_then(|f| f.checked_add(layout.max_dim.checked_mul(8)?))
+        .and_then(|f| f.checked_add(layout.num_classes.checked_mul(12)?))
+        .and_then(|f| f.checked_add(k.checked_mul(16)?))
+        .and_then(|f| f.checked_add(256));
+    let bytes = per_env.and_then(|p| p.checked_mul(num_envs));
+    match bytes {
+        Some(b) if b <= MAX_BUFFER_BYTES => Ok(()),
+        _ => Err(PyValueError::new_err(format!(
+            "num_envs {num_envs} needs about {} of buffers for this trace ({} bytes per sub-env), above the limit of 16 GiB",
+            bytes.map_or_else(|| "more than 2**64 bytes".to_string(), |b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)),
+            per_env.map_or_else(|| "more than 2**64".to_string(), |p| p.to_string()),
+        ))),
+    }
+}
+
+/// Refuses a seed for which some sub-env seed `seed + i` would pass
+/// `2**64 - 1` (it would wrap around and repeat small seeds' sub-envs).
+fn check_vector_seed(seed: Option<u64>, num_envs: usize) -> PyResult<()> {
+    if let Some(s) = seed {
+        let last = num_envs.saturating_sub(1) as u64;
+        if s.checked_add(last).is_none() {
+            return Err(PyValueError::new_err(format!(
+                "seed {s} is too large for {num_envs} sub-envs: sub-env i uses seed + i, which must stay <= 2**64 - 1; give a seed <= {}",
+                u64::MAX - last
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The error for a vector env that is in use by another thread (its step
+/// or reset runs without the GIL).
+fn busy(_: pyo3::pycell::PyBorrowMutError) -> PyErr {
+    PyRuntimeError::new_err(
+        "the vector env is busy in another thread (a step or reset is running); \
+         one vector env serves one thread at a time: give each thread its own, or hold a lock around its calls",
+    )
+}
+
 fn load_backend(py: Python<'_>, trace: &Path) -> PyResult<ReplayBackend> {
     py.detach(|| ReplayBackend::load(trace)).map_err(to_py_err)
 }
@@ -97,7 +180,7 @@ fn header_json(backend: &ReplayBackend) -> PyResult<String> {
 }
 
 /// The static description shared by both env classes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Layout {
     dims: Vec<usize>,
     max_dim: usize,
@@ -189,6 +272,8 @@ layout_getters!(NativeVecEnv);
 struct NativeEnv {
     env: OptimalStoppingEnv<ReplayBackend>,
     layout: Layout,
+    /// Forward at the last stage is taken as Stop.
+    forward_stops: bool,
 }
 
 impl NativeEnv {
@@ -222,7 +307,7 @@ impl NativeEnv {
 impl NativeEnv {
     /// Loads `trace` and builds the env; see `cascade_env.CascadeStoppingEnv`.
     #[new]
-    #[pyo3(signature = (trace, alpha=0.1, loss="zero-one", cost="cumulative", prediction="argmax"))]
+    #[pyo3(signature = (trace, alpha=0.1, loss="zero-one", cost="cumulative", prediction="argmax", last_stage_forward="error"))]
     fn new(
         py: Python<'_>,
         trace: PathBuf,
@@ -230,12 +315,38 @@ impl NativeEnv {
         loss: &str,
         cost: &str,
         prediction: &str,
+        last_stage_forward: &str,
     ) -> PyResult<Self> {
         let spec = parse_spec(alpha, loss, cost, prediction)?;
+        let forward_stops = parse_last_stage_forward(last_stage_forward)?;
         let backend = load_backend(py, &trace)?;
         let layout = Layout::of(&backend)?;
         let env = OptimalStoppingEnv::new(backend, spec).map_err(to_py_err)?;
-        Ok(NativeEnv { env, layout })
+        Ok(NativeEnv {
+            env,
+            layout,
+            forward_stops,
+        })
+    }
+
+    /// The legal actions now, `(stop, forward)`: both false before the
+    /// first reset and after termination.
+    fn action_mask(&self) -> (bool, bool) {
+        let m = self.env.action_mask();
+        (m.stop, m.forward)
+    }
+
+    /// The random generator's state `(state, increment)`.
+    fn rng_state(&self) -> (u64, u64) {
+        let [s, i] = self.env.rng().state();
+        (s, i)
+    }
+
+    /// Restores a state of `rng_state` (the episode, if any, goes on).
+    fn set_rng_state(&mut self, state: u64, increment: u64) -> PyResult<()> {
+        let rng = cascade_env::EnvRng::from_state([state, increment]).map_err(to_py_err)?;
+        self.env.set_rng(rng);
+        Ok(())
     }
 
     /// Starts an episode: `(obs, info)` tuples (see `cascade_env/envs.py`).
@@ -259,7 +370,13 @@ impl NativeEnv {
         py: Python<'py>,
         action: i64,
     ) -> PyResult<(ObsTuple<'py>, f64, bool, InfoTuple)> {
-        let action = parse_action(action, None)?;
+        let mut action = parse_action(action, None)?;
+        if self.forward_stops && action == Action::Forward {
+            let m = self.env.action_mask();
+            if m.stop && !m.forward {
+                action = Action::Stop;
+            }
+        }
         let s = self.env.step(action).map_err(to_py_err)?;
         let info = self.info(s.obs.stage, &s.info);
         Ok((self.obs(py, s.obs), s.reward, s.terminated, info))
@@ -653,6 +770,8 @@ struct NativeVecEnv {
     raw_costs: Vec<f64>,
     actions: Vec<Action>,
     reused: Option<Reused>,
+    /// Forward at the last stage is taken as Stop.
+    forward_stops: bool,
 }
 
 impl NativeVecEnv {
@@ -668,6 +787,16 @@ impl NativeVecEnv {
         }
         for (i, (slot, a)) in self.actions.iter_mut().zip(values).enumerate() {
             *slot = parse_action(a, Some(i))?;
+        }
+        if self.forward_stops {
+            for (i, slot) in self.actions.iter_mut().enumerate() {
+                if *slot == Action::Forward {
+                    let m = self.venv.action_mask(i);
+                    if m.stop && !m.forward {
+                        *slot = Action::Stop;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -707,7 +836,7 @@ impl NativeVecEnv {
     /// output arrays are reused: a call's arrays are overwritten two
     /// calls later (observations) or by the next step (outcomes).
     #[new]
-    #[pyo3(signature = (trace, num_envs, autoreset="next-step", alpha=0.1, loss="zero-one", cost="cumulative", prediction="argmax", copy=true))]
+    #[pyo3(signature = (trace, num_envs, autoreset="next-step", alpha=0.1, loss="zero-one", cost="cumulative", prediction="argmax", copy=true, last_stage_forward="error"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -719,8 +848,14 @@ impl NativeVecEnv {
         cost: &str,
         prediction: &str,
         copy: bool,
+        last_stage_forward: &str,
     ) -> PyResult<Self> {
         let spec = parse_spec(alpha, loss, cost, prediction)?;
+        let forward_stops = parse_last_stage_forward(last_stage_forward)?;
+        if num_envs > MAX_NUM_ENVS {
+            // Refused before the trace is even read.
+            check_num_envs(num_envs, &Layout::default())?;
+        }
         let mode = match normalise(autoreset).as_str() {
             "next-step" | "nextstep" => AutoReset::NextStep,
             "same-step" | "samestep" => AutoReset::SameStep,
@@ -733,6 +868,7 @@ impl NativeVecEnv {
         };
         let backend = load_backend(py, &trace)?;
         let layout = Layout::of(&backend)?;
+        check_num_envs(num_envs, &layout)?;
         let venv = VecEnv::new(backend, spec, num_envs, mode).map_err(to_py_err)?;
         let model = venv.reward_model();
         let k = model.num_stages();
@@ -751,21 +887,47 @@ impl NativeVecEnv {
             venv,
             layout,
             reused,
+            forward_stops,
         })
+    }
+
+    /// The legal actions of every sub-env now, `bool [n, 2]` (stop,
+    /// forward; both false for a done sub-env and before the first reset).
+    fn action_masks<'py>(
+        slf: &Bound<'py, Self>,
+        py: Python<'py>,
+    ) -> PyResult<Bound<'py, PyArray2<bool>>> {
+        let this = slf.try_borrow().map_err(|_| {
+            PyRuntimeError::new_err(
+                "the vector env is busy in another thread (a step or reset is running); \
+                 one vector env serves one thread at a time",
+            )
+        })?;
+        let n = this.venv.num_envs();
+        let mut v = Vec::with_capacity(2 * n);
+        for i in 0..n {
+            let m = this.venv.action_mask(i);
+            v.push(m.stop);
+            v.push(m.forward);
+        }
+        arr2(py, v, 2)
     }
 
     /// Resets every sub-env (`mask=None`) or those where `mask` is true;
     /// sub-env i is reseeded with `seed + i`. Returns `(obs, info)` tuples.
     #[pyo3(signature = (seed=None, mask=None))]
     fn reset<'py>(
-        &mut self,
+        slf: &Bound<'py, Self>,
         py: Python<'py>,
         seed: Option<u64>,
         mask: Option<PyReadonlyArray1<'py, bool>>,
     ) -> PyResult<(BatchObsTuple<'py>, BatchInfoTuple<'py>)> {
+        let mut this = slf.try_borrow_mut().map_err(busy)?;
+        let this = &mut *this;
+        check_vector_seed(seed, this.venv.num_envs())?;
         let mask: Option<Vec<bool>> = mask.map(|m| m.as_array().to_vec());
-        let zeroed = self.reused.is_none();
-        let (oi, _) = self.outputs(py, false)?;
+        let zeroed = this.reused.is_none();
+        let (oi, _) = this.outputs(py, false)?;
         let z = zeroed;
         let (mut a, mut b, mut c, mut d) = (
             Access::new(&oi.stage, z)?,
@@ -797,7 +959,7 @@ impl NativeVecEnv {
             costs,
             raw_costs,
             ..
-        } = self;
+        } = this;
         let tab = Tables {
             layout,
             costs,
@@ -819,25 +981,27 @@ impl NativeVecEnv {
     /// Takes one action per sub-env (`int64 [n]`, 0 = stop, 1 = forward):
     /// `(obs, reward, terminated, info, outcome)` tuples.
     fn step<'py>(
-        &mut self,
+        slf: &Bound<'py, Self>,
         py: Python<'py>,
         actions: &Bound<'py, PyAny>,
     ) -> PyResult<StepTuple<'py>> {
+        let mut this = slf.try_borrow_mut().map_err(busy)?;
+        let this = &mut *this;
         if let Ok(a) = actions.extract::<PyReadonlyArray1<'py, i64>>() {
-            self.parse_actions(a.as_array().iter().copied())?;
+            this.parse_actions(a.as_array().iter().copied())?;
         } else if let Ok(a) = actions.extract::<PyReadonlyArray1<'py, bool>>() {
-            self.parse_actions(a.as_array().iter().map(|&x| i64::from(x)))?;
+            this.parse_actions(a.as_array().iter().map(|&x| i64::from(x)))?;
         } else if let Ok(a) = actions.extract::<PyReadonlyArray1<'py, i8>>() {
-            self.parse_actions(a.as_array().iter().map(|&x| i64::from(x)))?;
+            this.parse_actions(a.as_array().iter().map(|&x| i64::from(x)))?;
         } else if let Ok(a) = actions.extract::<PyReadonlyArray1<'py, i32>>() {
-            self.parse_actions(a.as_array().iter().map(|&x| i64::from(x)))?;
+            this.parse_actions(a.as_array().iter().map(|&x| i64::from(x)))?;
         } else {
             return Err(PyTypeError::new_err(
                 "actions must be a one-dimensional numpy array of int64, int32, int8 or bool",
             ));
         }
-        let zeroed = self.reused.is_none();
-        let (oi, oc) = self.outputs(py, true)?;
+        let zeroed = this.reused.is_none();
+        let (oi, oc) = this.outputs(py, true)?;
         let oc = oc.ok_or_else(|| PyRuntimeError::new_err("no outcome arrays"))?;
         let z = zeroed;
         let (mut a, mut b, mut c, mut d) = (
@@ -904,7 +1068,7 @@ impl NativeVecEnv {
             raw_costs,
             actions,
             ..
-        } = self;
+        } = this;
         let tab = Tables {
             layout,
             costs,

@@ -155,7 +155,7 @@ def test_bad_arguments_raise_python_exceptions(trace, tmp_path):
         (dict(loss="hinge"), "unknown loss"),
         (dict(cost="total"), "unknown cost model"),
         (dict(prediction="mode"), "unknown prediction"),
-        (dict(render_mode="human"), "no render modes"),
+        (dict(render_mode="rgb"), "does not render in mode .rgb."),
     ]:
         with pytest.raises(ValueError, match=msg):
             gym.make("CascadeStopping-v0", trace=trace, **kwargs)
