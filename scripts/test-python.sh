@@ -13,9 +13,11 @@
 #   1. the virtual environment $CASCADE_PY_VENV (default .venv-py in the
 #      repository root), created if missing;
 #   2. pip install maturin numpy gymnasium pytest into it, and with
-#      CASCADE_PY_RL=1 also python/tests/requirements-rl.txt
-#      (stable-baselines3, sb3-contrib and torch: about 3 GB; without
-#      them the tests that use them are skipped);
+#      CASCADE_PY_RL=1 and CASCADE_PY_WHEEL=0 also
+#      python/tests/requirements-rl.txt (stable-baselines3, sb3-contrib
+#      and torch: about 3 GB; without them the tests that use them are
+#      skipped; with the wheel step they go into the wheel's environment
+#      only, so they are installed once);
 #   3. pip install ./python (maturin builds the extension module in
 #      release mode; cargo's target folder is the workspace's, or
 #      $CARGO_TARGET_DIR);
@@ -51,7 +53,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 say "pip install maturin numpy gymnasium pytest"
 pip install --quiet maturin numpy gymnasium pytest
 rl=${CASCADE_PY_RL:-0}
-if [ "$rl" = 1 ]; then
+wheel_step=${CASCADE_PY_WHEEL:-1}
+# The learning libraries (about 3 GB) go into one environment only: the
+# wheel's when the wheel step runs, this one otherwise.
+if [ "$rl" = 1 ] && [ "$wheel_step" = 0 ]; then
   say "pip install -r python/tests/requirements-rl.txt (CASCADE_PY_RL=1)"
   pip install --quiet -r python/tests/requirements-rl.txt
 fi
@@ -69,7 +74,7 @@ say "pytest python/tests"
 # installed one, not the source folder python/cascade_env.
 pytest -p no:cacheprovider python/tests "$@"
 
-if [ "${CASCADE_PY_WHEEL:-1}" = 0 ]; then
+if [ "$wheel_step" = 0 ]; then
   say "wheel: skipped (CASCADE_PY_WHEEL=0)"
   exit 0
 fi
@@ -88,6 +93,7 @@ rm -rf "$wheel_venv"
 "$python" -m venv "$wheel_venv"
 "$wheel_venv/bin/pip" install --quiet "$wheel" pytest
 if [ "$rl" = 1 ]; then
+  say "pip install -r python/tests/requirements-rl.txt into $wheel_venv (CASCADE_PY_RL=1)"
   "$wheel_venv/bin/pip" install --quiet -r python/tests/requirements-rl.txt
 fi
 # The package under test is the wheel's, not the source folder.
