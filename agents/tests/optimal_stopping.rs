@@ -258,13 +258,22 @@ fn continuation_values_decide_and_the_fitted_rules_reach_the_exact_optimum() {
 
     // The policy-gradient learners, from a fresh linear head on the
     // probabilities (no warm start: they must find the continuation
-    // values themselves): within 3% of the optimum.
-    for estimator in [Estimator::Reinforce, Estimator::Exact] {
+    // values themselves): within 1% of the optimum, as the fitted rules.
+    // (estimator, epochs, lr): the exact gradient needs the smaller step:
+    // at lr 0.03 or more it settles on a rule worse than never stopping
+    // (-0.53: its saturated stop probabilities get no gradient, and
+    // nothing explores), at 0.01 it takes 120 epochs.
+    let learners = [
+        (Estimator::Reinforce, 20, 3e-2),
+        (Estimator::Exact, 120, 1e-2),
+    ];
+    for (estimator, epochs, lr) in learners {
         let mut agent = ReinforceAgent::for_backend(
             ReinforceConfig {
                 hidden: 0,
                 inputs: PolicyInputs::Probs,
-                epochs: 40,
+                epochs,
+                lr,
                 batch_size: 256,
                 patience: 0,
                 estimator,
@@ -285,7 +294,7 @@ fn continuation_values_decide_and_the_fitted_rules_reach_the_exact_optimum() {
         let got = mean_reward(&agent, &mut test);
         eprintln!("{estimator:?}: {got:.5}, the optimal rule {optimal:.5}");
         assert!(
-            (got - optimal).abs() <= 0.03 * optimal.abs(),
+            (got - optimal).abs() <= 0.01 * optimal.abs(),
             "{estimator:?}: {got} against the optimum's {optimal}"
         );
     }
@@ -328,7 +337,7 @@ fn a_budget_is_met_on_validation() {
     let (mut val, _) = trace(3_000, 8);
     let mut agent =
         BackwardAgent::new(BackwardConfig::backward_induction(), &[STATES; 3], 2).unwrap();
-    let budget = 0.4;
+    let budget = 0.6;
     let summary = agent
         .train(
             TrainData {
@@ -343,6 +352,7 @@ fn a_budget_is_met_on_validation() {
         .unwrap();
     assert_eq!(summary.budget_met, Some(true), "{summary:?}");
     assert!(summary.val_cost <= budget, "{summary:?}");
-    // Running every stage costs 13/6: the budget forces early stops.
-    assert!(summary.val_cost > 0.2, "{summary:?}");
+    // Stage 1 alone costs 1/6, stage 2 with it 7/6: the budget lets about
+    // two in five samples go on.
+    assert!(summary.val_cost > 0.3, "{summary:?}");
 }
