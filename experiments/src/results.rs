@@ -712,15 +712,29 @@ pub fn merge_run(run_dir: &Path) -> Result<MergeReport> {
     })
 }
 
-/// Mean and population standard deviation.
+/// Mean and sample standard deviation (divisor n - 1; NaN for fewer than
+/// two values, where it is not defined).
 pub fn mean_std(values: &[f64]) -> (f64, f64) {
     if values.is_empty() {
         return (f64::NAN, f64::NAN);
     }
     let n = values.len() as f64;
     let m = values.iter().sum::<f64>() / n;
-    let v = values.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n;
+    if values.len() < 2 {
+        return (m, f64::NAN);
+    }
+    let v = values.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
     (m, v.sqrt())
+}
+
+/// `mean ± sd` with two decimals, or the mean alone where the sample
+/// standard deviation is not defined (one value).
+pub fn fmt_mean_sd(m: f64, sd: f64) -> String {
+    if sd.is_finite() {
+        format!("{m:.2} ± {sd:.2}")
+    } else {
+        format!("{m:.2}")
+    }
 }
 
 /// The rows of one agent grouped by operating point (budget, alpha), in

@@ -187,7 +187,7 @@ pub fn summary_markdown(rec: &RunRecord, rows: &[ResultRow]) -> String {
         info.stage_names.last().map_or("", String::as_str),
         largest,
         if seeds > 1 {
-            format!(", mean ± standard deviation over {seeds} training seeds")
+            format!(", mean ± sample standard deviation (n - 1) over {seeds} training seeds")
         } else {
             String::new()
         }

@@ -16,7 +16,16 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::results::{mean_std, read_results, ResultRow, RESULTS_FILE};
+use crate::results::{fmt_mean_sd, mean_std, read_results, ResultRow, RESULTS_FILE};
+
+/// A standard deviation with two decimals, `–` where it is not defined.
+fn fmt_sd(sd: f64) -> String {
+    if sd.is_finite() {
+        format!("{sd:.2}")
+    } else {
+        "–".into()
+    }
+}
 use crate::study::read_run_record;
 use crate::summary::points;
 
@@ -89,7 +98,7 @@ pub fn aggregate_markdown(run_dirs: &[PathBuf]) -> anyhow::Result<String> {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "# {}: {} runs, cascade seeds {:?}\n\nTest error % and FLOPs % (of the largest stage) as mean ± standard deviation over every (cascade seed, agent seed) row; `between cascades` is the standard deviation of the per-cascade means.\n\n| agent | {setting} | rows | test error % | between cascades | FLOPs % |\n|---|---:|---:|---:|---:|---:|",
+        "# {}: {} runs, cascade seeds {:?}\n\nTest error % and FLOPs % (of the largest stage) as mean ± sample standard deviation (n - 1) over every (cascade seed, agent seed) row (`rows` says how many; a seedless rule has one row per cascade); `between cascades` is the sample standard deviation of the per-cascade means.\n\n| agent | {setting} | rows | test error % | between cascades | FLOPs % |\n|---|---:|---:|---:|---:|---:|",
         first.study,
         runs.len(),
         seeds
@@ -110,8 +119,10 @@ pub fn aggregate_markdown(run_dirs: &[PathBuf]) -> anyhow::Result<String> {
             let (m, sd) = mean_std(&errs);
             let _ = writeln!(
                 s,
-                "| {name} | | {} | {m:.2} ± {sd:.2} | {sd:.2} | |",
-                errs.len()
+                "| {name} | | {} | {} | {} | |",
+                errs.len(),
+                fmt_mean_sd(m, sd),
+                fmt_sd(sd)
             );
         }
     }
@@ -141,12 +152,14 @@ pub fn aggregate_markdown(run_dirs: &[PathBuf]) -> anyhow::Result<String> {
             let (c, csd) = mean_std(&all_cost);
             let _ = writeln!(
                 s,
-                "| {agent} | {} | {} | {e:.2} ± {esd:.2} | {:.2} | {c:.2} ± {csd:.2} |",
+                "| {agent} | {} | {} | {} | {} | {} |",
                 p0.budget
                     .or(p0.alpha)
                     .map_or(String::new(), |v| v.to_string()),
                 all_err.len(),
-                mean_std(&means).1
+                fmt_mean_sd(e, esd),
+                fmt_sd(mean_std(&means).1),
+                fmt_mean_sd(c, csd)
             );
         }
     }
