@@ -42,6 +42,23 @@
 //! One seed ([`TrainOptions::seed`]) drives the initialisation, the
 //! minibatch order and every sampled decision and prediction.
 //!
+//! **Head, start and estimator** ([`ReinforceConfig::inputs`],
+//! [`ReinforceConfig::hidden`], [`ReinforceConfig::init`],
+//! [`ReinforceConfig::estimator`]): the head is a tanh MLP on the
+//! standardised features and the confidence inputs (the default), or on
+//! the confidence inputs alone, or linear (`hidden` 0). Frozen training
+//! starts from fresh weights or from `ann`'s rule fitted on the same
+//! training split ([`PolicyInit::Ann`], a linear head on the confidence
+//! inputs: the rule's score becomes the logit, so the policy starts as
+//! that rule exactly, and validation selection keeps it unless an epoch
+//! beats it). It follows REINFORCE (sampled trajectories, the slides'
+//! estimator without the `log C_k` term) or the exact gradient of the
+//! expected reward over each minibatch's recorded outputs
+//! ([`Estimator::Exact`], `exact-pg` in the studies: no sampling, so not
+//! REINFORCE). The studies' presets train the frozen agent as REINFORCE
+//! on a linear head started from `ann`'s rule (lr 1e-3, no entropy bonus);
+//! `docs/results/fmnist` has the diagnosis that led there.
+//!
 //! **Defaults**: lr 0.01, the learned value baseline, an entropy bonus of
 //! 0.01 annealed to 0 (chosen on the validation reward of fmnist-4 frozen
 //! agents, see `ReinforceConfig::default`). The baseline and the bonus

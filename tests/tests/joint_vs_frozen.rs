@@ -187,6 +187,26 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
             .join("cascade.json")
             .exists());
     }
+    // The packed per-image outcomes hold every agent row's test evaluation
+    // (as its folder has it) and each stage alone.
+    let packed = dir.join(cascade_experiments::outcomes::OUTCOMES_FILE);
+    let names = cascade_experiments::outcomes::names(&packed).unwrap();
+    let agent_rows: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| !r.agent_dir.is_empty())
+        .map(|r| r.agent_dir.as_str())
+        .collect();
+    assert_eq!(names.len(), agent_rows.len() + 3);
+    for r in &joint {
+        let from_file = cascade_experiments::outcomes::read(&packed, &r.agent_dir).unwrap();
+        let from_folder =
+            cascade_agents::EvalReport::read_json(&dir.join(&r.agent_dir).join("eval_test.json"))
+                .unwrap();
+        assert_eq!(from_file.sample_correct, from_folder.sample_correct);
+        assert_eq!(from_file.sample_exits, from_folder.sample_exits);
+    }
+    let s3_packed = cascade_experiments::outcomes::read(&packed, "static-3").unwrap();
+    assert_eq!(s3_packed.n, 300);
     // The largest stage alone: cumulative cost (all three stages) is > 100%.
     let s3 = rows.iter().find(|r| r.agent == "static-3").unwrap();
     assert_eq!(s3.exit_fraction, vec![0.0, 0.0, 1.0]);

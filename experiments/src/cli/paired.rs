@@ -1,6 +1,7 @@
 //! `cascade paired A B`: the difference in error between two evaluations
-//! of the same split (`eval_SPLIT.json` of `cascade eval`, or of a study's
-//! agent folders), with a 95% paired-bootstrap interval over the images.
+//! of the same split (`eval_SPLIT.json` of `cascade eval`, a study's agent
+//! folders, or a run's packed `outcomes.jsonl.gz#NAME`), with a 95%
+//! paired-bootstrap interval over the images.
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +12,10 @@ use clap::Args;
 /// `cascade paired`.
 #[derive(Debug, Args)]
 pub struct PairedArgs {
-    /// The first evaluation (an eval_SPLIT.json, or an agent folder holding
-    /// eval_test.json).
+    /// The first evaluation: an eval_SPLIT.json, an agent folder holding
+    /// eval_test.json, or `RUN/outcomes.jsonl.gz#NAME` (an evaluation of a
+    /// run's packed outcomes: an agent folder such as
+    /// `fashion-mnist__ann__budget0.18`, or `static-K`).
     pub a: PathBuf,
     /// The second evaluation, on the same split.
     pub b: PathBuf,
@@ -25,6 +28,16 @@ pub struct PairedArgs {
 }
 
 fn load(path: &Path) -> anyhow::Result<(PathBuf, EvalReport)> {
+    // FILE#NAME: evaluation NAME of a packed outcomes file.
+    if let Some((file, name)) = path
+        .to_str()
+        .and_then(|s| s.rsplit_once('#'))
+        .filter(|(f, _)| f.ends_with(".jsonl.gz"))
+    {
+        let file = PathBuf::from(file);
+        let r = crate::outcomes::read(&file, name)?;
+        return Ok((file.join(name), r));
+    }
     let file = if path.is_dir() {
         path.join("eval_test.json")
     } else {

@@ -28,6 +28,9 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
     let figures = crate::figures::draw_all_with(dir, args.gallery.as_deref())
         .with_context(|| format!("drawing the figures of {}", dir.display()))?;
     println!("wrote {}", summary.display());
+    let (packed, n) = crate::outcomes::pack(dir)
+        .with_context(|| format!("packing the per-image outcomes of {}", dir.display()))?;
+    println!("wrote {} ({n} evaluations)", packed.display());
     for f in figures {
         println!(
             "wrote {} and {}",

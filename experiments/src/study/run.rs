@@ -259,6 +259,7 @@ fn run_locked(cfg: &StudyConfig, opts: &RunOptions, started: Instant) -> Result<
     let (mut figures, mut summary) = (Vec::new(), None);
     if opts.shard.is_none() && opts.report && !rows.is_empty() {
         summary = Some(crate::summary::write_summary(&run)?);
+        crate::outcomes::pack(&run)?;
         figures = crate::figures::draw_all(&run)?;
     }
     Ok(StudyOutcome {

@@ -1,0 +1,164 @@
+//! The per-image outcomes of a run's test evaluations in one compact file,
+//! `outcomes.jsonl.gz`: one gzipped JSON line per evaluation
+//! (`{"name": ..., "report": EvalReport}`), the report with its per-image
+//! exits, correctness and predictions. It holds every agent row of
+//! `results.csv` (named by its agent folder, e.g.
+//! `agents/fashion-mnist__ann__budget0.18`) and each stage alone
+//! (`static-1` .. `static-K`, evaluated on the recorded test outputs), so
+//! that every paired interval of a run can be recomputed from this file
+//! alone: `cascade paired FILE#NAME FILE#NAME`.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use cascade_agents::{evaluate, ActMode, Agent, EvalConfig, EvalReport, StaticAgent};
+use cascade_env::{ReplayBackend, RewardSpec, StageBackend};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::results::{read_results, RESULTS_FILE};
+
+/// File name of the packed outcomes in a run folder.
+pub const OUTCOMES_FILE: &str = "outcomes.jsonl.gz";
+
+/// One line of the file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Line {
+    /// The agent folder (relative to the run) or `static-k`.
+    name: String,
+    /// The test evaluation, per-image outcomes included.
+    report: EvalReport,
+}
+
+/// Writes `run/outcomes.jsonl.gz` from the run's agent folders (every row
+/// of `results.csv` that has one) and its recorded test outputs
+/// (`traces/test.trace`: each stage alone). Returns the file and how many
+/// evaluations it holds. An agent folder without `eval_test.json` is an
+/// error naming it.
+pub fn pack(run: &Path) -> Result<(PathBuf, usize)> {
+    let rows = read_results(&run.join(RESULTS_FILE))?;
+    let mut lines = Vec::new();
+    let trace_path = run.join("traces").join("test.trace");
+    if trace_path.exists() {
+        let mut test = ReplayBackend::load(&trace_path)?;
+        let k = test.num_stages();
+        for t in 0..k {
+            let agent = StaticAgent::new(t, k)?;
+            let cfg = EvalConfig {
+                split: "test".into(),
+                seed: 0,
+                num_envs: 256,
+                mode: ActMode::Greedy,
+                count_policy_cost: true,
+            };
+            let report = evaluate(&agent, &mut test, &RewardSpec::with_alpha(0.0), &cfg)?;
+            lines.push(Line {
+                name: agent.name(),
+                report,
+            });
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for r in rows.iter().filter(|r| !r.agent_dir.is_empty()) {
+        if !seen.insert(r.agent_dir.clone()) {
+            continue;
+        }
+        let file = run.join(&r.agent_dir).join("eval_test.json");
+        let report = EvalReport::read_json(&file)?;
+        if report.sample_correct.len() != report.n {
+            return Err(Error::run_file(
+                &file,
+                "holds no per-image outcomes (written by an older build); evaluate again",
+            ));
+        }
+        lines.push(Line {
+            name: r.agent_dir.clone(),
+            report,
+        });
+    }
+    let out = run.join(OUTCOMES_FILE);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    for l in &lines {
+        let json = serde_json::to_vec(l).map_err(|e| Error::json(&out, e))?;
+        gz.write_all(&json)
+            .and_then(|_| gz.write_all(b"\n"))
+            .map_err(|e| Error::io(&out, e))?;
+    }
+    let bytes = gz.finish().map_err(|e| Error::io(&out, e))?;
+    crate::error::write_file(&out, &bytes)?;
+    Ok((out, lines.len()))
+}
+
+/// The names in a packed file, in order.
+pub fn names(file: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for_each(file, |l| {
+        out.push(l.name);
+        false
+    })?;
+    Ok(out)
+}
+
+/// The evaluation `name` of the packed file `file`; an unknown name is an
+/// error listing a few of the names the file holds.
+pub fn read(file: &Path, name: &str) -> Result<EvalReport> {
+    let mut found = None;
+    let mut names = Vec::new();
+    for_each(file, |l| {
+        if l.name == name || l.name.trim_start_matches("agents/") == name {
+            found = Some(l.report);
+            true
+        } else {
+            names.push(l.name);
+            false
+        }
+    })?;
+    found.ok_or_else(|| {
+        let shown: Vec<&str> = names.iter().take(6).map(String::as_str).collect();
+        Error::run_file(
+            file,
+            format!(
+                "holds no evaluation named '{name}' ({} names, e.g. {})",
+                names.len(),
+                shown.join(", ")
+            ),
+        )
+    })
+}
+
+/// Calls `f` on each line until it returns true.
+fn for_each(file: &Path, mut f: impl FnMut(Line) -> bool) -> Result<()> {
+    let raw = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+    let reader = std::io::BufReader::new(flate2::read::GzDecoder::new(raw));
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| Error::io(file, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let l: Line = serde_json::from_str(&line).map_err(|e| {
+            Error::run_file(file, format!("line {} is not an evaluation: {e}", i + 1))
+        })?;
+        if f(l) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_names_and_corrupt_lines_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(OUTCOMES_FILE);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"{\"name\": 3}\n").unwrap();
+        std::fs::write(&file, gz.finish().unwrap()).unwrap();
+        let e = read(&file, "x").unwrap_err().to_string();
+        assert!(e.contains("line 1 is not an evaluation"), "{e}");
+        std::fs::write(&file, b"not gzip").unwrap();
+        assert!(read(&file, "x").is_err());
+    }
+}
