@@ -228,12 +228,18 @@ fn paired_and_ablations(
     let cfg = &rec.config;
     // -- Paired tests -------------------------------------------------------
     let threshold = present.iter().find(|(a, _, _)| *a == "threshold");
+    let ann = present.iter().find(|(a, _, _)| *a == "ann");
     let last_err = last_stage_error(run);
     let mut lines = Vec::new();
-    // The joint agents (the study's question) and the agents fitted by
-    // backward induction (the strongest on frozen classifiers).
+    // The joint agents (the study's question), the agents fitted by
+    // backward induction (the strongest on frozen classifiers) and the
+    // frozen policy-gradient learners (which must match `ann`).
     for (a, l, pts) in present {
-        if !(a.contains("joint") || *a == "ann" || *a == "backward-induction") {
+        if !(a.contains("joint")
+            || *a == "ann"
+            || *a == "backward-induction"
+            || a.starts_with("reinforce-frozen"))
+        {
             continue;
         }
         for p in pts {
@@ -241,13 +247,15 @@ fn paired_and_ablations(
                 continue;
             };
             let mut cells = vec![format!("{l} at {}", p.setting())];
-            let vs_t = threshold
-                .and_then(|(_, _, tp)| {
+            let same_point = |rule: Option<&(&str, &str, Vec<PointStats<'_>>)>| {
+                rule.and_then(|(_, _, tp)| {
                     tp.iter()
                         .find(|t| t.budget == p.budget && t.alpha == p.alpha)
                 })
-                .and_then(|t| per_image_error(run, t));
-            for other in [vs_t, last_err.clone()] {
+                .and_then(|t| per_image_error(run, t))
+            };
+            let vs_ann = if *a == "ann" { None } else { same_point(ann) };
+            for other in [same_point(threshold), vs_ann, last_err.clone()] {
                 cells.push(match other {
                     Some(eb) if eb.len() == ea.len() => {
                         let (m, lo, hi) = paired_bootstrap(&ea, &eb, 2000, 7);
@@ -262,7 +270,7 @@ fn paired_and_ablations(
     if !lines.is_empty() {
         let _ = writeln!(
             s,
-            "## Paired tests on the test images\n\nDifference in test error (percentage points, the agent minus the other; negative: the agent is better) with a 95% paired-bootstrap interval over the test images; per-image errors are averaged over seeds. The FLOPs of the two may differ (see the budget table).\n\n| agent | vs threshold at the same point | vs the last stage alone |\n|---|---:|---:|"
+            "## Paired tests on the test images\n\nDifference in test error (percentage points, the agent minus the other; negative: the agent is better) with a 95% paired-bootstrap interval over the test images; per-image errors are averaged over seeds. The FLOPs of the two may differ (see the budget table).\n\n| agent | vs threshold at the same point | vs `ann` at the same point | vs the last stage alone |\n|---|---:|---:|---:|"
         );
         for c in lines {
             let _ = writeln!(s, "| {} |", c.join(" | "));
