@@ -71,7 +71,10 @@ pub struct TrainOptions {
     /// Hide the progress bar.
     pub quiet: bool,
     /// Where to write the per-epoch log (CSV, rewritten atomically after
-    /// every epoch); `None` keeps it in memory only.
+    /// every epoch); `None` keeps it in memory only. Not saved with the
+    /// agent: the log may be written where the agent's folder is staged
+    /// before it is swapped into place (it is `train_log.csv` there).
+    #[serde(skip_serializing)]
     pub log_csv: Option<PathBuf>,
     /// Count the policy's own MACs into the cost (see
     /// [`cascade_env::CostModel::with_policy`]). Needs stage costs in MACs, as

@@ -148,16 +148,27 @@ pub fn lock_waiting(path: &Path, on_wait: impl FnOnce()) -> Result<FolderLock> {
     })
 }
 
-/// Whether `name` is a temporary file of an atomic write (`.NAME.PID.tmp`,
-/// or `.NAME.PID-N.tmp.EXT` for figures).
+/// Whether `name` is a temporary file or staging folder of an atomic write
+/// (`.NAME.PID.tmp`, `.NAME.PID-N.tmp.EXT` for figures, `.NAME.PID-old.tmp`
+/// for a replaced folder).
 pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && (name.ends_with(".tmp") || name.contains(".tmp."))
+    cascade_rl::folder::temp_owner(name).is_some()
 }
 
-/// Removes the temporary files that killed processes left under `dir`
-/// (recursively). Call it only while holding the run lock exclusively:
-/// nobody else is writing. Returns how many were removed.
-pub fn remove_leftover_temps(dir: &Path) -> Result<usize> {
+/// Which leftovers [`remove_leftover_temps`] removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Every temporary: only while holding the run lock exclusively
+    /// (nobody else is writing).
+    All,
+    /// Those of processes that no longer run: safe at any time.
+    OfDeadProcesses,
+}
+
+/// Removes the temporary files and staging folders that killed processes
+/// left under `dir` (recursively; a staging folder goes whole). Returns
+/// how many were removed.
+pub fn remove_leftover_temps(dir: &Path, which: Leftovers) -> Result<usize> {
     let mut removed = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -169,11 +180,28 @@ pub fn remove_leftover_temps(dir: &Path) -> Result<usize> {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&d, e))?;
             let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
-            if kind.is_dir() {
-                stack.push(entry.path());
-            } else if kind.is_file() && is_temp_name(&entry.file_name().to_string_lossy()) {
-                std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
-                removed += 1;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let owner = cascade_rl::folder::temp_owner(&name);
+            let stale = owner.is_some_and(|pid| {
+                which == Leftovers::All || !cascade_rl::folder::process_alive(pid)
+            });
+            let path = entry.path();
+            let gone = if kind.is_dir() && stale {
+                std::fs::remove_dir_all(&path)
+            } else if kind.is_dir() {
+                if owner.is_none() {
+                    stack.push(path);
+                }
+                continue;
+            } else if kind.is_file() && stale {
+                std::fs::remove_file(&path)
+            } else {
+                continue;
+            };
+            match gone {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
             }
         }
     }
@@ -224,6 +252,30 @@ mod tests {
     }
 
     #[test]
+    fn leftovers_of_dead_processes_go_and_a_running_writers_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id();
+        let dead = 4_000_000_000u32;
+        let figures = dir.path().join("figures");
+        std::fs::create_dir_all(&figures).unwrap();
+        for name in [
+            format!(".results.csv.{dead}.tmp"),
+            format!("figures/.pareto.png.{dead}-1.tmp.png"),
+            format!(".results.csv.{me}.tmp"),
+            format!("figures/.pareto.png.{me}-1.tmp.png"),
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let n = remove_leftover_temps(dir.path(), Leftovers::OfDeadProcesses).unwrap();
+        if cfg!(target_os = "linux") {
+            assert_eq!(n, 2);
+            assert!(!dir.path().join(format!(".results.csv.{dead}.tmp")).exists());
+        }
+        assert!(dir.path().join(format!(".results.csv.{me}.tmp")).exists());
+        assert!(figures.join(format!(".pareto.png.{me}-1.tmp.png")).exists());
+    }
+
+    #[test]
     fn waiting_lock_is_taken_at_once_when_free() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CASCADE_LOCK);
@@ -249,7 +301,17 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        assert_eq!(remove_leftover_temps(dir.path()).unwrap(), 3);
+        std::fs::create_dir_all(dir.path().join(".cascade.77.tmp/sub")).unwrap();
+        std::fs::write(
+            dir.path().join(".cascade.77.tmp/sub/stage1.safetensors"),
+            b"x",
+        )
+        .unwrap();
+        assert_eq!(
+            remove_leftover_temps(dir.path(), Leftovers::All).unwrap(),
+            4
+        );
+        assert!(!dir.path().join(".cascade.77.tmp").exists());
         for kept in [
             "results.csv",
             "run.lock",

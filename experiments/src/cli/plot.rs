@@ -1,6 +1,7 @@
 //! `cascade plot RUN_DIR`: redraws every figure of a study's run folder
 //! and its `summary.md` from the files in it (`results.csv`, `config.json`,
-//! the agents' `train_log.csv`); nothing is trained or evaluated.
+//! the agents' `train_log.csv`); nothing is trained or evaluated. It first
+//! removes the temporary files that killed processes left in the folder.
 
 use std::path::PathBuf;
 
@@ -23,6 +24,16 @@ pub struct PlotArgs {
 /// Runs `cascade plot`.
 pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
     let dir = &args.run_dir;
+    if !dir.join(crate::study::CONFIG_FILE).is_file() {
+        anyhow::bail!(
+            "{}: not a run folder (no {})",
+            dir.display(),
+            crate::study::CONFIG_FILE
+        );
+    }
+    // The files that plots killed earlier left half-written; a running
+    // study's own are kept.
+    crate::lock::remove_leftover_temps(dir, crate::lock::Leftovers::OfDeadProcesses)?;
     let summary = crate::summary::write_summary(dir)
         .with_context(|| format!("writing the summary of {}", dir.display()))?;
     let figures = crate::figures::draw_all_with(dir, args.gallery.as_deref())

@@ -56,6 +56,7 @@ pub(super) fn ensure_cascade(
     ));
     let popts = PretrainOptions {
         out_dir: dir.to_path_buf(),
+        overwrite: false,
         seed: cfg.pretrain.seed,
         // The preset passed in carries the study's epochs.
         epochs: None,

@@ -50,7 +50,7 @@ use super::cache::{ensure_cascade, ensure_traces, prepare_cascade, verify_cascad
 use super::config::StudyConfig;
 use super::data::load_study_data;
 use crate::error::{read_json, write_json, Error, Result};
-use crate::lock::{lock_run, lock_shard, remove_leftover_temps, Access};
+use crate::lock::{lock_run, lock_shard, remove_leftover_temps, Access, Leftovers};
 use crate::results::{
     read_results_if_present, shard_files, union, write_results, ResultRow, RESULTS_FILE,
 };
@@ -65,6 +65,7 @@ pub fn run_study(cfg: &StudyConfig, opts: &RunOptions) -> Result<StudyOutcome> {
     let started = Instant::now();
     cfg.validate()?;
     let run = opts.out.clone();
+    check_run_folder(&run)?;
     let created = !run.exists();
     std::fs::create_dir_all(&run).map_err(|e| Error::io(&run, e))?;
     let outcome = (|| {
@@ -81,7 +82,7 @@ pub fn run_study(cfg: &StudyConfig, opts: &RunOptions) -> Result<StudyOutcome> {
             None => None,
         };
         if access == Access::Exclusive {
-            let n = remove_leftover_temps(&run)?;
+            let n = remove_leftover_temps(&run, Leftovers::All)?;
             if n > 0 && opts.progress {
                 eprintln!("removed {n} temporary file(s) left by a stopped run");
             }
@@ -92,6 +93,37 @@ pub fn run_study(cfg: &StudyConfig, opts: &RunOptions) -> Result<StudyOutcome> {
         remove_if_unused(&run);
     }
     outcome
+}
+
+/// Refuses, before anything is written, a run folder that is not valid
+/// UTF-8, is a file, or holds files but no `config.json` (another
+/// command's result, or files of the user's: a study writes its own run
+/// folder only). Lock files, temporaries and the cluster scripts' `slurm/`
+/// log folder (made before the first job starts) do not count.
+fn check_run_folder(run: &Path) -> Result<()> {
+    cascade_rl::folder::check_output_folder(run)?;
+    if !run.is_dir() || run.join(CONFIG_FILE).exists() {
+        return Ok(());
+    }
+    let mut other: Vec<String> = std::fs::read_dir(run)
+        .map_err(|e| Error::io(run, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock") && !crate::lock::is_temp_name(n) && n != "slurm")
+        .collect();
+    if other.is_empty() {
+        return Ok(());
+    }
+    other.sort();
+    other.truncate(5);
+    Err(Error::run_file(
+        run,
+        format!(
+            "holds files but no {CONFIG_FILE}, so it is not a run folder of a study ({}); \
+             choose an empty or new folder for --out",
+            other.join(", ")
+        ),
+    ))
 }
 
 /// Removes a run folder this call created when nothing but lock files

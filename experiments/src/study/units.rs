@@ -19,9 +19,11 @@ use super::oracle::oracle_at;
 use super::plan::{Point, Unit};
 use super::progress::Reporter;
 use super::record::{AGENTS_DIR, TRAIN_LOG_FILE};
+use crate::cli::train::AGENT_FOLDER;
 use crate::error::{read_json, write_json, Error, Result};
 use crate::results::{ResultRow, RowId};
 use cascade_agents::AgentKind;
+use cascade_rl::folder::{NewFolder, Replace};
 
 /// An agent to train at a point: a kind of the sweep with the study's
 /// settings, or an ablation of a joint kind.
@@ -189,9 +191,12 @@ impl Ctx<'_> {
         p: Point,
         seed: Option<u64>,
     ) -> Result<Vec<ResultRow>> {
-        let (dir, rel) = self.agent_dir(&job.name, p, seed);
+        let (target, rel) = self.agent_dir(&job.name, p, seed);
         let s = seed.unwrap_or(0);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        // Built beside and swapped in whole: what a stopped run left in
+        // this agent's folder is replaced, never mixed with the new files.
+        let folder = NewFolder::begin(&target, AGENT_FOLDER, Replace::Anything)?;
+        let dir = folder.path().to_path_buf();
         let (agent, summary) = self.train_agent(job, p, s, &dir)?;
         agent.save(&dir)?;
         let spec = self.spec(summary.alpha);
@@ -213,6 +218,7 @@ impl Ctx<'_> {
             None => self.eval_replay(&*agent, &spec, s)?,
         };
         self.save_reports(&dir, &summary, &val, &test)?;
+        folder.commit()?;
         let id = RowId {
             alpha: Some(p.alpha),
             budget: p.budget,
@@ -261,7 +267,7 @@ impl Ctx<'_> {
                 Box::new(ThresholdAgent::new(cfg, k)?)
             }
             AgentKind::ReinforceFrozen => {
-                let (agent, summary) = self.train_frozen(p, seed)?;
+                let (agent, summary) = self.train_frozen(p, seed, dir)?;
                 return Ok((Box::new(agent), summary));
             }
             AgentKind::ReinforceJoint | AgentKind::ExpectedJoint => {
@@ -339,10 +345,13 @@ impl Ctx<'_> {
 
     /// Trains the REINFORCE agent on the frozen classifiers at point `p`
     /// with `seed` (replaying the recorded stage outputs), its training log
-    /// in its folder.
-    fn train_frozen(&mut self, p: Point, seed: u64) -> Result<(ReinforceAgent, TrainSummary)> {
-        let (dir, _) = self.agent_dir(AgentKind::ReinforceFrozen.name(), p, Some(seed));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    /// in `dir` (where its folder is being built).
+    fn train_frozen(
+        &mut self,
+        p: Point,
+        seed: u64,
+        dir: &Path,
+    ) -> Result<(ReinforceAgent, TrainSummary)> {
         let opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG_FILE)));
         let mut agent = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
         let rep = self.rep;
@@ -372,8 +381,10 @@ impl Ctx<'_> {
                 }
             }
         }
-        let (a, s) = self.train_frozen(p, seed)?;
-        a.save(&dir)?;
+        let folder = NewFolder::begin(&dir, AGENT_FOLDER, Replace::Anything)?;
+        let (a, s) = self.train_frozen(p, seed, folder.path())?;
+        a.save(folder.path())?;
+        folder.commit()?;
         Ok((a, s.alpha))
     }
 
