@@ -9,6 +9,7 @@ pub mod figures;
 pub mod gallery;
 pub mod lock;
 pub mod log;
+pub mod provenance;
 pub mod results;
 pub mod study;
 pub mod summary;

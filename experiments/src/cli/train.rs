@@ -17,8 +17,9 @@
 //!
 //! The agent folder gets the agent (`agent.json`, `policy.safetensors`, and
 //! `cascade/` for a jointly trained agent), `train_log.csv` (per epoch),
-//! `train_summary.json` and `train_args.json` (the resolved arguments,
-//! which `cascade eval` reads to find the cascade). The folder is built beside `--out` and swapped in whole
+//! `train_summary.json` and `train_args.json` (the resolved arguments and
+//! the hash of the cascade, which `cascade eval` reads to find and check
+//! the cascade). The folder is built beside `--out` and swapped in whole
 //! when complete; a folder already holding an agent is refused unless
 //! `--overwrite`, one holding other files always.
 
@@ -146,6 +147,10 @@ pub struct TrainArgs {
 pub struct TrainRecord {
     /// The pretrained cascade folder (absolute when it could be resolved).
     pub cascade: PathBuf,
+    /// Content hash of that cascade when the agent was trained
+    /// ([`crate::provenance::cascade_hash`]); `cascade eval` checks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade_hash: Option<String>,
     /// The data folder given, if any.
     pub data_dir: Option<PathBuf>,
     /// The agent argument.
@@ -264,6 +269,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         }
     };
     let k = cascade.len();
+    let cascade_hash = crate::provenance::cascade_hash(&args.cascade)?;
     let opts = TrainOptions {
         spec,
         budget: args.budget,
@@ -276,6 +282,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     opts.validate()?;
     let mut record = TrainRecord {
         cascade: std::fs::canonicalize(&args.cascade).unwrap_or_else(|_| args.cascade.clone()),
+        cascade_hash: Some(cascade_hash),
         data_dir: args.data_dir.clone(),
         agent: given.clone(),
         mode: None,
