@@ -14,6 +14,7 @@ pub mod device;
 pub mod error;
 pub mod flops;
 pub mod folder;
+pub mod hash;
 pub mod models;
 pub mod nn;
 pub mod ops;

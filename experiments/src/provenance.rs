@@ -24,43 +24,11 @@ use cascade_rl::checkpoint::{read_manifest, MANIFEST_FILE};
 
 use crate::error::{Error, Result};
 
-/// FNV-1a, 64 bit.
-#[derive(Debug, Clone, Copy)]
-pub struct Hasher(u64);
-
-impl Default for Hasher {
-    fn default() -> Self {
-        Hasher(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher {
-    /// Feeds `bytes`.
-    pub fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    /// Feeds the bytes of the file `path`.
-    pub fn feed_file(&mut self, path: &Path) -> Result<()> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        self.feed(&bytes);
-        Ok(())
-    }
-
-    /// The hash as 16 hex digits.
-    pub fn hex(&self) -> String {
-        format!("{:016x}", self.0)
-    }
-}
+pub use cascade_rl::hash::Hasher;
 
 /// The hash of one file's bytes.
 pub fn file_hash(path: &Path) -> Result<String> {
-    let mut h = Hasher::default();
-    h.feed_file(path)?;
-    Ok(h.hex())
+    Ok(cascade_rl::hash::file_hash(path)?)
 }
 
 /// The hash of the cascade in `dir`: its manifest, then every stage file

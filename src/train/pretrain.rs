@@ -127,7 +127,9 @@ pub fn pretrain(preset: &Preset, opts: &PretrainOptions) -> Result<PretrainSumma
         )?;
         let test = evaluate(&model, &splits.test, sp.train.eval_batch_size)?;
         let file = checkpoint::stage_file_name(t);
-        checkpoint::save_model(&model, &out_dir.join(&file))?;
+        let path = out_dir.join(&file);
+        checkpoint::save_model(&model, &path)?;
+        let content_hash = Some(crate::hash::file_hash(&path)?);
         if opts.progress != Progress::Quiet {
             eprintln!(
                 "stage {t} {}: best epoch {}, val error {:.2}%, test error {:.2}%, {:.1} s",
@@ -155,6 +157,7 @@ pub fn pretrain(preset: &Preset, opts: &PretrainOptions) -> Result<PretrainSumma
             test_loss: test.loss,
             train_seconds: report.seconds,
             temperature: 1.0,
+            content_hash,
         });
         reports.push(report);
     }
