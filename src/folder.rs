@@ -157,8 +157,8 @@ impl NewFolder {
         }
         let parent = parent_of(target);
         fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        remove_dead_leftovers(&parent, Some(&name))?;
-        let staging = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+        remove_dead_staging(&parent, &name)?;
+        let staging = parent.join(format!(".{name}.{}@{}.tmp", std::process::id(), host_tag()));
         if staging.exists() {
             fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
         }
@@ -232,10 +232,20 @@ impl Drop for NewFolder {
     }
 }
 
-/// The process id in the name of a temporary file or folder of an atomic
-/// write: `.NAME.PID.tmp`, `.NAME.PID-N.tmp.EXT` (figures) or
-/// `.NAME.PID-old.tmp` (a replaced folder). `None` for other names.
-pub fn temp_owner(name: &str) -> Option<u32> {
+/// The writer named in a temporary file or folder of an atomic write:
+/// `.NAME.PID.tmp`, `.NAME.PID-N.tmp.EXT` (figures), or this module's
+/// staging folders `.NAME.PID@HOST.tmp` and `.NAME.PID@HOST-oldN.tmp` (a
+/// replaced folder). `None` for other names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TempOwner {
+    /// The writer's process id.
+    pub pid: u32,
+    /// The writer's host, where the name records it.
+    pub host: Option<String>,
+}
+
+/// The writer of the temporary `name` (see [`TempOwner`]).
+pub fn temp_owner(name: &str) -> Option<TempOwner> {
     let rest = name.strip_prefix('.')?;
     let end = rest.rfind(".tmp")?;
     let tail = &rest[end + 4..];
@@ -244,49 +254,69 @@ pub fn temp_owner(name: &str) -> Option<u32> {
     }
     let stem = &rest[..end];
     let id = &stem[stem.rfind('.')? + 1..];
-    id.split('-').next()?.parse().ok()
+    let id = id.split('-').next()?;
+    let (pid, host) = match id.split_once('@') {
+        Some((pid, host)) => (pid, Some(host.to_string())),
+        None => (id, None),
+    };
+    Some(TempOwner {
+        pid: pid.parse().ok()?,
+        host,
+    })
 }
 
-/// Whether process `pid` is running. Unknown (true) where the system does
-/// not say; on Linux, from `/proc`.
-pub fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
+/// This machine's name as staging folders record it (letters and digits
+/// only), empty where it cannot be read.
+pub fn host_tag() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    raw.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(32)
+        .collect()
+}
+
+/// Whether the writer `owner` may still be running: true for this
+/// process, for a writer on another host (a shared file system: its
+/// processes cannot be seen from here), and where the system does not
+/// say; on Linux, whether `/proc/PID` exists.
+pub fn process_alive(owner: &TempOwner) -> bool {
+    if owner.pid == std::process::id() {
+        return true;
+    }
+    if owner.host.as_ref().is_some_and(|h| *h != host_tag()) {
         return true;
     }
     let proc_root = Path::new("/proc");
     if cfg!(target_os = "linux") && proc_root.join("self").exists() {
-        return proc_root.join(pid.to_string()).exists();
+        return proc_root.join(owner.pid.to_string()).exists();
     }
     true
 }
 
-/// Removes, directly in `dir`, the temporary files and staging folders of
-/// processes that no longer run (see [`temp_owner`]); with `only`, those of
-/// that name alone. Safe while other processes write in `dir`: a running
-/// writer's temporaries are kept. Returns how many were removed.
-pub fn remove_dead_leftovers(dir: &Path, only: Option<&str>) -> Result<usize> {
+/// Removes, directly in `dir`, the staging folders named `name` that
+/// processes of this host left when they died (see [`process_alive`]):
+/// safe while other processes, here or on other hosts, build the same
+/// folder. Returns how many were removed.
+pub fn remove_dead_staging(dir: &Path, name: &str) -> Result<usize> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(Error::io(dir, e)),
     };
+    let prefix = format!(".{name}.");
     let mut removed = 0;
     for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = temp_owner(&name) else {
+        let entry_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(owner) = temp_owner(&entry_name) else {
             continue;
         };
-        if only.is_some_and(|o| !name.starts_with(&format!(".{o}."))) || process_alive(pid) {
+        if !entry_name.starts_with(&prefix) || owner.host.is_none() || process_alive(&owner) {
             continue;
         }
         let path = entry.path();
-        let kind = entry.file_type().map_err(|e| Error::io(&path, e))?;
-        let gone = if kind.is_dir() {
-            fs::remove_dir_all(&path)
-        } else {
-            fs::remove_file(&path)
-        };
-        match gone {
+        match fs::remove_dir_all(&path) {
             Ok(()) => removed += 1,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(&path, e)),
@@ -399,29 +429,46 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_of_dead_processes_are_removed_and_live_ones_kept() {
-        assert_eq!(temp_owner(".results.csv.123.tmp"), Some(123));
-        assert_eq!(temp_owner(".pareto.png.5-1.tmp.png"), Some(5));
-        assert_eq!(temp_owner(".out.77-old.tmp"), Some(77));
+    fn staging_of_dead_processes_is_removed_and_others_kept() {
+        let owner = |pid, host: Option<&str>| {
+            Some(TempOwner {
+                pid,
+                host: host.map(str::to_string),
+            })
+        };
+        assert_eq!(temp_owner(".results.csv.123.tmp"), owner(123, None));
+        assert_eq!(temp_owner(".pareto.png.5-1.tmp.png"), owner(5, None));
+        assert_eq!(temp_owner(".out.77@node3.tmp"), owner(77, Some("node3")));
+        assert_eq!(
+            temp_owner(".out.77@node3-old2.tmp"),
+            owner(77, Some("node3"))
+        );
         assert_eq!(temp_owner("results.csv"), None);
         assert_eq!(temp_owner(".hidden"), None);
         assert_eq!(temp_owner(".x.tmpfoo"), None);
         let root = tempfile::tempdir().unwrap();
-        let me = std::process::id();
+        let (me, here) = (std::process::id(), host_tag());
         // A pid far above any pid_max (2^22 on Linux) runs nowhere.
         let dead = 4_000_000_000u32;
-        write(root.path(), &format!(".results.csv.{dead}.tmp"), "x");
-        write(root.path(), &format!(".pareto.png.{dead}-1.tmp.png"), "x");
-        fs::create_dir(root.path().join(format!(".out.{dead}.tmp"))).unwrap();
-        write(root.path(), &format!(".results.csv.{me}.tmp"), "x");
-        write(root.path(), "results.csv", "x");
-        let removed = remove_dead_leftovers(root.path(), None).unwrap();
+        for name in [
+            format!(".out.{dead}@{here}.tmp"),
+            format!(".out.{dead}@{here}-old1.tmp"),
+            format!(".out.{dead}@elsewhere0.tmp"),
+            format!(".out.{me}@{here}.tmp"),
+            format!(".other.{dead}@{here}.tmp"),
+        ] {
+            fs::create_dir(root.path().join(name)).unwrap();
+        }
+        let removed = remove_dead_staging(root.path(), "out").unwrap();
         if cfg!(target_os = "linux") {
-            assert_eq!(removed, 3);
-            assert_eq!(
-                names(root.path()),
-                [format!(".results.csv.{me}.tmp"), "results.csv".into()]
-            );
+            assert_eq!(removed, 2);
+            let mut want = vec![
+                format!(".other.{dead}@{here}.tmp"),
+                format!(".out.{dead}@elsewhere0.tmp"),
+                format!(".out.{me}@{here}.tmp"),
+            ];
+            want.sort();
+            assert_eq!(names(root.path()), want);
         }
     }
 }

@@ -149,26 +149,18 @@ pub fn lock_waiting(path: &Path, on_wait: impl FnOnce()) -> Result<FolderLock> {
 }
 
 /// Whether `name` is a temporary file or staging folder of an atomic write
-/// (`.NAME.PID.tmp`, `.NAME.PID-N.tmp.EXT` for figures, `.NAME.PID-old.tmp`
-/// for a replaced folder).
+/// (`.NAME.PID.tmp`, `.NAME.PID-N.tmp.EXT` for figures, `.NAME.PID@HOST.tmp`
+/// for a folder being built; see [`cascade_rl::folder::temp_owner`]).
 pub fn is_temp_name(name: &str) -> bool {
     cascade_rl::folder::temp_owner(name).is_some()
 }
 
-/// Which leftovers [`remove_leftover_temps`] removes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Leftovers {
-    /// Every temporary: only while holding the run lock exclusively
-    /// (nobody else is writing).
-    All,
-    /// Those of processes that no longer run: safe at any time.
-    OfDeadProcesses,
-}
-
 /// Removes the temporary files and staging folders that killed processes
-/// left under `dir` (recursively; a staging folder goes whole). Returns
-/// how many were removed.
-pub fn remove_leftover_temps(dir: &Path, which: Leftovers) -> Result<usize> {
+/// left under `dir` (recursively; a staging folder goes whole). Call it
+/// only while holding the run lock exclusively: nobody else, on this host
+/// or another sharing the folder, is writing. Returns how many were
+/// removed.
+pub fn remove_leftover_temps(dir: &Path) -> Result<usize> {
     let mut removed = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -180,23 +172,16 @@ pub fn remove_leftover_temps(dir: &Path, which: Leftovers) -> Result<usize> {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&d, e))?;
             let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let owner = cascade_rl::folder::temp_owner(&name);
-            let stale = owner.is_some_and(|pid| {
-                which == Leftovers::All || !cascade_rl::folder::process_alive(pid)
-            });
+            let temp = is_temp_name(&entry.file_name().to_string_lossy());
             let path = entry.path();
-            let gone = if kind.is_dir() && stale {
-                std::fs::remove_dir_all(&path)
-            } else if kind.is_dir() {
-                if owner.is_none() {
+            let gone = match (kind.is_dir(), temp) {
+                (true, true) => std::fs::remove_dir_all(&path),
+                (true, false) => {
                     stack.push(path);
+                    continue;
                 }
-                continue;
-            } else if kind.is_file() && stale {
-                std::fs::remove_file(&path)
-            } else {
-                continue;
+                (false, true) if kind.is_file() => std::fs::remove_file(&path),
+                _ => continue,
             };
             match gone {
                 Ok(()) => removed += 1,
@@ -206,6 +191,19 @@ pub fn remove_leftover_temps(dir: &Path, which: Leftovers) -> Result<usize> {
         }
     }
     Ok(removed)
+}
+
+/// Removes the leftovers of killed processes from the run folder `run`
+/// when no one is writing to it: takes the run lock exclusively without
+/// waiting and, if it got it, clears what [`remove_leftover_temps`] clears.
+/// While a study, a shard or a merge holds the folder nothing is removed
+/// (their own temporaries are in use) and `None` is returned.
+pub fn clear_leftovers_if_idle(run: &Path) -> Result<Option<usize>> {
+    match lock_run(run, Access::Exclusive) {
+        Ok(_held) => Ok(Some(remove_leftover_temps(run)?)),
+        Err(Error::Busy { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -252,27 +250,21 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_of_dead_processes_go_and_a_running_writers_stay() {
+    fn leftovers_are_cleared_only_when_no_one_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let me = std::process::id();
-        let dead = 4_000_000_000u32;
-        let figures = dir.path().join("figures");
-        std::fs::create_dir_all(&figures).unwrap();
-        for name in [
-            format!(".results.csv.{dead}.tmp"),
-            format!("figures/.pareto.png.{dead}-1.tmp.png"),
-            format!(".results.csv.{me}.tmp"),
-            format!("figures/.pareto.png.{me}-1.tmp.png"),
-        ] {
+        std::fs::create_dir_all(dir.path().join("figures")).unwrap();
+        let left = ["figures/.pareto.png.9-1.tmp.png", ".results.csv.9.tmp"];
+        for name in left {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        let n = remove_leftover_temps(dir.path(), Leftovers::OfDeadProcesses).unwrap();
-        if cfg!(target_os = "linux") {
-            assert_eq!(n, 2);
-            assert!(!dir.path().join(format!(".results.csv.{dead}.tmp")).exists());
+        let writer = lock_run(dir.path(), Access::Shared).unwrap();
+        assert_eq!(clear_leftovers_if_idle(dir.path()).unwrap(), None);
+        assert!(dir.path().join(left[0]).exists());
+        drop(writer);
+        assert_eq!(clear_leftovers_if_idle(dir.path()).unwrap(), Some(2));
+        for name in left {
+            assert!(!dir.path().join(name).exists(), "{name}");
         }
-        assert!(dir.path().join(format!(".results.csv.{me}.tmp")).exists());
-        assert!(figures.join(format!(".pareto.png.{me}-1.tmp.png")).exists());
     }
 
     #[test]
@@ -301,17 +293,15 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        std::fs::create_dir_all(dir.path().join(".cascade.77.tmp/sub")).unwrap();
+        let staging = ".cascade.77@node1.tmp";
+        std::fs::create_dir_all(dir.path().join(staging).join("sub")).unwrap();
         std::fs::write(
-            dir.path().join(".cascade.77.tmp/sub/stage1.safetensors"),
+            dir.path().join(staging).join("sub/stage1.safetensors"),
             b"x",
         )
         .unwrap();
-        assert_eq!(
-            remove_leftover_temps(dir.path(), Leftovers::All).unwrap(),
-            4
-        );
-        assert!(!dir.path().join(".cascade.77.tmp").exists());
+        assert_eq!(remove_leftover_temps(dir.path()).unwrap(), 4);
+        assert!(!dir.path().join(staging).exists());
         for kept in [
             "results.csv",
             "run.lock",

@@ -307,13 +307,20 @@ fn evaluation_checks_and_records_what_it_evaluates() {
     )
     .unwrap();
     ok(&run(&mut eval(&agent, &[])));
+    // The folder pretrained again (here: another cascade in its place).
+    std::fs::remove_dir_all(&moved).unwrap();
+    copy_dir(b, &moved);
+    let err = refused(&run(&mut eval(&agent, &[])));
+    assert!(err.contains("pretrained again"), "{err}");
+    // A stage file replaced by one of the same shape from another run:
+    // refused when the cascade loads.
     std::fs::copy(
-        b.join("stage2.safetensors"),
+        a.join("stage2.safetensors"),
         moved.join("stage2.safetensors"),
     )
     .unwrap();
-    let err = refused(&run(&mut eval(&agent, &[])));
-    assert!(err.contains("pretrained again"), "{err}");
+    let err = refused(&run(&mut eval(&agent, &["--other-cascade"])));
+    assert!(err.contains("stage2.safetensors has content hash"), "{err}");
     // Asked for, it runs, and the report says which cascade it used.
     ok(&run(&mut eval(
         &agent,
@@ -408,7 +415,6 @@ fn a_changed_trace_is_refused_by_plot_and_recorded_again_by_the_study() {
 fn plot_and_merge_remove_what_killed_processes_left() {
     let run_dir = scratch("leftovers").join("run");
     copy_dir(study_run(), &run_dir);
-    // A pid above any pid_max: a process that is not running.
     let dead = 4_000_000_000u32;
     let left = [
         format!(".results.csv.{dead}.tmp"),
@@ -424,11 +430,18 @@ fn plot_and_merge_remove_what_killed_processes_left() {
             assert!(!run_dir.join(l).exists(), "{cmd} left {l}");
         }
     }
-    // A running writer's temporary file stays.
-    let mine = format!(".results.csv.{}.tmp", std::process::id());
+    // While a shard writes to the folder (holding its lock), its
+    // temporary files stay.
+    let shard =
+        cascade_experiments::lock::lock_run(&run_dir, cascade_experiments::lock::Access::Shared)
+            .unwrap();
+    let mine = format!(".results.shard-0-of-2.csv.{}.tmp", std::process::id());
     std::fs::write(run_dir.join(&mine), b"in progress").unwrap();
     ok(&run(cascade().arg("plot").arg(&run_dir)));
     assert!(run_dir.join(&mine).exists());
+    drop(shard);
+    ok(&run(cascade().arg("plot").arg(&run_dir)));
+    assert!(!run_dir.join(&mine).exists());
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! `cascade plot RUN_DIR`: redraws every figure of a study's run folder
 //! and its `summary.md` from the files in it (`results.csv`, `config.json`,
 //! the agents' `train_log.csv`); nothing is trained or evaluated. It first
-//! removes the temporary files that killed processes left in the folder.
+//! removes the temporary files that killed processes left in the folder,
+//! unless a study, a shard or a merge is writing to it.
 
 use std::path::PathBuf;
 
@@ -31,9 +32,9 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
             crate::study::CONFIG_FILE
         );
     }
-    // The files that plots killed earlier left half-written; a running
-    // study's own are kept.
-    crate::lock::remove_leftover_temps(dir, crate::lock::Leftovers::OfDeadProcesses)?;
+    // What killed plots (or runs) left half-written, when no study, shard
+    // or merge is writing to the folder.
+    crate::lock::clear_leftovers_if_idle(dir)?;
     let summary = crate::summary::write_summary(dir)
         .with_context(|| format!("writing the summary of {}", dir.display()))?;
     let figures = crate::figures::draw_all_with(dir, args.gallery.as_deref())

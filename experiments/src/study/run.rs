@@ -50,7 +50,7 @@ use super::cache::{ensure_cascade, ensure_traces, prepare_cascade, verify_cascad
 use super::config::StudyConfig;
 use super::data::load_study_data;
 use crate::error::{read_json, write_json, Error, Result};
-use crate::lock::{lock_run, lock_shard, remove_leftover_temps, Access, Leftovers};
+use crate::lock::{lock_run, lock_shard, remove_leftover_temps, Access};
 use crate::results::{
     read_results_if_present, shard_files, union, write_results, ResultRow, RESULTS_FILE,
 };
@@ -82,7 +82,7 @@ pub fn run_study(cfg: &StudyConfig, opts: &RunOptions) -> Result<StudyOutcome> {
             None => None,
         };
         if access == Access::Exclusive {
-            let n = remove_leftover_temps(&run, Leftovers::All)?;
+            let n = remove_leftover_temps(&run)?;
             if n > 0 && opts.progress {
                 eprintln!("removed {n} temporary file(s) left by a stopped run");
             }
