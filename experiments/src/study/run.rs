@@ -98,8 +98,10 @@ pub fn run_study(cfg: &StudyConfig, opts: &RunOptions) -> Result<StudyOutcome> {
 /// Refuses, before anything is written, a run folder that is not valid
 /// UTF-8, is a file, or holds files but no `config.json` (another
 /// command's result, or files of the user's: a study writes its own run
-/// folder only). Lock files, temporaries and the cluster scripts' `slurm/`
-/// log folder (made before the first job starts) do not count.
+/// folder only). The run folder's own parts do not count: lock files,
+/// temporaries, a `cascade/` put there to be reused (checked against the
+/// study when loaded), `traces/`, `agents/`, and the cluster scripts'
+/// `slurm/` log folder (made before the first job starts).
 fn check_run_folder(run: &Path) -> Result<()> {
     cascade_rl::folder::check_output_folder(run)?;
     if !run.is_dir() || run.join(CONFIG_FILE).exists() {
@@ -109,7 +111,11 @@ fn check_run_folder(run: &Path) -> Result<()> {
         .map_err(|e| Error::io(run, e))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.ends_with(".lock") && !crate::lock::is_temp_name(n) && n != "slurm")
+        .filter(|n| {
+            !(n.ends_with(".lock")
+                || crate::lock::is_temp_name(n)
+                || [CASCADE_DIR, TRACES_DIR, AGENTS_DIR, "slurm"].contains(&n.as_str()))
+        })
         .collect();
     if other.is_empty() {
         return Ok(());
