@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
-use crate::provenance::{cascade_hash, TraceStamp};
+use crate::provenance::{agent_hash, cascade_hash, TraceStamp};
 use crate::results::ResultRow;
 use crate::study::{RunRecord, CASCADE_DIR, TRACES_DIR};
 use crate::summary::{largest_static, points, PointStats, POLICY_AGENTS};
@@ -61,7 +61,8 @@ pub fn mean_error_over(curve: &[(f64, f64)], lo: f64, hi: f64) -> Option<f64> {
 
 /// Mean per-image error of a point's seeds (`None` if a seed's report is
 /// missing or has no per-image outcomes); a report that exists but cannot
-/// be read or contradicts itself is an error.
+/// be read, contradicts itself, or evaluated another agent than the one
+/// now in its folder is an error.
 fn per_image_error(run: &Path, p: &PointStats<'_>) -> Result<Option<Vec<f64>>> {
     let mut acc: Option<Vec<f64>> = None;
     for r in &p.rows {
@@ -73,6 +74,21 @@ fn per_image_error(run: &Path, p: &PointStats<'_>) -> Result<Option<Vec<f64>>> {
             return Ok(None);
         }
         let rep = EvalReport::read_json(&path)?;
+        if let Some(ev) = &rep.evaluated {
+            let dir = run.join(&r.agent_dir);
+            let now = agent_hash(&dir)?;
+            if now != ev.agent_hash {
+                return Err(Error::run_file(
+                    &path,
+                    format!(
+                        "evaluated an agent with content hash {}, but {} now holds one of hash \
+                         {now}; delete that folder's row from results.csv and rerun the study",
+                        ev.agent_hash,
+                        dir.display()
+                    ),
+                ));
+            }
+        }
         if rep.sample_correct.is_empty() {
             return Ok(None);
         }

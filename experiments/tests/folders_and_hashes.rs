@@ -105,7 +105,7 @@ fn study(out: &Path) -> Command {
         "--pretrain-epochs",
         "1",
         "--agents",
-        "threshold",
+        "threshold,ann",
         "--alphas",
         "0.02",
         "--seeds",
@@ -117,8 +117,8 @@ fn study(out: &Path) -> Command {
     cmd
 }
 
-/// A finished small study (threshold agent only), made once; tests work
-/// on copies.
+/// A finished small study (threshold and ann agents), made once; tests
+/// work on copies.
 fn study_run() -> &'static PathBuf {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
     RUN.get_or_init(|| {
@@ -409,6 +409,26 @@ fn a_changed_trace_is_refused_by_plot_and_recorded_again_by_the_study() {
         "{said}"
     );
     ok(&run(cascade().arg("plot").arg(&run_dir)));
+    // An agent folder changed after its evaluation: the paired tests of
+    // the summary refuse its report.
+    let agents = run_dir.join("agents");
+    let ann = std::fs::read_dir(&agents)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("__ann__"))
+        .unwrap();
+    let r = cascade_agents::EvalReport::read_json(&ann.join("eval_test.json")).unwrap();
+    let ev = r.evaluated.expect("the study's report records no agent");
+    assert_eq!(ev.cascade_dir, "cascade");
+    let manifest = ann.join("agent.json");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push('\n');
+    std::fs::write(&manifest, text).unwrap();
+    let err = refused(&run(cascade().arg("plot").arg(&run_dir)));
+    assert!(
+        err.contains("evaluated an agent with content hash"),
+        "{err}"
+    );
 }
 
 #[test]

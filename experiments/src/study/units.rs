@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use cascade_agents::{
-    evaluate, ActMode, Agent, BackwardAgent, Confidence, EvalConfig, EvalReport, JointSplits,
-    OracleAgent, ReinforceAgent, ReinforceConfig, ReinforceMode, StaticAgent, ThresholdAgent,
-    TrainData, TrainOptions, TrainSummary,
+    evaluate, ActMode, Agent, BackwardAgent, Confidence, EvalConfig, EvalReport, Evaluated,
+    JointSplits, OracleAgent, ReinforceAgent, ReinforceConfig, ReinforceMode, StaticAgent,
+    ThresholdAgent, TrainData, TrainOptions, TrainSummary,
 };
 use cascade_env::{RewardSpec, StageBackend};
 use cascade_rl::backend::CandleBackend;
@@ -18,9 +18,10 @@ use super::data::StudyData;
 use super::oracle::oracle_at;
 use super::plan::{Point, Unit};
 use super::progress::Reporter;
-use super::record::{AGENTS_DIR, TRAIN_LOG_FILE};
+use super::record::{AGENTS_DIR, CASCADE_DIR, TRAIN_LOG_FILE};
 use crate::cli::train::AGENT_FOLDER;
 use crate::error::{read_json, write_json, Error, Result};
+use crate::provenance;
 use crate::results::{ResultRow, RowId};
 use cascade_agents::AgentKind;
 use cascade_rl::folder::{NewFolder, Replace};
@@ -200,7 +201,7 @@ impl Ctx<'_> {
         let (agent, summary) = self.train_agent(job, p, s, &dir)?;
         agent.save(&dir)?;
         let spec = self.spec(summary.alpha);
-        let (val, test) = match agent.classifiers() {
+        let (mut val, mut test) = match agent.classifiers() {
             Some(tuned) => {
                 let (val_ds, test_ds) = (&self.data.splits.val, &self.data.splits.test);
                 let mut vb = CandleBackend::new(tuned, val_ds, self.cfg.eval_batch)?;
@@ -217,6 +218,28 @@ impl Ctx<'_> {
             }
             None => self.eval_replay(&*agent, &spec, s)?,
         };
+        // The reports record what they evaluated; summaries check it.
+        let (cascade_dir, cascade_hash) = match agent.classifiers() {
+            Some(_) => {
+                let own = dir.join(CASCADE_DIR);
+                (
+                    format!("{rel}/{CASCADE_DIR}"),
+                    provenance::cascade_hash(&own)?,
+                )
+            }
+            None => (
+                CASCADE_DIR.to_string(),
+                provenance::cascade_hash(self.cascade_dir)?,
+            ),
+        };
+        let evaluated = Evaluated {
+            agent_dir: rel.clone(),
+            agent_hash: provenance::agent_hash(&dir)?,
+            cascade_dir,
+            cascade_hash,
+        };
+        val.evaluated = Some(evaluated.clone());
+        test.evaluated = Some(evaluated);
         self.save_reports(&dir, &summary, &val, &test)?;
         folder.commit()?;
         let id = RowId {
