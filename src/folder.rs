@@ -2,12 +2,12 @@
 //!
 //! A command that writes a folder of several files (a pretrained cascade,
 //! a saved agent) writes it through [`NewFolder`]: the files go into a
-//! staging folder beside the target (`.NAME.PID.tmp`), and only when every
-//! file is written is the staging folder renamed to the target, replacing
-//! what was there whole. A reader therefore sees the old result or the new
-//! one, never a manifest beside files of another run; a process killed
-//! half-way leaves only the staging folder, which the next writer of that
-//! place removes ([`remove_dead_leftovers`]).
+//! staging folder beside the target (`.NAME.PID@HOST.tmp`), and only when
+//! every file is written is the staging folder renamed to the target,
+//! replacing what was there whole. A reader therefore sees the old result
+//! or the new one, never a manifest beside files of another run; a process
+//! killed half-way leaves only the staging folder, which the next writer of
+//! that place on the same host removes ([`remove_dead_staging`]).
 //!
 //! A target that already holds a result (its manifest file, e.g.
 //! `cascade.json`) is refused unless the caller asked to replace it
