@@ -83,11 +83,9 @@ fn some_names(dir: &Path, limit: usize) -> Result<(Vec<String>, bool)> {
 /// Refuses a path that is not valid UTF-8 (result files and figures name
 /// their folders in text), naming it.
 pub fn check_utf8(path: &Path) -> Result<&str> {
-    path.to_str().ok_or_else(|| {
-        Error::Config(format!(
-            "{}: the path is not valid UTF-8; choose a path in UTF-8",
-            path.display()
-        ))
+    path.to_str().ok_or_else(|| Error::Folder {
+        path: path.to_path_buf(),
+        msg: "the path is not valid UTF-8; choose a path in UTF-8".into(),
     })
 }
 
@@ -96,10 +94,10 @@ pub fn check_utf8(path: &Path) -> Result<&str> {
 pub fn check_output_folder(path: &Path) -> Result<()> {
     check_utf8(path)?;
     match fs::metadata(path) {
-        Ok(m) if !m.is_dir() => Err(Error::Config(format!(
-            "{}: not a folder (it is a file); choose a folder for the output",
-            path.display()
-        ))),
+        Ok(m) if !m.is_dir() => Err(Error::Folder {
+            path: path.to_path_buf(),
+            msg: "not a folder (it is a file); choose a folder for the output".into(),
+        }),
         _ => Ok(()),
     }
 }
