@@ -12,7 +12,15 @@ use cascade_env::{Action, AutoReset, RewardSpec, StageBackend, VecEnv};
 use cascade_rl::backend::{cascade_splits, CandleBackend, DEFAULT_BATCH};
 use cascade_rl::checkpoint::Cascade;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors print as one `error: ...` line (their `Display`), exit status 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let dir = args
         .get(1)

@@ -681,7 +681,15 @@ fn infer_only(n: usize) -> Result<()> {
     Ok(())
 }
 
-fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// Errors print as one `error: ...` line (their `Display`), exit status 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> std::result::Result<(), Box<dyn std::error::Error>> {
     // As the project's programs do: keep freed buffers instead of mapping
     // and zeroing fresh pages every step.
     cascade_rl::alloc::keep_freed_memory();

@@ -126,6 +126,12 @@ pub struct StageRecord {
     /// [`Cascade::calibrate`]; it never changes the argmax.
     #[serde(default = "unit_temperature")]
     pub temperature: f64,
+    /// Content hash of `file` when it was written ([`crate::hash`]);
+    /// loading refuses a file with another, so a manifest never describes
+    /// another run's weights. Absent in folders written before it was
+    /// recorded (then unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
 }
 
 fn unit_temperature() -> f64 {
@@ -463,6 +469,26 @@ fn check_stage_files(dir: &Path, m: &CascadeManifest) -> Result<()> {
     Ok(())
 }
 
+/// Checks stage `r`'s file against the content hash `cascade.json`
+/// records for it (when it records one).
+fn check_content_hash(dir: &Path, r: &StageRecord) -> Result<()> {
+    let Some(want) = &r.content_hash else {
+        return Ok(());
+    };
+    let have = crate::hash::file_hash(&dir.join(&r.file))?;
+    if &have != want {
+        return Err(ckpt_err(
+            &dir.join(MANIFEST_FILE),
+            format!(
+                "stage {}: {} has content hash {have}, but the manifest was written with one of \
+                 hash {want}: the file comes from another run or changed since; pretrain again",
+                r.stage, r.file
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// One loaded stage.
 #[derive(Debug)]
 pub struct CascadeStage {
@@ -533,6 +559,7 @@ impl Cascade {
                     manifest.num_classes,
                     device,
                 )?;
+                check_content_hash(dir, r)?;
                 Ok(CascadeStage {
                     record: r.clone(),
                     model,
@@ -550,11 +577,17 @@ impl Cascade {
     /// (e.g. after fine-tuning), atomically per file, manifest last.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let mut stages = Vec::with_capacity(self.stages.len());
         for s in &self.stages {
-            save_model(&s.model, &dir.join(&s.record.file))?;
+            let path = dir.join(&s.record.file);
+            save_model(&s.model, &path)?;
+            stages.push(StageRecord {
+                content_hash: Some(crate::hash::file_hash(&path)?),
+                ..s.record.clone()
+            });
         }
         let manifest = CascadeManifest {
-            stages: self.stages.iter().map(|s| s.record.clone()).collect(),
+            stages,
             ..self.manifest.clone()
         };
         write_manifest(dir, &manifest)
@@ -991,6 +1024,20 @@ mod tests {
             .to_string();
         assert!(
             err.contains("stage2.safetensors") && err.contains("not a readable"),
+            "{err}"
+        );
+        // Weights of the right shape from another run (one changed
+        // value): the manifest records other content.
+        let mut other2 = good2.clone();
+        let last = other2.len() - 1;
+        other2[last] ^= 0x01;
+        std::fs::write(&p2, &other2).unwrap();
+        let err = Cascade::load(dir.path(), &Device::Cpu, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("stage 2: stage2.safetensors has content hash")
+                && err.contains("another run"),
             "{err}"
         );
         std::fs::write(&p2, &good2).unwrap();

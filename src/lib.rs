@@ -13,6 +13,8 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod flops;
+pub mod folder;
+pub mod hash;
 pub mod models;
 pub mod nn;
 pub mod ops;

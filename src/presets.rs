@@ -191,12 +191,9 @@ impl Preset {
             )));
         }
         for (i, s) in self.stages.iter().enumerate() {
-            s.model.validate().map_err(|e| {
-                Error::Config(format!("preset '{}' stage {}: {e}", self.name, i + 1))
-            })?;
-            s.train.validate().map_err(|e| {
-                Error::Config(format!("preset '{}' stage {}: {e}", self.name, i + 1))
-            })?;
+            let at = || format!("preset '{}' stage {}", self.name, i + 1);
+            s.model.validate().map_err(|e| e.in_config(at()))?;
+            s.train.validate().map_err(|e| e.in_config(at()))?;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ use cascade_env::{Action, BatchObservation, EnvRng, Observation, RewardSpec, Sta
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use cascade_rl::error::num;
 
 /// File name of the manifest in an agent folder.
 pub const AGENT_FILE: &str = "agent.json";
@@ -70,7 +71,10 @@ pub struct TrainOptions {
     /// Hide the progress bar.
     pub quiet: bool,
     /// Where to write the per-epoch log (CSV, rewritten atomically after
-    /// every epoch); `None` keeps it in memory only.
+    /// every epoch); `None` keeps it in memory only. Not saved with the
+    /// agent: the log may be written where the agent's folder is staged
+    /// before it is swapped into place (it is `train_log.csv` there).
+    #[serde(skip_serializing)]
     pub log_csv: Option<PathBuf>,
     /// Count the policy's own MACs into the cost (see
     /// [`cascade_env::CostModel::with_policy`]). Needs stage costs in MACs, as
@@ -102,16 +106,18 @@ impl TrainOptions {
         self.spec.validate()?;
         if self.spec.alpha > MAX_ALPHA {
             return Err(Error::Config(format!(
-                "alpha {:e} is beyond {MAX_ALPHA:e} (loss per full-model cost): every \
+                "alpha {} is beyond {} (loss per full-model cost): every \
                  agent would stop at the first stage long before",
-                self.spec.alpha
+                num(self.spec.alpha),
+                num(MAX_ALPHA)
             )));
         }
         if let Some(b) = self.budget {
             if !(b.is_finite() && b > 0.0 && b <= MAX_BUDGET) {
                 return Err(Error::Config(format!(
                     "budget must be a positive normalised cost up to {MAX_BUDGET} \
-                     (e.g. 0.25 = 25% of the largest stage), got {b:e}"
+                     (e.g. 0.25 = 25% of the largest stage), got {}",
+                    num(b)
                 )));
             }
         }

@@ -46,6 +46,16 @@ pub enum Error {
         msg: String,
     },
 
+    /// An evaluation report whose content contradicts itself (per-image
+    /// outcomes that are not 0/1, exits beyond the last stage, ...).
+    #[error("evaluation report {path}: {msg}")]
+    Report {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

@@ -154,6 +154,24 @@ pub struct EvalReport {
     /// Per sample, in split order: the predicted class.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sample_predictions: Vec<u32>,
+    /// What was evaluated, when the caller recorded it: the agent and the
+    /// classifiers, each with the content hash of its files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated: Option<Evaluated>,
+}
+
+/// What an [`EvalReport`] evaluated: recorded so that a report read later
+/// can be checked against the agent and classifiers it claims to score.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evaluated {
+    /// The agent folder, as given.
+    pub agent_dir: String,
+    /// Content hash of the agent's files (`agent.json` and its weights).
+    pub agent_hash: String,
+    /// The cascade folder whose classifiers produced the observations.
+    pub cascade_dir: String,
+    /// Content hash of that cascade (its manifest and stage files).
+    pub cascade_hash: String,
 }
 
 /// A backend seen through the evaluator: stage costs replaced (policy
@@ -429,6 +447,7 @@ impl EvalReport {
                 .map(|o| (o.prediction == o.label) as u8)
                 .collect(),
             sample_predictions: ev.outcomes.iter().map(|o| o.prediction).collect(),
+            evaluated: None,
         }
     }
 
@@ -528,13 +547,90 @@ impl EvalReport {
         cascade_env::fsutil::write_atomic(path, &json).map_err(|e| Error::io(path, e))
     }
 
-    /// Reads a report written by [`Self::write_json`].
+    /// Reads a report written by [`Self::write_json`] and checks that it
+    /// is consistent ([`Self::validate`]).
     pub fn read_json(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+        let r: Self = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+        r.validate().map_err(|msg| Error::Report {
+            path: path.to_path_buf(),
+            msg,
+        })?;
+        Ok(r)
+    }
+
+    /// Checks that the report agrees with itself: fractions in `[0, 1]`,
+    /// one entry per stage in the per-stage vectors, and per-image outcomes
+    /// (when present) one per image, correctness 0 or 1, exits before the
+    /// last stage's index, exit fractions that match them.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let k = self.num_stages;
+        if self.n == 0 || k == 0 {
+            return Err(format!("{} images, {k} stages", self.n));
+        }
+        if !(0.0..=1.0).contains(&self.error) {
+            return Err(format!("error {} is not a fraction in [0, 1]", self.error));
+        }
+        for (name, len) in [
+            ("exit_fraction", self.exit_fraction.len()),
+            ("exit_accuracy", self.exit_accuracy.len()),
+            ("stage_costs", self.stage_costs.len()),
+        ] {
+            if len != k {
+                return Err(format!("{name} has {len} entries for {k} stages"));
+            }
+        }
+        if let Some(f) = self
+            .exit_fraction
+            .iter()
+            .find(|f| !(0.0..=1.0).contains(*f))
+        {
+            return Err(format!("exit fraction {f} is not in [0, 1]"));
+        }
+        let per_image = [
+            ("sample_exits", self.sample_exits.len()),
+            ("sample_correct", self.sample_correct.len()),
+            ("sample_predictions", self.sample_predictions.len()),
+        ];
+        for (name, len) in per_image {
+            if len != 0 && len != self.n {
+                return Err(format!("{name} has {len} entries for {} images", self.n));
+            }
+        }
+        if let Some((i, v)) = self.sample_correct.iter().enumerate().find(|(_, &v)| v > 1) {
+            return Err(format!(
+                "sample_correct[{i}] is {v}: per-image correctness is 0 or 1"
+            ));
+        }
+        if let Some((i, v)) = self
+            .sample_exits
+            .iter()
+            .enumerate()
+            .find(|(_, &v)| v as usize >= k)
+        {
+            return Err(format!(
+                "sample_exits[{i}] is {v}: stages are 0..{} in a {k}-stage cascade",
+                k - 1
+            ));
+        }
+        if !self.sample_exits.is_empty() {
+            let mut count = vec![0usize; k];
+            for &e in &self.sample_exits {
+                count[e as usize] += 1;
+            }
+            for (t, (&c, &f)) in count.iter().zip(&self.exit_fraction).enumerate() {
+                if (c as f64 / self.n as f64 - f).abs() > 1e-9 {
+                    return Err(format!(
+                        "exit_fraction[{t}] is {f}, but {c} of the {} per-image exits are at stage {t}",
+                        self.n
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the header and this report's row as CSV to `path`, atomically.

@@ -57,7 +57,7 @@ pub use agent::{
 };
 pub use backward::{BackwardAgent, BackwardConfig, StopFit, StopInputs};
 pub use error::{Error, Result};
-pub use eval::{evaluate, EvalConfig, EvalReport, ReportContext};
+pub use eval::{evaluate, EvalConfig, EvalReport, Evaluated, ReportContext};
 pub use expected::{ExpectedJointConfig, JointSplits};
 pub use joint::JointConfig;
 pub use kind::AgentKind;

@@ -215,8 +215,9 @@ impl ThresholdAgent {
             n if n == k1 => taus.to_vec(),
             n => {
                 return Err(Error::Config(format!(
-                    "{n} thresholds for a {}-stage cascade: give 1 or {k1}",
-                    self.num_stages
+                    "{n} thresholds for a {}-stage cascade: {}",
+                    self.num_stages,
+                    cascade_rl::error::give_one_or(k1)
                 )))
             }
         };

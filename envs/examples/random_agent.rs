@@ -3,7 +3,15 @@
 //! `cargo run -p cascade-env --example random_agent [-- TRACE.safetensors]`
 use cascade_env::*;
 
-fn main() -> Result<(), Error> {
+/// Errors print as one `error: ...` line (their `Display`), exit status 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Error> {
     let backend = match std::env::args().nth(1) {
         Some(path) => ReplayBackend::load(path.as_ref())?,
         None => ReplayBackend::synthetic(&SyntheticTraceConfig::default())?,

@@ -137,7 +137,15 @@ fn both(wall: f64, cpu: Option<f64>, scale: f64) -> String {
     }
 }
 
-fn main() -> AnyResult<()> {
+/// Errors print as one `error: ...` line (their `Display`), exit status 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> AnyResult<()> {
     let args = parse_args()?;
     let backend = match &args.trace {
         Some(p) => ReplayBackend::load(p)?,

@@ -94,6 +94,7 @@ mod error;
 pub mod fsutil;
 pub mod replay;
 pub mod rng;
+pub mod size;
 pub mod spaces;
 pub mod spec;
 pub mod vector;

@@ -918,6 +918,15 @@ impl ReplayBackend {
             )));
         }
         let (n, c) = (cfg.num_samples, cfg.num_classes);
+        let mut sizes = crate::size::Buffers::new(format!(
+            "synthetic trace of {n} samples, {c} classes, {k} stages"
+        ));
+        sizes.add("labels", &[n], 8);
+        for (t, &d) in cfg.feature_dims.iter().enumerate() {
+            sizes.add(&format!("stage {} features", t + 1), &[n, d], 4);
+            sizes.add(&format!("stage {} probabilities", t + 1), &[n, c], 4);
+        }
+        sizes.check()?;
         let mut rng = EnvRng::new(cfg.seed);
         let mut stages: Vec<StageTrace> = (0..k)
             .map(|t| StageTrace {

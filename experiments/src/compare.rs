@@ -18,8 +18,10 @@ use cascade_env::{ReplayBackend, StageBackend};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::error::{Error, Result};
+use crate::provenance::{agent_hash, cascade_hash, TraceStamp};
 use crate::results::ResultRow;
-use crate::study::{RunRecord, TRACES_DIR};
+use crate::study::{RunRecord, CASCADE_DIR, TRACES_DIR};
 use crate::summary::{largest_static, points, PointStats, POLICY_AGENTS};
 
 /// Area under a (cost %, error %) curve over `[lo, hi]`, divided by the
@@ -57,39 +59,95 @@ pub fn mean_error_over(curve: &[(f64, f64)], lo: f64, hi: f64) -> Option<f64> {
     Some(area / (hi - lo))
 }
 
-/// Mean per-image error of a point's seeds (`None` if a seed's report
-/// has no per-image outcomes).
-fn per_image_error(run: &Path, p: &PointStats<'_>) -> Option<Vec<f64>> {
+/// Mean per-image error of a point's seeds (`None` if a seed's report is
+/// missing or has no per-image outcomes); a report that exists but cannot
+/// be read, contradicts itself, or evaluated another agent than the one
+/// now in its folder is an error.
+fn per_image_error(run: &Path, p: &PointStats<'_>) -> Result<Option<Vec<f64>>> {
     let mut acc: Option<Vec<f64>> = None;
     for r in &p.rows {
         if r.agent_dir.is_empty() {
-            return None;
+            return Ok(None);
         }
-        let rep = EvalReport::read_json(&run.join(&r.agent_dir).join("eval_test.json")).ok()?;
+        let path = run.join(&r.agent_dir).join("eval_test.json");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let rep = EvalReport::read_json(&path)?;
+        if let Some(ev) = &rep.evaluated {
+            let dir = run.join(&r.agent_dir);
+            let now = agent_hash(&dir)?;
+            if now != ev.agent_hash {
+                return Err(Error::run_file(
+                    &path,
+                    format!(
+                        "evaluated an agent with content hash {}, but {} now holds one of hash \
+                         {now}; delete that folder's row from results.csv and rerun the study",
+                        ev.agent_hash,
+                        dir.display()
+                    ),
+                ));
+            }
+        }
         if rep.sample_correct.is_empty() {
-            return None;
+            return Ok(None);
         }
         let a = acc.get_or_insert_with(|| vec![0.0; rep.sample_correct.len()]);
         if a.len() != rep.sample_correct.len() {
-            return None;
+            return Ok(None);
         }
         for (x, &c) in a.iter_mut().zip(&rep.sample_correct) {
-            *x += (1 - c.min(1)) as f64;
+            *x += (1 - c) as f64;
         }
     }
-    let mut a = acc?;
+    let Some(mut a) = acc else {
+        return Ok(None);
+    };
     let n = p.rows.len() as f64;
     a.iter_mut().for_each(|x| *x /= n);
-    Some(a)
+    Ok(Some(a))
 }
 
-/// The last stage alone on the recorded test trace: 1 where wrong.
-fn last_stage_error(run: &Path) -> Option<Vec<f64>> {
-    let t = ReplayBackend::load(&run.join(TRACES_DIR).join("test.trace")).ok()?;
+/// The last stage alone on the recorded test trace: 1 where wrong. `None`
+/// when the trace is not there (the traces are a cache); a trace that
+/// does not match the hash recorded when it was written, or was recorded
+/// from another cascade than the run folder's, is an error.
+fn last_stage_error(run: &Path) -> Result<Option<Vec<f64>>> {
+    let traces = run.join(TRACES_DIR);
+    let name = "test.trace";
+    let path = traces.join(name);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let stamp = TraceStamp::read(&traces).ok_or_else(|| {
+        Error::run_file(
+            &path,
+            format!(
+                "no {} beside it records what it was made from; delete the traces folder                  and rerun the study to record it again",
+                crate::provenance::TRACE_STAMP_FILE
+            ),
+        )
+    })?;
+    stamp.verify(&traces, name)?;
+    let cascade = run.join(CASCADE_DIR);
+    if cascade.join(cascade_rl::checkpoint::MANIFEST_FILE).exists() {
+        let have = cascade_hash(&cascade)?;
+        if have != stamp.cascade {
+            return Err(Error::run_file(
+                &path,
+                format!(
+                    "was recorded from another cascade (hash {}) than {} (hash {have});                      delete the traces folder and rerun the study to record it again",
+                    stamp.cascade,
+                    cascade.display()
+                ),
+            ));
+        }
+    }
+    let t = ReplayBackend::load(&path)?;
     let k = t.num_stages();
     let c = t.meta().num_classes;
     let probs = t.stage_probs(k - 1);
-    Some(
+    Ok(Some(
         t.labels()
             .iter()
             .enumerate()
@@ -97,18 +155,50 @@ fn last_stage_error(run: &Path) -> Option<Vec<f64>> {
                 (cascade_env::spec::argmax(&probs[i * c..(i + 1) * c]) != y) as u8 as f64
             })
             .collect(),
-    )
+    ))
 }
 
+/// Fewest resamples of [`paired_bootstrap`]: the 2.5% and 97.5% quantiles
+/// of fewer are a handful of draws.
+pub const MIN_RESAMPLES: usize = 100;
+
 /// Mean of `a - b` in percentage points with a 95% paired-bootstrap
-/// interval over the images.
-pub fn paired_bootstrap(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> (f64, f64, f64) {
-    let n = a.len().min(b.len());
-    if n == 0 || resamples == 0 {
-        return (f64::NAN, f64::NAN, f64::NAN);
+/// interval over the images. `a` and `b` are per-image errors in `[0, 1]`
+/// (1 wrong, 0 right, or a mean over seeds) of the same images; refused
+/// when they differ in length, are empty, hold anything else, or with
+/// fewer than [`MIN_RESAMPLES`] resamples.
+pub fn paired_bootstrap(
+    a: &[f64],
+    b: &[f64],
+    resamples: usize,
+    seed: u64,
+) -> Result<(f64, f64, f64)> {
+    if a.len() != b.len() || a.is_empty() {
+        return Err(Error::Config(format!(
+            "a paired comparison needs the same images on both sides, got {} and {}",
+            a.len(),
+            b.len()
+        )));
     }
+    if resamples < MIN_RESAMPLES {
+        return Err(Error::Config(format!(
+            "{resamples} bootstrap resamples: a 95% interval needs at least {MIN_RESAMPLES}"
+        )));
+    }
+    for (side, v) in [("A", a), ("B", b)] {
+        if let Some((i, x)) = v
+            .iter()
+            .enumerate()
+            .find(|(_, x)| !(0.0..=1.0).contains(*x))
+        {
+            return Err(Error::Config(format!(
+                "per-image error of {side} at image {i} is {x}, not in [0, 1]"
+            )));
+        }
+    }
+    let n = a.len();
     let d: Vec<f64> = (0..n).map(|i| a[i] - b[i]).collect();
-    let mean = 100.0 * d.iter().sum::<f64>() / n.max(1) as f64;
+    let mean = 100.0 * d.iter().sum::<f64>() / n as f64;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut means: Vec<f64> = (0..resamples)
         .map(|_| {
@@ -118,7 +208,7 @@ pub fn paired_bootstrap(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> (f
         .collect();
     means.sort_by(|x, y| x.total_cmp(y));
     let q = |f: f64| means[((f * resamples as f64) as usize).min(resamples - 1)];
-    (mean, q(0.025), q(0.975))
+    Ok((mean, q(0.025), q(0.975)))
 }
 
 fn pm(v: (f64, f64), n: usize) -> String {
@@ -131,7 +221,7 @@ fn pm(v: (f64, f64), n: usize) -> String {
 
 /// The Markdown sections: budget table (budget mode), area under the
 /// curves, paired tests, ablations. Empty when there is nothing to compare.
-pub fn comparison_markdown(run: &Path, rec: &RunRecord, rows: &[ResultRow]) -> String {
+pub fn comparison_markdown(run: &Path, rec: &RunRecord, rows: &[ResultRow]) -> Result<String> {
     let cfg = &rec.config;
     let mut s = String::new();
     let present: Vec<(&str, &str, Vec<PointStats<'_>>)> = POLICY_AGENTS
@@ -140,7 +230,7 @@ pub fn comparison_markdown(run: &Path, rec: &RunRecord, rows: &[ResultRow]) -> S
         .filter(|(_, _, p)| !p.is_empty())
         .collect();
     if present.is_empty() {
-        return s;
+        return Ok(s);
     }
     let last = largest_static(rows);
 
@@ -224,12 +314,12 @@ fn paired_and_ablations(
     rows: &[ResultRow],
     present: &[(&str, &str, Vec<PointStats<'_>>)],
     mut s: String,
-) -> String {
+) -> Result<String> {
     let cfg = &rec.config;
     // -- Paired tests -------------------------------------------------------
     let threshold = present.iter().find(|(a, _, _)| *a == "threshold");
     let ann = present.iter().find(|(a, _, _)| *a == "ann");
-    let last_err = last_stage_error(run);
+    let last_err = last_stage_error(run)?;
     let mut lines = Vec::new();
     // The joint agents (the study's question), the agents fitted by
     // backward induction (the strongest on frozen classifiers) and the
@@ -243,22 +333,24 @@ fn paired_and_ablations(
             continue;
         }
         for p in pts {
-            let Some(ea) = per_image_error(run, p) else {
+            let Some(ea) = per_image_error(run, p)? else {
                 continue;
             };
             let mut cells = vec![format!("{l} at {}", p.setting())];
-            let same_point = |rule: Option<&(&str, &str, Vec<PointStats<'_>>)>| {
-                rule.and_then(|(_, _, tp)| {
+            let same_point = |rule: Option<&(&str, &str, Vec<PointStats<'_>>)>| match rule.and_then(
+                |(_, _, tp)| {
                     tp.iter()
                         .find(|t| t.budget == p.budget && t.alpha == p.alpha)
-                })
-                .and_then(|t| per_image_error(run, t))
+                },
+            ) {
+                Some(t) => per_image_error(run, t),
+                None => Ok(None),
             };
-            let vs_ann = if *a == "ann" { None } else { same_point(ann) };
-            for other in [same_point(threshold), vs_ann, last_err.clone()] {
+            let vs_ann = if *a == "ann" { None } else { same_point(ann)? };
+            for other in [same_point(threshold)?, vs_ann, last_err.clone()] {
                 cells.push(match other {
                     Some(eb) if eb.len() == ea.len() => {
-                        let (m, lo, hi) = paired_bootstrap(&ea, &eb, 2000, 7);
+                        let (m, lo, hi) = paired_bootstrap(&ea, &eb, 2000, 7)?;
                         format!("{m:+.2} [{lo:+.2}, {hi:+.2}]")
                     }
                     _ => "n/a".into(),
@@ -319,7 +411,7 @@ fn paired_and_ablations(
         }
         let _ = writeln!(s);
     }
-    s
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -341,10 +433,27 @@ mod tests {
         // a wrong on 30 of 1000 images, b on 50: a is 2 points better.
         let a: Vec<f64> = (0..1000).map(|i| (i < 30) as u8 as f64).collect();
         let b: Vec<f64> = (0..1000).map(|i| (i < 50) as u8 as f64).collect();
-        let (m, lo, hi) = paired_bootstrap(&a, &b, 2000, 1);
+        let (m, lo, hi) = paired_bootstrap(&a, &b, 2000, 1).unwrap();
         assert!((m + 2.0).abs() < 1e-9, "{m}");
         assert!(lo < m && m < hi && hi < 0.0, "{lo} {hi}");
         // identical outcomes: a zero-width interval at 0.
-        assert_eq!(paired_bootstrap(&a, &a, 100, 1), (0.0, 0.0, 0.0));
+        assert_eq!(paired_bootstrap(&a, &a, 100, 1).unwrap(), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn paired_bootstrap_refuses_what_would_print_nan_or_nonsense() {
+        let a = [0.0, 1.0, 1.0];
+        for (x, y, r, want) in [
+            (&a[..], &a[..], 0, "at least 100"),
+            (&a[..], &a[..], 99, "at least 100"),
+            (&a[..], &a[..2], 2000, "same images"),
+            (&[][..], &[][..], 2000, "same images"),
+            (&[0.0, 5.0, 1.0][..], &a[..], 2000, "image 1 is 5"),
+            (&a[..], &[0.0, -1.0, 1.0][..], 2000, "of B at image 1"),
+            (&[0.0, f64::NAN, 1.0][..], &a[..], 2000, "NaN"),
+        ] {
+            let e = paired_bootstrap(x, y, r, 1).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 }

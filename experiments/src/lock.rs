@@ -148,15 +148,18 @@ pub fn lock_waiting(path: &Path, on_wait: impl FnOnce()) -> Result<FolderLock> {
     })
 }
 
-/// Whether `name` is a temporary file of an atomic write (`.NAME.PID.tmp`,
-/// or `.NAME.PID-N.tmp.EXT` for figures).
+/// Whether `name` is a temporary file or staging folder of an atomic write
+/// (`.NAME.PID.tmp`, `.NAME.PID-N.tmp.EXT` for figures, `.NAME.PID@HOST.tmp`
+/// for a folder being built; see [`cascade_rl::folder::temp_owner`]).
 pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && (name.ends_with(".tmp") || name.contains(".tmp."))
+    cascade_rl::folder::temp_owner(name).is_some()
 }
 
-/// Removes the temporary files that killed processes left under `dir`
-/// (recursively). Call it only while holding the run lock exclusively:
-/// nobody else is writing. Returns how many were removed.
+/// Removes the temporary files and staging folders that killed processes
+/// left under `dir` (recursively; a staging folder goes whole). Call it
+/// only while holding the run lock exclusively: nobody else, on this host
+/// or another sharing the folder, is writing. Returns how many were
+/// removed.
 pub fn remove_leftover_temps(dir: &Path) -> Result<usize> {
     let mut removed = 0;
     let mut stack = vec![dir.to_path_buf()];
@@ -169,15 +172,38 @@ pub fn remove_leftover_temps(dir: &Path) -> Result<usize> {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&d, e))?;
             let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
-            if kind.is_dir() {
-                stack.push(entry.path());
-            } else if kind.is_file() && is_temp_name(&entry.file_name().to_string_lossy()) {
-                std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
-                removed += 1;
+            let temp = is_temp_name(&entry.file_name().to_string_lossy());
+            let path = entry.path();
+            let gone = match (kind.is_dir(), temp) {
+                (true, true) => std::fs::remove_dir_all(&path),
+                (true, false) => {
+                    stack.push(path);
+                    continue;
+                }
+                (false, true) if kind.is_file() => std::fs::remove_file(&path),
+                _ => continue,
+            };
+            match gone {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
             }
         }
     }
     Ok(removed)
+}
+
+/// Removes the leftovers of killed processes from the run folder `run`
+/// when no one is writing to it: takes the run lock exclusively without
+/// waiting and, if it got it, clears what [`remove_leftover_temps`] clears.
+/// While a study, a shard or a merge holds the folder nothing is removed
+/// (their own temporaries are in use) and `None` is returned.
+pub fn clear_leftovers_if_idle(run: &Path) -> Result<Option<usize>> {
+    match lock_run(run, Access::Exclusive) {
+        Ok(_held) => Ok(Some(remove_leftover_temps(run)?)),
+        Err(Error::Busy { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +250,24 @@ mod tests {
     }
 
     #[test]
+    fn leftovers_are_cleared_only_when_no_one_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("figures")).unwrap();
+        let left = ["figures/.pareto.png.9-1.tmp.png", ".results.csv.9.tmp"];
+        for name in left {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let writer = lock_run(dir.path(), Access::Shared).unwrap();
+        assert_eq!(clear_leftovers_if_idle(dir.path()).unwrap(), None);
+        assert!(dir.path().join(left[0]).exists());
+        drop(writer);
+        assert_eq!(clear_leftovers_if_idle(dir.path()).unwrap(), Some(2));
+        for name in left {
+            assert!(!dir.path().join(name).exists(), "{name}");
+        }
+    }
+
+    #[test]
     fn waiting_lock_is_taken_at_once_when_free() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(CASCADE_LOCK);
@@ -249,7 +293,15 @@ mod tests {
         ] {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        assert_eq!(remove_leftover_temps(dir.path()).unwrap(), 3);
+        let staging = ".cascade.77@node1.tmp";
+        std::fs::create_dir_all(dir.path().join(staging).join("sub")).unwrap();
+        std::fs::write(
+            dir.path().join(staging).join("sub/stage1.safetensors"),
+            b"x",
+        )
+        .unwrap();
+        assert_eq!(remove_leftover_temps(dir.path()).unwrap(), 4);
+        assert!(!dir.path().join(staging).exists());
         for kept in [
             "results.csv",
             "run.lock",

@@ -688,6 +688,8 @@ pub fn merge_run(run_dir: &Path) -> Result<MergeReport> {
     // The only writer of results.csv while it merges: refused while the
     // shards (or an unsharded run) still write into the folder.
     let _lock = crate::lock::lock_run(run_dir, crate::lock::Access::Exclusive)?;
+    // The only writer: what killed merges or runs left half-written goes.
+    crate::lock::remove_leftover_temps(run_dir)?;
     let main = run_dir.join(RESULTS_FILE);
     let existing = read_results_if_present(&main)?;
     let before = existing.len();

@@ -296,7 +296,7 @@ pub fn write_summary(run_dir: &Path) -> Result<PathBuf> {
     let rec = read_run_record(run_dir)?;
     let rows = read_results(&run_dir.join(RESULTS_FILE))?;
     let mut md = summary_markdown(&rec, &rows);
-    let extra = crate::compare::comparison_markdown(run_dir, &rec, &rows);
+    let extra = crate::compare::comparison_markdown(run_dir, &rec, &rows)?;
     match md.find("## Every operating point") {
         Some(i) => md.insert_str(i, &extra),
         None => md.push_str(&extra),

@@ -109,10 +109,11 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if is_temp_name(&p.file_name().unwrap().to_string_lossy()) {
+            let temp = is_temp_name(&p.file_name().unwrap().to_string_lossy());
+            if temp {
                 found.push(p);
+            } else if p.is_dir() {
+                stack.push(p);
             }
         }
     }

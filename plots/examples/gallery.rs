@@ -29,7 +29,15 @@ const CLASSES: [&str; 10] = [
     "Ankle boot",
 ];
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Errors print as one `error: ...` line (their `Display`), exit status 1.
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let out = PathBuf::from(args.next().unwrap_or_else(|| "gallery".into()));
     let idx = args.next().map(PathBuf::from);

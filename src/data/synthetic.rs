@@ -158,6 +158,18 @@ pub fn generate(cfg: &SyntheticConfig) -> Result<(LabelledSplit, LabelledSplit)>
             cfg.n_train, cfg.n_test
         )));
     }
+    // Images (f32), labels (u32) and difficulties of both splits, refused
+    // before anything is allocated when they cannot fit in memory.
+    let mut sizes = cascade_env::size::Buffers::new(format!(
+        "synthetic data of {} training and {} test images",
+        cfg.n_train, cfg.n_test
+    ));
+    for (split, n) in [("training", cfg.n_train), ("test", cfg.n_test)] {
+        sizes
+            .add(&format!("{split} images"), &[n, SIDE * SIDE], 4)
+            .add(&format!("{split} labels"), &[n], 5);
+    }
+    sizes.check().map_err(|e| Error::Config(e.0))?;
     let noise = Normal::new(0.0, cfg.noise).map_err(|e| {
         Error::Config(format!(
             "synthetic noise {} is not a valid std: {e}",
@@ -208,6 +220,20 @@ mod tests {
         }
         let easy = ka.iter().filter(|k| **k == Difficulty::Easy).count();
         assert!((1800..2200).contains(&easy), "easy count {easy}");
+        // Sizes beyond any memory are refused before anything is allocated.
+        for (n_train, n_test) in [(10_000_000_000, 10), (10, usize::MAX / 8)] {
+            let big = SyntheticConfig {
+                n_train,
+                n_test,
+                ..cfg
+            };
+            let e = generate(&big).unwrap_err().to_string();
+            assert!(
+                e.contains("more than the limit") || e.contains("overflows"),
+                "{e}"
+            );
+            assert!(e.contains(&n_train.to_string()), "{e}");
+        }
         let ((c, _), _) = generate(&SyntheticConfig { seed: 1, ..cfg }).unwrap();
         assert_ne!(a.images, c.images);
     }

@@ -12,6 +12,7 @@ use crate::checkpoint::{self, CascadeManifest, StageRecord, MANIFEST_VERSION};
 use crate::data::{SplitConfig, Splits, SYNTHETIC_NOTICE};
 use crate::error::{Error, Result};
 use crate::flops;
+use crate::folder::{NewFolder, Replace, CASCADE_FOLDER};
 use crate::models::Model;
 use crate::presets::Preset;
 use cascade_env::rng::derive_seed;
@@ -19,8 +20,11 @@ use cascade_env::rng::derive_seed;
 /// Options of [`pretrain`].
 #[derive(Debug, Clone)]
 pub struct PretrainOptions {
-    /// Output folder (created; files in it are replaced atomically).
+    /// Output folder: written beside and swapped in whole when every file
+    /// is written (see [`crate::folder`]).
     pub out_dir: PathBuf,
+    /// Replace a cascade already in `out_dir` (otherwise refused).
+    pub overwrite: bool,
     /// The run seed: split, initialisation, batch order, augmentation.
     pub seed: u64,
     /// Override every stage's epoch count.
@@ -41,6 +45,7 @@ impl PretrainOptions {
     pub fn new(out_dir: impl Into<PathBuf>) -> Self {
         Self {
             out_dir: out_dir.into(),
+            overwrite: false,
             seed: 0,
             epochs: None,
             data_dir: None,
@@ -66,8 +71,11 @@ pub struct PretrainSummary {
 
 /// Trains every stage of `preset` and writes `out_dir/stage{t}.safetensors`
 /// (t = 1..K), `cascade.json`, `train_log.csv`, `static.md` and
-/// `static.csv`, each atomically; `cascade.json` is written last, so a
-/// folder with one is complete.
+/// `static.csv`. The files are written into a staging folder beside
+/// `out_dir` that replaces it whole once complete, so `out_dir` never holds
+/// files of two runs; a folder already holding a cascade is refused unless
+/// `opts.overwrite`, and so is a folder holding other files. Checked
+/// before any data is loaded or any stage trained.
 pub fn pretrain(preset: &Preset, opts: &PretrainOptions) -> Result<PretrainSummary> {
     let started = Instant::now();
     let preset = match opts.epochs {
@@ -75,6 +83,13 @@ pub fn pretrain(preset: &Preset, opts: &PretrainOptions) -> Result<PretrainSumma
         None => preset.clone(),
     };
     preset.validate()?;
+    let replace = if opts.overwrite {
+        Replace::SameKind
+    } else {
+        Replace::Nothing
+    };
+    let folder = NewFolder::begin(&opts.out_dir, CASCADE_FOLDER, replace)?;
+    let out_dir = folder.path().to_path_buf();
     let split = SplitConfig {
         val_fraction: preset.val_fraction,
         seed: opts.seed,
@@ -87,7 +102,6 @@ pub fn pretrain(preset: &Preset, opts: &PretrainOptions) -> Result<PretrainSumma
     }
     let shape = splits.train.shape;
     let classes = splits.train.num_classes();
-    std::fs::create_dir_all(&opts.out_dir).map_err(|e| Error::io(&opts.out_dir, e))?;
 
     let mut stages = Vec::with_capacity(preset.stages.len());
     let mut reports = Vec::with_capacity(preset.stages.len());
@@ -113,7 +127,9 @@ pub fn pretrain(preset: &Preset, opts: &PretrainOptions) -> Result<PretrainSumma
         )?;
         let test = evaluate(&model, &splits.test, sp.train.eval_batch_size)?;
         let file = checkpoint::stage_file_name(t);
-        checkpoint::save_model(&model, &opts.out_dir.join(&file))?;
+        let path = out_dir.join(&file);
+        checkpoint::save_model(&model, &path)?;
+        let content_hash = Some(crate::hash::file_hash(&path)?);
         if opts.progress != Progress::Quiet {
             eprintln!(
                 "stage {t} {}: best epoch {}, val error {:.2}%, test error {:.2}%, {:.1} s",
@@ -141,6 +157,7 @@ pub fn pretrain(preset: &Preset, opts: &PretrainOptions) -> Result<PretrainSumma
             test_loss: test.loss,
             train_seconds: report.seconds,
             temperature: 1.0,
+            content_hash,
         });
         reports.push(report);
     }
@@ -168,18 +185,15 @@ pub fn pretrain(preset: &Preset, opts: &PretrainOptions) -> Result<PretrainSumma
         calibration: None,
         roles: None,
     };
-    write_train_log(
-        &opts.out_dir.join(checkpoint::TRAIN_LOG_FILE),
-        &log,
-        synthetic,
-    )?;
+    write_train_log(&out_dir.join(checkpoint::TRAIN_LOG_FILE), &log, synthetic)?;
     let (md, csv) = (
         checkpoint::static_markdown(&manifest),
         checkpoint::static_csv(&manifest),
     );
-    write_text(&opts.out_dir.join("static.md"), &md)?;
-    write_text(&opts.out_dir.join("static.csv"), &csv)?;
-    checkpoint::write_manifest(&opts.out_dir, &manifest)?;
+    write_text(&out_dir.join("static.md"), &md)?;
+    write_text(&out_dir.join("static.csv"), &csv)?;
+    checkpoint::write_manifest(&out_dir, &manifest)?;
+    folder.commit()?;
     Ok(PretrainSummary {
         manifest,
         reports,

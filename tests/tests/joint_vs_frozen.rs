@@ -359,8 +359,9 @@ fn aggregate_joins_runs_over_cascade_seeds_and_refuses_other_settings() {
     };
     let a = run_with("c0", &["--cascade-seed", "0"]);
     let b = run_with("c1", &["--cascade-seed", "1"]);
-    let md =
+    let (md, dropped) =
         cascade_experiments::cli::aggregate::aggregate_markdown(&[a.clone(), b.clone()]).unwrap();
+    assert!(dropped.is_empty(), "{dropped:?}");
     assert!(md.contains("cascade seeds [0, 1]"), "{md}");
     // 2 cascades x 2 agent seeds for the frozen agent, 2 x 1 for the threshold.
     assert!(md.contains("| reinforce-frozen | 0.02 | 4 |"), "{md}");

@@ -8,7 +8,9 @@
 //! seed, agent seed) rows, and the standard deviation of the per-cascade
 //! means (the part of the spread the cascades alone cause). Runs must agree
 //! on everything but the cascade seed; the tables are Markdown, written to
-//! `--out` (atomically) and printed.
+//! `--out` (atomically) and printed. Agents and points that some runs lack
+//! are left out of the table and named (a warning and a list under it); the
+//! Markdown ends with the hash of every `results.csv` it was made from.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -40,27 +42,54 @@ pub struct AggregateArgs {
     pub out: Option<PathBuf>,
 }
 
-/// The agents of the table, in display order (the rest by name).
-fn agent_order(rows: &[Vec<ResultRow>]) -> Vec<String> {
-    let mut names: Vec<String> = rows[0]
+/// The agents of the table, in display order (the rest by name): those
+/// in every run; the others are named in `dropped`.
+fn agent_order(
+    rows: &[Vec<ResultRow>],
+    dirs: &[PathBuf],
+    dropped: &mut Vec<String>,
+) -> Vec<String> {
+    let mut names: Vec<String> = rows
         .iter()
+        .flatten()
         .filter(|r| r.seed.is_some() || r.kind == "threshold" || r.kind == "backward")
         .map(|r| r.agent.clone())
         .collect();
     names.sort_by_key(|a| (crate::results::agent_rank(a), a.clone()));
     names.dedup();
-    names.retain(|a| rows.iter().all(|run| run.iter().any(|r| &r.agent == a)));
+    names.retain(|a| {
+        let missing: Vec<String> = rows
+            .iter()
+            .zip(dirs)
+            .filter(|(run, _)| !run.iter().any(|r| &r.agent == a))
+            .map(|(_, d)| d.display().to_string())
+            .collect();
+        if !missing.is_empty() {
+            dropped.push(format!("agent {a}: not in {}", missing.join(", ")));
+        }
+        missing.is_empty()
+    });
     names
 }
 
-/// The Markdown of the aggregate over `run_dirs`.
-pub fn aggregate_markdown(run_dirs: &[PathBuf]) -> anyhow::Result<String> {
+/// The Markdown of the aggregate over `run_dirs`. Agents and operating
+/// points that some runs lack are left out of the table, and the returned
+/// list (also a section of the Markdown) says which.
+pub fn aggregate_markdown(run_dirs: &[PathBuf]) -> anyhow::Result<(String, Vec<String>)> {
     let mut runs = Vec::new();
     let mut records = Vec::new();
+    let mut hashes = Vec::new();
+    let mut dropped = Vec::new();
     for d in run_dirs {
         let rec = read_run_record(d).with_context(|| format!("reading {}", d.display()))?;
-        let rows = read_results(&d.join(RESULTS_FILE))
+        let file = d.join(RESULTS_FILE);
+        let rows = read_results(&file)
             .with_context(|| format!("reading the results of {}", d.display()))?;
+        hashes.push(format!(
+            "`{}` (hash {})",
+            file.display(),
+            crate::provenance::file_hash(&file)?
+        ));
         records.push(rec);
         runs.push(rows);
     }
@@ -104,10 +133,15 @@ pub fn aggregate_markdown(run_dirs: &[PathBuf]) -> anyhow::Result<String> {
         seeds
     );
     // The static stages first.
-    let k = runs[0]
+    let k = runs
         .iter()
-        .filter(|r| r.agent.starts_with("static-"))
-        .count();
+        .map(|rows| {
+            rows.iter()
+                .filter(|r| r.agent.starts_with("static-"))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
     for t in 1..=k {
         let name = format!("static-{t}");
         let errs: Vec<f64> = runs
@@ -124,19 +158,36 @@ pub fn aggregate_markdown(run_dirs: &[PathBuf]) -> anyhow::Result<String> {
                 fmt_mean_sd(m, sd),
                 fmt_sd(sd)
             );
+        } else {
+            dropped.push(format!(
+                "{name}: in {} of the {} runs",
+                errs.len(),
+                runs.len()
+            ));
         }
     }
-    for agent in agent_order(&runs) {
+    for agent in agent_order(&runs, run_dirs, &mut dropped) {
         let per_run: Vec<_> = runs.iter().map(|rows| points(rows, &agent)).collect();
-        for p0 in &per_run[0] {
+        // Every operating point of any run, in the first run's order.
+        let mut settings: Vec<(Option<f64>, Option<f64>)> = Vec::new();
+        for p in per_run.iter().flatten() {
+            if !settings.contains(&(p.alpha, p.budget)) {
+                settings.push((p.alpha, p.budget));
+            }
+        }
+        for (alpha, budget) in settings {
             let same: Vec<_> = per_run
                 .iter()
-                .filter_map(|pts| {
-                    pts.iter()
-                        .find(|p| p.alpha == p0.alpha && p.budget == p0.budget)
-                })
+                .filter_map(|pts| pts.iter().find(|p| p.alpha == alpha && p.budget == budget))
                 .collect();
+            let p0 = same[0];
             if same.len() != runs.len() {
+                dropped.push(format!(
+                    "{agent} at {setting} {}: in {} of the {} runs",
+                    budget.or(alpha).map_or(String::new(), |v| v.to_string()),
+                    same.len(),
+                    runs.len()
+                ));
                 continue;
             }
             let all_err: Vec<f64> = same
@@ -163,15 +214,37 @@ pub fn aggregate_markdown(run_dirs: &[PathBuf]) -> anyhow::Result<String> {
             );
         }
     }
-    Ok(s)
+    if !dropped.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nLeft out, not in every run (the table compares only what every run has):\n"
+        );
+        for d in &dropped {
+            let _ = writeln!(s, "- {d}");
+        }
+    }
+    let _ = writeln!(s, "\nMade from {}.", hashes.join(", "));
+    Ok((s, dropped))
 }
 
 /// Runs `cascade aggregate`.
 pub fn run(args: &AggregateArgs) -> anyhow::Result<()> {
-    let md = aggregate_markdown(&args.run_dirs)?;
+    if let Some(out) = &args.out {
+        cascade_rl::folder::check_utf8(out)?;
+        if out.is_dir() {
+            bail!(
+                "{}: a folder; --out names the Markdown file to write",
+                out.display()
+            );
+        }
+    }
+    let (md, dropped) = aggregate_markdown(&args.run_dirs)?;
+    for d in &dropped {
+        eprintln!("warning: left out of the table, not in every run: {d}");
+    }
     if let Some(out) = &args.out {
         cascade_rl::fsutil::write_atomic(out, md.as_bytes())
-            .with_context(|| format!("writing {}", out.display()))?;
+            .map_err(|e| crate::error::Error::io(out, e))?;
     }
     print!("{md}");
     Ok(())

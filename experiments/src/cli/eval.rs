@@ -13,13 +13,16 @@
 //! it was selected at (`train_summary.json`). The samples run through the env over the live candle
 //! backend, which runs each stage only for the samples that reach it.
 //! Writes `eval_{split}.json` and `eval_{split}.csv` into the agent folder
-//! (or `--out PREFIX` + `.json` / `.csv`).
+//! (or `--out PREFIX` + `.json` / `.csv`). The JSON records what was
+//! evaluated: the agent and cascade folders with their content hashes. A
+//! cascade whose hash differs from the one recorded at training
+//! (`train_args.json`) is refused unless `--other-cascade`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use cascade_agents::{
-    evaluate, load_agent, read_manifest, ActMode, AgentState, EvalConfig, TrainSummary,
+    evaluate, load_agent, read_manifest, ActMode, AgentState, EvalConfig, Evaluated, TrainSummary,
 };
 use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
 use cascade_rl::backend::{cascade_splits, CandleBackend, DEFAULT_BATCH};
@@ -42,7 +45,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub cascade: Option<PathBuf>,
     /// Alpha of the reported reward (default: the one trained with).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub alpha: Option<f64>,
     /// Loss: zero-one or cross-entropy (default: as trained).
     #[arg(long)]
@@ -78,11 +81,18 @@ pub struct EvalArgs {
     /// Samples per forward pass of the classifiers.
     #[arg(long, default_value_t = DEFAULT_BATCH)]
     pub batch: usize,
+    /// Evaluate on a cascade other than the one the agent was trained on
+    /// (refused otherwise: the content hashes must match).
+    #[arg(long)]
+    pub other_cascade: bool,
 }
 
 /// Runs `cascade eval`.
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let dir = &args.agent_dir;
+    if let Some(out) = &args.out {
+        cascade_rl::folder::check_utf8(out)?;
+    }
     let manifest = read_manifest(dir)?;
     let agent = load_agent(dir)?;
     let record: Option<TrainRecord> = match std::fs::read(dir.join(TRAIN_ARGS_FILE)) {
@@ -98,6 +108,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         AgentState::Reinforce(s) => s.cascade_dir.as_ref().map(|c| dir.join(c)),
         _ => None,
     };
+    let own_classifiers = own.is_some();
     let cascade_dir = match (own, &args.cascade) {
         (Some(_), Some(given)) => bail!(
             "{} was trained jointly: it is evaluated on its own fine-tuned classifiers, not on {}",
@@ -117,6 +128,28 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let device = args.device.parse::<DeviceSpec>()?.open()?;
     let cascade = Cascade::load(&cascade_dir, &device, None, None)
         .with_context(|| format!("loading the cascade in {}", cascade_dir.display()))?;
+    // The classifiers must be the ones the agent was trained on: same
+    // shape is not enough (another seed, or the folder pretrained again).
+    let cascade_hash = crate::provenance::cascade_hash(&cascade_dir)?;
+    let trained_on = record.as_ref().and_then(|r| r.cascade_hash.clone());
+    match trained_on {
+        Some(want) if !own_classifiers && want != cascade_hash && !args.other_cascade => bail!(
+            "{} was trained on a cascade with content hash {want}, but {} has hash {cascade_hash}              (another cascade, or the folder pretrained again); evaluate it on the cascade it              was trained on, or pass --other-cascade to evaluate it on this one anyway",
+            dir.display(),
+            cascade_dir.display()
+        ),
+        Some(want) if want != cascade_hash && !own_classifiers => eprintln!(
+            "note: evaluating on {} (hash {cascade_hash}), not the cascade the agent was trained              on (hash {want})",
+            cascade_dir.display()
+        ),
+        None if !own_classifiers => eprintln!(
+            "note: {} records no cascade hash, so {} cannot be checked against the cascade it              was trained on",
+            dir.display(),
+            cascade_dir.display()
+        ),
+        _ => {}
+    }
+    let agent_hash = crate::provenance::agent_hash(dir)?;
     if cascade.is_synthetic() {
         eprintln!("{}", cascade_rl::data::SYNTHETIC_NOTICE);
     }
@@ -164,8 +197,14 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         count_policy_cost,
     };
     let mut backend = CandleBackend::new(&cascade, ds, args.batch)?;
-    let report = evaluate(&*agent, &mut backend, &spec, &cfg)
+    let mut report = evaluate(&*agent, &mut backend, &spec, &cfg)
         .with_context(|| format!("evaluating {} on the {} split", agent.name(), args.split))?;
+    report.evaluated = Some(Evaluated {
+        agent_dir: dir.display().to_string(),
+        agent_hash,
+        cascade_dir: cascade_dir.display().to_string(),
+        cascade_hash,
+    });
     let prefix = output_prefix(args.out.as_deref(), dir, &args.split);
     let with_ext = |ext: &str| {
         let mut p = prefix.clone().into_os_string();

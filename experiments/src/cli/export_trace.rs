@@ -35,6 +35,13 @@ pub struct ExportTraceArgs {
 
 /// Runs `cascade export-trace`.
 pub fn run(args: &ExportTraceArgs) -> anyhow::Result<()> {
+    cascade_rl::folder::check_utf8(&args.out)?;
+    if args.out.is_dir() {
+        anyhow::bail!(
+            "{}: a folder; --out names the trace file to write",
+            args.out.display()
+        );
+    }
     let device = parse_device(&args.device)?;
     let cascade = Cascade::load(&args.cascade, &device, None, None)
         .with_context(|| format!("loading the cascade in {}", args.cascade.display()))?;
@@ -51,9 +58,7 @@ pub fn run(args: &ExportTraceArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut backend = CandleBackend::new(&cascade, ds, args.batch)?;
     let trace = backend.record_trace(&args.split)?;
-    trace
-        .save(&args.out)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    trace.save(&args.out)?;
     println!(
         "wrote {} ({} samples, {} stages, {:.1} s)",
         args.out.display(),

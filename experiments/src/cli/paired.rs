@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
-use cascade_agents::EvalReport;
+use anyhow::bail;
+use cascade_agents::{EvalReport, AGENT_FILE};
 use clap::Args;
 
 /// `cascade paired`.
@@ -19,7 +19,7 @@ pub struct PairedArgs {
     pub a: PathBuf,
     /// The second evaluation, on the same split.
     pub b: PathBuf,
-    /// Bootstrap resamples.
+    /// Bootstrap resamples (at least 100).
     #[arg(long, default_value_t = 2000)]
     pub resamples: usize,
     /// Seed of the resampling.
@@ -43,12 +43,25 @@ fn load(path: &Path) -> anyhow::Result<(PathBuf, EvalReport)> {
     } else {
         path.to_path_buf()
     };
-    let r = EvalReport::read_json(&file).with_context(|| format!("reading {}", file.display()))?;
+    let r = EvalReport::read_json(&file)?;
     if r.sample_correct.len() != r.n || r.n == 0 {
         bail!(
             "{}: holds no per-image results (written by an older build); evaluate again",
             file.display()
         );
+    }
+    // An evaluation of an agent folder must still describe the agent in it.
+    let agent_dir = file.parent().filter(|d| d.join(AGENT_FILE).is_file());
+    if let (Some(ev), Some(agent_dir)) = (&r.evaluated, agent_dir) {
+        let now = crate::provenance::agent_hash(agent_dir)?;
+        if now != ev.agent_hash {
+            bail!(
+                "{}: evaluated an agent with content hash {}, but the agent in {} now has hash {now} (trained again since); evaluate it again",
+                file.display(),
+                ev.agent_hash,
+                agent_dir.display()
+            );
+        }
     }
     Ok((file, r))
 }
@@ -71,7 +84,7 @@ pub fn run(args: &PairedArgs) -> anyhow::Result<()> {
     let wrong =
         |r: &EvalReport| -> Vec<f64> { r.sample_correct.iter().map(|&c| 1.0 - c as f64).collect() };
     let (m, lo, hi) =
-        crate::compare::paired_bootstrap(&wrong(&a), &wrong(&b), args.resamples, args.seed);
+        crate::compare::paired_bootstrap(&wrong(&a), &wrong(&b), args.resamples, args.seed)?;
     println!(
         "A {}: error {:.2}% at {:.2}% FLOPs\nB {}: error {:.2}% at {:.2}% FLOPs\n\
          A - B: {m:+.2} points, 95% paired-bootstrap interval [{lo:+.2}, {hi:+.2}] \

@@ -1,6 +1,8 @@
 //! `cascade plot RUN_DIR`: redraws every figure of a study's run folder
 //! and its `summary.md` from the files in it (`results.csv`, `config.json`,
-//! the agents' `train_log.csv`); nothing is trained or evaluated.
+//! the agents' `train_log.csv`); nothing is trained or evaluated. It first
+//! removes the temporary files that killed processes left in the folder,
+//! unless a study, a shard or a merge is writing to it.
 
 use std::path::PathBuf;
 
@@ -23,6 +25,16 @@ pub struct PlotArgs {
 /// Runs `cascade plot`.
 pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
     let dir = &args.run_dir;
+    if !dir.join(crate::study::CONFIG_FILE).is_file() {
+        anyhow::bail!(
+            "{}: not a run folder (no {})",
+            dir.display(),
+            crate::study::CONFIG_FILE
+        );
+    }
+    // What killed plots (or runs) left half-written, when no study, shard
+    // or merge is writing to the folder.
+    crate::lock::clear_leftovers_if_idle(dir)?;
     let summary = crate::summary::write_summary(dir)
         .with_context(|| format!("writing the summary of {}", dir.display()))?;
     let figures = crate::figures::draw_all_with(dir, args.gallery.as_deref())

@@ -1,5 +1,7 @@
 //! `cascade pretrain`: supervised training of every stage of a cascade
-//! preset; writes checkpoints, `cascade.json` and the static table.
+//! preset; writes checkpoints, `cascade.json` and the static table into a
+//! new folder, or over a cascade with `--overwrite` (swapped in whole; see
+//! [`cascade_rl::folder`]).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -17,9 +19,14 @@ pub struct PretrainArgs {
     /// Cascade preset (fmnist-4, mnist-4, synthetic-3, cifar10-resnet).
     #[arg(long)]
     pub preset: String,
-    /// Output folder (e.g. runs/fmnist).
+    /// Output folder (e.g. runs/fmnist): a new or empty folder, or one
+    /// holding a cascade with --overwrite.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace the cascade already in --out (the new one is built beside
+    /// it and swapped in whole when complete).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Train every stage for this many epochs instead of the preset's.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -54,6 +61,7 @@ pub fn run(args: &PretrainArgs) -> anyhow::Result<()> {
     let device = args.device.parse::<DeviceSpec>()?.open()?;
     let opts = PretrainOptions {
         out_dir: args.out.clone(),
+        overwrite: args.overwrite,
         seed: args.seed,
         epochs: args.epochs,
         data_dir: args.data_dir.clone(),

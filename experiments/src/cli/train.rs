@@ -17,8 +17,11 @@
 //!
 //! The agent folder gets the agent (`agent.json`, `policy.safetensors`, and
 //! `cascade/` for a jointly trained agent), `train_log.csv` (per epoch),
-//! `train_summary.json` and `train_args.json` (the resolved arguments,
-//! which `cascade eval` reads to find the cascade).
+//! `train_summary.json` and `train_args.json` (the resolved arguments and
+//! the hash of the cascade, which `cascade eval` reads to find and check
+//! the cascade). The folder is built beside `--out` and swapped in whole
+//! when complete; a folder already holding an agent is refused unless
+//! `--overwrite`, one holding other files always.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -33,6 +36,7 @@ use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
 use cascade_rl::backend::{cascade_policy_split, cascade_splits, CandleBackend, DEFAULT_BATCH};
 use cascade_rl::checkpoint::{Cascade, TRAIN_LOG_FILE};
 use cascade_rl::device::DeviceSpec;
+use cascade_rl::folder::{FolderKind, NewFolder, Replace};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +44,12 @@ use serde::{Deserialize, Serialize};
 pub const TRAIN_ARGS_FILE: &str = "train_args.json";
 /// File of the training summary in an agent folder.
 pub const TRAIN_SUMMARY_FILE: &str = "train_summary.json";
+
+/// An agent folder, recognised by its `agent.json`.
+pub const AGENT_FOLDER: FolderKind = FolderKind {
+    what: "a saved agent",
+    marker: cascade_agents::AGENT_FILE,
+};
 
 /// `cascade train`.
 #[derive(Debug, Clone, Args)]
@@ -61,11 +71,11 @@ pub struct TrainArgs {
     pub frozen: bool,
     /// Price of compute alpha, in loss per full-model cost (the starting
     /// value with --budget).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub alpha: f64,
     /// Cost budget as a fraction of the largest stage's cost (e.g. 0.3):
     /// validation mean cost must stay within it.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub budget: Option<f64>,
     /// Loss in the reward: zero-one or cross-entropy.
     #[arg(long, default_value = "zero-one")]
@@ -79,9 +89,14 @@ pub struct TrainArgs {
     /// Run seed (initialisation, shuffling, sampling).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Agent folder to write.
+    /// Agent folder to write: a new or empty folder, or one holding an
+    /// agent with --overwrite.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace the agent already in --out (the new folder is built beside
+    /// it and swapped in whole when complete).
+    #[arg(long)]
+    pub overwrite: bool,
     /// REINFORCE: most epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -89,10 +104,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// REINFORCE: policy learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// REINFORCE --joint: classifier learning rate.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub classifier_lr: Option<f64>,
     /// REINFORCE: hidden width of the policy heads.
     #[arg(long)]
@@ -148,6 +163,10 @@ pub struct TrainArgs {
 pub struct TrainRecord {
     /// The pretrained cascade folder (absolute when it could be resolved).
     pub cascade: PathBuf,
+    /// Content hash of that cascade when the agent was trained
+    /// ([`crate::provenance::cascade_hash`]); `cascade eval` checks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade_hash: Option<String>,
     /// The data folder given, if any.
     pub data_dir: Option<PathBuf>,
     /// The agent argument.
@@ -172,7 +191,7 @@ pub struct TrainRecord {
 fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(value)?;
     cascade_rl::fsutil::write_atomic(path, &bytes)
-        .with_context(|| format!("writing {}", path.display()))
+        .map_err(|e| crate::error::Error::io(path, e).into())
 }
 
 /// `args` with a study agent name (`threshold-per-stage`,
@@ -229,6 +248,18 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             args.agent
         );
     }
+    // The folder is checked before anything is loaded or trained, and
+    // written beside the old one until complete.
+    let folder = NewFolder::begin(
+        &args.out,
+        AGENT_FOLDER,
+        if args.overwrite {
+            Replace::SameKind
+        } else {
+            Replace::Nothing
+        },
+    )?;
+    let out = folder.path().to_path_buf();
     let device = args.device.parse::<DeviceSpec>()?.open()?;
     let cascade = Cascade::load(&args.cascade, &device, None, None)
         .with_context(|| format!("loading the cascade in {}", args.cascade.display()))?;
@@ -254,20 +285,20 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         }
     };
     let k = cascade.len();
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    let cascade_hash = crate::provenance::cascade_hash(&args.cascade)?;
     let opts = TrainOptions {
         spec,
         budget: args.budget,
         seed: args.seed,
         quiet: args.quiet,
-        log_csv: is_reinforce.then(|| args.out.join(TRAIN_LOG_FILE)),
+        log_csv: is_reinforce.then(|| out.join(TRAIN_LOG_FILE)),
         count_policy_cost: !args.no_policy_cost,
         ..Default::default()
     };
     opts.validate()?;
     let mut record = TrainRecord {
         cascade: std::fs::canonicalize(&args.cascade).unwrap_or_else(|_| args.cascade.clone()),
+        cascade_hash: Some(cascade_hash),
         data_dir: args.data_dir.clone(),
         agent: given.clone(),
         mode: None,
@@ -387,9 +418,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
              or static-1..static-{k}"
         ),
     };
-    agent.save(&args.out)?;
-    write_json(&args.out.join(TRAIN_SUMMARY_FILE), &summary)?;
-    write_json(&args.out.join(TRAIN_ARGS_FILE), &record)?;
+    agent.save(&out)?;
+    write_json(&out.join(TRAIN_SUMMARY_FILE), &summary)?;
+    write_json(&out.join(TRAIN_ARGS_FILE), &record)?;
+    folder.commit()?;
     println!(
         "{}: validation mean reward {:.4}, error {:.2}%, cost {:.2}% of the largest stage (alpha {:.4}{}), {} epochs (best {})",
         agent.name(),

@@ -32,7 +32,7 @@ pub struct StudyArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Alphas to sweep, comma-separated (e.g. 0.01,0.03,0.1).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub alphas: Option<Vec<f64>>,
     /// Training seeds of the learned agents, comma-separated.
     #[arg(long, value_delimiter = ',')]
@@ -75,7 +75,7 @@ pub struct StudyArgs {
     pub synthetic_test: Option<usize>,
     /// Share of the training split held out from pretraining for the
     /// learned agents (0: they train on the classifiers' own images).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub agent_fraction: Option<f64>,
     /// Seed of the cascade: data split, pretraining and temperatures (one
     /// run folder per cascade seed; `cascade aggregate` joins them).
@@ -91,7 +91,7 @@ pub struct StudyArgs {
     #[arg(long)]
     pub joint_epochs: Option<usize>,
     /// Learning rate of the classifiers in joint training.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub classifier_lr: Option<f64>,
     /// Training images the learned agents see (a seeded subset).
     #[arg(long)]
@@ -124,7 +124,7 @@ pub struct AlphaSweepArgs {
     pub agent: AgentKind,
     /// Sweep cost budgets instead of alphas: fractions of the largest
     /// stage's cost, comma-separated (e.g. 0.1,0.25,0.5).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub budgets: Option<Vec<f64>>,
 }
 

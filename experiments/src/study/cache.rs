@@ -1,7 +1,7 @@
 //! What a run folder caches between runs: the pretrained cascade (made
 //! once under a lock, verified against the study on reuse) and the
 //! recorded stage outputs of every split (stamped with the cascade's
-//! fingerprint).
+//! hash and their own, see [`crate::provenance`]).
 
 use std::path::Path;
 use std::time::Instant;
@@ -19,6 +19,7 @@ use super::progress::Reporter;
 use super::record::{RunOptions, TRACES_DIR};
 use crate::error::{Error, Result};
 use crate::lock::{lock_waiting, CASCADE_LOCK};
+use crate::provenance::{cascade_hash, file_hash, TraceStamp};
 
 /// Pretrains the cascade into `dir` unless a complete one is there.
 /// Concurrent runs on one folder (shards started together) serialise on
@@ -56,6 +57,7 @@ pub(super) fn ensure_cascade(
     ));
     let popts = PretrainOptions {
         out_dir: dir.to_path_buf(),
+        overwrite: false,
         seed: cfg.pretrain.seed,
         // The preset passed in carries the study's epochs.
         epochs: None,
@@ -192,28 +194,11 @@ pub(super) struct Traces {
     pub(super) test: ReplayBackend,
 }
 
-/// FNV-1a over the cascade's files: traces recorded from other weights are
-/// not reused.
-pub(super) fn cascade_fingerprint(cascade: &Cascade) -> Result<String> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    let dir = cascade.dir();
-    let mut files = vec![MANIFEST_FILE.to_string()];
-    files.extend(cascade.manifest().stages.iter().map(|s| s.file.clone()));
-    for f in files {
-        let p = dir.join(&f);
-        feed(&std::fs::read(&p).map_err(|e| Error::io(&p, e))?);
-    }
-    Ok(format!("{h:016x}"))
-}
-
 /// Loads the recorded traces of the cascade or records them (once: later
-/// runs and shards reuse them).
+/// runs and shards reuse them). A trace is reused only when the stamp
+/// (`traces/fingerprint.txt`) names this cascade and the file's bytes
+/// match the hash recorded when it was written; a changed file is said
+/// and recorded again.
 pub(super) fn ensure_traces(
     run: &Path,
     cascade: &Cascade,
@@ -222,24 +207,41 @@ pub(super) fn ensure_traces(
     rep: &Reporter,
 ) -> Result<Traces> {
     let dir = run.join(TRACES_DIR);
-    let stamp_path = dir.join("fingerprint.txt");
-    let fp = cascade_fingerprint(cascade)?;
-    let fresh = std::fs::read_to_string(&stamp_path)
-        .map(|s| s.trim() == fp)
-        .unwrap_or(false);
-    let get = |split: &str, ds: &Dataset| -> Result<ReplayBackend> {
-        let path = dir.join(format!("{split}.trace"));
-        if fresh && path.exists() {
-            if let Ok(t) = ReplayBackend::load(&path) {
-                if t.labels() == ds.labels.as_slice() && t.num_stages() == cascade.len() {
-                    return Ok(t);
+    let fp = cascade_hash(cascade.dir())?;
+    let old = TraceStamp::read(&dir).filter(|s| s.cascade == fp);
+    let mut stamp = TraceStamp {
+        cascade: fp,
+        ..Default::default()
+    };
+    let mut get = |split: &str, ds: &Dataset| -> Result<ReplayBackend> {
+        let name = format!("{split}.trace");
+        let path = dir.join(&name);
+        if let (Some(old), true) = (&old, path.exists()) {
+            match old.verify(&dir, &name) {
+                Ok(()) => {
+                    if let Ok(t) = ReplayBackend::load(&path) {
+                        if t.labels() == ds.labels.as_slice() && t.num_stages() == cascade.len() {
+                            let hash = old.files[&name].clone();
+                            stamp.files.insert(name, hash);
+                            return Ok(t);
+                        }
+                    }
                 }
+                // A file that changed after it was written is said; one
+                // that an older build wrote without a hash is not news.
+                Err(e) if old.files.contains_key(&name) => {
+                    eprintln!("warning: {e}; recording it again")
+                }
+                Err(_) => {}
             }
         }
         let t0 = Instant::now();
         let mut b = CandleBackend::new(cascade, ds, cfg.eval_batch)?;
         let t = rep.quietly(|| b.record_trace(split))?;
         t.save(&path)?;
+        stamp.files.insert(name, file_hash(&path)?);
+        // Stamped at once, so a run stopped after this trace reuses it.
+        stamp.write(&dir)?;
         rep.say(format!(
             "recorded the cascade's outputs on {split} ({} images) in {:.1} s",
             ds.len(),
@@ -252,6 +254,6 @@ pub(super) fn ensure_traces(
         val: get("val", &data.splits.val)?,
         test: get("test", &data.splits.test)?,
     };
-    crate::error::write_file(&stamp_path, format!("{fp}\n").as_bytes())?;
+    stamp.write(&dir)?;
     Ok(traces)
 }

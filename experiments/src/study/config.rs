@@ -9,6 +9,7 @@ use cascade_agents::{
 };
 use cascade_env::RewardSpec;
 use cascade_rl::data::{find_data_dir, DatasetKind, SplitConfig, SyntheticConfig};
+use cascade_rl::error::{give_one_or, num};
 use cascade_rl::presets::Preset;
 use serde::{Deserialize, Serialize};
 
@@ -327,10 +328,10 @@ impl StudyConfig {
                 Ok(p)
             }
             k => Err(Error::Config(format!(
-                "pretraining epochs: {k} values for the {} stages of '{}' (give 1 or {})",
+                "pretraining epochs: {k} values for the {} stages of '{}' ({})",
                 p.stages.len(),
                 self.cascade,
-                p.stages.len()
+                give_one_or(p.stages.len())
             ))),
         }
     }
@@ -390,17 +391,21 @@ impl StudyConfig {
         for &a in self.alphas.iter().chain(&self.oracle_alphas) {
             if !(a == 0.0 || (ALPHA_RANGE.0..=ALPHA_RANGE.1).contains(&a)) {
                 return Err(Error::Config(format!(
-                    "alpha must be 0 or between {:e} and {:e} (loss per full-model cost), got {a:e}",
-                    ALPHA_RANGE.0, ALPHA_RANGE.1
+                    "alpha must be 0 or between {} and {} (loss per full-model cost), got {}",
+                    num(ALPHA_RANGE.0),
+                    num(ALPHA_RANGE.1),
+                    num(a)
                 )));
             }
         }
         for &b in &self.budgets {
             if !(BUDGET_RANGE.0..=BUDGET_RANGE.1).contains(&b) {
                 return Err(Error::Config(format!(
-                    "budget must be a fraction of the largest stage's cost between {:e} and {} \
-                     (e.g. 0.25), got {b:e}",
-                    BUDGET_RANGE.0, BUDGET_RANGE.1
+                    "budget must be a fraction of the largest stage's cost between {} and {} \
+                     (e.g. 0.25), got {}",
+                    num(BUDGET_RANGE.0),
+                    num(BUDGET_RANGE.1),
+                    num(b)
                 )));
             }
         }

@@ -65,6 +65,7 @@ pub fn run_study(cfg: &StudyConfig, opts: &RunOptions) -> Result<StudyOutcome> {
     let started = Instant::now();
     cfg.validate()?;
     let run = opts.out.clone();
+    check_run_folder(&run)?;
     let created = !run.exists();
     std::fs::create_dir_all(&run).map_err(|e| Error::io(&run, e))?;
     let outcome = (|| {
@@ -92,6 +93,43 @@ pub fn run_study(cfg: &StudyConfig, opts: &RunOptions) -> Result<StudyOutcome> {
         remove_if_unused(&run);
     }
     outcome
+}
+
+/// Refuses, before anything is written, a run folder that is not valid
+/// UTF-8, is a file, or holds files but no `config.json` (another
+/// command's result, or files of the user's: a study writes its own run
+/// folder only). The run folder's own parts do not count: lock files,
+/// temporaries, a `cascade/` put there to be reused (checked against the
+/// study when loaded), `traces/`, `agents/`, and the cluster scripts'
+/// `slurm/` log folder (made before the first job starts).
+fn check_run_folder(run: &Path) -> Result<()> {
+    cascade_rl::folder::check_output_folder(run)?;
+    if !run.is_dir() || run.join(CONFIG_FILE).exists() {
+        return Ok(());
+    }
+    let mut other: Vec<String> = std::fs::read_dir(run)
+        .map_err(|e| Error::io(run, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !(n.ends_with(".lock")
+                || crate::lock::is_temp_name(n)
+                || [CASCADE_DIR, TRACES_DIR, AGENTS_DIR, "slurm"].contains(&n.as_str()))
+        })
+        .collect();
+    if other.is_empty() {
+        return Ok(());
+    }
+    other.sort();
+    other.truncate(5);
+    Err(Error::run_file(
+        run,
+        format!(
+            "holds files but no {CONFIG_FILE}, so it is not a run folder of a study ({}); \
+             choose an empty or new folder for --out",
+            other.join(", ")
+        ),
+    ))
 }
 
 /// Removes a run folder this call created when nothing but lock files

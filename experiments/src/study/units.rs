@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use cascade_agents::{
-    evaluate, ActMode, Agent, BackwardAgent, Confidence, EvalConfig, EvalReport, JointSplits,
-    OracleAgent, ReinforceAgent, ReinforceConfig, ReinforceMode, StaticAgent, ThresholdAgent,
-    TrainData, TrainOptions, TrainSummary,
+    evaluate, ActMode, Agent, BackwardAgent, Confidence, EvalConfig, EvalReport, Evaluated,
+    JointSplits, OracleAgent, ReinforceAgent, ReinforceConfig, ReinforceMode, StaticAgent,
+    ThresholdAgent, TrainData, TrainOptions, TrainSummary,
 };
 use cascade_env::{RewardSpec, StageBackend};
 use cascade_rl::backend::CandleBackend;
@@ -18,10 +18,13 @@ use super::data::StudyData;
 use super::oracle::oracle_at;
 use super::plan::{Point, Unit};
 use super::progress::Reporter;
-use super::record::{AGENTS_DIR, TRAIN_LOG_FILE};
+use super::record::{AGENTS_DIR, CASCADE_DIR, TRAIN_LOG_FILE};
+use crate::cli::train::AGENT_FOLDER;
 use crate::error::{read_json, write_json, Error, Result};
+use crate::provenance;
 use crate::results::{ResultRow, RowId};
 use cascade_agents::AgentKind;
+use cascade_rl::folder::{NewFolder, Replace};
 
 /// An agent to train at a point: a kind of the sweep with the study's
 /// settings, or an ablation of a joint kind.
@@ -189,13 +192,16 @@ impl Ctx<'_> {
         p: Point,
         seed: Option<u64>,
     ) -> Result<Vec<ResultRow>> {
-        let (dir, rel) = self.agent_dir(&job.name, p, seed);
+        let (target, rel) = self.agent_dir(&job.name, p, seed);
         let s = seed.unwrap_or(0);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        // Built beside and swapped in whole: what a stopped run left in
+        // this agent's folder is replaced, never mixed with the new files.
+        let folder = NewFolder::begin(&target, AGENT_FOLDER, Replace::Anything)?;
+        let dir = folder.path().to_path_buf();
         let (agent, summary) = self.train_agent(job, p, s, &dir)?;
         agent.save(&dir)?;
         let spec = self.spec(summary.alpha);
-        let (val, test) = match agent.classifiers() {
+        let (mut val, mut test) = match agent.classifiers() {
             Some(tuned) => {
                 let (val_ds, test_ds) = (&self.data.splits.val, &self.data.splits.test);
                 let mut vb = CandleBackend::new(tuned, val_ds, self.cfg.eval_batch)?;
@@ -212,7 +218,30 @@ impl Ctx<'_> {
             }
             None => self.eval_replay(&*agent, &spec, s)?,
         };
+        // The reports record what they evaluated; summaries check it.
+        let (cascade_dir, cascade_hash) = match agent.classifiers() {
+            Some(_) => {
+                let own = dir.join(CASCADE_DIR);
+                (
+                    format!("{rel}/{CASCADE_DIR}"),
+                    provenance::cascade_hash(&own)?,
+                )
+            }
+            None => (
+                CASCADE_DIR.to_string(),
+                provenance::cascade_hash(self.cascade_dir)?,
+            ),
+        };
+        let evaluated = Evaluated {
+            agent_dir: rel.clone(),
+            agent_hash: provenance::agent_hash(&dir)?,
+            cascade_dir,
+            cascade_hash,
+        };
+        val.evaluated = Some(evaluated.clone());
+        test.evaluated = Some(evaluated);
         self.save_reports(&dir, &summary, &val, &test)?;
+        folder.commit()?;
         let id = RowId {
             alpha: Some(p.alpha),
             budget: p.budget,
@@ -261,7 +290,7 @@ impl Ctx<'_> {
                 Box::new(ThresholdAgent::new(cfg, k)?)
             }
             AgentKind::ReinforceFrozen => {
-                let (agent, summary) = self.train_frozen(job, p, seed)?;
+                let (agent, summary) = self.train_frozen(job, p, seed, dir)?;
                 return Ok((Box::new(agent), summary));
             }
             AgentKind::ReinforceJoint | AgentKind::ExpectedJoint => {
@@ -339,15 +368,15 @@ impl Ctx<'_> {
 
     /// Trains `job` (the REINFORCE agent on the frozen classifiers, or a
     /// variant of it) at point `p` with `seed`, replaying the recorded
-    /// stage outputs, its training log in its folder.
+    /// stage outputs, its training log in `dir` (where its folder is being
+    /// built).
     fn train_frozen(
         &mut self,
         job: &AgentJob,
         p: Point,
         seed: u64,
+        dir: &Path,
     ) -> Result<(ReinforceAgent, TrainSummary)> {
-        let (dir, _) = self.agent_dir(&job.name, p, Some(seed));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG_FILE)));
         let config = job
             .policy
@@ -381,9 +410,11 @@ impl Ctx<'_> {
                 }
             }
         }
-        let (a, s) =
-            self.train_frozen(&AgentJob::of(AgentKind::ReinforceFrozen, self.cfg), p, seed)?;
-        a.save(&dir)?;
+        let folder = NewFolder::begin(&dir, AGENT_FOLDER, Replace::Anything)?;
+        let job = AgentJob::of(AgentKind::ReinforceFrozen, self.cfg);
+        let (a, s) = self.train_frozen(&job, p, seed, folder.path())?;
+        a.save(folder.path())?;
+        folder.commit()?;
         Ok((a, s.alpha))
     }
 
