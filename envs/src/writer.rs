@@ -364,7 +364,10 @@ mod tests {
         a.stages[1].features.truncate(12);
         a.stages[1].scores = StageScores::Probs(vec![0.25; 16]);
         let e = err(a);
-        assert!(e.contains("stage1.features") && e.contains("(4 samples)"), "{e}");
+        assert!(
+            e.contains("stage1.features") && e.contains("(4 samples)"),
+            "{e}"
+        );
         let mut a = arrays(2, 5, 4);
         a.stages[0].scores = StageScores::Probs(vec![0.2; 20]);
         let e = err(a);
@@ -416,7 +419,10 @@ mod tests {
         let written = a.write(&path).unwrap();
         let back = ReplayBackend::load(&path).unwrap();
         assert_eq!(back, written);
-        assert_eq!(back.class_names(), Some(&["x".into(), "y".into(), "z".into()][..]));
+        assert_eq!(
+            back.class_names(),
+            Some(&["x".into(), "y".into(), "z".into()][..])
+        );
         for (t, s) in given.stages.iter().enumerate() {
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(back.stage_features(t)), bits(&s.features));

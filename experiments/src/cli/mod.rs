@@ -14,6 +14,7 @@ pub mod paired;
 pub mod plot;
 pub mod pretrain;
 pub mod train;
+pub mod traces;
 
 /// cascade-rl: cascades of deep classifiers as an optimal-stopping MDP.
 #[derive(Debug, Parser)]
@@ -42,7 +43,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Record every stage's outputs on a split into a replay trace file.
     ExportTrace(export_trace::ExportTraceArgs),
-    /// Train a stopping agent (reinforce, threshold, static-K, oracle) on a pretrained cascade.
+    /// Train a stopping agent (reinforce, threshold, static-K, oracle) on a pretrained cascade
+    /// or on recorded traces (--train-trace, --val-trace).
     Train(train::TrainArgs),
     /// Evaluate a saved agent on a split; write its report as JSON and CSV.
     Eval(eval::EvalArgs),
