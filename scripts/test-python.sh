@@ -15,7 +15,7 @@
 #   2. pip install maturin numpy gymnasium pytest into it, and with
 #      CASCADE_PY_RL=1 and CASCADE_PY_WHEEL=0 also
 #      python/tests/requirements-rl.txt (stable-baselines3, sb3-contrib
-#      and torch: about 3 GB; without them the tests that use them are
+#      and torch: about 3 GB; Minari with jax for the export test; without them the tests that use them are
 #      skipped; with the wheel step they go into the wheel's environment
 #      only, so they are installed once);
 #   3. pip install ./python (maturin builds the extension module in

@@ -51,6 +51,7 @@ __all__ = [
     "agents",
     "load_trace",
     "write_synthetic_trace",
+    "to_minari",
     "write_trace",
     "__version__",
 ]
@@ -278,6 +279,16 @@ def write_trace(
 
 # After the functions above: the agents module is a submodule of the package.
 from . import agents  # noqa: E402
+
+
+def to_minari(trace: str | os.PathLike[str], policy: Any, dataset_id: str, **kwargs: Any) -> Any:
+    """Writes a policy's episodes over ``trace`` as a Minari dataset, with
+    every stage's stopping reward in the infos; see
+    :func:`cascade_env.offline.to_minari` (needs ``minari``)."""
+    from .offline import to_minari as _to_minari
+
+    return _to_minari(trace, policy, dataset_id, **kwargs)
+
 
 if ENV_ID not in gymnasium.registry:
     gymnasium.register(

@@ -369,3 +369,30 @@ impl NativeAgent {
         ))
     }
 }
+
+/// `[N, K]` expected stopping reward of every sample at every stage under
+/// the reward (with an argmax prediction, the reward itself); see
+/// `cascade_env.to_minari`.
+#[pyfunction]
+#[pyo3(signature = (trace, alpha, loss, cost, prediction))]
+pub fn stop_rewards<'py>(
+    py: Python<'py>,
+    trace: PathBuf,
+    alpha: f64,
+    loss: &str,
+    cost: &str,
+    prediction: &str,
+) -> PyResult<Bound<'py, numpy::PyArray2<f64>>> {
+    let spec = parse_spec(alpha, loss, cost, prediction)?;
+    let b = load_backend(py, &trace)?;
+    let model = spec.compile(b.stage_costs()).map_err(to_py_err)?;
+    let (n, k, c) = (b.num_samples(), b.num_stages(), b.num_classes());
+    let mut out = numpy::ndarray::Array2::<f64>::zeros((n, k));
+    for t in 0..k {
+        let probs = b.stage_probs(t);
+        for i in 0..n {
+            out[[i, t]] = model.expected_stop_reward(t, &probs[i * c..(i + 1) * c], b.labels()[i]);
+        }
+    }
+    Ok(out.into_pyarray(py))
+}

@@ -1182,6 +1182,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(byo::write_trace, m)?)?;
     m.add_function(wrap_pyfunction!(byo::fit_agent, m)?)?;
     m.add_function(wrap_pyfunction!(byo::load_agent, m)?)?;
+    m.add_function(wrap_pyfunction!(byo::stop_rewards, m)?)?;
     m.add_class::<byo::NativeAgent>()?;
     m.add("ENV_ID", cascade_env::ENV_ID)?;
     m.add("TRACE_FORMAT_VERSION", cascade_env::TRACE_FORMAT_VERSION)?;

@@ -209,3 +209,54 @@ def test_cli_and_python_make_the_same_decisions(name: str, traces: dict[str, Pat
     assert cli["error"] == py.error and cli["mean_reward"] == py.mean_reward
     # The CLI's folder, loaded from Python, decides the same.
     assert np.array_equal(agents.evaluate(agents.load(out), traces["test"]).exits, py.exits)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_to_minari_round_trip(traces: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    minari = pytest.importorskip("minari")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    ann = _fit("ann", traces)
+    ev = agents.evaluate(ann, traces["test"])
+    cascade_env.to_minari(traces["test"], ann, "cascade/test-ann-v0", alpha=0.05, num_episodes=40)
+    ds = minari.load_dataset("cascade/test-ann-v0")
+    assert ds.total_episodes == 40
+    sha = cascade_env.load_trace(traces["test"]).header["content_sha256"]
+    spec = ds.spec.env_spec
+    assert spec.kwargs["trace_sha256"] == sha and "trace" not in spec.kwargs
+    for i, ep in enumerate(ds.iterate_episodes()):
+        exit_stage = len(ep.actions) - 1
+        assert exit_stage == ev.exits[i]
+        assert list(ep.actions) == [1] * exit_stage + [0]
+        assert ep.terminations[-1] and not ep.truncations.any()
+        stop = ep.infos["stop_rewards"][0]
+        assert ep.rewards.sum() == pytest.approx(stop[exit_stage])
+        assert ep.infos["sample"][0] == i
+    # The ground truth matches the env's returns: the oracle's episodes
+    # stop where the stopping reward is best.
+    cascade_env.to_minari(traces["test"], "oracle", "cascade/test-oracle-v0", alpha=0.05, num_episodes=20)
+    for ep in minari.load_dataset("cascade/test-oracle-v0").iterate_episodes():
+        stop = ep.infos["stop_rewards"][0]
+        assert ep.rewards.sum() == pytest.approx(stop.max())
+
+
+def test_the_worked_example_runs_on_numpy_traces(traces: dict[str, Path], tmp_path: Path) -> None:
+    """examples/python/bring_your_own.py after its PyTorch models: the same
+    code, on the numpy-made traces."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "python" / "bring_your_own.py"
+    spec = importlib.util.spec_from_file_location("bring_your_own", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    rows = example.compare(
+        traces,
+        tmp_path,
+        agent_names=["threshold", "ann", "reinforce-frozen"],
+        alphas=[0.01, 0.1],
+        reinforce=QUICK_REINFORCE,
+    )
+    assert len(rows) == 3 + 1 + 3 * 2
+    assert (tmp_path / "results.md").read_text().count("\n") == 2 + len(rows)
+    oracle = next(r for r in rows if r["agent"] == "oracle")
+    assert all(r["test_error_pct"] >= oracle["test_error_pct"] for r in rows)
