@@ -15,7 +15,7 @@
 #   2. pip install maturin numpy gymnasium pytest into it, and with
 #      CASCADE_PY_RL=1 and CASCADE_PY_WHEEL=0 also
 #      python/tests/requirements-rl.txt (stable-baselines3, sb3-contrib
-#      and torch: about 3 GB; without them the tests that use them are
+#      and torch: about 3 GB; Minari with jax for the export test; without them the tests that use them are
 #      skipped; with the wheel step they go into the wheel's environment
 #      only, so they are installed once);
 #   3. pip install ./python (maturin builds the extension module in
@@ -23,7 +23,9 @@
 #      $CARGO_TARGET_DIR);
 #   4. cargo build of the cascade-env example replay_returns, the Rust
 #      reference the parity tests compare the Python env against
-#      (handed to them as $CASCADE_REPLAY_RETURNS);
+#      (handed to them as $CASCADE_REPLAY_RETURNS), and of the `cascade`
+#      binary, which the bring-your-own tests fit the same agents with
+#      (handed to them as $CASCADE_BIN);
 #   5. pytest python/tests;
 #   6. unless CASCADE_PY_WHEEL=0: `maturin build --release` of the wheel
 #      (checked to be an abi3 manylinux wheel), installed into a fresh
@@ -68,6 +70,9 @@ say "cargo build -p cascade-env --example replay_returns"
 cargo build --quiet --locked -p cascade-env --example replay_returns
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 export CASCADE_REPLAY_RETURNS="$target_dir/debug/examples/replay_returns"
+say "cargo build -p cascade-experiments --bin cascade"
+cargo build --quiet --locked -p cascade-experiments --bin cascade
+export CASCADE_BIN="$target_dir/debug/cascade"
 
 say "pytest python/tests"
 # Run from the repository root so that the package imported is the

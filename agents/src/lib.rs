@@ -17,6 +17,10 @@
 //! | `backward-induction` | [`backward`] | optimal stopping by least squares from the last stage back (Longstaff-Schwartz) |
 //! | `ann` | [`backward`] | ANN's exits: weighted binary classification from the last stage back (Bolukbasi et al. 2017) |
 //!
+//! [`on_traces`] builds and fits, by name, every agent that needs only
+//! recorded outputs on traces written by any framework
+//! ([`cascade_env::TraceArrays`]); the CLI and the Python package use it.
+//!
 //! Agents that need only stage outputs work on any
 //! [`cascade_env::StageBackend`]: a recorded [`cascade_env::ReplayBackend`]
 //! or the live [`cascade_rl::backend::CandleBackend`]. Joint training
@@ -44,6 +48,7 @@ pub mod eval;
 pub mod expected;
 pub mod joint;
 pub mod kind;
+pub mod on_traces;
 pub mod oracle;
 pub mod policy;
 pub mod reinforce;
@@ -61,6 +66,10 @@ pub use eval::{evaluate, EvalConfig, EvalReport, Evaluated, ReportContext};
 pub use expected::{ExpectedJointConfig, JointSplits};
 pub use joint::JointConfig;
 pub use kind::AgentKind;
+pub use on_traces::{
+    counts_policy_cost, fit_on_traces, TraceAgent, TraceRef, TraceTrainRecord, TRACE_AGENTS,
+    TRACE_RECORD_FILE,
+};
 pub use oracle::OracleAgent;
 pub use policy::{FeatureNorm, PolicyInputs, PolicySpec, StopPolicy};
 pub use reinforce::{Estimator, PolicyInit, ReinforceAgent, ReinforceConfig, ReinforceMode};

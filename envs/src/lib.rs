@@ -99,6 +99,7 @@ pub mod spaces;
 pub mod spec;
 pub mod vector;
 pub mod wrappers;
+pub mod writer;
 
 pub use backend::{StageBackend, StageBatch, StageRows};
 pub use env::{Env, Info, Observation, OptimalStoppingEnv, ResetOptions, Step, ENV_ID};
@@ -114,3 +115,4 @@ pub use vector::{
     AutoReset, BatchInfo, BatchObservation, Evaluation, SampleOutcome, VecEnv, VecStep,
 };
 pub use wrappers::{EpisodeStats, RecordEpisodeStatistics};
+pub use writer::{StageArrays, StageScores, TraceArrays};

@@ -20,7 +20,8 @@
 //!
 //! The safetensors `__metadata__` holds one entry, `cascade_trace`, a JSON
 //! [`TraceHeader`]: format version, data set, split, cascade name, cost unit,
-//! N, C and per stage its name, cost and feature width. From Python:
+//! N, C, per stage its name, cost and feature width, and optionally the
+//! class names (`class_names`, `[C]`). From Python:
 //! `json.loads(safe_open(path, "np").metadata()["cascade_trace"])`.
 //! The header's costs must equal the `costs` tensor. Loading refuses a file
 //! whose header or tensors disagree, with a message naming the file and
@@ -133,6 +134,9 @@ pub struct TraceHeader {
     /// header of a loaded or built trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_sha256: Option<String>,
+    /// Class names, `[C]` (optional; descriptive, not hashed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
 }
 
 /// The best stopping stage of one sample, knowing its label.
@@ -156,6 +160,7 @@ pub struct ReplayBackend {
     probs: Vec<Vec<f32>>,
     labels: Vec<u32>,
     content_sha256: String,
+    class_names: Option<Vec<String>>,
 }
 
 /// Feeds `values` to `h` as little-endian bytes, a block at a time.
@@ -351,6 +356,7 @@ impl ReplayBackend {
             probs: Vec::with_capacity(stages.len()),
             labels,
             content_sha256: String::new(),
+            class_names: None,
         };
         for s in stages {
             r.names.push(s.name);
@@ -374,6 +380,25 @@ impl ReplayBackend {
     /// same for every file that stores these numbers.
     pub fn content_sha256(&self) -> &str {
         &self.content_sha256
+    }
+
+    /// The class names, `[C]`, when the trace has them.
+    pub fn class_names(&self) -> Option<&[String]> {
+        self.class_names.as_deref()
+    }
+
+    /// This trace with class names (`[C]`; descriptive: they change
+    /// neither the content hash nor any reward).
+    pub fn with_class_names(mut self, names: Vec<String>) -> Result<Self> {
+        let c = self.meta.num_classes;
+        if names.len() != c {
+            return Err(Error::trace(
+                None,
+                format!("class_names: {} names for {c} classes", names.len()),
+            ));
+        }
+        self.class_names = Some(names);
+        Ok(self)
     }
 
     /// The descriptive fields.
@@ -419,6 +444,7 @@ impl ReplayBackend {
                 })
                 .collect(),
             content_sha256: Some(self.content_sha256.clone()),
+            class_names: self.class_names.clone(),
         }
     }
 
@@ -453,7 +479,9 @@ impl ReplayBackend {
             split: split.to_string(),
             ..self.meta.clone()
         };
-        ReplayBackend::new(meta, stages, labels)
+        let mut r = ReplayBackend::new(meta, stages, labels)?;
+        r.class_names = self.class_names.clone();
+        Ok(r)
     }
 
     /// For every sample, the stage with the highest expected return under
@@ -668,7 +696,16 @@ impl ReplayBackend {
             num_classes: c,
         };
         validate_content(&meta, &stages, &labels).map_err(err)?;
-        let r = Self::from_parts(meta, stages, labels);
+        let mut r = Self::from_parts(meta, stages, labels);
+        if let Some(names) = header.class_names {
+            if names.len() != c {
+                return Err(err(format!(
+                    "the header has {} class_names for {c} classes",
+                    names.len()
+                )));
+            }
+            r.class_names = Some(names);
+        }
         if let Some(want) = &header.content_sha256 {
             if !want.eq_ignore_ascii_case(&r.content_sha256) {
                 return Err(err(format!(

@@ -114,6 +114,70 @@ impl BatchObservation {
         })
     }
 
+    /// A batch built from arrays, as a Python or other caller holds
+    /// observations: sub-env i is at stage `stage[i]`, its features are the
+    /// first `feature_dims[stage[i]]` entries of row i of `features`
+    /// (`[n, width]`, zero-padded to `width >= max d_t`), its probabilities
+    /// row i of `probs` (`[n, C]`) and its cost so far `cost_so_far[i]`.
+    /// Every sub-env is live.
+    ///
+    /// Errors name the array and the first bad row: a stage out of range,
+    /// buffers of the wrong size, a width below the widest stage.
+    pub fn from_rows(
+        feature_dims: &[usize],
+        num_classes: usize,
+        stage: &[u32],
+        features: &[f32],
+        width: usize,
+        probs: &[f32],
+        cost_so_far: &[f32],
+    ) -> Result<Self> {
+        let n = stage.len();
+        let k = feature_dims.len();
+        let bad = |m: String| Error::InvalidArgument(format!("observation batch: {m}"));
+        let max_d = feature_dims.iter().copied().max().unwrap_or(0);
+        if width < max_d {
+            return Err(bad(format!(
+                "features rows have {width} values, the widest stage has {max_d}"
+            )));
+        }
+        if features.len() != n * width {
+            return Err(bad(format!(
+                "features has {} values, expected {n} rows x {width}",
+                features.len()
+            )));
+        }
+        if probs.len() != n * num_classes {
+            return Err(bad(format!(
+                "probs has {} values, expected {n} rows x {num_classes} classes",
+                probs.len()
+            )));
+        }
+        if cost_so_far.len() != n {
+            return Err(bad(format!(
+                "cost_so_far has {} values for {n} rows",
+                cost_so_far.len()
+            )));
+        }
+        if let Some(i) = stage.iter().position(|&t| t as usize >= k) {
+            return Err(bad(format!(
+                "row {i} is at stage {}, the cascade has {k} stages",
+                stage[i]
+            )));
+        }
+        let mut b = BatchObservation::new(n, feature_dims, num_classes);
+        for (i, &t) in stage.iter().enumerate() {
+            let t = t as usize;
+            let d = feature_dims[t];
+            b.stage[i] = t as u32;
+            b.features[t][i * d..(i + 1) * d].copy_from_slice(&features[i * width..i * width + d]);
+            b.envs_at_stage[t].push(i as u32);
+        }
+        b.probs.copy_from_slice(probs);
+        b.cost_so_far.copy_from_slice(cost_so_far);
+        Ok(b)
+    }
+
     /// Number of sub-envs n.
     pub fn num_envs(&self) -> usize {
         self.stage.len()

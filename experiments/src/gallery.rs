@@ -140,6 +140,11 @@ pub fn draw(
         );
         return Ok(None);
     }
+    if !run_dir.join(CASCADE_DIR).is_dir() {
+        // A comparison on recorded traces (`cascade compare-traces`) has
+        // no images to show.
+        return Ok(None);
+    }
     let cascade = Cascade::load(
         &run_dir.join(CASCADE_DIR),
         &candle_core::Device::Cpu,

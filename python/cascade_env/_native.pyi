@@ -129,3 +129,78 @@ def write_synthetic_trace(
     stage_costs: list[float],
     hopeless_fraction: float,
 ) -> str: ...
+def write_trace(
+    path: str | PathLike[str],
+    features: list[npt.NDArray[np.float32]],
+    scores: list[npt.NDArray[np.float32]],
+    logits: bool,
+    labels: npt.NDArray[np.int64],
+    costs: list[float],
+    temperature: float,
+    num_classes: int | None,
+    class_names: list[str] | None,
+    stage_names: list[str],
+    dataset: str,
+    split: str,
+    cascade: str,
+    cost_unit: str,
+) -> str: ...
+
+class Agent:
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def num_stages(self) -> int: ...
+    @property
+    def params_json(self) -> str: ...
+    @property
+    def summary_json(self) -> str: ...
+    @property
+    def record_json(self) -> str: ...
+    @property
+    def uses_labels(self) -> bool: ...
+    def save(self, path: str) -> None: ...
+    def stop_probs(
+        self,
+        stage: npt.NDArray[np.int64],
+        features: npt.NDArray[np.float32],
+        probs: npt.NDArray[np.float32],
+        cost_so_far: npt.NDArray[np.float32],
+        labels: npt.NDArray[np.int64] | None = None,
+    ) -> npt.NDArray[np.float32]: ...
+    def evaluate(
+        self, trace: str, alpha: float | None = None
+    ) -> tuple[
+        str,
+        str,
+        int,
+        float,
+        float,
+        float,
+        list[float],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.uint8],
+        npt.NDArray[np.int64],
+        str,
+    ]: ...
+
+def fit_agent(
+    name: str,
+    train_trace: str,
+    val_trace: str,
+    alpha: float,
+    budget: float | None,
+    seed: int,
+    loss: str,
+    cost: str,
+    prediction: str,
+    count_policy_cost: bool | None,
+    reinforce: str | None,
+    quiet: bool,
+) -> Agent: ...
+def load_agent(path: str, trace: str | None = None) -> Agent: ...
+def stop_rewards(
+    trace: str, alpha: float, loss: str, cost: str, prediction: str
+) -> npt.NDArray[np.float64]: ...

@@ -18,6 +18,8 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+mod byo;
+
 use cascade_env::{
     Action, AutoReset, BatchInfo, BatchObservation, CostModel, Error, Loss, OptimalStoppingEnv,
     Prediction, ReplayBackend, RewardModel, RewardSpec, StageBackend, SyntheticTraceConfig, VecEnv,
@@ -1177,6 +1179,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeVecEnv>()?;
     m.add_function(wrap_pyfunction!(load_trace, m)?)?;
     m.add_function(wrap_pyfunction!(write_synthetic_trace, m)?)?;
+    m.add_function(wrap_pyfunction!(byo::write_trace, m)?)?;
+    m.add_function(wrap_pyfunction!(byo::fit_agent, m)?)?;
+    m.add_function(wrap_pyfunction!(byo::load_agent, m)?)?;
+    m.add_function(wrap_pyfunction!(byo::stop_rewards, m)?)?;
+    m.add_class::<byo::NativeAgent>()?;
     m.add("ENV_ID", cascade_env::ENV_ID)?;
     m.add("TRACE_FORMAT_VERSION", cascade_env::TRACE_FORMAT_VERSION)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

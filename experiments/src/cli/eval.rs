@@ -36,8 +36,12 @@ use super::train::{TrainRecord, TRAIN_ARGS_FILE, TRAIN_SUMMARY_FILE};
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
     /// Agent folder written by `cascade train`.
-    #[arg(long)]
+    #[arg(long, visible_alias = "agent")]
     pub agent_dir: PathBuf,
+    /// Evaluate on this recorded trace (any framework's) instead of a
+    /// split of the cascade's data.
+    #[arg(long, conflicts_with_all = ["cascade", "data_dir"])]
+    pub trace: Option<PathBuf>,
     /// Split: test, val or train.
     #[arg(long, default_value = "test")]
     pub split: String,
@@ -89,6 +93,9 @@ pub struct EvalArgs {
 
 /// Runs `cascade eval`.
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    if let Some(trace) = &args.trace {
+        return super::traces::eval(args, trace);
+    }
     let dir = &args.agent_dir;
     if let Some(out) = &args.out {
         cascade_rl::folder::check_utf8(out)?;

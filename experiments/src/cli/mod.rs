@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 pub mod aggregate;
 pub mod bench;
+pub mod compare_traces;
 pub mod data;
 pub mod eval;
 pub mod export_trace;
@@ -13,6 +14,7 @@ pub mod merge;
 pub mod paired;
 pub mod plot;
 pub mod pretrain;
+pub mod traces;
 pub mod train;
 
 /// cascade-rl: cascades of deep classifiers as an optimal-stopping MDP.
@@ -42,10 +44,14 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Record every stage's outputs on a split into a replay trace file.
     ExportTrace(export_trace::ExportTraceArgs),
-    /// Train a stopping agent (reinforce, threshold, static-K, oracle) on a pretrained cascade.
+    /// Train a stopping agent (reinforce, threshold, static-K, oracle) on a pretrained cascade
+    /// or on recorded traces (--train-trace, --val-trace).
     Train(train::TrainArgs),
     /// Evaluate a saved agent on a split; write its report as JSON and CSV.
     Eval(eval::EvalArgs),
+    /// Fit and compare every agent that needs only recorded outputs on a
+    /// trace triple (train, val, test); write results, summary and figures.
+    CompareTraces(compare_traces::CompareTracesArgs),
     /// Redraw a study's figures and summary from its run folder.
     Plot(plot::PlotArgs),
     /// Join a sharded study's results into results.csv and redraw its report.
@@ -69,6 +75,7 @@ impl Cli {
             Command::ExportTrace(args) => export_trace::run(args),
             Command::Train(args) => train::run(args),
             Command::Eval(args) => eval::run(args),
+            Command::CompareTraces(args) => compare_traces::run(args),
             Command::Plot(args) => plot::run(args),
             Command::Merge(args) => merge::run(args),
             Command::Aggregate(args) => aggregate::run(args),

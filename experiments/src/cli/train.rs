@@ -55,8 +55,19 @@ pub const AGENT_FOLDER: FolderKind = FolderKind {
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
     /// Folder of a pretrained cascade (holding cascade.json).
-    #[arg(long)]
-    pub cascade: PathBuf,
+    #[arg(
+        long,
+        required_unless_present = "train_trace",
+        conflicts_with = "train_trace"
+    )]
+    pub cascade: Option<PathBuf>,
+    /// Train on this recorded trace instead of a cascade (with
+    /// --val-trace): agents that need only recorded outputs.
+    #[arg(long, requires = "val_trace")]
+    pub train_trace: Option<PathBuf>,
+    /// The validation trace of --train-trace (selection, thresholds, budgets).
+    #[arg(long, requires = "train_trace")]
+    pub val_trace: Option<PathBuf>,
     /// Agent: reinforce, threshold, backward-induction, ann, static-K
     /// (K = 1..number of stages) or oracle; the studies' names
     /// (threshold-per-stage, threshold-entropy, reinforce-frozen,
@@ -231,6 +242,12 @@ fn resolve_agent(args: &TrainArgs) -> anyhow::Result<TrainArgs> {
 
 /// Runs `cascade train`.
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    if let (Some(t), Some(v)) = (&args.train_trace, &args.val_trace) {
+        return super::traces::train(args, t, v);
+    }
+    let Some(cascade_dir) = &args.cascade else {
+        bail!("give --cascade DIR, or --train-trace T and --val-trace V");
+    };
     let started = Instant::now();
     let given = &args.agent;
     let args = &resolve_agent(args)?;
@@ -261,8 +278,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     )?;
     let out = folder.path().to_path_buf();
     let device = args.device.parse::<DeviceSpec>()?.open()?;
-    let cascade = Cascade::load(&args.cascade, &device, None, None)
-        .with_context(|| format!("loading the cascade in {}", args.cascade.display()))?;
+    let cascade = Cascade::load(cascade_dir, &device, None, None)
+        .with_context(|| format!("loading the cascade in {}", cascade_dir.display()))?;
     if cascade.is_synthetic() {
         eprintln!("{}", cascade_rl::data::SYNTHETIC_NOTICE);
     }
@@ -278,14 +295,14 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 eprintln!(
                     "note: {} records no held-out policy images; the agent trains on the \
                      classifiers' own training images, whose outputs are over-confident",
-                    args.cascade.join("cascade.json").display()
+                    cascade_dir.join("cascade.json").display()
                 );
             }
             &splits.train
         }
     };
     let k = cascade.len();
-    let cascade_hash = crate::provenance::cascade_hash(&args.cascade)?;
+    let cascade_hash = crate::provenance::cascade_hash(cascade_dir)?;
     let opts = TrainOptions {
         spec,
         budget: args.budget,
@@ -297,7 +314,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     };
     opts.validate()?;
     let mut record = TrainRecord {
-        cascade: std::fs::canonicalize(&args.cascade).unwrap_or_else(|_| args.cascade.clone()),
+        cascade: std::fs::canonicalize(cascade_dir).unwrap_or_else(|_| cascade_dir.clone()),
         cascade_hash: Some(cascade_hash),
         data_dir: args.data_dir.clone(),
         agent: given.clone(),
