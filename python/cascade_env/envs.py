@@ -763,6 +763,13 @@ class CascadeStoppingVectorEnv(gym.vector.VectorEnv):
         if a.dtype not in _NATIVE_ACTION_DTYPES:
             if a.dtype.kind not in "iub":
                 raise TypeError(f"actions must be integers, got dtype {a.dtype}")
+            if a.dtype.kind == "u" and a.size and int(a.max()) > 1:
+                # Refused here: a cast to int64 would wrap 2**63 and up to
+                # negative numbers and report those instead.
+                i = int(np.argmax(a.reshape(-1) > 1))
+                raise ValueError(
+                    f"action {int(a.reshape(-1)[i])} of sub-env {i} is not in Discrete(2) (0 = stop, 1 = forward)"
+                )
             a = a.astype(np.int64)
         if a.ndim != 1:
             raise ValueError(f"actions must have shape ({self.num_envs},), got {a.shape}")

@@ -144,6 +144,10 @@ def test_illegal_actions_raise_and_change_nothing(trace):
     obs, _ = venv.reset(seed=0)
     with pytest.raises(ValueError, match="action 2 of sub-env 1 is not in Discrete"):
         venv.step(np.array([0, 2, 0]))
+    # Unsigned actions of 2**63 and up are named as given, not wrapped to
+    # negative numbers by a cast.
+    with pytest.raises(ValueError, match=r"action 9223372036854775808 of sub-env 2 is not in Discrete"):
+        venv.step(np.array([0, 1, 2**63], dtype=np.uint64))
     with pytest.raises(ValueError, match="2 actions for 3 sub-envs"):
         venv.step(np.array([0, 1]))
     with pytest.raises(TypeError, match="integers"):
