@@ -362,7 +362,8 @@ mod tests {
         ];
         let pts = points(&rows, "reinforce-joint");
         assert_eq!(pts.len(), 2);
-        assert_eq!(pts[0].error, (2.0, 1.0));
+        // Mean and sample standard deviation (n - 1) of 1 and 3.
+        assert_eq!(pts[0].error, (2.0, 2f64.sqrt()));
         // Means 11.5 and 12.0 against the target 10.0: alpha 0.1 wins,
         // although its seed 1 alone would lose.
         let m = matched(&pts, 10.0).unwrap();
