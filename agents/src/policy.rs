@@ -583,13 +583,13 @@ mod tests {
 
     #[test]
     fn a_linear_head_on_the_confidence_inputs() {
-        let spec = PolicySpec {
+        let linear = PolicySpec {
             hidden: 0,
             inputs: PolicyInputs::Probs,
             ..spec()
         };
         let p = StopPolicy::new(
-            spec.clone(),
+            linear.clone(),
             FeatureNorm::identity(&[3, 5]),
             1,
             &Device::Cpu,
@@ -611,16 +611,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lin.safetensors");
         p.save(&path).unwrap();
-        let q = StopPolicy::load(&path, spec, &Device::Cpu).unwrap();
+        let q = StopPolicy::load(&path, linear, &Device::Cpu).unwrap();
         assert_eq!(q.stop_probs_rows(0, &f, &pr).unwrap(), pi);
         assert!(p.set_linear(0, &[0.0; 5], 0.0).is_err());
-        let mlp =
-            StopPolicy::new(spec_mlp(), FeatureNorm::identity(&[3, 5]), 1, &Device::Cpu).unwrap();
+        let mlp = StopPolicy::new(spec(), FeatureNorm::identity(&[3, 5]), 1, &Device::Cpu).unwrap();
         assert!(mlp.set_linear(0, &[0.0; 9], 0.0).is_err());
-    }
-
-    fn spec_mlp() -> PolicySpec {
-        spec()
     }
 
     #[test]

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 ENV_ID: str
 TRACE_FORMAT_VERSION: int
+TRACE_AGENTS: list[str]
 __version__: str
 
 # (stage, features float32 [max_d] zero-padded, probs float32 [C], cost_so_far)

@@ -41,17 +41,9 @@ from . import _native
 
 __all__ = ["AGENTS", "Agent", "Evaluation", "evaluate", "fit", "load"]
 
-#: The agents :func:`fit` fits (``static-K``: ``static-1``, ``static-2``, ...).
-AGENTS = (
-    "static-K",
-    "oracle",
-    "threshold",
-    "threshold-per-stage",
-    "threshold-entropy",
-    "backward-induction",
-    "ann",
-    "reinforce-frozen",
-)
+#: The agents :func:`fit` fits (``static-K``: ``static-1``, ``static-2``, ...),
+#: as the Rust library lists them.
+AGENTS: tuple[str, ...] = tuple(_native.TRACE_AGENTS)
 
 PathLike = str | os.PathLike[str]
 

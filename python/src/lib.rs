@@ -1186,6 +1186,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<byo::NativeAgent>()?;
     m.add("ENV_ID", cascade_env::ENV_ID)?;
     m.add("TRACE_FORMAT_VERSION", cascade_env::TRACE_FORMAT_VERSION)?;
+    m.add("TRACE_AGENTS", cascade_agents::TRACE_AGENTS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

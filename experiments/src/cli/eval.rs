@@ -212,15 +212,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         cascade_dir: cascade_dir.display().to_string(),
         cascade_hash,
     });
-    let prefix = output_prefix(args.out.as_deref(), dir, &args.split);
-    let with_ext = |ext: &str| {
-        let mut p = prefix.clone().into_os_string();
-        p.push(ext);
-        PathBuf::from(p)
-    };
-    let (json, csv) = (with_ext(".json"), with_ext(".csv"));
-    report.write_json(&json)?;
-    report.write_csv(&csv)?;
+    let (json, csv) = write_report(&report, args.out.as_deref(), dir, &args.split)?;
     let exits: Vec<String> = report
         .exit_fraction
         .iter()
@@ -246,6 +238,26 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
 /// Where `cascade eval` writes: `out` + `.json`/`.csv`, or, when `out` is a
 /// folder (an existing one, or a path ending in a separator), the default
 /// name `eval_SPLIT` inside it; without `out`, inside the agent folder.
+/// Writes `report` as `PREFIX.json` and `PREFIX.csv` (the prefix from
+/// [`output_prefix`]); returns the two paths.
+pub(super) fn write_report(
+    report: &cascade_agents::EvalReport,
+    out: Option<&Path>,
+    agent_dir: &Path,
+    split: &str,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let prefix = output_prefix(out, agent_dir, split);
+    let with_ext = |ext: &str| {
+        let mut p = prefix.clone().into_os_string();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    let (json, csv) = (with_ext(".json"), with_ext(".csv"));
+    report.write_json(&json)?;
+    report.write_csv(&csv)?;
+    Ok((json, csv))
+}
+
 fn output_prefix(out: Option<&Path>, agent_dir: &Path, split: &str) -> PathBuf {
     let name = format!("eval_{split}");
     match out {

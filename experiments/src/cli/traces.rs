@@ -16,7 +16,7 @@
 //! own MACs are counted into the cost only when the traces' cost unit is
 //! `MACs` (and not with `--no-policy-cost`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use cascade_agents::{
@@ -72,19 +72,7 @@ fn trace_agent_name(args: &TrainArgs) -> anyhow::Result<String> {
 
 /// The REINFORCE settings of `args`: the defaults with the flags given on top.
 pub fn reinforce_config(args: &TrainArgs) -> ReinforceConfig {
-    let base = ReinforceConfig::default();
-    ReinforceConfig {
-        epochs: args.epochs.unwrap_or(base.epochs),
-        batch_size: args.batch_size.unwrap_or(base.batch_size),
-        lr: args.lr.unwrap_or(base.lr),
-        hidden: args.hidden.unwrap_or(base.hidden),
-        patience: args.patience.unwrap_or(base.patience),
-        inputs: args.policy_inputs.unwrap_or(base.inputs),
-        init: args.start.unwrap_or(base.init),
-        estimator: args.estimator.unwrap_or(base.estimator),
-        entropy_coef: args.entropy_coef.unwrap_or(base.entropy_coef),
-        ..base
-    }
+    super::train::with_reinforce_flags(args, ReinforceConfig::default())
 }
 
 /// `cascade train --train-trace T --val-trace V`.
@@ -197,19 +185,7 @@ pub fn eval(args: &EvalArgs, trace_path: &Path) -> anyhow::Result<()> {
                 trace_path.display()
             )
         })?;
-    let prefix = match &args.out {
-        Some(p) if p.is_dir() => p.join(format!("eval_{split}")),
-        Some(p) => p.clone(),
-        None => dir.join(format!("eval_{split}")),
-    };
-    let with_ext = |ext: &str| {
-        let mut p = prefix.clone().into_os_string();
-        p.push(ext);
-        PathBuf::from(p)
-    };
-    let (json, csv) = (with_ext(".json"), with_ext(".csv"));
-    report.write_json(&json)?;
-    report.write_csv(&csv)?;
+    let (json, csv) = super::eval::write_report(&report, args.out.as_deref(), dir, &split)?;
     let exits: Vec<String> = report
         .exit_fraction
         .iter()

@@ -374,18 +374,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             let base = init
                 .as_ref()
                 .map_or_else(ReinforceConfig::default, |a| a.config().clone());
-            let cfg = ReinforceConfig {
-                epochs: args.epochs.unwrap_or(base.epochs),
-                batch_size: args.batch_size.unwrap_or(base.batch_size),
-                lr: args.lr.unwrap_or(base.lr),
-                hidden: args.hidden.unwrap_or(base.hidden),
-                patience: args.patience.unwrap_or(base.patience),
-                inputs: args.policy_inputs.unwrap_or(base.inputs),
-                init: args.start.unwrap_or(base.init),
-                estimator: args.estimator.unwrap_or(base.estimator),
-                entropy_coef: args.entropy_coef.unwrap_or(base.entropy_coef),
-                ..base
-            };
+            let cfg = with_reinforce_flags(args, base);
             cfg.validate()?;
             record.reinforce = Some(cfg.clone());
             let mut a = match init {
@@ -461,6 +450,22 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// `base` with the REINFORCE flags of `args` given on top.
+pub(super) fn with_reinforce_flags(args: &TrainArgs, base: ReinforceConfig) -> ReinforceConfig {
+    ReinforceConfig {
+        epochs: args.epochs.unwrap_or(base.epochs),
+        batch_size: args.batch_size.unwrap_or(base.batch_size),
+        lr: args.lr.unwrap_or(base.lr),
+        hidden: args.hidden.unwrap_or(base.hidden),
+        patience: args.patience.unwrap_or(base.patience),
+        inputs: args.policy_inputs.unwrap_or(base.inputs),
+        init: args.start.unwrap_or(base.init),
+        estimator: args.estimator.unwrap_or(base.estimator),
+        entropy_coef: args.entropy_coef.unwrap_or(base.entropy_coef),
+        ..base
+    }
 }
 
 #[cfg(test)]
