@@ -20,12 +20,19 @@
 //!   every classifier round. The policy therefore never learns from
 //!   in-sample (over-confident) outputs, which is what made a policy
 //!   trained jointly on one set of images stop everything early.
-//! - **Routing-weighted cross-entropy for the classifiers**, not
-//!   `grad J`: stage t's cross-entropy on image x is weighted by
-//!   `max(q_t(x), floor)` (the current policy's probability of stopping x
-//!   at t, detached), so each classifier specialises on the images routed
-//!   to it, while the floor keeps a stage the policy rarely reaches
-//!   learning. `routing_weights: false` weights every stage 1 (plain
+//! - **The classifiers' loss** ([`ExpectedJointConfig::classifier_objective`]):
+//!   by default `-J` itself on their minibatch of D_C
+//!   ([`ClassifierObjective::ExactJ`]), always with `yhat ~ C_k` (with the
+//!   argmax the reward would not depend on `C_k` except through the
+//!   routing): its gradient reaches stage k through `C_k(y|x)`, weighted
+//!   by the probability `q_k(x)` that the policy stops there, and through
+//!   the inputs the policy reads at every stage before. The named
+//!   alternative is a routing-weighted cross-entropy
+//!   ([`ClassifierObjective::RoutingCe`], the first form of this agent):
+//!   stage t's cross-entropy on image x weighted by `max(q_t(x), floor)`
+//!   (detached), so each classifier specialises on the images routed to it
+//!   while the floor keeps a rarely reached stage learning; not a gradient
+//!   of J. `routing_weights: false` weights every stage 1 (plain
 //!   fine-tuning: the compute control).
 //!
 //! A round is `classifier_steps` minibatches of D_C (batch norm in training
@@ -70,8 +77,11 @@ pub struct ExpectedJointConfig {
     pub classifier_steps: usize,
     /// Classifier minibatch size.
     pub classifier_batch: usize,
-    /// Weight stage t's cross-entropy by the policy's stop probability
-    /// `q_t(x)` (off: every stage weight 1, plain fine-tuning).
+    /// What the classifiers minimise in their rounds on D_C.
+    pub classifier_objective: ClassifierObjective,
+    /// Routing cross-entropy: weight stage t's cross-entropy by the
+    /// policy's stop probability `q_t(x)` (off: every stage weight 1, plain
+    /// fine-tuning).
     pub routing_weights: bool,
     /// Floor of the routing weight.
     pub weight_floor: f64,
@@ -98,6 +108,7 @@ impl Default for ExpectedJointConfig {
             classifier_weight_decay: 1e-4,
             classifier_steps: 100,
             classifier_batch: 128,
+            classifier_objective: ClassifierObjective::ExactJ,
             routing_weights: true,
             weight_floor: 0.1,
             eval_batch_size: 512,
@@ -139,6 +150,23 @@ impl ExpectedJointConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// The classifiers' loss in the rounds of `expected-joint`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassifierObjective {
+    /// `-J` itself, the slides' objective with `yhat ~ C_k`, exactly: its
+    /// gradient reaches every stage through `C_k(y|x)` (weighted by the
+    /// probability `q_k(x)` that the policy stops there) and through the
+    /// inputs the policy reads (which move `q`). The same objective the
+    /// policy takes on D_P.
+    #[default]
+    ExactJ,
+    /// Stage t's cross-entropy weighted by `max(q_t(x), floor)` (detached):
+    /// a heuristic that specialises each stage on the images routed to it,
+    /// not a gradient of J.
+    RoutingCe,
 }
 
 /// The three disjoint splits of cross-fitted joint training.
@@ -189,6 +217,51 @@ fn recompute(cascade: &Cascade, ds: &Dataset, batch: usize) -> Result<ReplayBack
 }
 
 impl ReinforceAgent {
+    /// The routing-weighted cross-entropy of one classifier batch
+    /// ([`ClassifierObjective::RoutingCe`]): `batches[batch_of[t]]` is
+    /// stage t's `(images, labels)`.
+    fn routing_ce(
+        &self,
+        cascade: &Cascade,
+        batches: &[(Tensor, Tensor)],
+        batch_of: &[usize],
+        ecfg: &ExpectedJointConfig,
+        temperatures: &[f64],
+    ) -> Result<Tensor> {
+        let k = cascade.len();
+        let device = self.policy.device();
+        let rows = batches
+            .first()
+            .map_or(0, |(_, y)| y.dims().first().copied().unwrap_or(0));
+        let mut reach = Tensor::ones(rows, DType::F32, device)?;
+        let mut loss = Tensor::zeros((), DType::F32, device)?;
+        for (t, stage) in cascade.stages().iter().enumerate() {
+            let (x, y) = &batches[batch_of[t]];
+            let out = stage.model.forward_t(x, true)?;
+            let logits = out.logits.affine(1.0 / temperatures[t], 0.0)?;
+            let logp = candle_nn::ops::log_softmax(&logits, 1)?;
+            let ce = logp.gather(&y.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
+            let weight = if !ecfg.routing_weights {
+                Tensor::ones(rows, DType::F32, device)?
+            } else {
+                let q = if t + 1 == k {
+                    reach.clone()
+                } else {
+                    let z = self
+                        .policy
+                        .logits(t, &out.features.detach(), &logp.exp()?.detach())?;
+                    let pi = candle_nn::ops::sigmoid(&z)?;
+                    let q = (&reach * &pi)?;
+                    reach = (&reach * pi.affine(-1.0, 1.0)?)?;
+                    q
+                };
+                q.clamp(ecfg.weight_floor as f32, 1f32)?.detach()
+            };
+            loss = (loss + (ce * weight)?.mean_all()?)?;
+        }
+        Ok(loss)
+    }
+
     /// Trains the classifiers of `cascade` on D_C and the policy on D_P by
     /// the exact expected objective, rounds alternating, selecting on D_V
     /// (see the module docs). The agent keeps the fine-tuned cascade.
@@ -315,6 +388,9 @@ impl ReinforceAgent {
             let t0 = Instant::now();
             // The slides' objective: yhat ~ C_k in training (by default).
             let model = self.reward_model(&costs, opts, alpha, ecfg.sample_prediction)?;
+            // The classifiers' J always draws yhat ~ C_k: with the argmax
+            // the reward does not depend on C_k but through the routing.
+            let classifier_model = self.reward_model(&costs, opts, alpha, true)?;
 
             // Classifier round on D_C: routing-weighted cross-entropy.
             let mut ce_sum = 0.0;
@@ -339,34 +415,44 @@ impl ReinforceAgent {
                             )?)
                         })
                         .collect::<Result<Vec<_>>>()?;
-                    let mut reach = Tensor::ones(idx.len(), DType::F32, &device)?;
-                    let mut loss = Tensor::zeros((), DType::F32, &device)?;
-                    for (t, stage) in cascade.stages().iter().enumerate() {
-                        let (x, y) = &batches[batch_of[t]];
-                        let out = stage.model.forward_t(x, true)?;
-                        let logits = out.logits.affine(1.0 / temperatures[t], 0.0)?;
-                        let logp = candle_nn::ops::log_softmax(&logits, 1)?;
-                        let ce = logp.gather(&y.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
-                        let weight = if !ecfg.routing_weights {
-                            Tensor::ones(idx.len(), DType::F32, &device)?
-                        } else {
-                            let q = if t + 1 == k {
-                                reach.clone()
-                            } else {
-                                let z = self.policy.logits(
-                                    t,
-                                    &out.features.detach(),
-                                    &logp.exp()?.detach(),
-                                )?;
-                                let pi = candle_nn::ops::sigmoid(&z)?;
-                                let q = (&reach * &pi)?;
-                                reach = (&reach * pi.affine(-1.0, 1.0)?)?;
-                                q
-                            };
-                            q.clamp(ecfg.weight_floor as f32, 1f32)?.detach()
-                        };
-                        loss = (loss + (ce * weight)?.mean_all()?)?;
-                    }
+                    let loss = match ecfg.classifier_objective {
+                        ClassifierObjective::ExactJ => {
+                            // Every stage's outputs on the batch, with
+                            // gradients, and -J over them.
+                            let labels: Vec<u32> = idx
+                                .iter()
+                                .map(|&i| data.classifier_train.labels[i])
+                                .collect();
+                            let stages = cascade
+                                .stages()
+                                .iter()
+                                .enumerate()
+                                .map(|(t, stage)| {
+                                    let out =
+                                        stage.model.forward_t(&batches[batch_of[t]].0, true)?;
+                                    let logits = out.logits.affine(1.0 / temperatures[t], 0.0)?;
+                                    let probs = candle_nn::ops::softmax(&logits, 1)?;
+                                    let probs_cpu = probs
+                                        .detach()
+                                        .to_dtype(DType::F32)?
+                                        .flatten_all()?
+                                        .to_vec1::<f32>()?;
+                                    Ok(StageOut {
+                                        features: out.features,
+                                        probs,
+                                        probs_cpu,
+                                        class_logp: None,
+                                    })
+                                })
+                                .collect::<Result<Vec<_>>>()?;
+                            expected_objective(&self.policy, &stages, &labels, &classifier_model)?
+                                .objective
+                                .neg()?
+                        }
+                        ClassifierObjective::RoutingCe => {
+                            self.routing_ce(&cascade, &batches, &batch_of, ecfg, &temperatures)?
+                        }
+                    };
                     step += 1;
                     ce_sum += finite_scalar(&loss, "losses/classifier", epoch, step)?;
                     classifier_opt.backward_step(&loss)?;

@@ -41,9 +41,24 @@
 //! the studies warm-start it from the frozen agent. The gradient estimate
 //! of the objective itself is the slides'.
 //!
-//! The training images are the policy's (D_P): the classifiers are
-//! fine-tuned on the same images whose outputs train the policy. See
-//! `expected.rs` for the cross-fitted alternative.
+//! **Which images each part learns from** ([`JointConfig::images`]):
+//!
+//! - `cross-fitted` (the default): every policy minibatch of D_P is
+//!   preceded by [`JointConfig::classifier_batches`] minibatches of the
+//!   classifiers' own training images D_C. On a D_C rollout only the
+//!   classifiers step, by the score-function estimate above (its
+//!   `log C_k(yhat|x)` term and the policy's log probabilities through its
+//!   inputs, with yhat sampled); on a D_P rollout only the policy (and its
+//!   value baseline) steps, the classifiers' outputs detached. Neither part
+//!   learns from the other's images, so the policy never trains on
+//!   in-sample (over-confident) outputs. The D_C rollouts draw from their
+//!   own random streams, so with classifier learning rate 0 (skipping
+//!   them) the policy's rollouts draw the same numbers: the `-lr0` twin.
+//! - `policy`: one rollout of D_P updates both parts (one backward pass):
+//!   the first joint agent, fine-tuning the classifiers in-sample on the
+//!   policy's 15 % of the images.
+//! - `pooled`: one rollout of D_C and D_P together updates both: the
+//!   slides' setting, every training image for both parts.
 //!
 //! **Batch norm stays in eval mode** during joint fine-tuning: the
 //! classifiers normalise with their pretrained running statistics, which
@@ -78,6 +93,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, TrainOptions, TrainSummary};
 use crate::error::{Error, Result};
+use crate::expected::JointSplits;
 use crate::policy::FeatureNorm;
 use crate::reinforce::{shuffle, EpochSums, ReinforceAgent, ReinforceMode, Seeds};
 use crate::training::{
@@ -113,6 +129,28 @@ pub struct JointConfig {
     /// moving: an untrained baseline's errors would otherwise push the
     /// warm policy around in the first epoch.
     pub value_warmup: bool,
+    /// Which images each part learns from.
+    pub images: JointImages,
+    /// Cross-fitted: classifier minibatches (of D_C) per policy minibatch
+    /// (of D_P).
+    pub classifier_batches: usize,
+}
+
+/// Which images the two parts of `reinforce-joint` take gradients on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum JointImages {
+    /// The classifiers on rollouts of their own training images D_C, the
+    /// policy on rollouts of the policy images D_P (classifiers fixed
+    /// during its step): neither learns from the other's images.
+    #[default]
+    CrossFitted,
+    /// Both from the same rollouts of D_P, one backward pass (the first
+    /// joint agent: the classifiers fine-tune on the policy's images).
+    Policy,
+    /// Both from the same rollouts of D_C and D_P together: the slides'
+    /// setting, every training image for both parts.
+    Pooled,
 }
 
 impl Default for JointConfig {
@@ -125,6 +163,8 @@ impl Default for JointConfig {
             sample_prediction: true,
             detach_inputs: false,
             value_warmup: false,
+            images: JointImages::CrossFitted,
+            classifier_batches: 1,
         }
     }
 }
@@ -144,10 +184,11 @@ impl JointConfig {
                 self.classifier_weight_decay
             )));
         }
-        if self.eval_batch_size == 0 || self.norm_samples == 0 {
-            return Err(Error::Config(
-                "joint: eval_batch_size and norm_samples must be positive".into(),
-            ));
+        if self.eval_batch_size == 0 || self.norm_samples == 0 || self.classifier_batches == 0 {
+            return Err(Error::Config(format!(
+                "joint: eval_batch_size ({}), norm_samples ({}) and classifier_batches ({}) must be positive",
+                self.eval_batch_size, self.norm_samples, self.classifier_batches
+            )));
         }
         Ok(())
     }
@@ -160,7 +201,20 @@ struct ModelSource<'a> {
     temperatures: Vec<f64>,
     images: Tensor,
     device: Device,
-    detach_inputs: bool,
+    /// What the classifiers learn from these rollouts.
+    grads: Grads,
+}
+
+/// Which gradients a rollout's stage outputs carry to the classifiers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Grads {
+    /// Through `log C_k(yhat|x)` and the policy's inputs.
+    All,
+    /// Through `log C_k(yhat|x)` only ([`JointConfig::detach_inputs`]).
+    LogLikelihood,
+    /// None: the classifiers are fixed for this rollout (a policy step of
+    /// cross-fitted training).
+    None,
 }
 
 impl StageSource for ModelSource<'_> {
@@ -179,16 +233,25 @@ impl StageSource for ModelSource<'_> {
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let (features, probs) = if self.detach_inputs {
-            (out.features.detach(), probs.detach())
-        } else {
-            (out.features, probs)
-        };
-        Ok(StageOut {
-            features,
-            probs,
-            probs_cpu,
-            class_logp: Some(logp),
+        Ok(match self.grads {
+            Grads::All => StageOut {
+                features: out.features,
+                probs,
+                probs_cpu,
+                class_logp: Some(logp),
+            },
+            Grads::LogLikelihood => StageOut {
+                features: out.features.detach(),
+                probs: probs.detach(),
+                probs_cpu,
+                class_logp: Some(logp),
+            },
+            Grads::None => StageOut {
+                features: out.features.detach(),
+                probs: probs.detach(),
+                probs_cpu,
+                class_logp: None,
+            },
         })
     }
 }
@@ -236,16 +299,57 @@ impl ReinforceAgent {
     }
 }
 
+/// The rows of `a` followed by those of `b` (checked to fit the same
+/// cascade before).
+fn concat(a: &Dataset, b: &Dataset) -> Dataset {
+    let mut d = a.clone();
+    d.images.extend_from_slice(&b.images);
+    d.labels.extend_from_slice(&b.labels);
+    d
+}
+
+/// Mixes the run's seeds into the classifier rollouts' own streams, so
+/// that the policy's rollouts draw the same numbers whether or not the
+/// classifiers train (the `-lr0` twin takes the same policy steps' draws).
+const CLASSIFIER_STREAM: u64 = 0xC1A5_51F1;
+
+/// Minibatches of `0..n` without replacement, reshuffled when used up.
+struct Cycle {
+    n: usize,
+    order: Vec<usize>,
+    rng: EnvRng,
+}
+
+impl Cycle {
+    fn new(n: usize, rng: EnvRng) -> Self {
+        Cycle {
+            n,
+            order: Vec::new(),
+            rng,
+        }
+    }
+
+    fn next(&mut self, size: usize) -> Vec<usize> {
+        let size = size.min(self.n);
+        if self.order.len() < size {
+            self.order = (0..self.n).collect();
+            shuffle(&mut self.order, &mut self.rng);
+        }
+        let at = self.order.len() - size;
+        self.order.drain(at..).collect()
+    }
+}
+
 impl ReinforceAgent {
-    /// Trains the policy and the classifiers of `cascade` together on
-    /// `train`, selecting on `val` (both normalised with the cascade's
-    /// statistics, as [`cascade_rl::data::Splits`] gives them); see the
-    /// module docs. The agent keeps the fine-tuned cascade.
+    /// Trains the policy and the classifiers of `cascade` together, each
+    /// on the images [`JointConfig::images`] gives it, selecting on
+    /// `data.val` (all normalised with the cascade's statistics, as
+    /// [`cascade_rl::data::Splits`] gives them); see the module docs. The
+    /// agent keeps the fine-tuned cascade.
     pub fn train_joint(
         &mut self,
         cascade: Cascade,
-        train: &Dataset,
-        val: &Dataset,
+        data: JointSplits<'_>,
         joint: &JointConfig,
         opts: &TrainOptions,
     ) -> Result<TrainSummary> {
@@ -254,7 +358,7 @@ impl ReinforceAgent {
         cfg.validate()?;
         joint.validate()?;
         opts.validate()?;
-        for ds in [train, val] {
+        for ds in [data.classifier_train, data.policy_train, data.val] {
             if ds.is_empty()
                 || ds.shape != cascade.input_shape()
                 || ds.num_classes() != cascade.num_classes()
@@ -270,6 +374,7 @@ impl ReinforceAgent {
                 )));
             }
         }
+        let val = data.val;
         let probe = CandleBackend::new(&cascade, val, joint.eval_batch_size)?;
         self.check_fits(&probe)?;
         drop(probe);
@@ -281,7 +386,24 @@ impl ReinforceAgent {
             .unwrap_or(Device::Cpu);
         let k = cascade.len();
         let costs: Vec<f64> = cascade.macs().iter().map(|&m| m as f64).collect();
+
+        // -- Images: the policy's rollouts, and the classifiers' own when
+        //    cross-fitted (otherwise both learn from the policy's) ----------
+        let pooled;
+        let (train, classifier_train) = match joint.images {
+            JointImages::CrossFitted => (data.policy_train, Some(data.classifier_train)),
+            JointImages::Policy => (data.policy_train, None),
+            JointImages::Pooled => {
+                pooled = concat(data.classifier_train, data.policy_train);
+                (&pooled, None)
+            }
+        };
         let n = train.len();
+        let classifier_grads = if joint.detach_inputs {
+            Grads::LogLikelihood
+        } else {
+            Grads::All
+        };
 
         // -- Policy: warm start, or fresh with standardisation from training images
         let fresh_norm = || -> Result<FeatureNorm> {
@@ -307,6 +429,11 @@ impl ReinforceAgent {
         let mut baseline = BaselineState::new(cfg.baseline, &self.policy, seeds.value_init)?;
         let mut rng = EnvRng::new(seeds.sampling);
         let mut shuffle_rng = EnvRng::new(seeds.shuffle);
+        let mut classifier_rng = EnvRng::new(seeds.sampling ^ CLASSIFIER_STREAM);
+        let mut classifier_batches = Cycle::new(
+            classifier_train.map_or(0, |d| d.len()),
+            EnvRng::new(seeds.shuffle ^ CLASSIFIER_STREAM),
+        );
         self.joint = Some(joint.clone());
         self.mode = ReinforceMode::Joint;
 
@@ -328,14 +455,17 @@ impl ReinforceAgent {
         let mut step = 0;
         let mut epochs_run = 0;
 
-        let source = |batch: &[usize], detach_inputs: bool| -> Result<ModelSource<'_>> {
+        let source = |ds: &Dataset, batch: &[usize], grads: Grads| -> Result<ModelSource<'_>> {
             Ok(ModelSource {
                 models: cascade.stages().iter().map(|s| &s.model).collect(),
                 temperatures: cascade.temperatures(),
-                images: images(train, batch, &device)?,
+                images: images(ds, batch, &device)?,
                 device: device.clone(),
-                detach_inputs,
+                grads,
             })
+        };
+        let labels_of = |ds: &Dataset, batch: &[usize]| -> Vec<u32> {
+            batch.iter().map(|&i| ds.labels[i]).collect()
         };
 
         // -- A warm start's value baseline is fitted before anything moves --
@@ -345,8 +475,8 @@ impl ReinforceAgent {
             let mut order: Vec<usize> = (0..n).collect();
             shuffle(&mut order, &mut shuffle_rng);
             for batch in order.chunks(cfg.batch_size) {
-                let labels: Vec<u32> = batch.iter().map(|&i| train.labels[i]).collect();
-                let mut src = source(batch, true)?;
+                let labels = labels_of(train, batch);
+                let mut src = source(train, batch, Grads::None)?;
                 let roll = rollout(&self.policy, &mut src, &labels, &model, &mut rng)?;
                 let loss = surrogate(&roll, &baseline, 0.0, &device)?;
                 if let Some(v) = &loss.value {
@@ -368,26 +498,72 @@ impl ReinforceAgent {
             let mut sums = EpochSums::default();
             for batch in order.chunks(cfg.batch_size) {
                 step += 1;
-                // Rollout: lazily through the classifiers, with gradients.
-                let labels: Vec<u32> = batch.iter().map(|&i| train.labels[i]).collect();
-                let mut src = source(batch, joint.detach_inputs)?;
+                let labels = labels_of(train, batch);
+                let Some(d_c) = classifier_train else {
+                    // Shared rollouts: lazily through the classifiers, with
+                    // gradients; one backward pass, both optimisers.
+                    let mut src = source(train, batch, classifier_grads)?;
+                    let roll = rollout(&self.policy, &mut src, &labels, &model, &mut rng)?;
+                    let loss = surrogate(&roll, &baseline, cfg.entropy_at(epoch), &device)?;
+                    let policy_loss = finite_scalar(&loss.policy, "losses/policy", epoch, step)?;
+                    let classifier_loss = match &loss.classifier {
+                        Some(c) => finite_scalar(c, "losses/classifier", epoch, step)?,
+                        None => 0.0,
+                    };
+                    let value_loss = match &loss.value {
+                        Some(v) => finite_scalar(v, "losses/value", epoch, step)?,
+                        None => 0.0,
+                    };
+                    let grads = loss.total()?.backward()?;
+                    policy_opt.step(&grads)?;
+                    if joint.classifier_lr > 0.0 {
+                        classifier_opt.step(&grads)?;
+                    }
+                    baseline.step(&grads)?;
+                    baseline.update(&roll.returns);
+                    sums.add(&roll, policy_loss, classifier_loss, value_loss);
+                    continue;
+                };
+
+                // Cross-fitted. The classifiers: the score-function
+                // estimate of grad J on rollouts of their own images D_C
+                // (log C_k(yhat|x) and, unless detached, the policy's log
+                // probabilities through its inputs), the policy not moving.
+                let mut classifier_loss = 0.0;
+                if joint.classifier_lr > 0.0 {
+                    for _ in 0..joint.classifier_batches {
+                        let cb = classifier_batches.next(cfg.batch_size);
+                        let c_labels = labels_of(d_c, &cb);
+                        let mut src = source(d_c, &cb, classifier_grads)?;
+                        let roll = rollout(
+                            &self.policy,
+                            &mut src,
+                            &c_labels,
+                            &model,
+                            &mut classifier_rng,
+                        )?;
+                        let loss = surrogate(&roll, &baseline, 0.0, &device)?;
+                        let l = match &loss.classifier {
+                            Some(c) => (&loss.policy + c)?,
+                            None => loss.policy.clone(),
+                        };
+                        classifier_loss += finite_scalar(&l, "losses/classifier", epoch, step)?
+                            / joint.classifier_batches as f64;
+                        classifier_opt.step(&l.backward()?)?;
+                    }
+                }
+                // The policy: REINFORCE on rollouts of D_P through the
+                // classifiers as they now are, which stay fixed for it.
+                let mut src = source(train, batch, Grads::None)?;
                 let roll = rollout(&self.policy, &mut src, &labels, &model, &mut rng)?;
-                // Update both: one backward pass, two optimisers.
                 let loss = surrogate(&roll, &baseline, cfg.entropy_at(epoch), &device)?;
                 let policy_loss = finite_scalar(&loss.policy, "losses/policy", epoch, step)?;
-                let classifier_loss = match &loss.classifier {
-                    Some(c) => finite_scalar(c, "losses/classifier", epoch, step)?,
-                    None => 0.0,
-                };
                 let value_loss = match &loss.value {
                     Some(v) => finite_scalar(v, "losses/value", epoch, step)?,
                     None => 0.0,
                 };
                 let grads = loss.total()?.backward()?;
                 policy_opt.step(&grads)?;
-                if joint.classifier_lr > 0.0 {
-                    classifier_opt.step(&grads)?;
-                }
                 baseline.step(&grads)?;
                 baseline.update(&roll.returns);
                 sums.add(&roll, policy_loss, classifier_loss, value_loss);

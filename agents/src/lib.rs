@@ -63,8 +63,8 @@ pub use agent::{
 pub use backward::{BackwardAgent, BackwardConfig, StopFit, StopInputs};
 pub use error::{Error, Result};
 pub use eval::{evaluate, EvalConfig, EvalReport, Evaluated, ReportContext};
-pub use expected::{ExpectedJointConfig, JointSplits};
-pub use joint::JointConfig;
+pub use expected::{ClassifierObjective, ExpectedJointConfig, JointSplits};
+pub use joint::{JointConfig, JointImages};
 pub use kind::AgentKind;
 pub use on_traces::{
     counts_policy_cost, fit_on_traces, TraceAgent, TraceRef, TraceTrainRecord, TRACE_AGENTS,

@@ -555,6 +555,33 @@ impl ReinforceAgent {
         })
     }
 
+    /// Sets the policy to `ann`'s rule fitted on `data.train` (choosing on
+    /// `data.val`), with no further training: the "ann" start of joint
+    /// training. Returns the alpha to start from (`ann`'s under a budget,
+    /// the spec's otherwise). Needs a linear head on the confidence inputs.
+    pub fn start_as_ann(&mut self, data: TrainData<'_>, opts: &TrainOptions) -> Result<f64> {
+        opts.validate()?;
+        self.check_fits(&*data.train)?;
+        self.check_fits(&*data.val)?;
+        let mut train = record_split(data.train, "train")?;
+        let mut val = record_split(data.val, "val")?;
+        let k = train.feature_dims().len();
+        let blocks: Vec<(&[f32], usize)> = (0..k)
+            .map(|t| (train.stage_features(t), train.feature_dims()[t]))
+            .collect();
+        self.policy = StopPolicy::new(
+            self.policy.spec().clone(),
+            FeatureNorm::fit(&blocks),
+            Seeds::new(opts.seed).init,
+            &Device::Cpu,
+        )?;
+        let alpha = self.start_from_ann(&mut train, &mut val, opts)?;
+        // A set policy: joint training warm-starts from it.
+        self.mode = ReinforceMode::Frozen;
+        self.trained_with = Some(opts.clone());
+        Ok(alpha)
+    }
+
     /// Policy-only training (the `frozen` mode); see the module docs.
     fn train_frozen(&mut self, data: TrainData<'_>, opts: &TrainOptions) -> Result<TrainSummary> {
         // -- Settings -------------------------------------------------------

@@ -7,7 +7,8 @@
 
 use candle_core::Device;
 use cascade_agents::{
-    evaluate, load_agent, EvalConfig, JointConfig, ReinforceAgent, ReinforceConfig, TrainOptions,
+    evaluate, load_agent, EvalConfig, JointConfig, JointSplits, ReinforceAgent, ReinforceConfig,
+    TrainOptions,
 };
 use cascade_env::RewardSpec;
 use cascade_rl::backend::CandleBackend;
@@ -78,8 +79,11 @@ fn gpu_joint_training_on_cuda() {
     let s = agent
         .train_joint(
             cascade,
-            &splits.train,
-            &splits.val,
+            JointSplits {
+                classifier_train: &splits.train,
+                policy_train: &splits.train,
+                val: &splits.val,
+            },
             &JointConfig::default(),
             &opts,
         )

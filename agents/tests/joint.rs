@@ -4,8 +4,9 @@
 
 use candle_core::Device;
 use cascade_agents::{
-    evaluate, load_agent, Agent, EvalConfig, JointConfig, ReinforceAgent, ReinforceConfig,
-    ReinforceMode, TrainData, TrainOptions,
+    evaluate, load_agent, Agent, ClassifierObjective, EvalConfig, ExpectedJointConfig, JointConfig,
+    JointImages, JointSplits, ReinforceAgent, ReinforceConfig, ReinforceMode, TrainData,
+    TrainOptions,
 };
 use cascade_env::RewardSpec;
 use cascade_rl::backend::CandleBackend;
@@ -125,19 +126,20 @@ fn joint_training_changes_the_classifiers_and_beats_the_frozen_start() {
     .unwrap();
     assert_eq!(frozen_val.mean_reward, frozen.val_mean_reward);
 
-    // Joint, warm-started from the frozen policy.
+    // Joint, warm-started from the frozen policy, both parts on the same
+    // images.
     let joint = JointConfig {
         classifier_lr: 3e-3,
+        images: JointImages::Policy,
         ..Default::default()
     };
+    let data = JointSplits {
+        classifier_train: &splits.train,
+        policy_train: &splits.train,
+        val: &splits.val,
+    };
     let s = agent
-        .train_joint(
-            cascade.fork().unwrap(),
-            &splits.train,
-            &splits.val,
-            &joint,
-            &opts(),
-        )
+        .train_joint(cascade.fork().unwrap(), data, &joint, &opts())
         .unwrap();
     eprintln!(
         "frozen val reward {:.4} (error {:.3}); joint {:.4} (error {:.3}) at epoch {}",
@@ -178,4 +180,179 @@ fn joint_training_changes_the_classifiers_and_beats_the_frozen_start() {
     let mut val_r = CandleBackend::new(&reloaded, &splits.val, 256).unwrap();
     let r2 = evaluate(&*back, &mut val_r, &opts().spec, &cfg).unwrap();
     assert_eq!(r2.mean_reward, r.mean_reward);
+}
+
+/// A frozen-trained agent on `cascade` (the warm start of the joint runs).
+fn frozen_agent(cascade: &Cascade, splits: &Splits, dir: &std::path::Path) -> ReinforceAgent {
+    let mut train_b = CandleBackend::new(cascade, &splits.train, 256).unwrap();
+    let mut val_b = CandleBackend::new(cascade, &splits.val, 256).unwrap();
+    let cfg = ReinforceConfig {
+        epochs: 3,
+        ..Default::default()
+    };
+    let mut agent = ReinforceAgent::for_backend(cfg, &train_b).unwrap();
+    agent
+        .train(
+            TrainData {
+                train: &mut train_b,
+                val: &mut val_b,
+            },
+            &opts(),
+        )
+        .unwrap();
+    agent.save(dir).unwrap();
+    agent
+}
+
+fn policy_weights(a: &ReinforceAgent) -> Vec<Vec<f32>> {
+    cascade_rl::nn::named_vars(a.policy().varmap())
+        .unwrap()
+        .iter()
+        .map(|(_, v)| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn cross_fitted_joint_training_keeps_each_part_on_its_own_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cascade, splits) = tiny_cascade(&dir.path().join("cascade"));
+    let before = weights(&cascade);
+    let start = dir.path().join("frozen");
+    frozen_agent(&cascade, &splits, &start);
+    let n = splits.train.len();
+    let d_c = splits.train.subset(&(0..n / 2).collect::<Vec<_>>());
+    let d_p = splits.train.subset(&(n / 2..n).collect::<Vec<_>>());
+    let other = splits.test.clone();
+    let run = |classifier_train: &cascade_rl::data::Dataset, joint: &JointConfig| {
+        let mut a = ReinforceAgent::load(&start).unwrap();
+        let data = JointSplits {
+            classifier_train,
+            policy_train: &d_p,
+            val: &splits.val,
+        };
+        let cfg = ReinforceConfig {
+            epochs: 3,
+            patience: 0,
+            ..a.config().clone()
+        };
+        a.set_config(cfg).unwrap();
+        let s = a
+            .train_joint(cascade.fork().unwrap(), data, joint, &opts())
+            .unwrap();
+        (a, s)
+    };
+
+    // The -lr0 twin: the classifiers' images are never used, and the
+    // policy's draws do not depend on how many classifier batches there
+    // would be: the same policy from other classifier images.
+    let lr0 = JointConfig {
+        classifier_lr: 0.0,
+        ..Default::default()
+    };
+    let (a, s) = run(&d_c, &lr0);
+    let (b, _) = run(
+        &other,
+        &JointConfig {
+            classifier_batches: 3,
+            ..lr0.clone()
+        },
+    );
+    assert_eq!(weights(a.cascade().unwrap()), before);
+    assert_eq!(policy_weights(&a), policy_weights(&b));
+    assert!(s.history.iter().all(|h| h.classifier_loss == 0.0));
+
+    // With a classifier learning rate the classifiers move, from D_C
+    // rollouts, and the policy then differs from its twin's.
+    let joint = JointConfig {
+        classifier_lr: 3e-3,
+        ..Default::default()
+    };
+    let (c, s) = run(&d_c, &joint);
+    assert_ne!(weights(c.cascade().unwrap()), before);
+    assert!(s.history.iter().all(|h| h.classifier_loss != 0.0));
+    assert!(s.val_mean_reward.is_finite());
+    assert_ne!(policy_weights(&c), policy_weights(&a));
+    // Other classifier images, other classifiers.
+    let (d, _) = run(&other, &joint);
+    assert_ne!(weights(d.cascade().unwrap()), weights(c.cascade().unwrap()));
+
+    // Pooled (the slides' setting): every training image for both parts;
+    // a different run from the policy images alone.
+    let pooled = JointConfig {
+        images: JointImages::Pooled,
+        ..joint.clone()
+    };
+    let (e, _) = run(&d_c, &pooled);
+    let (f, _) = run(
+        &d_c,
+        &JointConfig {
+            images: JointImages::Policy,
+            ..joint
+        },
+    );
+    assert_ne!(weights(e.cascade().unwrap()), weights(f.cascade().unwrap()));
+}
+
+#[test]
+fn expected_joint_takes_the_exact_gradient_of_j_or_the_routing_cross_entropy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cascade, splits) = tiny_cascade(&dir.path().join("cascade"));
+    let before = weights(&cascade);
+    let start = dir.path().join("frozen");
+    frozen_agent(&cascade, &splits, &start);
+    let n = splits.train.len();
+    let d_c = splits.train.subset(&(0..n / 2).collect::<Vec<_>>());
+    let d_p = splits.train.subset(&(n / 2..n).collect::<Vec<_>>());
+    let run = |ecfg: &ExpectedJointConfig| {
+        let mut a = ReinforceAgent::load(&start).unwrap();
+        a.set_config(ReinforceConfig {
+            epochs: 2,
+            patience: 0,
+            entropy_coef: 0.0,
+            ..a.config().clone()
+        })
+        .unwrap();
+        let data = JointSplits {
+            classifier_train: &d_c,
+            policy_train: &d_p,
+            val: &splits.val,
+        };
+        let s = a
+            .train_expected_joint(cascade.fork().unwrap(), data, ecfg, &opts())
+            .unwrap();
+        (weights(a.cascade().unwrap()), s)
+    };
+    let base = ExpectedJointConfig {
+        classifier_lr: 3e-3,
+        classifier_steps: 5,
+        classifier_batch: 64,
+        ..Default::default()
+    };
+    assert_eq!(base.classifier_objective, ClassifierObjective::ExactJ);
+    let (exact, s) = run(&base);
+    // -J over a minibatch lies in [0, 1 + alpha * cost] (the 0-1 loss).
+    assert!(s
+        .history
+        .iter()
+        .all(|h| h.classifier_loss > 0.0 && h.classifier_loss < 2.0));
+    let (ce, s_ce) = run(&ExpectedJointConfig {
+        classifier_objective: ClassifierObjective::RoutingCe,
+        ..base.clone()
+    });
+    assert_ne!(exact, before);
+    assert_ne!(ce, before);
+    assert_ne!(exact, ce);
+    assert!(s_ce.history.iter().all(|h| h.classifier_loss > 0.0));
+    let (lr0, s0) = run(&ExpectedJointConfig {
+        classifier_lr: 0.0,
+        ..base
+    });
+    assert_eq!(lr0, before);
+    assert!(s0.history.iter().all(|h| h.classifier_loss == 0.0));
 }

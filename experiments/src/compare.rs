@@ -307,6 +307,15 @@ pub fn comparison_markdown(run: &Path, rec: &RunRecord, rows: &[ResultRow]) -> R
     paired_and_ablations(run, rec, rows, &present, s)
 }
 
+/// The `-lr0` twin of joint arm `name`: the variant's named twin, else
+/// `{name}-lr0`.
+pub fn twin_of(cfg: &crate::study::StudyConfig, name: &str) -> Option<String> {
+    match cfg.variants.iter().find(|v| v.name == name) {
+        Some(v) if v.twin.is_some() => v.twin.clone(),
+        _ => Some(format!("{name}-lr0")),
+    }
+}
+
 /// The paired tests and the ablation table, appended to `s`.
 fn paired_and_ablations(
     run: &Path,
@@ -319,6 +328,7 @@ fn paired_and_ablations(
     // -- Paired tests -------------------------------------------------------
     let threshold = present.iter().find(|(a, _, _)| *a == "threshold");
     let ann = present.iter().find(|(a, _, _)| *a == "ann");
+    let frozen = present.iter().find(|(a, _, _)| *a == "reinforce-frozen");
     let last_err = last_stage_error(run)?;
     let mut lines = Vec::new();
     // The joint agents (the study's question), the agents fitted by
@@ -347,7 +357,23 @@ fn paired_and_ablations(
                 None => Ok(None),
             };
             let vs_ann = if *a == "ann" { None } else { same_point(ann)? };
-            for other in [same_point(threshold)?, vs_ann, last_err.clone()] {
+            // A joint arm against its -lr0 twin (the same policy updates,
+            // classifiers fixed) and against the frozen learner.
+            let joint_arm = a.contains("joint") && !a.ends_with("-lr0");
+            let (vs_twin, vs_frozen) = if joint_arm {
+                let twin =
+                    twin_of(cfg, a).and_then(|t| present.iter().find(|(n, _, _)| *n == t.as_str()));
+                (same_point(twin)?, same_point(frozen)?)
+            } else {
+                (None, None)
+            };
+            for other in [
+                same_point(threshold)?,
+                vs_ann,
+                last_err.clone(),
+                vs_twin,
+                vs_frozen,
+            ] {
                 cells.push(match other {
                     Some(eb) if eb.len() == ea.len() => {
                         let (m, lo, hi) = paired_bootstrap(&ea, &eb, 2000, 7)?;
@@ -362,7 +388,7 @@ fn paired_and_ablations(
     if !lines.is_empty() {
         let _ = writeln!(
             s,
-            "## Paired tests on the test images\n\nDifference in test error (percentage points, the agent minus the other; negative: the agent is better) with a 95% paired-bootstrap interval over the test images; per-image errors are averaged over seeds. The FLOPs of the two may differ (see the budget table).\n\n| agent | vs threshold at the same point | vs `ann` at the same point | vs the last stage alone |\n|---|---:|---:|---:|"
+            "## Paired tests on the test images\n\nDifference in test error (percentage points, the agent minus the other; negative: the agent is better) with a 95% paired-bootstrap interval over the test images; per-image errors are averaged over seeds. The FLOPs of the two may differ (see the budget table). A joint arm's twin is the same arm with classifier learning rate 0 (the same policy updates).\n\n| agent | vs threshold at the same point | vs `ann` at the same point | vs the last stage alone | vs its `-lr0` twin | vs reinforce-frozen |\n|---|---:|---:|---:|---:|---:|"
         );
         for c in lines {
             let _ = writeln!(s, "| {} |", c.join(" | "));

@@ -95,9 +95,9 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
     );
     // 3 static + oracle + 31 oracle-alpha + 3 x 2 threshold (shared,
     // per-stage, entropy) + 2 backward-induction + 2 ann + 4 frozen + 4
-    // reinforce-joint + 4 expected-joint + 13 ablations x 2 seeds at the
-    // first alpha.
-    assert_eq!((o.computed, o.skipped), (83, 0));
+    // reinforce-joint + 4 expected-joint + 17 joint arms x 2 seeds at the
+    // ablation point + the main arm's -lr0 twin at every alpha x 2 seeds.
+    assert_eq!((o.computed, o.skipped), (97, 0));
     assert_eq!(
         stage_files(&dir.join("cascade")),
         before,
@@ -110,7 +110,7 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
     assert_eq!(head, header(3, 4));
     assert_eq!(&head[..FIXED_COLUMNS.len()], FIXED_COLUMNS);
     let rows = read_results(&dir.join(RESULTS_FILE)).unwrap();
-    assert_eq!(rows.len(), 83);
+    assert_eq!(rows.len(), 97);
     for agent in [
         "static-1",
         "static-3",
@@ -124,12 +124,16 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
         "reinforce-frozen",
         "reinforce-joint",
         "expected-joint",
-        "reinforce-joint-prev",
-        "expected-joint-plain-ce",
+        "reinforce-joint-lr0",
+        "reinforce-joint-pooled",
+        "reinforce-joint-ann",
+        "reinforce-joint-cold",
+        "expected-joint-routing-ce",
+        "expected-joint-ann-lr0",
     ] {
         assert!(rows.iter().any(|r| r.agent == agent), "no {agent} row");
     }
-    // Warm-started joint agents select on validation from the frozen
+    // Joint arms started "mixed" select on validation from the frozen
     // agent's policy and the pretrained classifiers (epoch 0), so none is
     // worse than the frozen agent on validation at the same point and seed.
     for r in rows.iter().filter(|r| {
@@ -137,14 +141,15 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
             "reinforce-joint",
             "expected-joint",
             "reinforce-joint-lr0",
-            "reinforce-joint-prev-warm",
-            "reinforce-joint-gentle",
-            "reinforce-joint-gentle-lr0",
-            "expected-joint-argmax",
-            "expected-joint-gentle",
+            "reinforce-joint-clr-low",
+            "reinforce-joint-clr-high",
+            "reinforce-joint-detached",
+            "reinforce-joint-pooled",
+            "reinforce-joint-pooled-lr0",
             "expected-joint-lr0",
-            "expected-joint-own-aug",
-            "expected-joint-plain-ce",
+            "expected-joint-routing-ce",
+            "expected-joint-clr-low",
+            "expected-joint-clr-high",
         ]
         .contains(&r.agent.as_str())
     }) {
@@ -250,7 +255,7 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
 
     // -- Rerun: nothing trained, results unchanged.
     let o = run(&study_args(&dir, &[]));
-    assert_eq!((o.computed, o.skipped), (0, 83));
+    assert_eq!((o.computed, o.skipped), (0, 97));
     assert_eq!(
         std::fs::read_to_string(dir.join(RESULTS_FILE)).unwrap(),
         text
@@ -272,7 +277,7 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
     let a = run(&study_args(&sharded, &["--shard", "0/2"]));
     let b = run(&study_args(&sharded, &["--shard", "1/2"]));
     assert!(!a.pretrained && !b.pretrained);
-    assert_eq!(a.computed + b.computed, 83);
+    assert_eq!(a.computed + b.computed, 97);
     assert!(a.computed > 0 && b.computed > 0);
     assert!(sharded.join("results.shard-0-of-2.csv").exists());
     assert!(!sharded.join(RESULTS_FILE).exists());

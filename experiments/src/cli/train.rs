@@ -29,15 +29,16 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use cascade_agents::{
     Agent, AgentKind, BackwardAgent, BackwardConfig, Confidence, Estimator, JointConfig,
-    OracleAgent, PolicyInit, PolicyInputs, ReinforceAgent, ReinforceConfig, StaticAgent,
-    ThresholdAgent, ThresholdConfig, TrainData, TrainOptions, TrainSummary,
+    JointImages, JointSplits, OracleAgent, PolicyInit, PolicyInputs, ReinforceAgent,
+    ReinforceConfig, StaticAgent, ThresholdAgent, ThresholdConfig, TrainData, TrainOptions,
+    TrainSummary,
 };
 use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
 use cascade_rl::backend::{cascade_policy_split, cascade_splits, CandleBackend, DEFAULT_BATCH};
 use cascade_rl::checkpoint::{Cascade, TRAIN_LOG_FILE};
 use cascade_rl::device::DeviceSpec;
 use cascade_rl::folder::{FolderKind, NewFolder, Replace};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 /// File of the resolved training arguments in an agent folder.
@@ -120,6 +121,13 @@ pub struct TrainArgs {
     /// REINFORCE --joint: classifier learning rate.
     #[arg(long, allow_negative_numbers = true)]
     pub classifier_lr: Option<f64>,
+    /// REINFORCE --joint: which images each part learns from
+    /// (cross-fitted: the classifiers on their own training images, the
+    /// policy on the held-out policy images; policy: both on the policy
+    /// images; pooled: both on all of them). Default: cross-fitted when the
+    /// cascade records held-out policy images, policy otherwise.
+    #[arg(long, value_enum)]
+    pub joint_images: Option<JointImages>,
     /// REINFORCE: hidden width of the policy heads.
     #[arg(long)]
     pub hidden: Option<usize>,
@@ -385,15 +393,34 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 None => ReinforceAgent::new(cfg, &cascade.feature_dims(), cascade.num_classes())?,
             };
             let s = if args.joint {
+                let images = match (args.joint_images, &policy_images) {
+                    (Some(JointImages::Policy), _) | (None, None) => JointImages::Policy,
+                    (Some(other), None) => bail!(
+                        "--joint-images {} needs policy images held out from the classifiers' \
+                         training images, and {} records none; use --joint-images policy",
+                        other
+                            .to_possible_value()
+                            .map_or_else(String::new, |v| v.get_name().to_string()),
+                        cascade_dir.join("cascade.json").display()
+                    ),
+                    (Some(other), Some(_)) => other,
+                    (None, Some(_)) => JointImages::CrossFitted,
+                };
                 let joint = JointConfig {
                     classifier_lr: args
                         .classifier_lr
                         .unwrap_or(JointConfig::default().classifier_lr),
+                    images,
                     ..Default::default()
                 };
                 record.mode = Some("joint".into());
                 record.joint = Some(joint.clone());
-                a.train_joint(cascade.fork()?, agent_train, &splits.val, &joint, &opts)?
+                let data = JointSplits {
+                    classifier_train: &splits.train,
+                    policy_train: agent_train,
+                    val: &splits.val,
+                };
+                a.train_joint(cascade.fork()?, data, &joint, &opts)?
             } else {
                 if args.init.is_some() {
                     bail!("--init starts joint training from a saved policy; use it with --joint");

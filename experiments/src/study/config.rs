@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use cascade_agents::{
-    AgentKind, BackwardConfig, Estimator, ExpectedJointConfig, JointConfig, PolicyInit,
-    PolicyInputs, ReinforceConfig, ThresholdConfig,
+    AgentKind, BackwardConfig, ClassifierObjective, Estimator, ExpectedJointConfig, JointConfig,
+    JointImages, PolicyInit, PolicyInputs, ReinforceConfig, ThresholdConfig,
 };
 use cascade_env::RewardSpec;
 use cascade_rl::data::{find_data_dir, DatasetKind, SplitConfig, SyntheticConfig};
@@ -40,9 +40,18 @@ pub struct Variant {
     pub base: AgentKind,
     /// What changed, one line (the ablation table's label).
     pub description: String,
-    /// Start from a fresh policy instead of the frozen agent's.
+    /// Where a joint variant's policy starts.
     #[serde(default)]
-    pub cold_start: bool,
+    pub start: JointStart,
+    /// Runs at every point of the sweep, not only at the ablation points
+    /// (the main arm's `-lr0` twin).
+    #[serde(default)]
+    pub every_point: bool,
+    /// A joint arm's `-lr0` twin (the same policy updates, classifier
+    /// learning rate 0), when it is not `{name}-lr0`: arms that differ
+    /// only in the classifiers' learning rate or loss share one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twin: Option<String>,
     /// Replaces the base agent's policy training settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<ReinforceConfig>,
@@ -52,6 +61,24 @@ pub struct Variant {
     /// Replaces the study's `expected_classifiers` (base `expected-joint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected: Option<ExpectedJointConfig>,
+}
+
+/// Where the policy of a joint agent starts (the classifiers always start
+/// from the pretrained cascade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JointStart {
+    /// "Mixed", after Kubaty et al. (ICML 2025): backbone first, then
+    /// joint. The frozen learner's policy at the same point and seed
+    /// (trained on the pretrained classifiers) and, under a budget, the
+    /// alpha its dual ascent reached.
+    #[default]
+    Mixed,
+    /// Cold: a fresh policy (and, under a budget, the study's first alpha).
+    Cold,
+    /// `ann`'s rule fitted on the policy images, copied exactly into the
+    /// linear head, and the alpha `ann` chose on validation.
+    Ann,
 }
 
 /// How the cascade is pretrained (and what a reused one must match).
@@ -270,7 +297,10 @@ impl StudyConfig {
                 c.pretrain.agent_fraction = 0.15;
                 c.frozen = frozen_learner(100);
                 c.joint = policy(12);
-                c.joint_classifiers.classifier_lr = 3e-4;
+                // The middle of the three classifier learning rates the
+                // study sweeps (3e-6, 3e-5, 3e-4); at 3e-4 the cascade's
+                // confidences run away within an epoch (docs/results/fmnist).
+                c.joint_classifiers.classifier_lr = 3e-5;
                 c.expected = ReinforceConfig {
                     epochs: 8,
                     ..expected_policy()
@@ -478,7 +508,9 @@ impl StudyConfig {
                 AgentKind::ReinforceJoint if v.expected.is_none() => {}
                 AgentKind::ExpectedJoint if v.joint.is_none() => {}
                 AgentKind::ReinforceFrozen
-                    if v.joint.is_none() && v.expected.is_none() && !v.cold_start => {}
+                    if v.joint.is_none()
+                        && v.expected.is_none()
+                        && v.start == JointStart::default() => {}
                 _ => {
                     return Err(Error::Config(format!(
                         "variant '{}': base must be reinforce-joint (with `joint` settings), \
@@ -486,6 +518,14 @@ impl StudyConfig {
                          `policy` settings only)",
                         v.name
                     )))
+                }
+            }
+            if let Some(t) = &v.twin {
+                if !self.variants.iter().any(|w| &w.name == t) {
+                    return Err(Error::Config(format!(
+                        "variant '{}': its twin '{t}' is not a variant of this study",
+                        v.name
+                    )));
                 }
             }
             if let Some(j) = &v.joint {
@@ -594,7 +634,9 @@ pub fn frozen_diagnostics() -> Vec<Variant> {
         name: name.into(),
         base: AgentKind::ReinforceFrozen,
         description: description.into(),
-        cold_start: false,
+        start: JointStart::Mixed,
+        every_point: false,
+        twin: None,
         policy: Some(policy),
         joint: None,
         expected: None,
@@ -671,181 +713,188 @@ pub fn frozen_diagnostics() -> Vec<Variant> {
     ]
 }
 
-/// The ablations of the joint agents, one change at a time against the
-/// joint agent this toolkit shipped first (argmax prediction in training, a
-/// fresh policy, classifiers fine-tuned on the policy images), plus the
-/// compute control and sanity checks; the most telling first (a study
-/// stopped early has them).
+/// The arms of the joint comparison beside the two joint agents (both
+/// cross-fitted, started "mixed" from the frozen learner): the classifier
+/// learning rates the main arm is chosen among (on validation), the other
+/// starts, the slides' own setting (every training image for both parts),
+/// the routing cross-entropy of `expected-joint`, and every arm's `-lr0`
+/// twin (the same policy updates, classifier learning rate 0; arms that
+/// differ only in the classifiers' learning rate or loss share one). The
+/// cheap and most telling first, so a study stopped early has them; the
+/// main arm's twin runs at every point of the sweep.
 pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
-    let prev = JointConfig {
-        sample_prediction: false,
-        ..c.joint_classifiers.clone()
-    };
-    let v = |name: &str, base, description: &str, cold_start| Variant {
+    let v = |name: &str, base, description: &str, start| Variant {
         name: name.into(),
         base,
         description: description.into(),
-        cold_start,
+        start,
+        every_point: false,
+        twin: None,
         policy: None,
         joint: None,
         expected: None,
     };
-    // A warm start needs a gentler policy step than a fresh policy.
-    let gentle = ReinforceConfig {
-        lr: 1e-3,
-        entropy_coef: 0.0,
-        ..c.joint.clone()
+    let rj = |name: &str, description: &str, start, joint: JointConfig| Variant {
+        joint: Some(joint),
+        ..v(name, AgentKind::ReinforceJoint, description, start)
     };
+    let ej = |name: &str, description: &str, start, expected: ExpectedJointConfig| Variant {
+        expected: Some(expected),
+        ..v(name, AgentKind::ExpectedJoint, description, start)
+    };
+    let joint = |lr: f64, images: JointImages| JointConfig {
+        classifier_lr: lr,
+        images,
+        ..c.joint_classifiers.clone()
+    };
+    let expected = |lr: f64, objective: ClassifierObjective| ExpectedJointConfig {
+        classifier_lr: lr,
+        classifier_objective: objective,
+        ..c.expected_classifiers.clone()
+    };
+    let (jlr, elr) = (
+        c.joint_classifiers.classifier_lr,
+        c.expected_classifiers.classifier_lr,
+    );
+    let cross = JointImages::CrossFitted;
+    let exact = ClassifierObjective::ExactJ;
+    use JointStart::{Ann, Cold, Mixed};
     vec![
         Variant {
-            expected: Some(ExpectedJointConfig {
-                augment_all_stages: false,
-                ..c.expected_classifiers.clone()
-            }),
-            ..v(
-                "expected-joint-own-aug",
-                AgentKind::ExpectedJoint,
-                "expected-joint with each stage's own augmentation in the classifier rounds",
-                false,
-            )
-        },
-        Variant {
-            policy: Some(gentle.clone()),
-            joint: Some(JointConfig {
-                value_warmup: true,
-                ..c.joint_classifiers.clone()
-            }),
-            ..v(
-                "reinforce-joint-gentle",
-                AgentKind::ReinforceJoint,
-                "reinforce-joint with policy lr 1e-3, no entropy bonus, value baseline fitted first",
-                false,
-            )
-        },
-        Variant {
-            policy: Some(gentle),
-            joint: Some(JointConfig {
-                value_warmup: true,
-                classifier_lr: 0.0,
-                ..c.joint_classifiers.clone()
-            }),
-            ..v(
-                "reinforce-joint-gentle-lr0",
-                AgentKind::ReinforceJoint,
-                "reinforce-joint-gentle with classifier learning rate 0",
-                false,
-            )
-        },
-        Variant {
-            expected: Some(ExpectedJointConfig {
-                sample_prediction: false,
-                ..c.expected_classifiers.clone()
-            }),
-            ..v(
-                "expected-joint-argmax",
-                AgentKind::ExpectedJoint,
-                "expected-joint with the argmax prediction in the policy's objective",
-                false,
-            )
-        },
-        Variant {
-            policy: Some(ReinforceConfig {
-                lr: 1e-3,
-                ..c.expected.clone()
-            }),
-            ..v(
-                "expected-joint-gentle",
-                AgentKind::ExpectedJoint,
-                "expected-joint with policy lr 1e-3",
-                false,
-            )
-        },
-        Variant {
-            expected: Some(ExpectedJointConfig {
-                classifier_lr: 0.0,
-                ..c.expected_classifiers.clone()
-            }),
-            ..v(
-                "expected-joint-lr0",
-                AgentKind::ExpectedJoint,
-                "expected-joint with classifier learning rate 0 (the exact policy gradient on frozen classifiers)",
-                false,
-            )
-        },
-        Variant {
-            joint: Some(prev.clone()),
-            ..v(
-                "reinforce-joint-prev",
-                AgentKind::ReinforceJoint,
-                "the first joint agent: argmax yhat in training, fresh policy",
-                true,
-            )
-        },
-        Variant {
-            joint: Some(JointConfig {
-                sample_prediction: true,
-                ..prev.clone()
-            }),
-            ..v(
-                "reinforce-joint-prev-sampled",
-                AgentKind::ReinforceJoint,
-                "first joint agent + yhat ~ C_k in training",
-                true,
-            )
-        },
-        Variant {
-            expected: Some(ExpectedJointConfig {
-                routing_weights: false,
-                ..c.expected_classifiers.clone()
-            }),
-            ..v(
-                "expected-joint-plain-ce",
-                AgentKind::ExpectedJoint,
-                "compute control: plain cross-entropy fine-tuning, same steps",
-                false,
-            )
-        },
-        Variant {
-            joint: Some(prev.clone()),
-            ..v(
-                "reinforce-joint-prev-warm",
-                AgentKind::ReinforceJoint,
-                "first joint agent + warm start from the frozen agent",
-                false,
-            )
-        },
-        Variant {
-            joint: Some(JointConfig {
-                detach_inputs: true,
-                ..prev
-            }),
-            ..v(
-                "reinforce-joint-prev-detached",
-                AgentKind::ReinforceJoint,
-                "first joint agent + policy inputs detached from the classifiers",
-                true,
-            )
-        },
-        Variant {
-            joint: Some(JointConfig {
-                classifier_lr: 0.0,
-                ..c.joint_classifiers.clone()
-            }),
-            ..v(
+            every_point: true,
+            ..rj(
                 "reinforce-joint-lr0",
-                AgentKind::ReinforceJoint,
-                "sanity: reinforce-joint with classifier learning rate 0",
-                false,
+                "reinforce-joint's twin: classifier learning rate 0",
+                Mixed,
+                joint(0.0, cross),
             )
         },
         Variant {
-            ..v(
-                "expected-joint-cold",
-                AgentKind::ExpectedJoint,
-                "expected-joint from a fresh policy",
-                true,
+            twin: Some("reinforce-joint-lr0".into()),
+            ..rj(
+                "reinforce-joint-clr-low",
+                "reinforce-joint, classifier learning rate a tenth of the default",
+                Mixed,
+                joint(jlr / 10.0, cross),
             )
         },
+        Variant {
+            twin: Some("reinforce-joint-lr0".into()),
+            ..rj(
+                "reinforce-joint-clr-high",
+                "reinforce-joint, classifier learning rate ten times the default",
+                Mixed,
+                joint(jlr * 10.0, cross),
+            )
+        },
+        Variant {
+            twin: Some("reinforce-joint-lr0".into()),
+            ..rj(
+                "reinforce-joint-detached",
+                "reinforce-joint, classifier gradients through log C_k(yhat|x) only (the policy's inputs detached; twin: reinforce-joint-lr0)",
+                Mixed,
+                JointConfig {
+                    detach_inputs: true,
+                    ..joint(jlr, cross)
+                },
+            )
+        },
+        Variant {
+            every_point: true,
+            ..ej(
+                "expected-joint-lr0",
+                "expected-joint's twin: classifier learning rate 0",
+                Mixed,
+                expected(0.0, exact),
+            )
+        },
+        rj(
+            "reinforce-joint-ann",
+            "reinforce-joint started from ann's rule",
+            Ann,
+            joint(jlr, cross),
+        ),
+        rj(
+            "reinforce-joint-ann-lr0",
+            "reinforce-joint-ann's twin",
+            Ann,
+            joint(0.0, cross),
+        ),
+        rj(
+            "reinforce-joint-cold",
+            "reinforce-joint from a fresh policy",
+            Cold,
+            joint(jlr, cross),
+        ),
+        rj(
+            "reinforce-joint-cold-lr0",
+            "reinforce-joint-cold's twin",
+            Cold,
+            joint(0.0, cross),
+        ),
+        Variant {
+            twin: Some("expected-joint-lr0".into()),
+            ..ej(
+                "expected-joint-routing-ce",
+                "expected-joint, classifiers on the routing-weighted cross-entropy (twin: expected-joint-lr0)",
+                Mixed,
+                expected(elr, ClassifierObjective::RoutingCe),
+            )
+        },
+        Variant {
+            twin: Some("expected-joint-lr0".into()),
+            ..ej(
+                "expected-joint-clr-low",
+                "expected-joint, classifier learning rate a tenth of the default",
+                Mixed,
+                expected(elr / 10.0, exact),
+            )
+        },
+        Variant {
+            twin: Some("expected-joint-lr0".into()),
+            ..ej(
+                "expected-joint-clr-high",
+                "expected-joint, classifier learning rate ten times the default",
+                Mixed,
+                expected(elr * 10.0, exact),
+            )
+        },
+        rj(
+            "reinforce-joint-pooled",
+            "the slides' setting: both parts on every training image (D_C and D_P)",
+            Mixed,
+            joint(jlr, JointImages::Pooled),
+        ),
+        rj(
+            "reinforce-joint-pooled-lr0",
+            "reinforce-joint-pooled's twin",
+            Mixed,
+            joint(0.0, JointImages::Pooled),
+        ),
+        ej(
+            "expected-joint-ann",
+            "expected-joint started from ann's rule",
+            Ann,
+            expected(elr, exact),
+        ),
+        ej(
+            "expected-joint-ann-lr0",
+            "expected-joint-ann's twin",
+            Ann,
+            expected(0.0, exact),
+        ),
+        ej(
+            "expected-joint-cold",
+            "expected-joint from a fresh policy",
+            Cold,
+            expected(elr, exact),
+        ),
+        ej(
+            "expected-joint-cold-lr0",
+            "expected-joint-cold's twin",
+            Cold,
+            expected(0.0, exact),
+        ),
     ]
 }
 
@@ -897,6 +946,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("imagenet") && e.contains("quick"), "{e}");
+    }
+
+    #[test]
+    fn a_twin_must_be_a_variant_and_the_main_twin_runs_everywhere() {
+        let mut c = StudyConfig::preset("joint_vs_frozen", "fmnist", None).unwrap();
+        let lr0 = c
+            .variants
+            .iter()
+            .find(|v| v.name == "reinforce-joint-lr0")
+            .unwrap();
+        assert!(lr0.every_point);
+        assert_eq!(lr0.joint.as_ref().unwrap().classifier_lr, 0.0);
+        let low = c
+            .variants
+            .iter_mut()
+            .find(|v| v.name == "reinforce-joint-clr-low")
+            .unwrap();
+        assert_eq!(low.twin.as_deref(), Some("reinforce-joint-lr0"));
+        low.twin = Some("no-such-arm".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("no-such-arm") && e.contains("twin"), "{e}");
     }
 
     #[test]

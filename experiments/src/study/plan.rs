@@ -92,7 +92,7 @@ pub(super) fn plan(cfg: &StudyConfig) -> Vec<Unit> {
         }
         for p in &points {
             let x = p.budget.unwrap_or(p.alpha);
-            if cfg.ablation_points.is_empty() || cfg.ablation_points.contains(&x) {
+            if v.every_point || cfg.ablation_points.is_empty() || cfg.ablation_points.contains(&x) {
                 for &s in &cfg.seeds {
                     units.push(Unit::Variant(i, *p, s));
                 }
@@ -161,7 +161,10 @@ mod tests {
         cfg.alphas = vec![0.1, 0.2];
         cfg.seeds = vec![0, 1];
         let units = plan(&cfg);
-        assert_eq!(units.len(), 4 + 4 + 2 + 3);
+        // Frozen, joint, threshold, static + oracles, and the main joint
+        // arm's -lr0 twin at every point (the other ablations run only at
+        // 0.05, not swept here).
+        assert_eq!(units.len(), 4 + 4 + 2 + 3 + 4);
         assert!(matches!(
             units[0],
             Unit::Agent(AgentKind::ReinforceFrozen, _, Some(0))
@@ -179,5 +182,6 @@ mod tests {
         assert_eq!(unique.len(), keys.len());
         assert!(keys.contains(&"reinforce-joint alpha 0.2 seed 1".to_string()));
         assert!(keys.contains(&"static-3".to_string()));
+        assert!(keys.contains(&"reinforce-joint-lr0 alpha 0.1 seed 1".to_string()));
     }
 }

@@ -13,7 +13,7 @@ use cascade_rl::backend::CandleBackend;
 use cascade_rl::checkpoint::Cascade;
 
 use super::cache::Traces;
-use super::config::{StudyConfig, Variant};
+use super::config::{JointStart, StudyConfig, Variant};
 use super::data::StudyData;
 use super::oracle::oracle_at;
 use super::plan::{Point, Unit};
@@ -32,8 +32,8 @@ pub(super) struct AgentJob {
     /// Its name in results and agent folders.
     pub(super) name: String,
     pub(super) kind: AgentKind,
-    /// Joint kinds: start from a fresh policy instead of the frozen agent.
-    pub(super) cold_start: bool,
+    /// Joint kinds: where the policy starts.
+    pub(super) start: JointStart,
     /// Joint kinds: replaces the study's policy settings.
     pub(super) policy: Option<ReinforceConfig>,
     pub(super) joint: cascade_agents::JointConfig,
@@ -46,7 +46,7 @@ impl AgentJob {
         AgentJob {
             name: kind.name().to_string(),
             kind,
-            cold_start: false,
+            start: JointStart::Mixed,
             policy: None,
             joint: cfg.joint_classifiers.clone(),
             expected: cfg.expected_classifiers.clone(),
@@ -58,7 +58,7 @@ impl AgentJob {
         AgentJob {
             name: v.name.clone(),
             kind: v.base,
-            cold_start: v.cold_start,
+            start: v.start,
             policy: v.policy.clone(),
             joint: v
                 .joint
@@ -309,8 +309,8 @@ impl Ctx<'_> {
         Ok((agent, summary))
     }
 
-    /// Trains a joint agent (or an ablation of one), warm-started from the
-    /// frozen agent at the same point and seed unless `job.cold_start`.
+    /// Trains a joint agent (or an ablation of one), its policy started
+    /// as `job.start` says.
     fn train_joint(
         &mut self,
         job: &AgentJob,
@@ -318,18 +318,32 @@ impl Ctx<'_> {
         seed: u64,
         dir: &Path,
     ) -> Result<(ReinforceAgent, TrainSummary)> {
-        // Warm start: the frozen agent at the same point and seed (and,
-        // under a budget, the alpha its dual ascent reached).
-        let (mut agent, start_alpha) = if job.cold_start {
-            let fresh = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
-            (fresh, None)
-        } else {
-            let (frozen, alpha) = self.frozen_agent(p, seed)?;
-            (frozen, Some(alpha))
+        let (mut agent, start_alpha) = match job.start {
+            JointStart::Cold => {
+                let fresh = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
+                (fresh, None)
+            }
+            // The frozen agent at the same point and seed (and, under a
+            // budget, the alpha its dual ascent reached).
+            JointStart::Mixed => {
+                let (frozen, alpha) = self.frozen_agent(p, seed)?;
+                (frozen, Some(alpha))
+            }
+            // ann's rule on the same recorded policy images.
+            JointStart::Ann => {
+                let mut a = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
+                let opts = self.train_opts(p, seed, None);
+                let data = TrainData {
+                    train: &mut self.traces.train,
+                    val: &mut self.traces.val,
+                };
+                let alpha = a.start_as_ann(data, &opts)?;
+                (a, Some(alpha))
+            }
         };
         let mut opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG_FILE)));
         if let (Some(_), Some(alpha)) = (p.budget, start_alpha) {
-            // Dual ascent goes on from where the frozen agent's ended.
+            // Dual ascent goes on from where the start's ended.
             opts.spec.alpha = alpha;
         }
         // The pretrained classifiers as recorded (with their fitted
@@ -341,13 +355,18 @@ impl Ctx<'_> {
             Some(&self.cfg.cascade),
             Some(&self.cfg.dataset),
         )?;
-        let val_ds = &self.data.splits.val;
+        // D_C, D_P and D_V: what each part learns from is the agent's
+        // setting (cross-fitted by default).
+        let splits = JointSplits {
+            classifier_train: &self.data.splits.train,
+            policy_train: &self.data.agent_train,
+            val: &self.data.splits.val,
+        };
         let summary = if job.kind == AgentKind::ReinforceJoint {
             agent.set_config(job.policy.clone().unwrap_or_else(|| self.cfg.joint.clone()))?;
             let joint_cfg = job.joint.clone();
-            let train_ds = &self.data.agent_train;
             self.rep
-                .quietly(|| agent.train_joint(cascade, train_ds, val_ds, &joint_cfg, &opts))?
+                .quietly(|| agent.train_joint(cascade, splits, &joint_cfg, &opts))?
         } else {
             agent.set_config(
                 job.policy
@@ -355,11 +374,6 @@ impl Ctx<'_> {
                     .unwrap_or_else(|| self.cfg.expected.clone()),
             )?;
             let ecfg = job.expected.clone();
-            let splits = JointSplits {
-                classifier_train: &self.data.splits.train,
-                policy_train: &self.data.agent_train,
-                val: val_ds,
-            };
             self.rep
                 .quietly(|| agent.train_expected_joint(cascade, splits, &ecfg, &opts))?
         };
