@@ -677,6 +677,19 @@ impl Cascade {
     /// (Guo et al. 2017), records them with a [`CalibrationRecord`] naming
     /// `split`, and rewrites `cascade.json` in the cascade's folder.
     pub fn calibrate(&mut self, held_out: &Dataset, split: &str, batch: usize) -> Result<()> {
+        self.fit_temperatures(held_out, split, batch)?;
+        write_manifest(&self.dir, &self.manifest)
+    }
+
+    /// [`Cascade::calibrate`] in memory only: the cascade's folder is not
+    /// touched (a cascade being fine-tuned refits its temperatures as its
+    /// classifiers change; saving it writes them).
+    pub fn fit_temperatures(
+        &mut self,
+        held_out: &Dataset,
+        split: &str,
+        batch: usize,
+    ) -> Result<()> {
         if held_out.is_empty() || held_out.shape != self.input_shape() {
             return Err(Error::Config(format!(
                 "calibration split '{}' ({} images of {:?}) does not fit the cascade ({:?})",
@@ -710,7 +723,25 @@ impl Cascade {
             nll_after: after,
         });
         self.manifest.stages = self.stages.iter().map(|s| s.record.clone()).collect();
-        write_manifest(&self.dir, &self.manifest)
+        Ok(())
+    }
+
+    /// Sets the stages' temperatures in memory (one per stage, each
+    /// positive and finite), e.g. back to those of a snapshot.
+    pub fn set_temperatures(&mut self, temperatures: &[f64]) -> Result<()> {
+        if temperatures.len() != self.stages.len()
+            || temperatures.iter().any(|t| !(t.is_finite() && *t > 0.0))
+        {
+            return Err(Error::Config(format!(
+                "temperatures {temperatures:?} for {} stages: one positive, finite value per stage",
+                self.stages.len()
+            )));
+        }
+        for (s, &t) in self.stages.iter_mut().zip(temperatures) {
+            s.record.temperature = t;
+        }
+        self.manifest.stages = self.stages.iter().map(|s| s.record.clone()).collect();
+        Ok(())
     }
 
     /// Input shape `(c, h, w)`.

@@ -134,6 +134,11 @@ pub struct JointConfig {
     /// Cross-fitted: classifier minibatches (of D_C) per policy minibatch
     /// (of D_P).
     pub classifier_batches: usize,
+    /// After every epoch, refit the stages' softmax temperatures to the
+    /// fine-tuned classifiers on the policy images D_P (as the pretrained
+    /// cascade's were fitted), so the policy reads calibrated probabilities
+    /// while the classifiers change.
+    pub recalibrate: bool,
 }
 
 /// Which images the two parts of `reinforce-joint` take gradients on.
@@ -165,6 +170,7 @@ impl Default for JointConfig {
             value_warmup: false,
             images: JointImages::CrossFitted,
             classifier_batches: 1,
+            recalibrate: false,
         }
     }
 }
@@ -254,6 +260,27 @@ impl StageSource for ModelSource<'_> {
             },
         })
     }
+}
+
+/// The classifiers of `cascade` as a stage source for the minibatch
+/// `batch` of `ds`.
+fn model_source<'a>(
+    cascade: &'a Cascade,
+    ds: &Dataset,
+    batch: &[usize],
+    grads: Grads,
+) -> Result<ModelSource<'a>> {
+    let device = cascade
+        .model(0)
+        .map(|m| m.device().clone())
+        .unwrap_or(Device::Cpu);
+    Ok(ModelSource {
+        models: cascade.stages().iter().map(|s| &s.model).collect(),
+        temperatures: cascade.temperatures(),
+        images: images(ds, batch, &device)?,
+        device,
+        grads,
+    })
 }
 
 /// The images at `idx` as one tensor.
@@ -348,7 +375,7 @@ impl ReinforceAgent {
     /// agent keeps the fine-tuned cascade.
     pub fn train_joint(
         &mut self,
-        cascade: Cascade,
+        mut cascade: Cascade,
         data: JointSplits<'_>,
         joint: &JointConfig,
         opts: &TrainOptions,
@@ -399,6 +426,7 @@ impl ReinforceAgent {
             }
         };
         let n = train.len();
+        let recalibrate = joint.recalibrate && joint.classifier_lr > 0.0;
         let classifier_grads = if joint.detach_inputs {
             Grads::LogLikelihood
         } else {
@@ -438,14 +466,15 @@ impl ReinforceAgent {
         self.mode = ReinforceMode::Joint;
 
         // -- Bookkeeping ----------------------------------------------------
-        let validate = |agent: &ReinforceAgent, alpha: f64| -> Result<ValScore> {
-            let mut b = CandleBackend::new(&cascade, val, joint.eval_batch_size)?;
-            agent.validate_live(&mut b, opts, alpha)
-        };
+        let validate =
+            |agent: &ReinforceAgent, cascade: &Cascade, alpha: f64| -> Result<ValScore> {
+                let mut b = CandleBackend::new(cascade, val, joint.eval_batch_size)?;
+                agent.validate_live(&mut b, opts, alpha)
+            };
         let mut log = MetricLog::new(opts.log_csv.as_deref());
         let bar = epoch_bar(cfg.epochs, "reinforce-joint", opts.quiet);
         let mut sel = Selection::new(
-            validate(self, opts.spec.alpha)?,
+            validate(self, &cascade, opts.spec.alpha)?,
             opts.spec.alpha,
             opts.budget,
             cfg.dual_lr,
@@ -455,15 +484,6 @@ impl ReinforceAgent {
         let mut step = 0;
         let mut epochs_run = 0;
 
-        let source = |ds: &Dataset, batch: &[usize], grads: Grads| -> Result<ModelSource<'_>> {
-            Ok(ModelSource {
-                models: cascade.stages().iter().map(|s| &s.model).collect(),
-                temperatures: cascade.temperatures(),
-                images: images(ds, batch, &device)?,
-                device: device.clone(),
-                grads,
-            })
-        };
         let labels_of = |ds: &Dataset, batch: &[usize]| -> Vec<u32> {
             batch.iter().map(|&i| ds.labels[i]).collect()
         };
@@ -476,7 +496,7 @@ impl ReinforceAgent {
             shuffle(&mut order, &mut shuffle_rng);
             for batch in order.chunks(cfg.batch_size) {
                 let labels = labels_of(train, batch);
-                let mut src = source(train, batch, Grads::None)?;
+                let mut src = model_source(&cascade, train, batch, Grads::None)?;
                 let roll = rollout(&self.policy, &mut src, &labels, &model, &mut rng)?;
                 let loss = surrogate(&roll, &baseline, 0.0, &device)?;
                 if let Some(v) = &loss.value {
@@ -502,7 +522,7 @@ impl ReinforceAgent {
                 let Some(d_c) = classifier_train else {
                     // Shared rollouts: lazily through the classifiers, with
                     // gradients; one backward pass, both optimisers.
-                    let mut src = source(train, batch, classifier_grads)?;
+                    let mut src = model_source(&cascade, train, batch, classifier_grads)?;
                     let roll = rollout(&self.policy, &mut src, &labels, &model, &mut rng)?;
                     let loss = surrogate(&roll, &baseline, cfg.entropy_at(epoch), &device)?;
                     let policy_loss = finite_scalar(&loss.policy, "losses/policy", epoch, step)?;
@@ -534,7 +554,7 @@ impl ReinforceAgent {
                     for _ in 0..joint.classifier_batches {
                         let cb = classifier_batches.next(cfg.batch_size);
                         let c_labels = labels_of(d_c, &cb);
-                        let mut src = source(d_c, &cb, classifier_grads)?;
+                        let mut src = model_source(&cascade, d_c, &cb, classifier_grads)?;
                         let roll = rollout(
                             &self.policy,
                             &mut src,
@@ -554,7 +574,7 @@ impl ReinforceAgent {
                 }
                 // The policy: REINFORCE on rollouts of D_P through the
                 // classifiers as they now are, which stay fixed for it.
-                let mut src = source(train, batch, Grads::None)?;
+                let mut src = model_source(&cascade, train, batch, Grads::None)?;
                 let roll = rollout(&self.policy, &mut src, &labels, &model, &mut rng)?;
                 let loss = surrogate(&roll, &baseline, cfg.entropy_at(epoch), &device)?;
                 let policy_loss = finite_scalar(&loss.policy, "losses/policy", epoch, step)?;
@@ -568,10 +588,19 @@ impl ReinforceAgent {
                 baseline.update(&roll.returns);
                 sums.add(&roll, policy_loss, classifier_loss, value_loss);
             }
+            if recalibrate {
+                // The policy reads probabilities at the fitted temperatures:
+                // refit them to the classifiers as they now are.
+                cascade.fit_temperatures(
+                    data.policy_train,
+                    "policy_train",
+                    joint.eval_batch_size,
+                )?;
+            }
             let secs = t0.elapsed().as_secs_f64();
 
             // Validate (lazily, through the env), select, adjust alpha.
-            let v = validate(self, alpha)?;
+            let v = validate(self, &cascade, alpha)?;
             log.push(sums.row(epoch, step, alpha, secs, &v))?;
             show_epoch(&bar, &v, alpha);
             if sel.record(v, epoch) {
@@ -585,6 +614,10 @@ impl ReinforceAgent {
 
         // -- Keep the best epoch's policy and classifiers ---------------------
         self.restore_joint(&cascade, &best)?;
+        if recalibrate {
+            // The kept classifiers' own temperatures (a deterministic fit).
+            cascade.fit_temperatures(data.policy_train, "policy_train", joint.eval_batch_size)?;
+        }
         self.cascade = Some(cascade);
         self.trained_with = Some(opts.clone());
         Ok(sel.summary(self.name(), epochs_run, start, log.into_rows()))

@@ -555,6 +555,21 @@ impl ReinforceAgent {
         })
     }
 
+    /// A fresh policy (weights from `seed`), its features standardised on
+    /// the recorded training split.
+    fn fresh_policy(&mut self, train: &ReplayBackend, seed: u64) -> Result<()> {
+        let blocks: Vec<(&[f32], usize)> = (0..train.feature_dims().len())
+            .map(|t| (train.stage_features(t), train.feature_dims()[t]))
+            .collect();
+        self.policy = StopPolicy::new(
+            self.policy.spec().clone(),
+            FeatureNorm::fit(&blocks),
+            seed,
+            &Device::Cpu,
+        )?;
+        Ok(())
+    }
+
     /// Sets the policy to `ann`'s rule fitted on `data.train` (choosing on
     /// `data.val`), with no further training: the "ann" start of joint
     /// training. Returns the alpha to start from (`ann`'s under a budget,
@@ -565,16 +580,7 @@ impl ReinforceAgent {
         self.check_fits(&*data.val)?;
         let mut train = record_split(data.train, "train")?;
         let mut val = record_split(data.val, "val")?;
-        let k = train.feature_dims().len();
-        let blocks: Vec<(&[f32], usize)> = (0..k)
-            .map(|t| (train.stage_features(t), train.feature_dims()[t]))
-            .collect();
-        self.policy = StopPolicy::new(
-            self.policy.spec().clone(),
-            FeatureNorm::fit(&blocks),
-            Seeds::new(opts.seed).init,
-            &Device::Cpu,
-        )?;
+        self.fresh_policy(&train, Seeds::new(opts.seed).init)?;
         let alpha = self.start_from_ann(&mut train, &mut val, opts)?;
         // A set policy: joint training warm-starts from it.
         self.mode = ReinforceMode::Frozen;
@@ -600,15 +606,7 @@ impl ReinforceAgent {
         let n = train.labels().len();
 
         // -- Policy: standardisation from the training split, seeded init ---
-        let blocks: Vec<(&[f32], usize)> = (0..k)
-            .map(|t| (train.stage_features(t), train.feature_dims()[t]))
-            .collect();
-        self.policy = StopPolicy::new(
-            self.policy.spec().clone(),
-            FeatureNorm::fit(&blocks),
-            seeds.init,
-            &Device::Cpu,
-        )?;
+        self.fresh_policy(&train, seeds.init)?;
         let start_alpha = match cfg.init {
             PolicyInit::Fresh => opts.spec.alpha,
             PolicyInit::Ann => self.start_from_ann(&mut train, &mut val, opts)?,

@@ -204,6 +204,38 @@ fn frozen_agent(cascade: &Cascade, splits: &Splits, dir: &std::path::Path) -> Re
     agent
 }
 
+/// A tiny cascade, a frozen agent saved in `start` to warm-start from,
+/// and the training images halved into D_C and D_P.
+struct Setup {
+    dir: tempfile::TempDir,
+    cascade: Cascade,
+    splits: Splits,
+    before: Vec<Vec<f32>>,
+    start: std::path::PathBuf,
+    d_c: cascade_rl::data::Dataset,
+    d_p: cascade_rl::data::Dataset,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let (cascade, splits) = tiny_cascade(&dir.path().join("cascade"));
+    let before = weights(&cascade);
+    let start = dir.path().join("frozen");
+    frozen_agent(&cascade, &splits, &start);
+    let n = splits.train.len();
+    let d_c = splits.train.subset(&(0..n / 2).collect::<Vec<_>>());
+    let d_p = splits.train.subset(&(n / 2..n).collect::<Vec<_>>());
+    Setup {
+        dir,
+        cascade,
+        splits,
+        before,
+        start,
+        d_c,
+        d_p,
+    }
+}
+
 fn policy_weights(a: &ReinforceAgent) -> Vec<Vec<f32>> {
     cascade_rl::nn::named_vars(a.policy().varmap())
         .unwrap()
@@ -220,14 +252,15 @@ fn policy_weights(a: &ReinforceAgent) -> Vec<Vec<f32>> {
 
 #[test]
 fn cross_fitted_joint_training_keeps_each_part_on_its_own_images() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cascade, splits) = tiny_cascade(&dir.path().join("cascade"));
-    let before = weights(&cascade);
-    let start = dir.path().join("frozen");
-    frozen_agent(&cascade, &splits, &start);
-    let n = splits.train.len();
-    let d_c = splits.train.subset(&(0..n / 2).collect::<Vec<_>>());
-    let d_p = splits.train.subset(&(n / 2..n).collect::<Vec<_>>());
+    let Setup {
+        dir,
+        cascade,
+        splits,
+        before,
+        start,
+        d_c,
+        d_p,
+    } = setup();
     let other = splits.test.clone();
     let run = |classifier_train: &cascade_rl::data::Dataset, joint: &JointConfig| {
         let mut a = ReinforceAgent::load(&start).unwrap();
@@ -281,6 +314,23 @@ fn cross_fitted_joint_training_keeps_each_part_on_its_own_images() {
     // Other classifier images, other classifiers.
     let (d, _) = run(&other, &joint);
     assert_ne!(weights(d.cascade().unwrap()), weights(c.cascade().unwrap()));
+    // Refitting the temperatures as the classifiers change: new ones in
+    // the agent's cascade, the given cascade's folder untouched.
+    let manifest = std::fs::read(dir.path().join("cascade").join("cascade.json")).unwrap();
+    let (r, _) = run(
+        &d_c,
+        &JointConfig {
+            recalibrate: true,
+            ..joint.clone()
+        },
+    );
+    let tuned = r.cascade().unwrap();
+    assert_ne!(tuned.temperatures(), cascade.temperatures());
+    assert_eq!(c.cascade().unwrap().temperatures(), cascade.temperatures());
+    assert_eq!(
+        std::fs::read(dir.path().join("cascade").join("cascade.json")).unwrap(),
+        manifest
+    );
 
     // Pooled (the slides' setting): every training image for both parts;
     // a different run from the policy images alone.
@@ -301,14 +351,15 @@ fn cross_fitted_joint_training_keeps_each_part_on_its_own_images() {
 
 #[test]
 fn expected_joint_takes_the_exact_gradient_of_j_or_the_routing_cross_entropy() {
-    let dir = tempfile::tempdir().unwrap();
-    let (cascade, splits) = tiny_cascade(&dir.path().join("cascade"));
-    let before = weights(&cascade);
-    let start = dir.path().join("frozen");
-    frozen_agent(&cascade, &splits, &start);
-    let n = splits.train.len();
-    let d_c = splits.train.subset(&(0..n / 2).collect::<Vec<_>>());
-    let d_p = splits.train.subset(&(n / 2..n).collect::<Vec<_>>());
+    let Setup {
+        dir: _dir,
+        cascade,
+        splits,
+        before,
+        start,
+        d_c,
+        d_p,
+    } = setup();
     let run = |ecfg: &ExpectedJointConfig| {
         let mut a = ReinforceAgent::load(&start).unwrap();
         a.set_config(ReinforceConfig {

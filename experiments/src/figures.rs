@@ -57,6 +57,9 @@ pub fn draw_all_with(run_dir: &Path, gallery: Option<&str>) -> Result<Vec<PathBu
     if let Some(p) = training_curves(run_dir, &rec, &chosen)? {
         out.push(p.write(dir.join("training_curves"))?.png);
     }
+    if let Some(p) = joint_curves(run_dir, &rec, &rows)? {
+        out.push(p.write(dir.join("joint_curves"))?.png);
+    }
     let row = match gallery {
         Some(choice) => Some(crate::gallery::parse_choice(choice, &rows)?),
         None => crate::gallery::choose(&rec, &rows),
@@ -302,6 +305,38 @@ const CURVE_METRICS: [(&str, &str, Option<&str>, f64); 6] = [
     ("losses/classifier", "losses/classifier", None, 1.0),
     ("charts/sps", "charts/sps", Some("episodes/s"), 1.0),
 ];
+
+/// The joint agents and their `-lr0` twins (the same policy updates,
+/// classifiers fixed) per epoch at the first ablation point, every seed:
+/// whether training ran to convergence, and where the classifiers' updates
+/// take the validation error.
+pub fn joint_curves(
+    run_dir: &Path,
+    rec: &RunRecord,
+    rows: &[ResultRow],
+) -> Result<Option<TrainingCurvesPlot>> {
+    let Some(&x) = rec.config.ablation_points.first() else {
+        return Ok(None);
+    };
+    let mut chosen = Vec::new();
+    for (agent, label) in [
+        ("reinforce-joint", "reinforce-joint"),
+        ("reinforce-joint-lr0", "reinforce-joint-lr0"),
+        ("expected-joint", "expected-joint"),
+        ("expected-joint-lr0", "expected-joint-lr0"),
+    ] {
+        if let Some(p) = crate::summary::points(rows, agent)
+            .into_iter()
+            .find(|p| p.budget.or(p.alpha) == Some(x))
+        {
+            chosen.push((agent, label, p));
+        }
+    }
+    if chosen.len() < 2 {
+        return Ok(None);
+    }
+    training_curves(run_dir, rec, &chosen)
+}
 
 /// Per-epoch curves of the frozen and joint agents at their table points.
 pub fn training_curves(

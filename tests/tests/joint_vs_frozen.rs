@@ -95,9 +95,9 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
     );
     // 3 static + oracle + 31 oracle-alpha + 3 x 2 threshold (shared,
     // per-stage, entropy) + 2 backward-induction + 2 ann + 4 frozen + 4
-    // reinforce-joint + 4 expected-joint + 17 joint arms x 2 seeds at the
+    // reinforce-joint + 4 expected-joint + 18 joint arms x 2 seeds at the
     // ablation point + the main arm's -lr0 twin at every alpha x 2 seeds.
-    assert_eq!((o.computed, o.skipped), (97, 0));
+    assert_eq!((o.computed, o.skipped), (99, 0));
     assert_eq!(
         stage_files(&dir.join("cascade")),
         before,
@@ -110,7 +110,7 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
     assert_eq!(head, header(3, 4));
     assert_eq!(&head[..FIXED_COLUMNS.len()], FIXED_COLUMNS);
     let rows = read_results(&dir.join(RESULTS_FILE)).unwrap();
-    assert_eq!(rows.len(), 97);
+    assert_eq!(rows.len(), 99);
     for agent in [
         "static-1",
         "static-3",
@@ -144,6 +144,7 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
             "reinforce-joint-clr-low",
             "reinforce-joint-clr-high",
             "reinforce-joint-detached",
+            "reinforce-joint-recal",
             "reinforce-joint-pooled",
             "reinforce-joint-pooled-lr0",
             "expected-joint-lr0",
@@ -255,7 +256,7 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
 
     // -- Rerun: nothing trained, results unchanged.
     let o = run(&study_args(&dir, &[]));
-    assert_eq!((o.computed, o.skipped), (0, 97));
+    assert_eq!((o.computed, o.skipped), (0, 99));
     assert_eq!(
         std::fs::read_to_string(dir.join(RESULTS_FILE)).unwrap(),
         text
@@ -277,7 +278,7 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
     let a = run(&study_args(&sharded, &["--shard", "0/2"]));
     let b = run(&study_args(&sharded, &["--shard", "1/2"]));
     assert!(!a.pretrained && !b.pretrained);
-    assert_eq!(a.computed + b.computed, 97);
+    assert_eq!(a.computed + b.computed, 99);
     assert!(a.computed > 0 && b.computed > 0);
     assert!(sharded.join("results.shard-0-of-2.csv").exists());
     assert!(!sharded.join(RESULTS_FILE).exists());

@@ -800,6 +800,18 @@ pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
             )
         },
         Variant {
+            twin: Some("reinforce-joint-lr0".into()),
+            ..rj(
+                "reinforce-joint-recal",
+                "reinforce-joint, the stage temperatures refitted on D_P after every epoch (twin: reinforce-joint-lr0)",
+                Mixed,
+                JointConfig {
+                    recalibrate: true,
+                    ..joint(jlr, cross)
+                },
+            )
+        },
+        Variant {
             every_point: true,
             ..ej(
                 "expected-joint-lr0",
