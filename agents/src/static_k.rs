@@ -163,7 +163,9 @@ pub(crate) fn untrained_summary(
         val_cost: r.cost_pct_mean / 100.0,
         alpha: opts.spec.alpha,
         budget: opts.budget,
-        budget_met: opts.budget.map(|b| r.cost_pct_mean / 100.0 <= b),
+        budget_met: opts
+            .budget
+            .map(|b| crate::training::meets_budget(r.cost_pct_mean / 100.0, b)),
         seconds: start.elapsed().as_secs_f64(),
         history: Vec::new(),
     })

@@ -297,6 +297,14 @@ mod avx512 {
     use super::{Geom, Taps, CO_BLOCK, C_BLOCK, LANES, MAX_DEPTH, V};
     use std::arch::x86_64::*;
 
+    /// The AVX-512 body of [`super::conv_image`] for one image.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F, `g` is [`super::eligible`] and `taps` was
+    /// built for it, and the buffers hold what `g` says: `x` the source
+    /// (the image, or its phases for stride 2), `w` `co * c * k * k`
+    /// weights, `init` (when given) `co` values and `y` `co * ho * wo`
+    /// outputs ([`super::conv_image`] asserts all of it).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn conv_image(
         g: &Geom,
@@ -360,6 +368,13 @@ mod avx512 {
         }
     }
 
+    /// The AVX-512 body of [`super::dx_image`] for one image.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F, `g` passed [`super::eligible_dx`] and
+    /// `taps` was built for it, `gz` holds `co * ho * wo` output gradients,
+    /// `w` `co * c * k * k` weights and `dx` `c * h * w` input gradients
+    /// ([`super::dx_image`] asserts all of it).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn dx_image(g: &Geom, taps: &Taps, gz: &[f32], w: &[f32], dx: &mut [f32]) {
         let used = g.pp().div_ceil(LANES);
@@ -379,6 +394,10 @@ mod avx512 {
 
     /// Input channels `c0..c0 + C_BLOCK`, vectors `v0..v0 + NV` of the
     /// input plane (the output plane's size: stride 1, "same").
+    ///
+    /// # Safety
+    /// As [`dx_image`], with `c0 < c` and `v0 + NV` at most the number of
+    /// vectors that cover the plane.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn dx_block<const NV: usize>(
@@ -438,6 +457,10 @@ mod avx512 {
     }
 
     /// Output channels `o0..o0 + CO_BLOCK`, vectors `v0..v0 + NV`.
+    ///
+    /// # Safety
+    /// As [`conv_image`], with `o0 < co` and `v0 + NV` at most the number
+    /// of vectors that cover the output plane.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
     unsafe fn block<const NV: usize>(
