@@ -89,6 +89,95 @@ pub fn pack(run: &Path) -> Result<(PathBuf, usize)> {
     Ok((out, lines.len()))
 }
 
+/// File name of the packed training logs in a run folder.
+pub const TRAIN_LOGS_FILE: &str = "train_logs.csv.gz";
+
+/// Writes `run/train_logs.csv.gz`: every agent row's per-epoch training log
+/// (`train_log.csv` in its folder, where it has one) in long form, one
+/// line `agent_dir,epoch,metric,value` per logged number, so the curves
+/// of a run (validation error and cost per epoch, losses) can be redrawn
+/// or summarised from this file alone. Returns the file and how many logs
+/// it holds.
+pub fn pack_logs(run: &Path) -> Result<(PathBuf, usize)> {
+    let rows = read_results(&run.join(RESULTS_FILE))?;
+    let mut text = String::from("agent_dir,epoch,metric,value\n");
+    let mut seen = std::collections::BTreeSet::new();
+    for r in rows.iter().filter(|r| !r.agent_dir.is_empty()) {
+        let file = run.join(&r.agent_dir).join(crate::study::TRAIN_LOG_FILE);
+        if !seen.insert(r.agent_dir.clone()) || !file.exists() {
+            continue;
+        }
+        let log = std::fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+        let mut lines = log.lines();
+        let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+        if header.first() != Some(&"epoch") {
+            return Err(Error::run_file(
+                &file,
+                "does not start with an `epoch` column",
+            ));
+        }
+        for line in lines.filter(|l| !l.trim().is_empty()) {
+            let cells: Vec<&str> = line.split(',').collect();
+            if cells.len() != header.len() {
+                return Err(Error::run_file(
+                    &file,
+                    format!(
+                        "a row of {} cells under {} columns",
+                        cells.len(),
+                        header.len()
+                    ),
+                ));
+            }
+            for (metric, value) in header.iter().zip(&cells).skip(1) {
+                text.push_str(&format!("{},{},{metric},{value}\n", r.agent_dir, cells[0]));
+            }
+        }
+    }
+    let out = run.join(TRAIN_LOGS_FILE);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(text.as_bytes())
+        .map_err(|e| Error::io(&out, e))?;
+    let bytes = gz.finish().map_err(|e| Error::io(&out, e))?;
+    crate::error::write_file(&out, &bytes)?;
+    Ok((out, seen.len()))
+}
+
+/// One metric of one agent's log from a packed `train_logs.csv.gz`:
+/// `(epoch, value)` in the file's order (empty when the agent or metric is
+/// not in it).
+pub fn read_log(file: &Path, agent_dir: &str, metric: &str) -> Result<Vec<(usize, f64)>> {
+    let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+        .map_err(|e| Error::io(file, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let [dir, epoch, m, value] = cells[..] else {
+            return Err(Error::run_file(
+                file,
+                format!("line {} is not 4 cells", i + 1),
+            ));
+        };
+        if dir != agent_dir || m != metric {
+            continue;
+        }
+        match (epoch.parse(), value.parse()) {
+            (Ok(e), Ok(v)) => out.push((e, v)),
+            _ => {
+                return Err(Error::run_file(
+                    file,
+                    format!(
+                        "line {}: epoch `{epoch}` or value `{value}` is not a number",
+                        i + 1
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The names in a packed file, in order.
 pub fn names(file: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();

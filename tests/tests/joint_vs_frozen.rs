@@ -211,6 +211,15 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
         assert_eq!(from_file.sample_correct, from_folder.sample_correct);
         assert_eq!(from_file.sample_exits, from_folder.sample_exits);
     }
+    // The packed training logs hold every learned agent's curves.
+    let logs = dir.join(cascade_experiments::outcomes::TRAIN_LOGS_FILE);
+    for r in &joint {
+        let val =
+            cascade_experiments::outcomes::read_log(&logs, &r.agent_dir, "val/error").unwrap();
+        let own = std::fs::read_to_string(dir.join(&r.agent_dir).join("train_log.csv")).unwrap();
+        assert_eq!(val.len(), own.lines().count() - 1);
+        assert_eq!(val.len(), r.epochs_run.unwrap());
+    }
     let s3_packed = cascade_experiments::outcomes::read(&packed, "static-3").unwrap();
     assert_eq!(s3_packed.n, 300);
     // The largest stage alone: cumulative cost (all three stages) is > 100%.

@@ -43,6 +43,9 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
     let (packed, n) = crate::outcomes::pack(dir)
         .with_context(|| format!("packing the per-image outcomes of {}", dir.display()))?;
     println!("wrote {} ({n} evaluations)", packed.display());
+    let (logs, n) = crate::outcomes::pack_logs(dir)
+        .with_context(|| format!("packing the training logs of {}", dir.display()))?;
+    println!("wrote {} ({n} training logs)", logs.display());
     for f in figures {
         println!(
             "wrote {} and {}",

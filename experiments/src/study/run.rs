@@ -298,6 +298,7 @@ fn run_locked(cfg: &StudyConfig, opts: &RunOptions, started: Instant) -> Result<
     if opts.shard.is_none() && opts.report && !rows.is_empty() {
         summary = Some(crate::summary::write_summary(&run)?);
         crate::outcomes::pack(&run)?;
+        crate::outcomes::pack_logs(&run)?;
         figures = crate::figures::draw_all(&run)?;
     }
     Ok(StudyOutcome {
