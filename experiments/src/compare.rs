@@ -331,39 +331,56 @@ fn paired_and_ablations(
     let frozen = present.iter().find(|(a, _, _)| *a == "reinforce-frozen");
     let last_err = last_stage_error(run)?;
     let mut lines = Vec::new();
-    // The joint agents (the study's question), the agents fitted by
-    // backward induction (the strongest on frozen classifiers) and the
+    // The joint agents and arms (the study's question), the agents fitted
+    // by backward induction (the strongest on frozen classifiers) and the
     // frozen policy-gradient learners (which must match `ann`).
-    for (a, l, pts) in present {
+    let variant_points: Vec<(&str, Vec<PointStats<'_>>)> = cfg
+        .variants
+        .iter()
+        .filter(|v| v.name.contains("joint"))
+        .map(|v| (v.name.as_str(), points(rows, &v.name)))
+        .filter(|(_, p)| !p.is_empty())
+        .collect();
+    let arms = present
+        .iter()
+        .map(|(a, l, p)| (*a, *l, p.as_slice()))
+        .chain(variant_points.iter().map(|(n, p)| (*n, *n, p.as_slice())));
+    for (a, l, pts) in arms {
         if !(a.contains("joint")
-            || *a == "ann"
-            || *a == "backward-induction"
+            || a == "ann"
+            || a == "backward-induction"
             || a.starts_with("reinforce-frozen"))
         {
             continue;
         }
+        // A joint arm against its -lr0 twin (the same policy updates,
+        // classifiers fixed) and against the frozen learner.
+        let joint_arm = a.contains("joint") && !a.ends_with("-lr0");
+        let twin = match twin_of(cfg, a) {
+            Some(t) if joint_arm => points(rows, &t),
+            _ => Vec::new(),
+        };
         for p in pts {
             let Some(ea) = per_image_error(run, p)? else {
                 continue;
             };
             let mut cells = vec![format!("{l} at {}", p.setting())];
-            let same_point = |rule: Option<&(&str, &str, Vec<PointStats<'_>>)>| match rule.and_then(
-                |(_, _, tp)| {
-                    tp.iter()
-                        .find(|t| t.budget == p.budget && t.alpha == p.alpha)
-                },
-            ) {
-                Some(t) => per_image_error(run, t),
+            let at_p = |tp: &[PointStats<'_>]| -> Result<Option<Vec<f64>>> {
+                match tp
+                    .iter()
+                    .find(|t| t.budget == p.budget && t.alpha == p.alpha)
+                {
+                    Some(t) => per_image_error(run, t),
+                    None => Ok(None),
+                }
+            };
+            let same_point = |rule: Option<&(&str, &str, Vec<PointStats<'_>>)>| match rule {
+                Some((_, _, tp)) => at_p(tp),
                 None => Ok(None),
             };
-            let vs_ann = if *a == "ann" { None } else { same_point(ann)? };
-            // A joint arm against its -lr0 twin (the same policy updates,
-            // classifiers fixed) and against the frozen learner.
-            let joint_arm = a.contains("joint") && !a.ends_with("-lr0");
+            let vs_ann = if a == "ann" { None } else { same_point(ann)? };
             let (vs_twin, vs_frozen) = if joint_arm {
-                let twin =
-                    twin_of(cfg, a).and_then(|t| present.iter().find(|(n, _, _)| *n == t.as_str()));
-                (same_point(twin)?, same_point(frozen)?)
+                (at_p(&twin)?, same_point(frozen)?)
             } else {
                 (None, None)
             };

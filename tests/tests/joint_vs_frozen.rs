@@ -262,6 +262,21 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
             "summary.md lacks {needle:?}:\n{summary}"
         );
     }
+    // Every joint arm is paired with its -lr0 twin (a shared one for the
+    // learning-rate arms) and with the frozen learner.
+    for arm in [
+        "REINFORCE joint",
+        "reinforce-joint-clr-high",
+        "expected-joint-routing-ce",
+    ] {
+        let row = summary
+            .lines()
+            .find(|l| l.starts_with(&format!("| {arm} at ")))
+            .unwrap_or_else(|| panic!("no paired row for {arm}:\n{summary}"));
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 6, "{row}");
+        assert!(cells[4] != "n/a" && cells[5] != "n/a", "{row}");
+    }
 
     // -- Rerun: nothing trained, results unchanged.
     let o = run(&study_args(&dir, &[]));
