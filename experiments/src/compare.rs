@@ -417,7 +417,7 @@ fn paired_and_ablations(
     if !cfg.variants.is_empty() {
         let _ = writeln!(
             s,
-            "## Ablations\n\nOne change at a time; every row at the same point and seeds.\n\n| variant | change | point | seeds | test error % | FLOPs % | validation error % |\n|---|---|---:|---:|---:|---:|---:|"
+            "## Ablations\n\nOne change at a time; every row at the same point and seeds (the swept agents and the main joint arm's twin at every point).\n\n| variant | change | point | seeds | test error % | FLOPs % | validation error % |\n|---|---|---:|---:|---:|---:|---:|"
         );
         let base_rows: Vec<(&str, &str)> = vec![
             (
@@ -431,16 +431,18 @@ fn paired_and_ablations(
             let x = p.budget.unwrap_or(p.alpha.unwrap_or(f64::NAN));
             cfg.ablation_points.is_empty() || cfg.ablation_points.contains(&x)
         };
+        // The swept agents and the arms that run everywhere (the main
+        // arm's twin) at every point, the other arms at the ablation points.
         let names = base_rows
             .into_iter()
-            .map(|(a, d)| (a.to_string(), d.to_string()))
+            .map(|(a, d)| (a.to_string(), d.to_string(), true))
             .chain(
                 cfg.variants
                     .iter()
-                    .map(|v| (v.name.clone(), v.description.clone())),
+                    .map(|v| (v.name.clone(), v.description.clone(), v.every_point)),
             );
-        for (name, desc) in names {
-            for p in points(rows, &name).iter().filter(|p| at(p)) {
+        for (name, desc, everywhere) in names {
+            for p in points(rows, &name).iter().filter(|p| everywhere || at(p)) {
                 let _ = writeln!(
                     s,
                     "| {name} | {desc} | {} | {} | {} | {} | {:.2} |",
