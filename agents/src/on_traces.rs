@@ -241,7 +241,8 @@ pub fn fit_on_traces(
             Box::new(BackwardAgent::new(cfg, &dims, c)?)
         }
         "reinforce" | "reinforce-frozen" | "frozen" => {
-            let cfg = reinforce.unwrap_or_default();
+            // Unset: the studies' frozen learner (as `cascade train`).
+            let cfg = reinforce.unwrap_or_else(|| ReinforceConfig::frozen_learner(100));
             cfg.validate()?;
             record.reinforce = Some(cfg.clone());
             Box::new(ReinforceAgent::new(cfg, &dims, c)?)

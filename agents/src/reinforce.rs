@@ -196,6 +196,27 @@ impl Default for ReinforceConfig {
 }
 
 impl ReinforceConfig {
+    /// The frozen learner the studies ship (`reinforce-frozen`) and
+    /// `cascade train --agent reinforce` starts from: REINFORCE on a linear
+    /// head over the confidence inputs started from `ann`'s rule fitted on
+    /// the same training split, lr 1e-3, no entropy bonus, `epochs` epochs
+    /// all run and the best on validation kept (the start included). The
+    /// `Default` is the previous learner (a tanh MLP over the features and
+    /// the confidences, fresh, lr 1e-2, an entropy bonus), kept for the
+    /// diagnostics that compare the two.
+    pub fn frozen_learner(epochs: usize) -> Self {
+        ReinforceConfig {
+            hidden: 0,
+            inputs: PolicyInputs::Probs,
+            init: PolicyInit::Ann,
+            epochs,
+            patience: 0,
+            lr: 1e-3,
+            entropy_coef: 0.0,
+            ..Default::default()
+        }
+    }
+
     /// The entropy weight of 1-based `epoch`.
     pub fn entropy_at(&self, epoch: usize) -> f64 {
         if self.entropy_anneal {

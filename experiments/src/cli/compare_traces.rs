@@ -299,7 +299,7 @@ pub fn run(args: &CompareTracesArgs) -> anyhow::Result<()> {
                 };
                 // REINFORCE as `cascade train --train-trace` runs it.
                 let rc = (kind == AgentKind::ReinforceFrozen).then(|| {
-                    let base = ReinforceConfig::default();
+                    let base = ReinforceConfig::frozen_learner(100);
                     ReinforceConfig {
                         epochs: args.epochs.unwrap_or(base.epochs),
                         ..base

@@ -79,6 +79,9 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "frozen")]
     pub joint: bool,
     /// REINFORCE: train the policy only, the classifiers fixed (the default).
+    /// Without flags REINFORCE is the studies' frozen learner: a linear head
+    /// on the confidence inputs started from `ann`'s rule, lr 1e-3, no
+    /// entropy bonus, 100 epochs, the best on validation kept.
     #[arg(long)]
     pub frozen: bool,
     /// Price of compute alpha, in loss per full-model cost (the starting
@@ -379,9 +382,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                     })?),
                     None => None,
                 };
-            let base = init
-                .as_ref()
-                .map_or_else(ReinforceConfig::default, |a| a.config().clone());
+            let base = init.as_ref().map_or_else(
+                || ReinforceConfig::frozen_learner(100),
+                |a| a.config().clone(),
+            );
             let cfg = with_reinforce_flags(args, base);
             cfg.validate()?;
             record.reinforce = Some(cfg.clone());
@@ -481,14 +485,24 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
 
 /// `base` with the REINFORCE flags of `args` given on top.
 pub(super) fn with_reinforce_flags(args: &TrainArgs, base: ReinforceConfig) -> ReinforceConfig {
+    let hidden = args.hidden.unwrap_or(base.hidden);
+    let inputs = args.policy_inputs.unwrap_or(base.inputs);
+    // ann's rule fits only a linear head on the confidences: a head the
+    // flags make otherwise starts fresh unless --start says ann (which
+    // validation then refuses, naming the conflict).
+    let init = match args.start {
+        Some(s) => s,
+        None if hidden != 0 || inputs != PolicyInputs::Probs => PolicyInit::Fresh,
+        None => base.init,
+    };
     ReinforceConfig {
         epochs: args.epochs.unwrap_or(base.epochs),
         batch_size: args.batch_size.unwrap_or(base.batch_size),
         lr: args.lr.unwrap_or(base.lr),
-        hidden: args.hidden.unwrap_or(base.hidden),
+        hidden,
         patience: args.patience.unwrap_or(base.patience),
-        inputs: args.policy_inputs.unwrap_or(base.inputs),
-        init: args.start.unwrap_or(base.init),
+        inputs,
+        init,
         estimator: args.estimator.unwrap_or(base.estimator),
         entropy_coef: args.entropy_coef.unwrap_or(base.entropy_coef),
         ..base

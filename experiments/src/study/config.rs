@@ -5,7 +5,7 @@ use std::path::Path;
 
 use cascade_agents::{
     AgentKind, BackwardConfig, ClassifierObjective, Estimator, ExpectedJointConfig, JointConfig,
-    JointImages, PolicyInit, PolicyInputs, ReinforceConfig, ThresholdConfig,
+    JointImages, PolicyInputs, ReinforceConfig, ThresholdConfig,
 };
 use cascade_env::RewardSpec;
 use cascade_rl::data::{find_data_dir, DatasetKind, SplitConfig, SyntheticConfig};
@@ -608,10 +608,7 @@ fn linear_head(c: ReinforceConfig) -> ReinforceConfig {
 /// on validation kept (the start included). Chosen on validation among
 /// the learners of [`frozen_diagnostics`] (docs/results/fmnist).
 fn frozen_learner(epochs: usize) -> ReinforceConfig {
-    ReinforceConfig {
-        init: PolicyInit::Ann,
-        ..policy(epochs)
-    }
+    ReinforceConfig::frozen_learner(epochs)
 }
 
 /// The previous frozen learner of the presets: REINFORCE on a tanh MLP
