@@ -6,7 +6,7 @@ use candle_core::Device;
 use cascade_agents::{
     evaluate, load_agent, Agent, ClassifierObjective, EvalConfig, ExpectedJointConfig, JointConfig,
     JointImages, JointSplits, ReinforceAgent, ReinforceConfig, ReinforceMode, TrainData,
-    TrainOptions,
+    TrainOptions, TrainSummary,
 };
 use cascade_env::RewardSpec;
 use cascade_rl::backend::CandleBackend;
@@ -93,22 +93,8 @@ fn joint_training_changes_the_classifiers_and_beats_the_frozen_start() {
     let before = weights(&cascade);
 
     // Frozen: policy only, from the live backend; classifiers untouched.
-    let mut train_b = CandleBackend::new(&cascade, &splits.train, 256).unwrap();
+    let (mut agent, frozen) = train_frozen(&cascade, &splits, 6);
     let mut val_b = CandleBackend::new(&cascade, &splits.val, 256).unwrap();
-    let cfg = ReinforceConfig {
-        epochs: 6,
-        ..Default::default()
-    };
-    let mut agent = ReinforceAgent::for_backend(cfg.clone(), &train_b).unwrap();
-    let frozen = agent
-        .train(
-            TrainData {
-                train: &mut train_b,
-                val: &mut val_b,
-            },
-            &opts(),
-        )
-        .unwrap();
     assert_eq!(
         weights(&cascade),
         before,
@@ -182,16 +168,21 @@ fn joint_training_changes_the_classifiers_and_beats_the_frozen_start() {
     assert_eq!(r2.mean_reward, r.mean_reward);
 }
 
-/// A frozen-trained agent on `cascade` (the warm start of the joint runs).
-fn frozen_agent(cascade: &Cascade, splits: &Splits, dir: &std::path::Path) -> ReinforceAgent {
+/// A REINFORCE agent trained `epochs` epochs on `cascade`'s frozen outputs
+/// (live), with its summary.
+fn train_frozen(
+    cascade: &Cascade,
+    splits: &Splits,
+    epochs: usize,
+) -> (ReinforceAgent, TrainSummary) {
     let mut train_b = CandleBackend::new(cascade, &splits.train, 256).unwrap();
     let mut val_b = CandleBackend::new(cascade, &splits.val, 256).unwrap();
     let cfg = ReinforceConfig {
-        epochs: 3,
+        epochs,
         ..Default::default()
     };
     let mut agent = ReinforceAgent::for_backend(cfg, &train_b).unwrap();
-    agent
+    let summary = agent
         .train(
             TrainData {
                 train: &mut train_b,
@@ -200,8 +191,13 @@ fn frozen_agent(cascade: &Cascade, splits: &Splits, dir: &std::path::Path) -> Re
             &opts(),
         )
         .unwrap();
-    agent.save(dir).unwrap();
-    agent
+    (agent, summary)
+}
+
+/// A frozen-trained agent on `cascade` saved in `dir` (the warm start of
+/// the joint runs).
+fn frozen_agent(cascade: &Cascade, splits: &Splits, dir: &std::path::Path) {
+    train_frozen(cascade, splits, 3).0.save(dir).unwrap();
 }
 
 /// A tiny cascade, a frozen agent saved in `start` to warm-start from,
