@@ -59,11 +59,9 @@ fn tiny_cascade(dir: &std::path::Path) -> (Cascade, Splits) {
     (cascade, splits)
 }
 
-/// Every variable of every stage, flattened.
-fn weights(c: &Cascade) -> Vec<Vec<f32>> {
-    c.stages()
-        .iter()
-        .flat_map(|s| s.model.named_vars().unwrap())
+/// Each variable's values, flattened.
+fn flat(vars: impl IntoIterator<Item = (String, candle_core::Var)>) -> Vec<Vec<f32>> {
+    vars.into_iter()
         .map(|(_, v)| {
             v.as_tensor()
                 .flatten_all()
@@ -72,6 +70,15 @@ fn weights(c: &Cascade) -> Vec<Vec<f32>> {
                 .unwrap()
         })
         .collect()
+}
+
+/// Every variable of every stage, flattened.
+fn weights(c: &Cascade) -> Vec<Vec<f32>> {
+    flat(
+        c.stages()
+            .iter()
+            .flat_map(|s| s.model.named_vars().unwrap()),
+    )
 }
 
 fn opts() -> TrainOptions {
@@ -233,17 +240,7 @@ fn setup() -> Setup {
 }
 
 fn policy_weights(a: &ReinforceAgent) -> Vec<Vec<f32>> {
-    cascade_rl::nn::named_vars(a.policy().varmap())
-        .unwrap()
-        .iter()
-        .map(|(_, v)| {
-            v.as_tensor()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-        })
-        .collect()
+    flat(cascade_rl::nn::named_vars(a.policy().varmap()).unwrap())
 }
 
 #[test]
