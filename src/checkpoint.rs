@@ -637,6 +637,13 @@ impl Cascade {
         self.stages.is_empty()
     }
 
+    /// The device the classifiers live on (the CPU for an empty cascade).
+    pub fn device(&self) -> Device {
+        self.stages
+            .first()
+            .map_or(Device::Cpu, |s| s.model.device().clone())
+    }
+
     /// The model of stage `i` (0-based).
     pub fn model(&self, i: usize) -> Option<&Model> {
         self.stages.get(i).map(|s| &s.model)

@@ -295,10 +295,7 @@ impl ReinforceAgent {
         }
         let start = Instant::now();
         let seeds = Seeds::new(opts.seed);
-        let device = cascade
-            .model(0)
-            .map(|m| m.device().clone())
-            .unwrap_or(Device::Cpu);
+        let device = cascade.device();
         let k = cascade.len();
         let costs: Vec<f64> = cascade.macs().iter().map(|&m| m as f64).collect();
         let temperatures = cascade.temperatures();

@@ -97,8 +97,8 @@ use crate::expected::JointSplits;
 use crate::policy::FeatureNorm;
 use crate::reinforce::{shuffle, EpochSums, ReinforceAgent, ReinforceMode, Seeds};
 use crate::training::{
-    adamw, classifier_optimizer, epoch_bar, finite_scalar, rollout, show_epoch, surrogate,
-    BaselineState, MetricLog, Selection, StageOut, StageSource, ValScore,
+    adamw, classifier_optimizer, epoch_bar, finite_or_zero, finite_scalar, rollout, show_epoch,
+    surrogate, BaselineState, MetricLog, Selection, StageOut, StageSource, ValScore,
 };
 
 /// Settings of joint training beyond the policy's ([`crate::ReinforceConfig`]).
@@ -270,10 +270,7 @@ fn model_source<'a>(
     batch: &[usize],
     grads: Grads,
 ) -> Result<ModelSource<'a>> {
-    let device = cascade
-        .model(0)
-        .map(|m| m.device().clone())
-        .unwrap_or(Device::Cpu);
+    let device = cascade.device();
     Ok(ModelSource {
         models: cascade.stages().iter().map(|s| &s.model).collect(),
         temperatures: cascade.temperatures(),
@@ -407,10 +404,7 @@ impl ReinforceAgent {
         drop(probe);
         let start = Instant::now();
         let seeds = Seeds::new(opts.seed);
-        let device = cascade
-            .model(0)
-            .map(|m| m.device().clone())
-            .unwrap_or(Device::Cpu);
+        let device = cascade.device();
         let k = cascade.len();
         let costs: Vec<f64> = cascade.macs().iter().map(|&m| m as f64).collect();
 
@@ -526,14 +520,10 @@ impl ReinforceAgent {
                     let roll = rollout(&self.policy, &mut src, &labels, &model, &mut rng)?;
                     let loss = surrogate(&roll, &baseline, cfg.entropy_at(epoch), &device)?;
                     let policy_loss = finite_scalar(&loss.policy, "losses/policy", epoch, step)?;
-                    let classifier_loss = match &loss.classifier {
-                        Some(c) => finite_scalar(c, "losses/classifier", epoch, step)?,
-                        None => 0.0,
-                    };
-                    let value_loss = match &loss.value {
-                        Some(v) => finite_scalar(v, "losses/value", epoch, step)?,
-                        None => 0.0,
-                    };
+                    let classifier_loss =
+                        finite_or_zero(loss.classifier.as_ref(), "losses/classifier", epoch, step)?;
+                    let value_loss =
+                        finite_or_zero(loss.value.as_ref(), "losses/value", epoch, step)?;
                     let grads = loss.total()?.backward()?;
                     policy_opt.step(&grads)?;
                     if joint.classifier_lr > 0.0 {
@@ -578,10 +568,7 @@ impl ReinforceAgent {
                 let roll = rollout(&self.policy, &mut src, &labels, &model, &mut rng)?;
                 let loss = surrogate(&roll, &baseline, cfg.entropy_at(epoch), &device)?;
                 let policy_loss = finite_scalar(&loss.policy, "losses/policy", epoch, step)?;
-                let value_loss = match &loss.value {
-                    Some(v) => finite_scalar(v, "losses/value", epoch, step)?,
-                    None => 0.0,
-                };
+                let value_loss = finite_or_zero(loss.value.as_ref(), "losses/value", epoch, step)?;
                 let grads = loss.total()?.backward()?;
                 policy_opt.step(&grads)?;
                 baseline.step(&grads)?;

@@ -91,8 +91,8 @@ use crate::expected::ExpectedJointConfig;
 use crate::joint::JointConfig;
 use crate::policy::{FeatureNorm, PolicyInputs, PolicySpec, StopPolicy};
 use crate::training::{
-    adamw, epoch_bar, expected_objective, finite_scalar, rollout, show_epoch, surrogate, Baseline,
-    BaselineState, MetricLog, Selection, StageOut, StageSource, ValScore,
+    adamw, epoch_bar, expected_objective, finite_or_zero, finite_scalar, rollout, show_epoch,
+    surrogate, Baseline, BaselineState, MetricLog, Selection, StageOut, StageSource, ValScore,
 };
 
 /// File name of the policy weights in an agent folder.
@@ -691,10 +691,7 @@ impl ReinforceAgent {
                     self.policy.device(),
                 )?;
                 let policy_loss = finite_scalar(&loss.policy, "losses/policy", epoch, step)?;
-                let value_loss = match &loss.value {
-                    Some(v) => finite_scalar(v, "losses/value", epoch, step)?,
-                    None => 0.0,
-                };
+                let value_loss = finite_or_zero(loss.value.as_ref(), "losses/value", epoch, step)?;
                 let grads = loss.total()?.backward()?;
                 opt.step(&grads)?;
                 baseline.step(&grads)?;

@@ -515,6 +515,16 @@ pub(crate) fn adamw(vars: Vec<Var>, lr: f64, weight_decay: f64) -> Result<AdamW>
     )?)
 }
 
+/// [`finite_scalar`] of a loss that may be absent (0 then).
+pub(crate) fn finite_or_zero(
+    t: Option<&Tensor>,
+    what: &str,
+    epoch: usize,
+    step: usize,
+) -> Result<f64> {
+    t.map_or(Ok(0.0), |t| finite_scalar(t, what, epoch, step))
+}
+
 /// A scalar tensor's value, refusing NaN and infinities with the loss's
 /// logged name and where it happened.
 pub(crate) fn finite_scalar(t: &Tensor, what: &str, epoch: usize, step: usize) -> Result<f64> {

@@ -309,11 +309,12 @@ pub fn comparison_markdown(run: &Path, rec: &RunRecord, rows: &[ResultRow]) -> R
 
 /// The `-lr0` twin of joint arm `name`: the variant's named twin, else
 /// `{name}-lr0`.
-pub fn twin_of(cfg: &crate::study::StudyConfig, name: &str) -> Option<String> {
-    match cfg.variants.iter().find(|v| v.name == name) {
-        Some(v) if v.twin.is_some() => v.twin.clone(),
-        _ => Some(format!("{name}-lr0")),
-    }
+pub fn twin_of(cfg: &crate::study::StudyConfig, name: &str) -> String {
+    cfg.variants
+        .iter()
+        .find(|v| v.name == name)
+        .and_then(|v| v.twin.clone())
+        .unwrap_or_else(|| format!("{name}-lr0"))
 }
 
 /// The paired tests and the ablation table, appended to `s`.
@@ -356,9 +357,10 @@ fn paired_and_ablations(
         // A joint arm against its -lr0 twin (the same policy updates,
         // classifiers fixed) and against the frozen learner.
         let joint_arm = a.contains("joint") && !a.ends_with("-lr0");
-        let twin = match twin_of(cfg, a) {
-            Some(t) if joint_arm => points(rows, &t),
-            _ => Vec::new(),
+        let twin = if joint_arm {
+            points(rows, &twin_of(cfg, a))
+        } else {
+            Vec::new()
         };
         for p in pts {
             let Some(ea) = per_image_error(run, p)? else {

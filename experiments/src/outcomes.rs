@@ -77,15 +77,12 @@ pub fn pack(run: &Path) -> Result<(PathBuf, usize)> {
         });
     }
     let out = run.join(OUTCOMES_FILE);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut text = Vec::new();
     for l in &lines {
-        let json = serde_json::to_vec(l).map_err(|e| Error::json(&out, e))?;
-        gz.write_all(&json)
-            .and_then(|_| gz.write_all(b"\n"))
-            .map_err(|e| Error::io(&out, e))?;
+        text.extend(serde_json::to_vec(l).map_err(|e| Error::json(&out, e))?);
+        text.push(b'\n');
     }
-    let bytes = gz.finish().map_err(|e| Error::io(&out, e))?;
-    crate::error::write_file(&out, &bytes)?;
+    write_gz(&out, &text)?;
     Ok((out, lines.len()))
 }
 
@@ -134,12 +131,16 @@ pub fn pack_logs(run: &Path) -> Result<(PathBuf, usize)> {
         }
     }
     let out = run.join(TRAIN_LOGS_FILE);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(text.as_bytes())
-        .map_err(|e| Error::io(&out, e))?;
-    let bytes = gz.finish().map_err(|e| Error::io(&out, e))?;
-    crate::error::write_file(&out, &bytes)?;
+    write_gz(&out, text.as_bytes())?;
     Ok((out, seen.len()))
+}
+
+/// Writes `bytes` gzipped to `out` (whole or not at all).
+fn write_gz(out: &Path, bytes: &[u8]) -> Result<()> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(bytes).map_err(|e| Error::io(out, e))?;
+    let packed = gz.finish().map_err(|e| Error::io(out, e))?;
+    crate::error::write_file(out, &packed)
 }
 
 /// One metric of one agent's log from a packed `train_logs.csv.gz`:
