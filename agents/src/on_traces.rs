@@ -400,7 +400,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let quick = ReinforceConfig {
             epochs: 2,
-            ..Default::default()
+            ..ReinforceConfig::mlp()
         };
         for name in [
             "static-2",

@@ -59,9 +59,10 @@
 //! on a linear head started from `ann`'s rule (lr 1e-3, no entropy bonus);
 //! `docs/results/fmnist` has the diagnosis that led there.
 //!
-//! **Defaults**: lr 0.01, the learned value baseline, an entropy bonus of
-//! 0.01 annealed to 0 (chosen on the validation reward of fmnist-4 frozen
-//! agents, see `ReinforceConfig::default`). The baseline and the bonus
+//! **Default**: the shipped frozen learner above, 100 epochs. **The
+//! previous learner** ([`ReinforceConfig::mlp`]): lr 0.01, the learned
+//! value baseline, an entropy bonus of 0.01 annealed to 0 (chosen on the
+//! validation reward of fmnist-4 frozen agents). The baseline and the bonus
 //! were first chosen (the bonus at 0.1, constant) on the synthetic traces of
 //! [`cascade_env::ReplayBackend::synthetic`], whose optimum is known. There,
 //! stopping the 10% of samples that no stage gets right at stage 1 instead
@@ -171,7 +172,39 @@ pub enum Estimator {
 }
 
 impl Default for ReinforceConfig {
+    /// The shipped frozen learner with 100 epochs
+    /// ([`ReinforceConfig::frozen_learner`]): what `cascade train --agent
+    /// reinforce`, Python's `agents.fit` and a config that leaves fields
+    /// out start from.
     fn default() -> Self {
+        ReinforceConfig::frozen_learner(100)
+    }
+}
+
+impl ReinforceConfig {
+    /// The frozen learner the studies ship (`reinforce-frozen`): REINFORCE
+    /// on a linear head over the confidence inputs started from `ann`'s
+    /// rule fitted on the same training split, lr 1e-3, no entropy bonus,
+    /// `epochs` epochs all run and the best on validation kept (the start
+    /// included).
+    pub fn frozen_learner(epochs: usize) -> Self {
+        ReinforceConfig {
+            hidden: 0,
+            inputs: PolicyInputs::Probs,
+            init: PolicyInit::Ann,
+            epochs,
+            patience: 0,
+            lr: 1e-3,
+            entropy_coef: 0.0,
+            ..ReinforceConfig::mlp()
+        }
+    }
+
+    /// The previous learner, kept for the diagnostics that compare the two
+    /// and for the tests on synthetic traces: a tanh MLP (hidden 32) over
+    /// the stage features and the confidences, fresh weights, 30 epochs
+    /// with patience 10, lr 1e-2, an entropy bonus of 0.01 annealed to 0.
+    pub fn mlp() -> Self {
         ReinforceConfig {
             hidden: 32,
             epochs: 30,
@@ -193,27 +226,23 @@ impl Default for ReinforceConfig {
             estimator: Estimator::Reinforce,
         }
     }
-}
 
-impl ReinforceConfig {
-    /// The frozen learner the studies ship (`reinforce-frozen`) and
-    /// `cascade train --agent reinforce` starts from: REINFORCE on a linear
-    /// head over the confidence inputs started from `ann`'s rule fitted on
-    /// the same training split, lr 1e-3, no entropy bonus, `epochs` epochs
-    /// all run and the best on validation kept (the start included). The
-    /// `Default` is the previous learner (a tanh MLP over the features and
-    /// the confidences, fresh, lr 1e-2, an entropy bonus), kept for the
-    /// diagnostics that compare the two.
-    pub fn frozen_learner(epochs: usize) -> Self {
+    /// This config with a policy head of `hidden` units over `inputs`,
+    /// started from `start`. Without an explicit start, a head that
+    /// `ann`'s rule cannot fill (hidden units or feature inputs) starts
+    /// fresh; an explicit `ann` start on such a head is left for
+    /// [`ReinforceConfig::validate`] to refuse, naming the conflict.
+    pub fn with_head(self, hidden: usize, inputs: PolicyInputs, start: Option<PolicyInit>) -> Self {
+        let init = match start {
+            Some(s) => s,
+            None if hidden != 0 || inputs != PolicyInputs::Probs => PolicyInit::Fresh,
+            None => self.init,
+        };
         ReinforceConfig {
-            hidden: 0,
-            inputs: PolicyInputs::Probs,
-            init: PolicyInit::Ann,
-            epochs,
-            patience: 0,
-            lr: 1e-3,
-            entropy_coef: 0.0,
-            ..Default::default()
+            hidden,
+            inputs,
+            init,
+            ..self
         }
     }
 

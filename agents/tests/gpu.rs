@@ -70,7 +70,7 @@ fn gpu_joint_training_on_cuda() {
         ReinforceConfig {
             epochs: 3,
             patience: 0,
-            ..Default::default()
+            ..ReinforceConfig::mlp()
         },
         &cascade.feature_dims(),
         cascade.num_classes(),

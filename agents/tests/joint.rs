@@ -186,7 +186,7 @@ fn train_frozen(
     let mut val_b = CandleBackend::new(cascade, &splits.val, 256).unwrap();
     let cfg = ReinforceConfig {
         epochs,
-        ..Default::default()
+        ..ReinforceConfig::mlp()
     };
     let mut agent = ReinforceAgent::for_backend(cfg, &train_b).unwrap();
     let summary = agent

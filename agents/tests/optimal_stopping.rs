@@ -277,7 +277,7 @@ fn continuation_values_decide_and_the_fitted_rules_reach_the_exact_optimum() {
                 batch_size: 256,
                 patience: 0,
                 estimator,
-                ..Default::default()
+                ..ReinforceConfig::mlp()
             },
             &train,
         )

@@ -354,7 +354,7 @@ fn frozen_reinforce_reaches_the_known_optimum() {
             // of reward: a steady entropy bonus keeps exploring them.
             entropy_coef: 0.1,
             entropy_anneal: false,
-            ..Default::default()
+            ..ReinforceConfig::mlp()
         },
         &train,
     )
@@ -397,7 +397,7 @@ fn frozen_reinforce_with_the_running_mean_baseline_learns_the_main_decisions() {
             epochs: 30,
             baseline: Baseline::RunningMean { momentum: 0.9 },
             entropy_coef: 0.0,
-            ..Default::default()
+            ..ReinforceConfig::mlp()
         },
         &train,
     )
@@ -442,7 +442,7 @@ fn budget_mode_meets_the_budget_by_dual_ascent() {
         ReinforceConfig {
             epochs: 20,
             patience: 0,
-            ..Default::default()
+            ..ReinforceConfig::mlp()
         },
         &train,
     )
@@ -485,7 +485,7 @@ fn training_log_has_the_fixed_columns() {
         ReinforceConfig {
             epochs: 3,
             patience: 0,
-            ..Default::default()
+            ..ReinforceConfig::mlp()
         },
         &train,
     )
@@ -532,7 +532,7 @@ fn same_seed_same_policy_other_seed_other_policy() {
             ReinforceConfig {
                 epochs: 2,
                 patience: 0,
-                ..Default::default()
+                ..ReinforceConfig::mlp()
             },
             &mut train,
             &mut val,
@@ -579,7 +579,7 @@ fn single_observation_stop_prob_equals_the_batch_decision() {
     let reinforce = trained_reinforce(
         ReinforceConfig {
             epochs: 1,
-            ..Default::default()
+            ..ReinforceConfig::mlp()
         },
         &mut train,
         &mut val,
@@ -634,7 +634,7 @@ fn save_load_round_trip_gives_the_same_actions() {
     let reinforce = trained_reinforce(
         ReinforceConfig {
             epochs: 2,
-            ..Default::default()
+            ..ReinforceConfig::mlp()
         },
         &mut train,
         &mut val,
@@ -723,7 +723,7 @@ fn sampled_actions_and_policy_cost() {
     let agent = trained_reinforce(
         ReinforceConfig {
             epochs: 1,
-            ..Default::default()
+            ..ReinforceConfig::mlp()
         },
         &mut train,
         &mut val,
@@ -773,7 +773,7 @@ fn divergence_is_a_typed_error() {
         ReinforceConfig {
             epochs: 3,
             lr: 1e38,
-            ..Default::default()
+            ..ReinforceConfig::mlp()
         },
         &train,
     )
@@ -827,7 +827,7 @@ fn a_warm_start_from_ann_is_anns_rule_and_selection_keeps_it_unless_validation_i
         init: PolicyInit::Ann,
         epochs: 1,
         lr: 1e-12,
-        ..Default::default()
+        ..ReinforceConfig::mlp()
     };
     let warm = trained_reinforce(cfg.clone(), &mut train, &mut val, &o);
     let (a, b) = (
@@ -869,7 +869,7 @@ fn a_warm_start_from_ann_is_anns_rule_and_selection_keeps_it_unless_validation_i
     // A warm start needs the head that can hold ann's rule.
     let bad = ReinforceConfig {
         init: PolicyInit::Ann,
-        ..Default::default()
+        ..ReinforceConfig::mlp()
     };
     let e = bad.validate().unwrap_err().to_string();
     assert!(e.contains("init ann needs a linear head"), "{e}");
@@ -888,7 +888,7 @@ fn the_exact_gradient_on_frozen_outputs_learns_the_main_decisions() {
             patience: 0,
             estimator: Estimator::Exact,
             inputs: PolicyInputs::FeaturesAndProbs,
-            ..Default::default()
+            ..ReinforceConfig::mlp()
         },
         &train,
     )

@@ -187,7 +187,12 @@ def fit(
         count_policy_cost: Count the policy's own MACs into the cost
             (default: when the traces' cost unit is ``MACs``).
         reinforce: ``reinforce-frozen`` settings (``ReinforceConfig``
-            fields: ``epochs``, ``hidden``, ``lr``, ``batch_size``, ...).
+            fields: ``epochs``, ``hidden``, ``lr``, ``batch_size``, ...),
+            given over the shipped learner that ``cascade train --agent
+            reinforce-frozen`` also starts from (a linear head on the
+            confidences started from ``ann``'s rule, 100 epochs, lr 1e-3).
+            A head that rule cannot fill (``hidden`` > 0, feature inputs)
+            starts fresh unless ``init`` says otherwise.
 
     Raises:
         ValueError: An unknown agent, bad options, traces of different

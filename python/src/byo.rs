@@ -120,10 +120,21 @@ pub struct NativeAgent {
     layout: Option<(Vec<usize>, usize)>,
 }
 
+/// The REINFORCE settings of a JSON object: the fields it gives over the
+/// shipped frozen learner (`ReinforceConfig::default`), with the CLI's
+/// rule for the start (a head `ann`'s rule cannot fill starts fresh unless
+/// `init` is given).
 fn parse_reinforce(json: Option<String>) -> PyResult<Option<ReinforceConfig>> {
+    let bad = |e: serde_json::Error| PyValueError::new_err(format!("reinforce settings: {e}"));
     json.map(|j| {
-        serde_json::from_str::<ReinforceConfig>(&j)
-            .map_err(|e| PyValueError::new_err(format!("reinforce settings: {e}")))
+        let value: serde_json::Value = serde_json::from_str(&j).map_err(bad)?;
+        let start = match value.get("init") {
+            Some(v) => Some(serde_json::from_value(v.clone()).map_err(bad)?),
+            None => None,
+        };
+        let c: ReinforceConfig = serde_json::from_value(value).map_err(bad)?;
+        let (hidden, inputs) = (c.hidden, c.inputs);
+        Ok(c.with_head(hidden, inputs, start))
     })
     .transpose()
 }

@@ -286,7 +286,7 @@ fn run_policy(args: &BenchArgs, threads: &str) -> anyhow::Result<()> {
     let config = ReinforceConfig {
         epochs: 1,
         patience: 0,
-        ..Default::default()
+        ..ReinforceConfig::mlp()
     };
     let mut agent = ReinforceAgent::new(config.clone(), &feature_dims, classes)?;
     let opts = TrainOptions {

@@ -485,24 +485,16 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
 
 /// `base` with the REINFORCE flags of `args` given on top.
 pub(super) fn with_reinforce_flags(args: &TrainArgs, base: ReinforceConfig) -> ReinforceConfig {
-    let hidden = args.hidden.unwrap_or(base.hidden);
-    let inputs = args.policy_inputs.unwrap_or(base.inputs);
-    // ann's rule fits only a linear head on the confidences: a head the
-    // flags make otherwise starts fresh unless --start says ann (which
-    // validation then refuses, naming the conflict).
-    let init = match args.start {
-        Some(s) => s,
-        None if hidden != 0 || inputs != PolicyInputs::Probs => PolicyInit::Fresh,
-        None => base.init,
-    };
+    let base = base.clone().with_head(
+        args.hidden.unwrap_or(base.hidden),
+        args.policy_inputs.unwrap_or(base.inputs),
+        args.start,
+    );
     ReinforceConfig {
         epochs: args.epochs.unwrap_or(base.epochs),
         batch_size: args.batch_size.unwrap_or(base.batch_size),
         lr: args.lr.unwrap_or(base.lr),
-        hidden,
         patience: args.patience.unwrap_or(base.patience),
-        inputs,
-        init,
         estimator: args.estimator.unwrap_or(base.estimator),
         entropy_coef: args.entropy_coef.unwrap_or(base.entropy_coef),
         ..base

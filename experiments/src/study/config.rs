@@ -586,7 +586,7 @@ fn policy(epochs: usize) -> ReinforceConfig {
         patience: 0,
         lr: 1e-3,
         entropy_coef: 0.0,
-        ..linear_head(ReinforceConfig::default())
+        ..linear_head(ReinforceConfig::mlp())
     }
 }
 
@@ -618,7 +618,7 @@ fn previous_frozen_learner(epochs: usize) -> ReinforceConfig {
     ReinforceConfig {
         epochs,
         patience: 0,
-        ..Default::default()
+        ..ReinforceConfig::mlp()
     }
 }
 
@@ -915,7 +915,7 @@ fn expected_policy() -> ReinforceConfig {
         epochs: 10,
         patience: 0,
         entropy_coef: 0.0,
-        ..linear_head(ReinforceConfig::default())
+        ..linear_head(ReinforceConfig::mlp())
     }
 }
 
