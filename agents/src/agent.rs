@@ -363,6 +363,11 @@ pub struct AgentManifest {
     /// How it was trained (absent for agents never trained).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trained_with: Option<TrainOptions>,
+    /// What was trained: the agent and its settings, as given to
+    /// [`crate::train`] (absent in folders written before specs and for
+    /// agents saved without training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<crate::spec::AgentSpec>,
 }
 
 /// The kind-specific part of an [`AgentManifest`], tagged by `kind`.
@@ -389,6 +394,14 @@ pub fn write_manifest(dir: &Path, manifest: &AgentManifest) -> Result<()> {
         source,
     })?;
     cascade_env::fsutil::write_atomic(&path, &json).map_err(|e| Error::io(&path, e))
+}
+
+/// Records `spec` in the manifest of the agent saved in `dir` (rewritten
+/// atomically).
+pub fn record_spec(dir: &Path, spec: &crate::spec::AgentSpec) -> Result<()> {
+    let mut m = read_manifest(dir)?;
+    m.spec = Some(spec.clone());
+    write_manifest(dir, &m)
 }
 
 /// Reads and checks `dir/agent.json`.
@@ -509,6 +522,7 @@ mod tests {
             num_stages: 2,
             state: AgentState::Static(crate::static_k::StaticState { stage_index: 0 }),
             trained_with: None,
+            spec: Some(crate::spec::AgentSpec::Static { stage: 1 }),
         };
         write_manifest(dir.path(), &m).unwrap();
         assert_eq!(read_manifest(dir.path()).unwrap(), m);

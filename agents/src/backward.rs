@@ -800,6 +800,7 @@ impl Agent for BackwardAgent {
                     num_classes: self.num_classes,
                 }),
                 trained_with: self.trained_with.clone(),
+                spec: None,
             },
         )
     }

@@ -58,11 +58,12 @@ use serde::{Deserialize, Serialize};
 use crate::agent::{Agent, EpochMetrics, TrainOptions, TrainSummary};
 use crate::error::{Error, Result};
 use crate::policy::FeatureNorm;
-use crate::reinforce::{shuffle, ReinforceAgent, ReinforceMode, Seeds};
+use crate::reinforce::{ReinforceAgent, ReinforceMode};
 use crate::training::{
     adamw, classifier_optimizer, epoch_bar, expected_objective, finite_scalar, show_epoch,
     MetricLog, Selection, StageOut,
 };
+use crate::training::{shuffle, Seeds};
 
 /// Settings of `expected-joint` beyond the policy's ([`crate::ReinforceConfig`]:
 /// its `epochs` are the rounds, its `lr` and `batch_size` the policy's).
@@ -179,6 +180,30 @@ pub struct JointSplits<'a> {
     pub val: &'a Dataset,
 }
 
+impl JointSplits<'_> {
+    /// Refuses a split that is empty or whose images or classes do not fit
+    /// `cascade` (`agent` names the trainer in the message).
+    pub(crate) fn check(&self, agent: &str, cascade: &Cascade) -> Result<()> {
+        for ds in [self.classifier_train, self.policy_train, self.val] {
+            if ds.is_empty()
+                || ds.shape != cascade.input_shape()
+                || ds.num_classes() != cascade.num_classes()
+            {
+                return Err(Error::Config(format!(
+                    "{agent}: data '{}' ({} images of {:?}, {} classes) does not fit the cascade ({:?}, {} classes)",
+                    ds.name,
+                    ds.len(),
+                    ds.shape,
+                    ds.num_classes(),
+                    cascade.input_shape(),
+                    cascade.num_classes()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Every stage's outputs for minibatch `rows` of a recorded trace.
 fn trace_stages(trace: &ReplayBackend, rows: &[usize], device: &Device) -> Result<Vec<StageOut>> {
     let c = trace.meta().num_classes;
@@ -277,22 +302,7 @@ impl ReinforceAgent {
         cfg.validate()?;
         ecfg.validate()?;
         opts.validate()?;
-        for ds in [data.classifier_train, data.policy_train, data.val] {
-            if ds.is_empty()
-                || ds.shape != cascade.input_shape()
-                || ds.num_classes() != cascade.num_classes()
-            {
-                return Err(Error::Config(format!(
-                    "expected-joint: data '{}' ({} images of {:?}, {} classes) does not fit the cascade ({:?}, {} classes)",
-                    ds.name,
-                    ds.len(),
-                    ds.shape,
-                    ds.num_classes(),
-                    cascade.input_shape(),
-                    cascade.num_classes()
-                )));
-            }
-        }
+        data.check("expected-joint", &cascade)?;
         let start = Instant::now();
         let seeds = Seeds::new(opts.seed);
         let device = cascade.device();

@@ -95,11 +95,12 @@ use crate::agent::{Agent, TrainOptions, TrainSummary};
 use crate::error::{Error, Result};
 use crate::expected::JointSplits;
 use crate::policy::FeatureNorm;
-use crate::reinforce::{shuffle, EpochSums, ReinforceAgent, ReinforceMode, Seeds};
+use crate::reinforce::{ReinforceAgent, ReinforceMode};
 use crate::training::{
     adamw, classifier_optimizer, epoch_bar, finite_or_zero, finite_scalar, rollout, show_epoch,
     surrogate, BaselineState, MetricLog, Selection, StageOut, StageSource, ValScore,
 };
+use crate::training::{shuffle, EpochSums, Seeds};
 
 /// Settings of joint training beyond the policy's ([`crate::ReinforceConfig`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -382,22 +383,7 @@ impl ReinforceAgent {
         cfg.validate()?;
         joint.validate()?;
         opts.validate()?;
-        for ds in [data.classifier_train, data.policy_train, data.val] {
-            if ds.is_empty()
-                || ds.shape != cascade.input_shape()
-                || ds.num_classes() != cascade.num_classes()
-            {
-                return Err(Error::Config(format!(
-                    "joint: data '{}' ({} images of {:?}, {} classes) does not fit the cascade ({:?}, {} classes)",
-                    ds.name,
-                    ds.len(),
-                    ds.shape,
-                    ds.num_classes(),
-                    cascade.input_shape(),
-                    cascade.num_classes()
-                )));
-            }
-        }
+        data.check("joint", &cascade)?;
         let val = data.val;
         let probe = CandleBackend::new(&cascade, val, joint.eval_batch_size)?;
         self.check_fits(&probe)?;

@@ -1,14 +1,16 @@
-//! [`AgentKind`]: the one list of the agents the studies sweep, with their
-//! names in results, labels in figures, families and display order.
+//! [`AgentKind`]: the agents the studies sweep, by name (the tag of their
+//! [`crate::AgentSpec`]), with their labels in figures, families and
+//! display order.
 //!
-//! A new agent is its file (an [`crate::Agent`] implementation) and one
-//! variant here; the studies, tables, legends, the command line (through
-//! [`clap::ValueEnum`]) and the result files read everything else from the
-//! variant.
+//! A new agent is its file (an [`crate::Agent`] implementation), one
+//! variant of [`crate::AgentSpec`] and one here; the studies, tables,
+//! legends, the command line (through [`clap::ValueEnum`]) and the result
+//! files read everything else from them.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::spec::Family;
 
 /// An agent whose sweep the studies run (the static stages and the oracle
 /// are evaluated beside them and are not kinds: they are not trained).
@@ -105,30 +107,22 @@ impl AgentKind {
         }
     }
 
-    /// The family (the `kind` column of `results.csv`): `threshold`,
-    /// `backward`, `reinforce` or `expected`.
-    pub const fn family(self) -> &'static str {
+    /// The family (the `kind` column of `results.csv`).
+    pub const fn family(self) -> Family {
         match self {
             AgentKind::Threshold | AgentKind::ThresholdPerStage | AgentKind::ThresholdEntropy => {
-                "threshold"
+                Family::Threshold
             }
-            AgentKind::BackwardInduction | AgentKind::Ann => "backward",
-            AgentKind::ReinforceFrozen | AgentKind::ReinforceJoint => "reinforce",
-            AgentKind::ExpectedJoint => "expected",
+            AgentKind::BackwardInduction | AgentKind::Ann => Family::Backward,
+            AgentKind::ReinforceFrozen | AgentKind::ReinforceJoint => Family::Reinforce,
+            AgentKind::ExpectedJoint => Family::Expected,
         }
     }
 
     /// Whether it is fitted on recorded outputs without a seed (one row per
     /// point).
     pub const fn seedless(self) -> bool {
-        matches!(
-            self,
-            AgentKind::Threshold
-                | AgentKind::ThresholdPerStage
-                | AgentKind::ThresholdEntropy
-                | AgentKind::BackwardInduction
-                | AgentKind::Ann
-        )
+        self.family().seedless()
     }
 
     /// Whether it fine-tunes the classifiers (and so is evaluated on its
@@ -225,8 +219,8 @@ mod tests {
             .collect();
         assert_eq!(seedless.len(), 5);
         assert!(seedless.iter().all(|a| !a.joint()));
-        assert_eq!(AgentKind::ReinforceJoint.family(), "reinforce");
-        assert_eq!(AgentKind::ExpectedJoint.family(), "expected");
-        assert_eq!(AgentKind::Ann.family(), "backward");
+        assert_eq!(AgentKind::ReinforceJoint.family(), Family::Reinforce);
+        assert_eq!(AgentKind::ExpectedJoint.family(), Family::Expected);
+        assert_eq!(AgentKind::Ann.family(), Family::Backward);
     }
 }

@@ -46,33 +46,36 @@ pub mod backward;
 mod error;
 pub mod eval;
 pub mod expected;
+pub mod folder;
 pub mod joint;
 pub mod kind;
 pub mod on_traces;
 pub mod oracle;
 pub mod policy;
 pub mod reinforce;
+pub mod spec;
 pub mod static_k;
 pub mod threshold;
 pub mod training;
 
 pub use agent::{
-    decide, load_agent, read_manifest, ActMode, Agent, AgentManifest, AgentState, EpochMetrics,
-    TrainData, TrainOptions, TrainSummary, AGENT_FILE, AGENT_FORMAT_VERSION,
+    decide, load_agent, read_manifest, record_spec, ActMode, Agent, AgentManifest, AgentState,
+    EpochMetrics, TrainData, TrainOptions, TrainSummary, AGENT_FILE, AGENT_FORMAT_VERSION,
 };
 pub use backward::{BackwardAgent, BackwardConfig, StopFit, StopInputs};
 pub use error::{Error, Result};
 pub use eval::{evaluate, EvalConfig, EvalReport, Evaluated, ReportContext};
 pub use expected::{ClassifierObjective, ExpectedJointConfig, JointSplits};
+pub use folder::{AgentFolder, TRACE_RECORD_FILE, TRAIN_ARGS_FILE, TRAIN_SUMMARY_FILE};
 pub use joint::{JointConfig, JointImages};
 pub use kind::AgentKind;
 pub use on_traces::{
     counts_policy_cost, fit_on_traces, TraceAgent, TraceRef, TraceTrainRecord, TRACE_AGENTS,
-    TRACE_RECORD_FILE,
 };
 pub use oracle::OracleAgent;
 pub use policy::{FeatureNorm, PolicyInputs, PolicySpec, StopPolicy};
 pub use reinforce::{Estimator, PolicyInit, ReinforceAgent, ReinforceConfig, ReinforceMode};
+pub use spec::{train, AgentSpec, Family, JointInputs, JointSpec, JointStart, TrainInputs};
 pub use static_k::StaticAgent;
 pub use threshold::{Confidence, GridPoint, ThresholdAgent, ThresholdConfig};
 pub use training::Baseline;

@@ -31,20 +31,15 @@ use cascade_env::{ReplayBackend, RewardSpec, StageBackend};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{load_agent, read_manifest, Agent, TrainData, TrainOptions, TrainSummary};
-use crate::backward::{BackwardAgent, BackwardConfig};
+use crate::backward::BackwardConfig;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, EvalConfig, EvalReport};
-use crate::oracle::OracleAgent;
-use crate::reinforce::{ReinforceAgent, ReinforceConfig};
-use crate::static_k::StaticAgent;
-use crate::threshold::{Confidence, ThresholdAgent, ThresholdConfig};
+use crate::kind::AgentKind;
+use crate::reinforce::ReinforceConfig;
+use crate::spec::{train as train_spec, AgentSpec, TrainInputs};
+use crate::threshold::ThresholdConfig;
 
-/// File of the training summary in an agent folder (the same name
-/// `cascade train` uses for agents trained on a cascade).
-pub const TRAIN_SUMMARY_FILE: &str = "train_summary.json";
-
-/// File of the [`TraceTrainRecord`] in an agent folder trained on traces.
-pub const TRACE_RECORD_FILE: &str = "train_traces.json";
+pub use crate::folder::{TRACE_RECORD_FILE, TRAIN_SUMMARY_FILE};
 
 /// The agents [`fit_on_traces`] fits (`static-K` stands for `static-1`,
 /// `static-2`, ...).
@@ -115,6 +110,10 @@ pub struct TraceTrainRecord {
     /// Settings of backward-induction or ann.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backward: Option<BackwardConfig>,
+    /// What was fitted: the agent and its settings (absent in records
+    /// written before specs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<AgentSpec>,
 }
 
 /// Whether the policy's MACs are counted into the cost by default on
@@ -199,9 +198,6 @@ pub fn fit_on_traces(
 ) -> Result<TraceAgent> {
     opts.validate()?;
     check_same_cascade(train, val)?;
-    let k = train.num_stages();
-    let dims = train.feature_dims().to_vec();
-    let c = train.num_classes();
     let mut record = TraceTrainRecord {
         agent: name.to_string(),
         train_trace: TraceRef::of(train, paths.0),
@@ -210,59 +206,49 @@ pub fn fit_on_traces(
         reinforce: None,
         threshold: None,
         backward: None,
+        spec: None,
     };
-    if reinforce.is_some() && !matches!(name, "reinforce" | "reinforce-frozen") {
-        return Err(Error::Config(format!(
-            "REINFORCE settings were given for agent '{name}'"
-        )));
-    }
-    let mut agent: Box<dyn Agent> = match name {
-        "oracle" => Box::new(OracleAgent::new(k)?),
-        "threshold" | "threshold-per-stage" | "threshold-entropy" => {
-            let cfg = ThresholdConfig {
-                per_stage: name == "threshold-per-stage",
-                confidence: if name == "threshold-entropy" {
-                    Confidence::Entropy
-                } else {
-                    Confidence::MaxProb
-                },
-                ..Default::default()
-            };
-            record.threshold = Some(cfg.clone());
-            Box::new(ThresholdAgent::new(cfg, k)?)
-        }
-        "backward-induction" | "backward" | "ann" => {
-            let cfg = if name == "ann" {
-                BackwardConfig::ann()
-            } else {
-                BackwardConfig::backward_induction()
-            };
-            record.backward = Some(cfg.clone());
-            Box::new(BackwardAgent::new(cfg, &dims, c)?)
-        }
-        "reinforce" | "reinforce-frozen" | "frozen" => {
-            // Unset: the studies' frozen learner (as `cascade train`).
-            let cfg = reinforce.unwrap_or_else(|| ReinforceConfig::frozen_learner(100));
-            cfg.validate()?;
-            record.reinforce = Some(cfg.clone());
-            Box::new(ReinforceAgent::new(cfg, &dims, c)?)
-        }
-        "reinforce-joint" | "joint" | "expected-joint" | "expected" => {
-            return Err(Error::Config(format!(
-                "{name} fine-tunes the classifiers, and a trace holds only their outputs; on \
-                 traces use one of {}",
-                TRACE_AGENTS.join(", ")
-            )))
-        }
-        s if s.starts_with("static-") => Box::new(StaticAgent::from_name(s, k)?),
-        other => {
-            return Err(Error::Config(format!(
+    // `reinforce` is the frozen learner's short name on traces.
+    let spec = match name.trim() {
+        "reinforce" => AgentSpec::of_kind(AgentKind::ReinforceFrozen),
+        other if other.starts_with("static-") => AgentSpec::from_name(other)?,
+        other => AgentSpec::from_name(other).map_err(|_| {
+            Error::Config(format!(
                 "unknown agent '{other}': on traces use one of {}",
                 TRACE_AGENTS.join(", ")
+            ))
+        })?,
+    };
+    let spec = match (spec, reinforce) {
+        (AgentSpec::ReinforceFrozen(_), Some(cfg)) => AgentSpec::ReinforceFrozen(cfg),
+        (_, Some(_)) => {
+            return Err(Error::Config(format!(
+                "REINFORCE settings were given for agent '{name}'"
             )))
         }
+        (spec, None) => spec,
     };
-    let summary = agent.train(TrainData { train, val }, opts)?;
+    if spec.joint() {
+        return Err(Error::Config(format!(
+            "{name} fine-tunes the classifiers, and a trace holds only their outputs; on \
+             traces use one of {}",
+            TRACE_AGENTS.join(", ")
+        )));
+    }
+    match &spec {
+        AgentSpec::Threshold(c)
+        | AgentSpec::ThresholdPerStage(c)
+        | AgentSpec::ThresholdEntropy(c) => record.threshold = Some(c.clone()),
+        AgentSpec::BackwardInduction(c) | AgentSpec::Ann(c) => record.backward = Some(c.clone()),
+        AgentSpec::ReinforceFrozen(c) => record.reinforce = Some(c.clone()),
+        _ => {}
+    }
+    record.spec = Some(spec.clone());
+    let inputs = TrainInputs {
+        data: TrainData { train, val },
+        joint: None,
+    };
+    let (agent, summary) = train_spec(&spec, inputs, opts)?;
     Ok(TraceAgent {
         agent,
         summary: Some(summary),
@@ -297,6 +283,9 @@ impl TraceAgent {
     /// written atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
         self.agent.save(dir)?;
+        if let Some(spec) = self.record.as_ref().and_then(|r| r.spec.as_ref()) {
+            crate::agent::record_spec(dir, spec)?;
+        }
         if let Some(s) = &self.summary {
             write_json(&dir.join(TRAIN_SUMMARY_FILE), s)?;
         }

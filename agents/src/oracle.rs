@@ -120,6 +120,7 @@ impl Agent for OracleAgent {
                 num_stages: self.num_stages,
                 state: AgentState::Oracle(OracleState {}),
                 trained_with: None,
+                spec: None,
             },
         )
     }

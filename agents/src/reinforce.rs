@@ -84,16 +84,17 @@ use cascade_env::{BatchObservation, EnvRng, ReplayBackend, StageBackend};
 use cascade_rl::checkpoint::Cascade;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{write_manifest, ActMode, Agent, AgentManifest, AgentState, EpochMetrics};
+use crate::agent::{write_manifest, Agent, AgentManifest, AgentState};
 use crate::agent::{TrainData, TrainOptions, TrainSummary, AGENT_FORMAT_VERSION};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, record_split, EvalConfig};
 use crate::expected::ExpectedJointConfig;
 use crate::joint::JointConfig;
-use crate::policy::{FeatureNorm, PolicyInputs, PolicySpec, StopPolicy};
+use crate::policy::{FeatureNorm, PolicySpec, StopPolicy};
 use crate::training::{
     adamw, epoch_bar, expected_objective, finite_or_zero, finite_scalar, rollout, show_epoch,
-    surrogate, Baseline, BaselineState, MetricLog, Selection, StageOut, StageSource, ValScore,
+    shuffle, surrogate, BaselineState, EpochSums, MetricLog, Seeds, Selection, StageOut,
+    StageSource, ValScore,
 };
 
 /// File name of the policy weights in an agent folder.
@@ -102,190 +103,8 @@ pub const POLICY_FILE: &str = "policy.safetensors";
 /// Folder of the fine-tuned classifiers in a jointly trained agent's folder.
 pub const CASCADE_DIR: &str = "cascade";
 
-/// Settings of the policy and its training (both modes).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ReinforceConfig {
-    /// Hidden width of each stage's policy head.
-    pub hidden: usize,
-    /// Most passes over the training split.
-    pub epochs: usize,
-    /// Trajectories per gradient step.
-    pub batch_size: usize,
-    /// Policy learning rate (AdamW).
-    pub lr: f64,
-    /// Policy weight decay (AdamW, decoupled).
-    pub weight_decay: f64,
-    /// The baseline b.
-    pub baseline: Baseline,
-    /// Weight of the policy-entropy bonus at the first epoch (0: the plain
-    /// estimator). It keeps stop probabilities away from 0 and 1 while the
-    /// policy still explores, so decisions with a small reward difference
-    /// are not frozen by saturated sigmoids early on.
-    pub entropy_coef: f64,
-    /// Anneal the entropy weight linearly to 0 over `epochs`, so the final
-    /// policy is trained on the plain estimator.
-    pub entropy_anneal: bool,
-    /// Stop after this many epochs without a better validation score (0:
-    /// run every epoch).
-    pub patience: usize,
-    /// Dual-ascent step eta on alpha in budget mode.
-    pub dual_lr: f64,
-    /// How the policy acts in validation (and, by default, evaluation).
-    pub eval_mode: ActMode,
-    /// What the policy heads read (a linear head is `hidden` 0).
-    pub inputs: PolicyInputs,
-    /// How frozen training starts the policy.
-    pub init: PolicyInit,
-    /// The gradient of frozen training.
-    pub estimator: Estimator,
-}
-
-/// How frozen training starts the policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum PolicyInit {
-    /// Fresh weights from the run's seed (every `pi_t` near 1/2).
-    #[default]
-    Fresh,
-    /// `ann`'s rule ([`crate::BackwardAgent`] with
-    /// [`crate::BackwardConfig::ann`]) fitted on the same training split
-    /// and copied into a linear head on the confidence inputs: the policy
-    /// starts as that rule exactly (`pi_t = sigmoid(score_t)`). Under a
-    /// budget, dual ascent starts from the alpha `ann` chose on the
-    /// validation split. Needs `hidden` 0 and `inputs` `probs`.
-    Ann,
-}
-
-/// The gradient frozen training follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Estimator {
-    /// REINFORCE on sampled trajectories (the slides' estimator; the
-    /// `log C_k` term is absent with the classifiers fixed).
-    #[default]
-    Reinforce,
-    /// The exact gradient of the expected reward `J = E_x sum_k q_k(x)
-    /// E[R(k, yhat)]` over each minibatch's recorded stage outputs: no
-    /// sampling, no baseline, no entropy bonus.
-    Exact,
-}
-
-impl Default for ReinforceConfig {
-    /// The shipped frozen learner with 100 epochs
-    /// ([`ReinforceConfig::frozen_learner`]): what `cascade train --agent
-    /// reinforce`, Python's `agents.fit` and a config that leaves fields
-    /// out start from.
-    fn default() -> Self {
-        ReinforceConfig::frozen_learner(100)
-    }
-}
-
-impl ReinforceConfig {
-    /// The frozen learner the studies ship (`reinforce-frozen`): REINFORCE
-    /// on a linear head over the confidence inputs started from `ann`'s
-    /// rule fitted on the same training split, lr 1e-3, no entropy bonus,
-    /// `epochs` epochs all run and the best on validation kept (the start
-    /// included).
-    pub fn frozen_learner(epochs: usize) -> Self {
-        ReinforceConfig {
-            hidden: 0,
-            inputs: PolicyInputs::Probs,
-            init: PolicyInit::Ann,
-            epochs,
-            patience: 0,
-            lr: 1e-3,
-            entropy_coef: 0.0,
-            ..ReinforceConfig::mlp()
-        }
-    }
-
-    /// The previous learner, kept for the diagnostics that compare the two
-    /// and for the tests on synthetic traces: a tanh MLP (hidden 32) over
-    /// the stage features and the confidences, fresh weights, 30 epochs
-    /// with patience 10, lr 1e-2, an entropy bonus of 0.01 annealed to 0.
-    pub fn mlp() -> Self {
-        ReinforceConfig {
-            hidden: 32,
-            epochs: 30,
-            batch_size: 128,
-            lr: 1e-2,
-            weight_decay: 0.0,
-            baseline: Baseline::default(),
-            // Chosen on the validation reward of fmnist-4 frozen agents
-            // (alphas 0.003 .. 0.1, 20 epochs): 0.01 annealed beat 0.03 and
-            // 0.1, constant or annealed; a constant 0.1 held the stop
-            // probabilities near one half, where greedy decisions are noise.
-            entropy_coef: 0.01,
-            entropy_anneal: true,
-            patience: 10,
-            dual_lr: 1.0,
-            eval_mode: ActMode::Greedy,
-            inputs: PolicyInputs::FeaturesAndProbs,
-            init: PolicyInit::Fresh,
-            estimator: Estimator::Reinforce,
-        }
-    }
-
-    /// This config with a policy head of `hidden` units over `inputs`,
-    /// started from `start`. Without an explicit start, a head that
-    /// `ann`'s rule cannot fill (hidden units or feature inputs) starts
-    /// fresh; an explicit `ann` start on such a head is left for
-    /// [`ReinforceConfig::validate`] to refuse, naming the conflict.
-    pub fn with_head(self, hidden: usize, inputs: PolicyInputs, start: Option<PolicyInit>) -> Self {
-        let init = match start {
-            Some(s) => s,
-            None if hidden != 0 || inputs != PolicyInputs::Probs => PolicyInit::Fresh,
-            None => self.init,
-        };
-        ReinforceConfig {
-            hidden,
-            inputs,
-            init,
-            ..self
-        }
-    }
-
-    /// The entropy weight of 1-based `epoch`.
-    pub fn entropy_at(&self, epoch: usize) -> f64 {
-        if self.entropy_anneal {
-            self.entropy_coef * (1.0 - (epoch.saturating_sub(1)) as f64 / self.epochs as f64)
-        } else {
-            self.entropy_coef
-        }
-    }
-
-    /// Refuses zero sizes, bad rates and a warm start the head cannot hold.
-    pub fn validate(&self) -> Result<()> {
-        if self.epochs == 0 || self.batch_size == 0 {
-            return Err(Error::Config(format!(
-                "reinforce: epochs ({}) and batch_size ({}) must be positive",
-                self.epochs, self.batch_size
-            )));
-        }
-        if self.init == PolicyInit::Ann && (self.hidden != 0 || self.inputs != PolicyInputs::Probs)
-        {
-            return Err(Error::Config(format!(
-                "reinforce: init ann needs a linear head on the confidence inputs (hidden 0, inputs probs), got hidden {} and inputs {:?}",
-                self.hidden, self.inputs
-            )));
-        }
-        for (name, v, positive) in [
-            ("lr", self.lr, true),
-            ("weight_decay", self.weight_decay, false),
-            ("entropy_coef", self.entropy_coef, false),
-            ("dual_lr", self.dual_lr, true),
-        ] {
-            if !v.is_finite() || v < 0.0 || (positive && v == 0.0) {
-                return Err(Error::Config(format!(
-                    "reinforce: {name} must be {}, got {v}",
-                    if positive { "positive" } else { ">= 0" }
-                )));
-            }
-        }
-        self.baseline.validate()
-    }
-}
+mod config;
+pub use config::{Estimator, PolicyInit, ReinforceConfig};
 
 /// Whether the classifiers trained with the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -751,110 +570,6 @@ impl ReinforceAgent {
     }
 }
 
-/// Seeds derived from the run seed, one per random stream.
-pub(crate) struct Seeds {
-    pub init: u64,
-    pub value_init: u64,
-    pub sampling: u64,
-    pub shuffle: u64,
-}
-
-impl Seeds {
-    pub fn new(seed: u64) -> Self {
-        let d = |s| cascade_rl::train::derive_seed(seed, s);
-        Seeds {
-            init: d(101),
-            value_init: d(102),
-            sampling: d(103),
-            shuffle: d(104),
-        }
-    }
-}
-
-/// Fisher-Yates with the env's generator.
-pub(crate) fn shuffle(v: &mut [usize], rng: &mut EnvRng) {
-    for i in (1..v.len()).rev() {
-        let j = rng.below(i + 1);
-        v.swap(i, j);
-    }
-}
-
-/// Running sums of an epoch's training episodes and losses.
-#[derive(Default)]
-pub(crate) struct EpochSums {
-    episodes: usize,
-    steps: usize,
-    reward: f64,
-    wrong: f64,
-    cost: f64,
-    policy_loss: f64,
-    classifier_loss: f64,
-    value_loss: f64,
-}
-
-impl EpochSums {
-    pub fn add(
-        &mut self,
-        roll: &crate::training::Rollout,
-        policy: f64,
-        classifier: f64,
-        value: f64,
-    ) {
-        self.episodes += roll.returns.len();
-        self.steps += 1;
-        self.reward += roll.returns.iter().sum::<f64>();
-        self.wrong += roll.wrong.iter().filter(|&&w| w).count() as f64;
-        self.cost += roll.costs.iter().sum::<f64>();
-        self.policy_loss += policy;
-        self.classifier_loss += classifier;
-        self.value_loss += value;
-    }
-
-    /// Adds a minibatch of `b` episodes scored in expectation (the exact
-    /// gradient): mean reward `reward`, expected error and cost from `e`.
-    pub fn add_expected(
-        &mut self,
-        b: usize,
-        reward: f64,
-        e: &crate::training::Expected,
-        policy: f64,
-    ) {
-        self.episodes += b;
-        self.steps += 1;
-        self.reward += reward * b as f64;
-        self.wrong += e.mean_error * b as f64;
-        self.cost += e.mean_cost * b as f64;
-        self.policy_loss += policy;
-    }
-
-    pub fn row(
-        &self,
-        epoch: usize,
-        step: usize,
-        alpha: f64,
-        secs: f64,
-        v: &ValScore,
-    ) -> EpochMetrics {
-        let e = self.episodes.max(1) as f64;
-        let s = self.steps.max(1) as f64;
-        EpochMetrics {
-            epoch,
-            global_step: step,
-            mean_reward: self.reward / e,
-            error: self.wrong / e,
-            cost: self.cost / e,
-            policy_loss: self.policy_loss / s,
-            classifier_loss: self.classifier_loss / s,
-            value_loss: self.value_loss / s,
-            alpha,
-            sps: self.episodes as f64 / secs.max(1e-9),
-            val_mean_reward: v.mean_reward,
-            val_error: v.error,
-            val_cost: v.cost,
-        }
-    }
-}
-
 /// Stage outputs of a minibatch looked up in a recorded trace.
 struct TraceSource<'a> {
     trace: &'a ReplayBackend,
@@ -1011,6 +726,7 @@ impl Agent for ReinforceAgent {
                     cascade_dir,
                 }),
                 trained_with: self.trained_with.clone(),
+                spec: None,
             },
         )
     }

@@ -132,6 +132,7 @@ impl Agent for StaticAgent {
                     stage_index: self.stage_index,
                 }),
                 trained_with: None,
+                spec: None,
             },
         )
     }

@@ -417,6 +417,7 @@ impl Agent for ThresholdAgent {
                     grid_scores: self.grid_scores.clone(),
                 }),
                 trained_with: self.trained_with.clone(),
+                spec: None,
             },
         )
     }

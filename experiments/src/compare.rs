@@ -10,6 +10,7 @@
 //! interval over the test images (2000 resamples, seeded), so it speaks
 //! to the sampling of test images, while the ± columns speak to the seeds.
 
+use cascade_agents::AgentFolder;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -69,7 +70,7 @@ fn per_image_error(run: &Path, p: &PointStats<'_>) -> Result<Option<Vec<f64>>> {
         if r.agent_dir.is_empty() {
             return Ok(None);
         }
-        let path = run.join(&r.agent_dir).join("eval_test.json");
+        let path = AgentFolder::new(run.join(&r.agent_dir)).eval_json("test");
         if !path.exists() {
             return Ok(None);
         }

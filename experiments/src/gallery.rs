@@ -6,6 +6,7 @@
 //! exits and predictions), the cascade's record (to reload the test images
 //! it was evaluated on) and `results.csv` (which agent and point).
 
+use cascade_agents::AgentFolder;
 use std::path::{Path, PathBuf};
 
 use cascade_agents::{AgentKind, EvalReport};
@@ -129,7 +130,7 @@ pub fn draw(
     row: &ResultRow,
     figures: &Path,
 ) -> Result<Option<PathBuf>> {
-    let eval_path = run_dir.join(&row.agent_dir).join("eval_test.json");
+    let eval_path = AgentFolder::new(run_dir.join(&row.agent_dir)).eval_json("test");
     let report = EvalReport::read_json(&eval_path)?;
     let n = report.sample_exits.len();
     if n == 0 || report.sample_predictions.len() != n {

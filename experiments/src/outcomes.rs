@@ -8,6 +8,7 @@
 //! that every paired interval of a run can be recomputed from this file
 //! alone: `cascade paired FILE#NAME FILE#NAME`.
 
+use cascade_agents::AgentFolder;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
@@ -63,7 +64,7 @@ pub fn pack(run: &Path) -> Result<(PathBuf, usize)> {
         if !seen.insert(r.agent_dir.clone()) {
             continue;
         }
-        let file = run.join(&r.agent_dir).join("eval_test.json");
+        let file = AgentFolder::new(run.join(&r.agent_dir)).eval_json("test");
         let report = EvalReport::read_json(&file)?;
         if report.sample_correct.len() != report.n {
             return Err(Error::run_file(

@@ -41,7 +41,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use cascade_agents::{EvalReport, TrainSummary};
+use cascade_agents::{EvalReport, Family, TrainSummary};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{write_file, Error, Result};
@@ -88,7 +88,7 @@ pub struct ResultRow {
     /// Agent name (see the module docs).
     pub agent: String,
     /// Agent family.
-    pub kind: String,
+    pub kind: Family,
     /// The alpha trained or calibrated at (`None`: alpha-free agents).
     pub alpha: Option<f64>,
     /// The cost budget (budget mode).
@@ -152,7 +152,7 @@ pub struct RowId<'a> {
     /// Agent name (see the module docs).
     pub agent: &'a str,
     /// Agent family.
-    pub kind: &'a str,
+    pub kind: Family,
     /// The alpha trained or calibrated at (`None`: alpha-free agents).
     pub alpha: Option<f64>,
     /// The cost budget (budget mode).
@@ -183,11 +183,10 @@ impl ResultRow {
         training: Option<&TrainSummary>,
     ) -> Self {
         let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
-        let learned = training
-            .filter(|s| s.epochs_run > 0 || id.kind == "reinforce" || id.kind == "expected");
+        let learned = training.filter(|s| s.epochs_run > 0 || !id.kind.seedless());
         ResultRow {
             agent: id.agent.to_string(),
-            kind: id.kind.to_string(),
+            kind: id.kind,
             alpha: id.alpha,
             budget: id.budget,
             seed: id.seed,
@@ -347,7 +346,7 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 fn record(r: &ResultRow) -> Vec<String> {
     let mut v = vec![
         r.agent.clone(),
-        r.kind.clone(),
+        r.kind.name().to_string(),
         opt(&r.alpha),
         opt(&r.budget),
         opt(&r.seed),
@@ -499,7 +498,7 @@ pub fn read_results(path: &Path) -> Result<Vec<ResultRow>> {
         }
         rows.push(ResultRow {
             agent: get(0).to_string(),
-            kind: get(1).to_string(),
+            kind: get(1).parse().map_err(|_| bad(&head[1], get(1)))?,
             alpha: of(2)?,
             budget: of(3)?,
             seed: parse_opt::<u64>(get(4)).map_err(|_| bad(&head[4], get(4)))?,
@@ -762,7 +761,7 @@ pub(crate) mod tests {
     pub(crate) fn row(agent: &str, alpha: Option<f64>, seed: Option<u64>) -> ResultRow {
         ResultRow {
             agent: agent.into(),
-            kind: "reinforce".into(),
+            kind: Family::Reinforce,
             alpha,
             budget: None,
             seed,

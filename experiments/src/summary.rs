@@ -319,7 +319,7 @@ mod tests {
     ) -> ResultRow {
         ResultRow {
             agent: agent.into(),
-            kind: "k".into(),
+            kind: cascade_agents::Family::Reinforce,
             alpha,
             budget: None,
             seed,

@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use cascade_agents::Family;
 use clap::Args;
 
 use crate::results::{fmt_mean_sd, mean_std, read_results, ResultRow, RESULTS_FILE};
@@ -52,7 +53,7 @@ fn agent_order(
     let mut names: Vec<String> = rows
         .iter()
         .flatten()
-        .filter(|r| r.seed.is_some() || r.kind == "threshold" || r.kind == "backward")
+        .filter(|r| r.seed.is_some() || matches!(r.kind, Family::Threshold | Family::Backward))
         .map(|r| r.agent.clone())
         .collect();
     names.sort_by_key(|a| (crate::results::agent_rank(a), a.clone()));

@@ -17,11 +17,12 @@
 //! evaluated, the test trace once per agent. The static stages and the
 //! oracle are evaluated beside them, as in the studies.
 
+use cascade_agents::AgentFolder;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use cascade_agents::{
-    counts_policy_cost, evaluate, fit_on_traces, Agent, AgentKind, EvalConfig, EvalReport,
+    counts_policy_cost, evaluate, fit_on_traces, Agent, AgentKind, EvalConfig, EvalReport, Family,
     OracleAgent, ReinforceConfig, StaticAgent, TrainOptions,
 };
 use cascade_env::{CostModel, Loss, Prediction, ReplayBackend, RewardSpec, StageBackend};
@@ -221,7 +222,7 @@ pub fn run(args: &CompareTracesArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(args.out.join(AGENTS_DIR))
         .with_context(|| format!("creating {}", args.out.display()))?;
 
-    let id = |agent: &'static str, kind: &'static str| RowId {
+    let id = |agent: &'static str, kind: Family| RowId {
         agent,
         kind,
         alpha: None,
@@ -241,7 +242,7 @@ pub fn run(args: &CompareTracesArgs) -> anyhow::Result<()> {
             agent: &name,
             dataset: &dataset,
             cascade: &cascade,
-            ..id("", "static")
+            ..id("", Family::Static)
         };
         rows.push(ResultRow::from_reports(row_id, &v, &s, None));
     }
@@ -251,7 +252,7 @@ pub fn run(args: &CompareTracesArgs) -> anyhow::Result<()> {
         RowId {
             dataset: &dataset,
             cascade: &cascade,
-            ..id("oracle", "oracle")
+            ..id("oracle", Family::Oracle)
         },
         &v,
         &s,
@@ -326,8 +327,8 @@ pub fn run(args: &CompareTracesArgs) -> anyhow::Result<()> {
                     ..spec0
                 };
                 let (v, t) = both(&*fitted.agent, &mut val, &mut test, &spec, count, s)?;
-                v.write_json(&dir.join("eval_val.json"))?;
-                t.write_json(&dir.join("eval_test.json"))?;
+                v.write_json(&AgentFolder::new(&dir).eval_json("val"))?;
+                t.write_json(&AgentFolder::new(&dir).eval_json("test"))?;
                 let row_id = RowId {
                     agent: kind.name(),
                     kind: kind.family(),

@@ -3,6 +3,7 @@
 //! folders, or a run's packed `outcomes.jsonl.gz#NAME`), with a 95%
 //! paired-bootstrap interval over the images.
 
+use cascade_agents::AgentFolder;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
@@ -39,7 +40,7 @@ fn load(path: &Path) -> anyhow::Result<(PathBuf, EvalReport)> {
         return Ok((file.join(name), r));
     }
     let file = if path.is_dir() {
-        path.join("eval_test.json")
+        AgentFolder::new(path).eval_json("test")
     } else {
         path.to_path_buf()
     };

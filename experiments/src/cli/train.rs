@@ -28,10 +28,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use cascade_agents::{
-    Agent, AgentKind, BackwardAgent, BackwardConfig, Confidence, Estimator, JointConfig,
-    JointImages, JointSplits, OracleAgent, PolicyInit, PolicyInputs, ReinforceAgent,
-    ReinforceConfig, StaticAgent, ThresholdAgent, ThresholdConfig, TrainData, TrainOptions,
-    TrainSummary,
+    AgentKind, AgentSpec, Confidence, Estimator, ExpectedJointConfig, Family, JointConfig,
+    JointImages, JointInputs, JointSpec, JointSplits, JointStart, PolicyInit, PolicyInputs,
+    ReinforceAgent, ReinforceConfig, ReinforceMode, ThresholdConfig, TrainData, TrainInputs,
+    TrainOptions,
 };
 use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
 use cascade_rl::backend::{cascade_policy_split, cascade_splits, CandleBackend, DEFAULT_BATCH};
@@ -41,10 +41,7 @@ use cascade_rl::folder::{FolderKind, NewFolder, Replace};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-/// File of the resolved training arguments in an agent folder.
-pub const TRAIN_ARGS_FILE: &str = "train_args.json";
-/// File of the training summary in an agent folder.
-pub const TRAIN_SUMMARY_FILE: &str = "train_summary.json";
+pub use cascade_agents::{TRAIN_ARGS_FILE, TRAIN_SUMMARY_FILE};
 
 /// An agent folder, recognised by its `agent.json`.
 pub const AGENT_FOLDER: FolderKind = FolderKind {
@@ -70,9 +67,11 @@ pub struct TrainArgs {
     #[arg(long, requires = "train_trace")]
     pub val_trace: Option<PathBuf>,
     /// Agent: reinforce, threshold, backward-induction, ann, static-K
-    /// (K = 1..number of stages) or oracle; the studies' names
+    /// (K = 1..number of stages), oracle, or a study's name
     /// (threshold-per-stage, threshold-entropy, reinforce-frozen,
-    /// reinforce-joint) stand for the flags they imply.
+    /// reinforce-joint, expected-joint); the flags below set its settings
+    /// (the agent and its settings are stored as its spec in
+    /// train_args.json).
     #[arg(long)]
     pub agent: String,
     /// REINFORCE: train the policy and the classifiers together.
@@ -193,19 +192,14 @@ pub struct TrainRecord {
     pub data_dir: Option<PathBuf>,
     /// The agent argument.
     pub agent: String,
-    /// `frozen` or `joint` for REINFORCE.
-    pub mode: Option<String>,
+    /// What was trained: the agent and its settings (absent in folders
+    /// written before specs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<AgentSpec>,
+    /// How a REINFORCE-trained agent was trained.
+    pub mode: Option<ReinforceMode>,
     /// The training options (reward spec, budget, seed, ...).
     pub options: TrainOptions,
-    /// REINFORCE settings.
-    pub reinforce: Option<ReinforceConfig>,
-    /// Joint settings.
-    pub joint: Option<JointConfig>,
-    /// Threshold settings.
-    pub threshold: Option<ThresholdConfig>,
-    /// Settings of backward-induction or ann.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backward: Option<BackwardConfig>,
     /// Device name.
     pub device: String,
 }
@@ -216,39 +210,123 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
         .map_err(|e| crate::error::Error::io(path, e).into())
 }
 
-/// `args` with a study agent name (`threshold-per-stage`,
-/// `reinforce-joint`, ...) written as the agent and flags it implies.
-fn resolve_agent(args: &TrainArgs) -> anyhow::Result<TrainArgs> {
-    let mut out = args.clone();
-    let Some(kind) = AgentKind::from_name(&args.agent) else {
-        return Ok(out);
+/// The spec `args` describe: the agent's name (`reinforce` with
+/// `--joint` is `reinforce-joint`, without it `reinforce-frozen`) with the
+/// settings its flags give. `init`: the agent `--init` names;
+/// `policy_images`: whether the cascade records held-out policy images.
+fn spec_of(
+    args: &TrainArgs,
+    init: Option<&ReinforceAgent>,
+    policy_images: bool,
+    cascade_json: &Path,
+) -> anyhow::Result<AgentSpec> {
+    let name = args.agent.trim();
+    let spec = match name {
+        "reinforce" if args.joint => AgentSpec::of_kind(AgentKind::ReinforceJoint),
+        "reinforce" => AgentSpec::of_kind(AgentKind::ReinforceFrozen),
+        other => AgentSpec::from_name(other).map_err(|e| match other.starts_with("static-") {
+            true => anyhow::Error::from(e),
+            false => anyhow::anyhow!(
+                "unknown agent '{other}': use reinforce, threshold, backward-induction, ann, \
+                 oracle, static-K, or a study's name ({})",
+                AgentKind::ALL.map(|k| k.name()).join(", ")
+            ),
+        })?,
     };
-    match kind {
-        AgentKind::Threshold | AgentKind::ThresholdPerStage | AgentKind::ThresholdEntropy => {
-            out.agent = "threshold".into();
-            out.per_stage |= kind == AgentKind::ThresholdPerStage;
-            out.entropy |= kind == AgentKind::ThresholdEntropy;
+    let reinforce = matches!(
+        spec,
+        AgentSpec::ReinforceFrozen(_) | AgentSpec::ReinforceJoint(_)
+    );
+    if (args.joint || args.frozen) && !reinforce {
+        bail!("--joint and --frozen apply to --agent reinforce only (got --agent {name})");
+    }
+    match (&spec, args.joint, args.frozen) {
+        (AgentSpec::ReinforceJoint(_), _, true) => bail!("--agent {name} contradicts --frozen"),
+        (AgentSpec::ReinforceFrozen(_), true, _) => bail!("--agent {name} contradicts --joint"),
+        _ => {}
+    }
+    if args.init.is_some() && !spec.joint() {
+        bail!("--init starts joint training from a saved policy; use it with --joint");
+    }
+    if (args.per_stage || args.entropy) && spec.family() != Family::Threshold {
+        bail!("--per-stage and --entropy apply to the threshold agents (got --agent {name})");
+    }
+    // Settings: the defaults, or those of the agent to start from, with
+    // the flags given on top.
+    let policy = || {
+        let base = init.map_or_else(ReinforceConfig::default, |a| a.config().clone());
+        with_reinforce_flags(args, base)
+    };
+    let start = if init.is_some() {
+        JointStart::Mixed
+    } else {
+        JointStart::Cold
+    };
+    let images = match (args.joint_images, policy_images) {
+        (Some(JointImages::Policy), _) | (None, false) => JointImages::Policy,
+        (Some(other), false) => bail!(
+            "--joint-images {} needs policy images held out from the classifiers' training \
+             images, and {} records none; use --joint-images policy",
+            other
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string()),
+            cascade_json.display()
+        ),
+        (Some(other), true) => other,
+        (None, true) => JointImages::CrossFitted,
+    };
+    Ok(match spec {
+        AgentSpec::Threshold(c) if args.per_stage => {
+            AgentSpec::ThresholdPerStage(threshold_flags(args, c))
         }
-        AgentKind::BackwardInduction | AgentKind::Ann => {}
-        AgentKind::ReinforceFrozen | AgentKind::ReinforceJoint => {
-            let joint = kind == AgentKind::ReinforceJoint;
-            if (joint && args.frozen) || (!joint && args.joint) {
+        AgentSpec::Threshold(c) if args.entropy => {
+            AgentSpec::ThresholdEntropy(threshold_flags(args, c))
+        }
+        AgentSpec::Threshold(c) => AgentSpec::Threshold(threshold_flags(args, c)),
+        AgentSpec::ThresholdPerStage(c) => AgentSpec::ThresholdPerStage(threshold_flags(args, c)),
+        AgentSpec::ThresholdEntropy(c) => AgentSpec::ThresholdEntropy(threshold_flags(args, c)),
+        AgentSpec::ReinforceFrozen(_) => AgentSpec::ReinforceFrozen(policy()),
+        AgentSpec::ReinforceJoint(j) => AgentSpec::ReinforceJoint(JointSpec {
+            policy: policy(),
+            classifiers: JointConfig {
+                classifier_lr: args.classifier_lr.unwrap_or(j.classifiers.classifier_lr),
+                images,
+                ..j.classifiers
+            },
+            start,
+        }),
+        AgentSpec::ExpectedJoint(j) => {
+            if !policy_images {
                 bail!(
-                    "--agent {kind} contradicts --{}",
-                    if joint { "frozen" } else { "joint" }
+                    "expected-joint trains the classifiers on their own images and the policy \
+                     on held-out policy images, and {} records none",
+                    cascade_json.display()
                 );
             }
-            out.agent = "reinforce".into();
-            out.joint = joint;
-            out.frozen = !joint;
+            AgentSpec::ExpectedJoint(JointSpec {
+                policy: policy(),
+                classifiers: ExpectedJointConfig {
+                    classifier_lr: args.classifier_lr.unwrap_or(j.classifiers.classifier_lr),
+                    ..j.classifiers
+                },
+                start,
+            })
         }
-        AgentKind::ExpectedJoint => bail!(
-            "expected-joint trains the classifiers on their own images and the policy on the \
-             held-out policy images in alternating rounds; run it in a study \
-             (`joint_vs_frozen --agents expected-joint`)"
-        ),
+        other => other,
+    })
+}
+
+/// A threshold config with `--per-stage` and `--entropy` given on top.
+fn threshold_flags(args: &TrainArgs, c: ThresholdConfig) -> ThresholdConfig {
+    ThresholdConfig {
+        per_stage: c.per_stage || args.per_stage,
+        confidence: if args.entropy {
+            Confidence::Entropy
+        } else {
+            c.confidence
+        },
+        ..c
     }
-    Ok(out)
 }
 
 /// Runs `cascade train`.
@@ -260,8 +338,6 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         bail!("give --cascade DIR, or --train-trace T and --val-trace V");
     };
     let started = Instant::now();
-    let given = &args.agent;
-    let args = &resolve_agent(args)?;
     let spec = RewardSpec {
         alpha: args.alpha,
         loss: args.loss,
@@ -269,13 +345,6 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         prediction: args.prediction,
     };
     spec.validate()?;
-    let is_reinforce = args.agent == "reinforce";
-    if !is_reinforce && (args.joint || args.frozen) {
-        bail!(
-            "--joint and --frozen apply to --agent reinforce only (got --agent {})",
-            args.agent
-        );
-    }
     // The folder is checked before anything is loaded or trained, and
     // written beside the old one until complete.
     let folder = NewFolder::begin(
@@ -312,150 +381,73 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             &splits.train
         }
     };
-    let k = cascade.len();
+    let init = match &args.init {
+        Some(dir) => Some(
+            ReinforceAgent::load(dir)
+                .with_context(|| format!("loading the initial agent in {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let agent_spec = spec_of(
+        args,
+        init.as_ref(),
+        policy_images.is_some(),
+        &cascade_dir.join("cascade.json"),
+    )?;
+    agent_spec.validate()?;
     let cascade_hash = crate::provenance::cascade_hash(cascade_dir)?;
     let opts = TrainOptions {
         spec,
         budget: args.budget,
         seed: args.seed,
         quiet: args.quiet,
-        log_csv: is_reinforce.then(|| out.join(TRAIN_LOG_FILE)),
+        log_csv: agent_spec.seeded().then(|| out.join(TRAIN_LOG_FILE)),
         count_policy_cost: !args.no_policy_cost,
         ..Default::default()
     };
     opts.validate()?;
-    let mut record = TrainRecord {
+    let record = TrainRecord {
         cascade: std::fs::canonicalize(cascade_dir).unwrap_or_else(|_| cascade_dir.clone()),
         cascade_hash: Some(cascade_hash),
         data_dir: args.data_dir.clone(),
-        agent: given.clone(),
-        mode: None,
+        agent: args.agent.clone(),
+        spec: Some(agent_spec.clone()),
+        mode: match &agent_spec {
+            AgentSpec::ReinforceFrozen(_) => Some(ReinforceMode::Frozen),
+            AgentSpec::ReinforceJoint(_) => Some(ReinforceMode::Joint),
+            AgentSpec::ExpectedJoint(_) => Some(ReinforceMode::ExpectedJoint),
+            _ => None,
+        },
         options: opts.clone(),
-        reinforce: None,
-        joint: None,
-        threshold: None,
-        backward: None,
         device: cascade_rl::device::device_name(&device),
     };
 
-    // Agents that learn from stage outputs see the cascade through the
-    // lazy live backend.
-    let live = |agent: &mut dyn Agent| -> anyhow::Result<TrainSummary> {
-        let mut train = CandleBackend::new(&cascade, agent_train, args.batch)?;
-        let mut val = CandleBackend::new(&cascade, &splits.val, args.batch)?;
-        Ok(agent.train(
-            TrainData {
-                train: &mut train,
-                val: &mut val,
+    // The agents see the cascade through the lazy live backend; the joint
+    // ones also fine-tune a copy of it.
+    let mut train = CandleBackend::new(&cascade, agent_train, args.batch)?;
+    let mut val = CandleBackend::new(&cascade, &splits.val, args.batch)?;
+    let joint = match agent_spec.joint() {
+        false => None,
+        true => Some(JointInputs {
+            cascade: cascade.fork()?,
+            splits: JointSplits {
+                classifier_train: &splits.train,
+                policy_train: agent_train,
+                val: &splits.val,
             },
-            &opts,
-        )?)
+            start: init.map(|a| (a, args.alpha)),
+        }),
     };
-    let (agent, summary): (Box<dyn Agent>, TrainSummary) = match args.agent.as_str() {
-        "oracle" => {
-            let mut a = OracleAgent::new(k)?;
-            let s = live(&mut a)?;
-            (Box::new(a), s)
-        }
-        "threshold" => {
-            let cfg = ThresholdConfig {
-                per_stage: args.per_stage,
-                confidence: if args.entropy {
-                    Confidence::Entropy
-                } else {
-                    Confidence::MaxProb
-                },
-                ..Default::default()
-            };
-            record.threshold = Some(cfg.clone());
-            let mut a = ThresholdAgent::new(cfg, k)?;
-            let s = live(&mut a)?;
-            (Box::new(a), s)
-        }
-        "reinforce" => {
-            // Settings: the defaults, or those of the agent to start from,
-            // with the flags given on top.
-            let init =
-                match &args.init {
-                    Some(dir) => Some(ReinforceAgent::load(dir).with_context(|| {
-                        format!("loading the initial agent in {}", dir.display())
-                    })?),
-                    None => None,
-                };
-            let base = init.as_ref().map_or_else(
-                || ReinforceConfig::frozen_learner(100),
-                |a| a.config().clone(),
-            );
-            let cfg = with_reinforce_flags(args, base);
-            cfg.validate()?;
-            record.reinforce = Some(cfg.clone());
-            let mut a = match init {
-                Some(mut a) => {
-                    a.set_config(cfg)?;
-                    a
-                }
-                None => ReinforceAgent::new(cfg, &cascade.feature_dims(), cascade.num_classes())?,
-            };
-            let s = if args.joint {
-                let images = match (args.joint_images, &policy_images) {
-                    (Some(JointImages::Policy), _) | (None, None) => JointImages::Policy,
-                    (Some(other), None) => bail!(
-                        "--joint-images {} needs policy images held out from the classifiers' \
-                         training images, and {} records none; use --joint-images policy",
-                        other
-                            .to_possible_value()
-                            .map_or_else(String::new, |v| v.get_name().to_string()),
-                        cascade_dir.join("cascade.json").display()
-                    ),
-                    (Some(other), Some(_)) => other,
-                    (None, Some(_)) => JointImages::CrossFitted,
-                };
-                let joint = JointConfig {
-                    classifier_lr: args
-                        .classifier_lr
-                        .unwrap_or(JointConfig::default().classifier_lr),
-                    images,
-                    ..Default::default()
-                };
-                record.mode = Some("joint".into());
-                record.joint = Some(joint.clone());
-                let data = JointSplits {
-                    classifier_train: &splits.train,
-                    policy_train: agent_train,
-                    val: &splits.val,
-                };
-                a.train_joint(cascade.fork()?, data, &joint, &opts)?
-            } else {
-                if args.init.is_some() {
-                    bail!("--init starts joint training from a saved policy; use it with --joint");
-                }
-                record.mode = Some("frozen".into());
-                live(&mut a)?
-            };
-            (Box::new(a), s)
-        }
-        "backward-induction" | "ann" => {
-            let cfg = if args.agent == "ann" {
-                BackwardConfig::ann()
-            } else {
-                BackwardConfig::backward_induction()
-            };
-            record.backward = Some(cfg.clone());
-            let mut a = BackwardAgent::new(cfg, &cascade.feature_dims(), cascade.num_classes())?;
-            let s = live(&mut a)?;
-            (Box::new(a), s)
-        }
-        name if name.starts_with("static-") => {
-            let mut a = StaticAgent::from_name(name, k)?;
-            let s = live(&mut a)?;
-            (Box::new(a), s)
-        }
-        other => bail!(
-            "unknown agent '{other}': use reinforce, threshold, backward-induction, ann, oracle \
-             or static-1..static-{k}"
-        ),
+    let inputs = TrainInputs {
+        data: TrainData {
+            train: &mut train,
+            val: &mut val,
+        },
+        joint,
     };
+    let (agent, summary) = cascade_agents::train(&agent_spec, inputs, &opts)?;
     agent.save(&out)?;
+    cascade_agents::record_spec(&out, &agent_spec)?;
     write_json(&out.join(TRAIN_SUMMARY_FILE), &summary)?;
     write_json(&out.join(TRAIN_ARGS_FILE), &record)?;
     folder.commit()?;
@@ -506,33 +498,94 @@ mod tests {
     use super::*;
 
     #[test]
-    fn study_names_stand_for_their_flags() {
-        let parse = |extra: &[&str]| {
+    fn names_and_flags_make_one_spec() {
+        let parse = |extra: &[&str], policy_images: bool| {
             let mut argv = vec!["cascade", "train", "--cascade", "c", "--out", "o"];
             argv.extend_from_slice(extra);
             match crate::cli::Cli::try_parse_from(argv).unwrap().command {
-                crate::cli::Command::Train(a) => resolve_agent(&a),
+                crate::cli::Command::Train(a) => {
+                    spec_of(&a, None, policy_images, Path::new("c/cascade.json"))
+                }
                 _ => unreachable!(),
             }
         };
-        let a = parse(&["--agent", "threshold-per-stage"]).unwrap();
+        let per_stage = parse(&["--agent", "threshold-per-stage"], true).unwrap();
         assert_eq!(
-            (a.agent.as_str(), a.per_stage, a.entropy),
-            ("threshold", true, false)
+            per_stage,
+            parse(&["--agent", "threshold", "--per-stage"], true).unwrap()
         );
-        let a = parse(&["--agent", "threshold-entropy"]).unwrap();
+        assert!(matches!(&per_stage, AgentSpec::ThresholdPerStage(c) if c.per_stage));
+        let entropy = parse(&["--agent", "threshold-entropy"], true).unwrap();
+        assert!(
+            matches!(&entropy, AgentSpec::ThresholdEntropy(c) if c.confidence == Confidence::Entropy)
+        );
+        let joint = parse(&["--agent", "reinforce-joint"], true).unwrap();
         assert_eq!(
-            (a.agent.as_str(), a.per_stage, a.entropy),
-            ("threshold", false, true)
+            joint,
+            parse(&["--agent", "reinforce", "--joint"], true).unwrap()
         );
-        let a = parse(&["--agent", "reinforce-joint"]).unwrap();
-        assert_eq!((a.agent.as_str(), a.joint), ("reinforce", true));
-        let a = parse(&["--agent", "ann"]).unwrap();
-        assert_eq!(a.agent, "ann");
-        let e = parse(&["--agent", "reinforce-frozen", "--joint"]).unwrap_err();
+        match &joint {
+            AgentSpec::ReinforceJoint(j) => {
+                assert_eq!(j.classifiers.images, JointImages::CrossFitted);
+                assert_eq!(j.start, JointStart::Cold);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(
+            &["--agent", "reinforce-joint", "--classifier-lr", "0.01"],
+            false,
+        )
+        .unwrap()
+        {
+            AgentSpec::ReinforceJoint(j) => {
+                assert_eq!(j.classifiers.images, JointImages::Policy);
+                assert_eq!(j.classifiers.classifier_lr, 0.01);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse(&["--agent", "reinforce"], true).unwrap(),
+            AgentSpec::ReinforceFrozen(ReinforceConfig::default())
+        );
+        match parse(
+            &["--agent", "reinforce", "--hidden", "8", "--epochs", "3"],
+            true,
+        )
+        .unwrap()
+        {
+            AgentSpec::ReinforceFrozen(c) => {
+                assert_eq!((c.hidden, c.epochs, c.init), (8, 3, PolicyInit::Fresh));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse(&["--agent", "ann"], true).unwrap().name(), "ann");
+        assert_eq!(
+            parse(&["--agent", "static-2"], true).unwrap().name(),
+            "static-2"
+        );
+        let e = parse(&["--agent", "reinforce-frozen", "--joint"], true).unwrap_err();
         assert!(e.to_string().contains("contradicts --joint"), "{e}");
-        let e = parse(&["--agent", "expected-joint"]).unwrap_err();
-        assert!(e.to_string().contains("joint_vs_frozen"), "{e}");
+        let e = parse(&["--agent", "ann", "--frozen"], true).unwrap_err();
+        assert!(e.to_string().contains("--agent reinforce only"), "{e}");
+        let e = parse(&["--agent", "ann", "--per-stage"], true).unwrap_err();
+        assert!(e.to_string().contains("threshold agents"), "{e}");
+        let e = parse(&["--agent", "expected-joint"], false).unwrap_err();
+        assert!(e.to_string().contains("records none"), "{e}");
+        assert_eq!(
+            parse(&["--agent", "expected-joint"], true).unwrap().name(),
+            "expected-joint"
+        );
+        let e = parse(&["--agent", "reinforce-warm"], true).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown agent 'reinforce-warm'"),
+            "{e}"
+        );
+        let e = parse(
+            &["--agent", "reinforce-joint", "--joint-images", "pooled"],
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("records none"), "{e}");
     }
     use crate::cli::Cli;
     use cascade_rl::data::{SplitConfig, SyntheticConfig};
@@ -642,14 +695,14 @@ mod tests {
         let r =
             cascade_agents::EvalReport::read_json(&agents.join("static-2/eval_test.json")).unwrap();
         assert_eq!(r.exit_fraction, vec![0.0, 1.0]);
-        let s: TrainSummary = serde_json::from_slice(
+        let s: cascade_agents::TrainSummary = serde_json::from_slice(
             &std::fs::read(agents.join("frozen").join(TRAIN_SUMMARY_FILE)).unwrap(),
         )
         .unwrap();
         let log = std::fs::read_to_string(agents.join("frozen").join(TRAIN_LOG_FILE)).unwrap();
         assert_eq!(log.lines().count(), 1 + s.epochs_run);
         // A budget agent is evaluated at the alpha it was selected at.
-        let s: TrainSummary = serde_json::from_slice(
+        let s: cascade_agents::TrainSummary = serde_json::from_slice(
             &std::fs::read(agents.join("joint").join(TRAIN_SUMMARY_FILE)).unwrap(),
         )
         .unwrap();

@@ -1,25 +1,26 @@
 //! Running one work unit: build, train, save and evaluate an agent (or
 //! the static stages and oracles) and turn the reports into result rows.
 
+use cascade_agents::AgentFolder;
 use std::path::{Path, PathBuf};
 
 use cascade_agents::{
-    evaluate, ActMode, Agent, BackwardAgent, Confidence, EvalConfig, EvalReport, Evaluated,
-    JointSplits, OracleAgent, ReinforceAgent, ReinforceConfig, ReinforceMode, StaticAgent,
-    ThresholdAgent, TrainData, TrainOptions, TrainSummary,
+    evaluate, ActMode, Agent, AgentSpec, EvalConfig, EvalReport, Evaluated, Family, JointInputs,
+    JointSplits, JointStart, OracleAgent, ReinforceAgent, ReinforceMode, StaticAgent, TrainData,
+    TrainInputs, TrainOptions, TrainSummary,
 };
 use cascade_env::{RewardSpec, StageBackend};
 use cascade_rl::backend::CandleBackend;
 use cascade_rl::checkpoint::Cascade;
 
 use super::cache::Traces;
-use super::config::{JointStart, StudyConfig, Variant};
+use super::config::{StudyConfig, Variant};
 use super::data::StudyData;
 use super::oracle::oracle_at;
 use super::plan::{Point, Unit};
 use super::progress::Reporter;
 use super::record::{AGENTS_DIR, CASCADE_DIR, TRAIN_LOG_FILE};
-use crate::cli::train::AGENT_FOLDER;
+use crate::cli::train::{AGENT_FOLDER, TRAIN_SUMMARY_FILE};
 use crate::error::{read_json, write_json, Error, Result};
 use crate::provenance;
 use crate::results::{ResultRow, RowId};
@@ -27,17 +28,12 @@ use cascade_agents::AgentKind;
 use cascade_rl::folder::{NewFolder, Replace};
 
 /// An agent to train at a point: a kind of the sweep with the study's
-/// settings, or an ablation of a joint kind.
+/// settings, or a variant (an ablation, a twin).
 pub(super) struct AgentJob {
     /// Its name in results and agent folders.
     pub(super) name: String,
-    pub(super) kind: AgentKind,
-    /// Joint kinds: where the policy starts.
-    pub(super) start: JointStart,
-    /// Joint kinds: replaces the study's policy settings.
-    pub(super) policy: Option<ReinforceConfig>,
-    pub(super) joint: cascade_agents::JointConfig,
-    pub(super) expected: cascade_agents::ExpectedJointConfig,
+    /// What to train.
+    pub(super) spec: AgentSpec,
 }
 
 impl AgentJob {
@@ -45,29 +41,15 @@ impl AgentJob {
     fn of(kind: AgentKind, cfg: &StudyConfig) -> Self {
         AgentJob {
             name: kind.name().to_string(),
-            kind,
-            start: JointStart::Mixed,
-            policy: None,
-            joint: cfg.joint_classifiers.clone(),
-            expected: cfg.expected_classifiers.clone(),
+            spec: cfg.spec(kind),
         }
     }
 
-    /// The ablation `v`.
+    /// The variant `v`.
     fn variant(v: &Variant, cfg: &StudyConfig) -> Self {
         AgentJob {
             name: v.name.clone(),
-            kind: v.base,
-            start: v.start,
-            policy: v.policy.clone(),
-            joint: v
-                .joint
-                .clone()
-                .unwrap_or_else(|| cfg.joint_classifiers.clone()),
-            expected: v
-                .expected
-                .clone()
-                .unwrap_or_else(|| cfg.expected_classifiers.clone()),
+            spec: v.spec(cfg),
         }
     }
 }
@@ -146,7 +128,7 @@ impl Ctx<'_> {
                     let a = StaticAgent::new(t, k)?;
                     let (val, test) = self.eval_replay(&a, &spec, 0)?;
                     let name = a.name();
-                    let id = self.row_id(&name, "static");
+                    let id = self.row_id(&name, Family::Static);
                     rows.push(ResultRow::from_reports(id, &val, &test, None));
                 }
                 Ok(rows)
@@ -154,7 +136,7 @@ impl Ctx<'_> {
             Unit::Oracle => {
                 let a = OracleAgent::new(self.traces.test.num_stages())?;
                 let (val, test) = self.eval_replay(&a, &self.spec(0.0), 0)?;
-                let id = self.row_id("oracle", "oracle");
+                let id = self.row_id("oracle", Family::Oracle);
                 Ok(vec![ResultRow::from_reports(id, &val, &test, None)])
             }
             Unit::OracleCurve => {
@@ -165,7 +147,7 @@ impl Ctx<'_> {
                     let test = oracle_at(&self.traces.test, &spec, "test")?;
                     let id = RowId {
                         alpha: Some(alpha),
-                        ..self.row_id("oracle-alpha", "oracle")
+                        ..self.row_id("oracle-alpha", Family::Oracle)
                     };
                     rows.push(ResultRow::from_reports(id, &val, &test, None));
                 }
@@ -200,6 +182,7 @@ impl Ctx<'_> {
         let dir = folder.path().to_path_buf();
         let (agent, summary) = self.train_agent(job, p, s, &dir)?;
         agent.save(&dir)?;
+        cascade_agents::record_spec(&dir, &job.spec)?;
         let spec = self.spec(summary.alpha);
         let (mut val, mut test) = match agent.classifiers() {
             Some(tuned) => {
@@ -210,7 +193,7 @@ impl Ctx<'_> {
                 let test = evaluate(&*agent, &mut tb, &spec, &self.eval_cfg("test", s))?;
                 (val, test)
             }
-            None if job.kind.joint() => {
+            None if job.spec.joint() => {
                 return Err(Error::Config(format!(
                     "{}: training returned no fine-tuned cascade",
                     job.name
@@ -247,7 +230,7 @@ impl Ctx<'_> {
             budget: p.budget,
             seed,
             agent_dir: &rel,
-            ..self.row_id(&job.name, job.kind.family())
+            ..self.row_id(&job.name, job.spec.family())
         };
         Ok(vec![ResultRow::from_reports(
             id,
@@ -266,144 +249,55 @@ impl Ctx<'_> {
         seed: u64,
         dir: &Path,
     ) -> Result<(Box<dyn Agent>, TrainSummary)> {
-        let which = job.kind;
-        let k = self.traces.test.num_stages();
-        let mut agent: Box<dyn Agent> = match which {
-            AgentKind::BackwardInduction | AgentKind::Ann => {
-                let cfg = if which == AgentKind::Ann {
-                    &self.cfg.ann
-                } else {
-                    &self.cfg.backward
+        let spec = &job.spec;
+        let opts = self.train_opts(p, seed, spec.seeded().then(|| dir.join(TRAIN_LOG_FILE)));
+        let joint = match spec.joint_start() {
+            None => None,
+            Some(start) => {
+                // The mixed start: the frozen agent at the same point and
+                // seed (and, under a budget, the alpha its dual ascent
+                // reached).
+                let start = match start {
+                    JointStart::Mixed => Some(self.frozen_agent(p, seed)?),
+                    JointStart::Cold | JointStart::Ann => None,
                 };
-                Box::new(BackwardAgent::new(
-                    cfg.clone(),
-                    self.traces.test.feature_dims(),
-                    self.traces.test.num_classes(),
-                )?)
-            }
-            AgentKind::Threshold | AgentKind::ThresholdPerStage | AgentKind::ThresholdEntropy => {
-                let mut cfg = self.cfg.threshold.clone();
-                cfg.per_stage |= which == AgentKind::ThresholdPerStage;
-                if which == AgentKind::ThresholdEntropy {
-                    cfg.confidence = Confidence::Entropy;
-                }
-                Box::new(ThresholdAgent::new(cfg, k)?)
-            }
-            AgentKind::ReinforceFrozen => {
-                let (agent, summary) = self.train_frozen(job, p, seed, dir)?;
-                return Ok((Box::new(agent), summary));
-            }
-            AgentKind::ReinforceJoint | AgentKind::ExpectedJoint => {
-                let (agent, summary) = self.train_joint(job, p, seed, dir)?;
-                return Ok((Box::new(agent), summary));
+                // The pretrained classifiers as recorded (with their fitted
+                // temperatures), loaded for this agent alone: joint training
+                // fine-tunes the cascade it owns.
+                let cascade = Cascade::load(
+                    self.cascade_dir,
+                    self.device,
+                    Some(&self.cfg.cascade),
+                    Some(&self.cfg.dataset),
+                )?;
+                // D_C, D_P and D_V: what each part learns from is the
+                // agent's setting (cross-fitted by default).
+                let splits = JointSplits {
+                    classifier_train: &self.data.splits.train,
+                    policy_train: &self.data.agent_train,
+                    val: &self.data.splits.val,
+                };
+                Some(JointInputs {
+                    cascade,
+                    splits,
+                    start,
+                })
             }
         };
-        let opts = self.train_opts(p, 0, None);
-        let summary = agent.train(
-            TrainData {
+        let rep = self.rep;
+        let inputs = TrainInputs {
+            data: TrainData {
                 train: &mut self.traces.train,
                 val: &mut self.traces.val,
             },
-            &opts,
-        )?;
-        Ok((agent, summary))
-    }
-
-    /// Trains a joint agent (or an ablation of one), its policy started
-    /// as `job.start` says.
-    fn train_joint(
-        &mut self,
-        job: &AgentJob,
-        p: Point,
-        seed: u64,
-        dir: &Path,
-    ) -> Result<(ReinforceAgent, TrainSummary)> {
-        let (mut agent, start_alpha) = match job.start {
-            JointStart::Cold => {
-                let fresh = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
-                (fresh, None)
-            }
-            // The frozen agent at the same point and seed (and, under a
-            // budget, the alpha its dual ascent reached).
-            JointStart::Mixed => {
-                let (frozen, alpha) = self.frozen_agent(p, seed)?;
-                (frozen, Some(alpha))
-            }
-            // ann's rule on the same recorded policy images.
-            JointStart::Ann => {
-                let mut a = ReinforceAgent::for_backend(self.cfg.frozen.clone(), &self.traces.val)?;
-                let opts = self.train_opts(p, seed, None);
-                let data = TrainData {
-                    train: &mut self.traces.train,
-                    val: &mut self.traces.val,
-                };
-                let alpha = a.start_as_ann(data, &opts)?;
-                (a, Some(alpha))
-            }
+            joint,
         };
-        let mut opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG_FILE)));
-        if let (Some(_), Some(alpha)) = (p.budget, start_alpha) {
-            // Dual ascent goes on from where the start's ended.
-            opts.spec.alpha = alpha;
-        }
-        // The pretrained classifiers as recorded (with their fitted
-        // temperatures), loaded for this agent alone: joint training
-        // fine-tunes the cascade it owns.
-        let cascade = Cascade::load(
-            self.cascade_dir,
-            self.device,
-            Some(&self.cfg.cascade),
-            Some(&self.cfg.dataset),
-        )?;
-        // D_C, D_P and D_V: what each part learns from is the agent's
-        // setting (cross-fitted by default).
-        let splits = JointSplits {
-            classifier_train: &self.data.splits.train,
-            policy_train: &self.data.agent_train,
-            val: &self.data.splits.val,
-        };
-        let summary = if job.kind == AgentKind::ReinforceJoint {
-            agent.set_config(job.policy.clone().unwrap_or_else(|| self.cfg.joint.clone()))?;
-            let joint_cfg = job.joint.clone();
-            self.rep
-                .quietly(|| agent.train_joint(cascade, splits, &joint_cfg, &opts))?
+        let out = if spec.seeded() {
+            rep.quietly(|| cascade_agents::train(spec, inputs, &opts))?
         } else {
-            agent.set_config(
-                job.policy
-                    .clone()
-                    .unwrap_or_else(|| self.cfg.expected.clone()),
-            )?;
-            let ecfg = job.expected.clone();
-            self.rep
-                .quietly(|| agent.train_expected_joint(cascade, splits, &ecfg, &opts))?
+            cascade_agents::train(spec, inputs, &opts)?
         };
-        Ok((agent, summary))
-    }
-
-    /// Trains `job` (the REINFORCE agent on the frozen classifiers, or a
-    /// variant of it) at point `p` with `seed`, replaying the recorded
-    /// stage outputs, its training log in `dir` (where its folder is being
-    /// built).
-    fn train_frozen(
-        &mut self,
-        job: &AgentJob,
-        p: Point,
-        seed: u64,
-        dir: &Path,
-    ) -> Result<(ReinforceAgent, TrainSummary)> {
-        let opts = self.train_opts(p, seed, Some(dir.join(TRAIN_LOG_FILE)));
-        let config = job
-            .policy
-            .clone()
-            .unwrap_or_else(|| self.cfg.frozen.clone());
-        let mut agent = ReinforceAgent::for_backend(config, &self.traces.val)?;
-        let rep = self.rep;
-        let data = TrainData {
-            train: &mut self.traces.train,
-            val: &mut self.traces.val,
-        };
-        let summary = rep.quietly(|| agent.train(data, &opts))?;
-        Ok((agent, summary))
+        Ok(out)
     }
 
     /// The frozen agent at `p` and `seed`: loaded from its folder when a
@@ -413,7 +307,7 @@ impl Ctx<'_> {
     /// dual ascent left it).
     fn frozen_agent(&mut self, p: Point, seed: u64) -> Result<(ReinforceAgent, f64)> {
         let (dir, _) = self.agent_dir(AgentKind::ReinforceFrozen.name(), p, Some(seed));
-        let summary = dir.join("train_summary.json");
+        let summary = dir.join(TRAIN_SUMMARY_FILE);
         if summary.exists() {
             if let (Ok(a), Ok(s)) = (
                 ReinforceAgent::load(&dir),
@@ -426,10 +320,13 @@ impl Ctx<'_> {
         }
         let folder = NewFolder::begin(&dir, AGENT_FOLDER, Replace::Anything)?;
         let job = AgentJob::of(AgentKind::ReinforceFrozen, self.cfg);
-        let (a, s) = self.train_frozen(&job, p, seed, folder.path())?;
+        let (a, s) = self.train_agent(&job, p, seed, folder.path())?;
         a.save(folder.path())?;
+        cascade_agents::record_spec(folder.path(), &job.spec)?;
+        write_json(&folder.path().join(TRAIN_SUMMARY_FILE), &s)?;
         folder.commit()?;
-        Ok((a, s.alpha))
+        // Read back as saved (weights are stored exactly).
+        Ok((ReinforceAgent::load(&dir)?, s.alpha))
     }
 
     fn save_reports(
@@ -439,15 +336,15 @@ impl Ctx<'_> {
         val: &EvalReport,
         test: &EvalReport,
     ) -> Result<()> {
-        write_json(&dir.join("train_summary.json"), summary)?;
-        val.write_json(&dir.join("eval_val.json"))?;
-        test.write_json(&dir.join("eval_test.json"))?;
+        write_json(&dir.join(TRAIN_SUMMARY_FILE), summary)?;
+        val.write_json(&AgentFolder::new(dir).eval_json("val"))?;
+        test.write_json(&AgentFolder::new(dir).eval_json("test"))?;
         Ok(())
     }
 
     /// The identity of an alpha-free, seedless row of this study (the
     /// rest set by struct update where it applies).
-    fn row_id<'b>(&'b self, agent: &'b str, kind: &'b str) -> RowId<'b> {
+    fn row_id<'b>(&'b self, agent: &'b str, kind: Family) -> RowId<'b> {
         RowId {
             agent,
             kind,
