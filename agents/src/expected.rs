@@ -60,8 +60,7 @@ use crate::error::{Error, Result};
 use crate::policy::FeatureNorm;
 use crate::reinforce::{ReinforceAgent, ReinforceMode};
 use crate::training::{
-    adamw, classifier_optimizer, epoch_bar, expected_objective, finite_scalar, show_epoch,
-    MetricLog, Selection, StageOut,
+    adamw, classifier_optimizer, expected_objective, finite_scalar, EpochLoop, StageOut,
 };
 use crate::training::{shuffle, Seeds};
 
@@ -374,24 +373,22 @@ impl ReinforceAgent {
             let mut b = CandleBackend::new(&cascade, data.val, ecfg.eval_batch_size)?;
             agent.validate_live(&mut b, opts, alpha)
         };
-        let mut log = MetricLog::new(opts.log_csv.as_deref());
-        let bar = epoch_bar(cfg.epochs, "expected-joint", opts.quiet);
-        let mut sel = Selection::new(
-            validate(self, opts.spec.alpha)?,
+        let start_score = validate(self, opts.spec.alpha)?;
+        let mut run = EpochLoop::new(
+            "expected-joint",
+            &cfg,
+            opts,
+            start,
+            start_score,
             opts.spec.alpha,
-            opts.budget,
-            cfg.dual_lr,
-            cfg.patience,
         );
         let mut best = self.snapshot_joint(&cascade)?;
         let n_c = data.classifier_train.len();
         let mut c_order: Vec<usize> = Vec::new();
         let mut step = 0;
-        let mut epochs_run = 0;
 
-        for epoch in 1..=cfg.epochs {
-            epochs_run = epoch;
-            let alpha = sel.alpha;
+        while let Some(epoch) = run.next_epoch() {
+            let alpha = run.alpha();
             let t0 = Instant::now();
             // The slides' objective: yhat ~ C_k in training (by default).
             let model = self.reward_model(&costs, opts, alpha, ecfg.sample_prediction)?;
@@ -489,7 +486,7 @@ impl ReinforceAgent {
 
             // Validate the whole system, select, adjust alpha.
             let v = validate(self, alpha)?;
-            log.push(EpochMetrics {
+            let row = EpochMetrics {
                 epoch,
                 global_step: step,
                 mean_reward: j_sum / policy_steps.max(1) as f64,
@@ -503,21 +500,16 @@ impl ReinforceAgent {
                 val_mean_reward: v.mean_reward,
                 val_error: v.error,
                 val_cost: v.cost,
-            })?;
-            show_epoch(&bar, &v, alpha);
-            if sel.record(v, epoch) {
+            };
+            if run.end_epoch(row, v)? {
                 best = self.snapshot_joint(&cascade)?;
             }
-            if sel.exhausted() {
-                break;
-            }
         }
-        bar.finish_and_clear();
 
         // -- Keep the best round's policy and classifiers --------------------
         self.restore_joint(&cascade, &best)?;
         self.cascade = Some(cascade);
         self.trained_with = Some(opts.clone());
-        Ok(sel.summary(self.name(), epochs_run, start, log.into_rows()))
+        Ok(run.finish(self.name()))
     }
 }

@@ -97,8 +97,8 @@ use crate::expected::JointSplits;
 use crate::policy::FeatureNorm;
 use crate::reinforce::{ReinforceAgent, ReinforceMode};
 use crate::training::{
-    adamw, classifier_optimizer, epoch_bar, finite_or_zero, finite_scalar, rollout, show_epoch,
-    surrogate, BaselineState, MetricLog, Selection, StageOut, StageSource, ValScore,
+    adamw, classifier_optimizer, finite_or_zero, finite_scalar, rollout, surrogate, BaselineState,
+    EpochLoop, StageOut, StageSource, ValScore,
 };
 use crate::training::{shuffle, EpochSums, Seeds};
 
@@ -451,18 +451,17 @@ impl ReinforceAgent {
                 let mut b = CandleBackend::new(cascade, val, joint.eval_batch_size)?;
                 agent.validate_live(&mut b, opts, alpha)
             };
-        let mut log = MetricLog::new(opts.log_csv.as_deref());
-        let bar = epoch_bar(cfg.epochs, "reinforce-joint", opts.quiet);
-        let mut sel = Selection::new(
-            validate(self, &cascade, opts.spec.alpha)?,
+        let start_score = validate(self, &cascade, opts.spec.alpha)?;
+        let mut run = EpochLoop::new(
+            "reinforce-joint",
+            &cfg,
+            opts,
+            start,
+            start_score,
             opts.spec.alpha,
-            opts.budget,
-            cfg.dual_lr,
-            cfg.patience,
         );
         let mut best = self.snapshot_joint(&cascade)?;
         let mut step = 0;
-        let mut epochs_run = 0;
 
         let labels_of = |ds: &Dataset, batch: &[usize]| -> Vec<u32> {
             batch.iter().map(|&i| ds.labels[i]).collect()
@@ -471,7 +470,7 @@ impl ReinforceAgent {
         // -- A warm start's value baseline is fitted before anything moves --
         if joint.value_warmup && warm && baseline.values.is_some() {
             // The training reward draws yhat ~ C_k (see `sample_prediction`).
-            let model = self.reward_model(&costs, opts, sel.alpha, joint.sample_prediction)?;
+            let model = self.reward_model(&costs, opts, run.alpha(), joint.sample_prediction)?;
             let mut order: Vec<usize> = (0..n).collect();
             shuffle(&mut order, &mut shuffle_rng);
             for batch in order.chunks(cfg.batch_size) {
@@ -488,9 +487,8 @@ impl ReinforceAgent {
             }
         }
 
-        for epoch in 1..=cfg.epochs {
-            epochs_run = epoch;
-            let alpha = sel.alpha;
+        while let Some(epoch) = run.next_epoch() {
+            let alpha = run.alpha();
             let t0 = Instant::now();
             let model = self.reward_model(&costs, opts, alpha, joint.sample_prediction)?;
             let mut order: Vec<usize> = (0..n).collect();
@@ -574,16 +572,11 @@ impl ReinforceAgent {
 
             // Validate (lazily, through the env), select, adjust alpha.
             let v = validate(self, &cascade, alpha)?;
-            log.push(sums.row(epoch, step, alpha, secs, &v))?;
-            show_epoch(&bar, &v, alpha);
-            if sel.record(v, epoch) {
+            let row = sums.row(epoch, step, alpha, secs, &v);
+            if run.end_epoch(row, v)? {
                 best = self.snapshot_joint(&cascade)?;
             }
-            if sel.exhausted() {
-                break;
-            }
         }
-        bar.finish_and_clear();
 
         // -- Keep the best epoch's policy and classifiers ---------------------
         self.restore_joint(&cascade, &best)?;
@@ -593,6 +586,6 @@ impl ReinforceAgent {
         }
         self.cascade = Some(cascade);
         self.trained_with = Some(opts.clone());
-        Ok(sel.summary(self.name(), epochs_run, start, log.into_rows()))
+        Ok(run.finish(self.name()))
     }
 }

@@ -92,9 +92,8 @@ use crate::expected::ExpectedJointConfig;
 use crate::joint::JointConfig;
 use crate::policy::{FeatureNorm, PolicySpec, StopPolicy};
 use crate::training::{
-    adamw, epoch_bar, expected_objective, finite_or_zero, finite_scalar, rollout, show_epoch,
-    shuffle, surrogate, BaselineState, EpochSums, MetricLog, Seeds, Selection, StageOut,
-    StageSource, ValScore,
+    adamw, expected_objective, finite_or_zero, finite_scalar, rollout, shuffle, surrogate,
+    BaselineState, EpochLoop, EpochSums, Seeds, StageOut, StageSource, ValScore,
 };
 
 /// File name of the policy weights in an agent folder.
@@ -486,23 +485,20 @@ impl ReinforceAgent {
         let mut shuffle_rng = EnvRng::new(seeds.shuffle);
 
         // -- Bookkeeping ----------------------------------------------------
-        let mut log = MetricLog::new(opts.log_csv.as_deref());
-        let bar = epoch_bar(cfg.epochs, "reinforce-frozen", opts.quiet);
         let start_score = self.validate_live(&mut val, opts, start_alpha)?;
-        let mut sel = Selection::new(
+        let mut run = EpochLoop::new(
+            "reinforce-frozen",
+            &cfg,
+            opts,
+            start,
             start_score,
             start_alpha,
-            opts.budget,
-            cfg.dual_lr,
-            cfg.patience,
         );
         let mut best_weights = cascade_rl::nn::snapshot(self.policy.varmap())?;
         let mut step = 0;
-        let mut epochs_run = 0;
 
-        for epoch in 1..=cfg.epochs {
-            epochs_run = epoch;
-            let alpha = sel.alpha;
+        while let Some(epoch) = run.next_epoch() {
+            let alpha = run.alpha();
             let t0 = Instant::now();
             let model = self.reward_model(train.stage_costs(), opts, alpha, false)?;
             let mut order: Vec<usize> = (0..n).collect();
@@ -550,23 +546,16 @@ impl ReinforceAgent {
 
             // Validate, select, adjust alpha.
             let v = self.validate_live(&mut val, opts, alpha)?;
-            let row = sums.row(epoch, step, alpha, secs, &v);
-            log.push(row)?;
-            show_epoch(&bar, &v, alpha);
-            if sel.record(v, epoch) {
+            if run.end_epoch(sums.row(epoch, step, alpha, secs, &v), v)? {
                 best_weights = cascade_rl::nn::snapshot(self.policy.varmap())?;
             }
-            if sel.exhausted() {
-                break;
-            }
         }
-        bar.finish_and_clear();
 
         // -- Keep the best epoch's policy -----------------------------------
         cascade_rl::nn::restore_snapshot(self.policy.varmap(), &best_weights)?;
         self.mode = ReinforceMode::Frozen;
         self.trained_with = Some(opts.clone());
-        Ok(sel.summary(self.name(), epochs_run, start, log.into_rows()))
+        Ok(run.finish(self.name()))
     }
 }
 

@@ -743,6 +743,86 @@ impl Selection {
     }
 }
 
+/// The loop every REINFORCE trainer (frozen, joint, expected-joint) runs
+/// around its epochs: the per-epoch log and progress bar, model selection
+/// on validation with dual ascent under a budget, early stopping, and the
+/// summary of the kept epoch. The trainer keeps its own snapshot of the
+/// best epoch's weights (what it trains differs):
+///
+/// ```text
+/// let mut run = EpochLoop::new(label, &cfg, opts, started, start_score, start_alpha);
+/// while let Some(epoch) = run.next_epoch() {
+///     let alpha = run.alpha();
+///     ... one epoch at alpha, then validate: v ...
+///     if run.end_epoch(row, v)? { best = snapshot }
+/// }
+/// restore(best);
+/// Ok(run.finish(name))
+/// ```
+pub(crate) struct EpochLoop {
+    sel: Selection,
+    log: MetricLog,
+    bar: ProgressBar,
+    epochs: usize,
+    epochs_run: usize,
+    started: std::time::Instant,
+}
+
+impl EpochLoop {
+    /// Starts from the untrained (or warm-started) agent's validation
+    /// score `start` at `alpha`; `started`: when training began (the
+    /// summary's wall time counts from it).
+    pub fn new(
+        label: &str,
+        cfg: &crate::reinforce::ReinforceConfig,
+        opts: &crate::agent::TrainOptions,
+        started: std::time::Instant,
+        start: ValScore,
+        alpha: f64,
+    ) -> Self {
+        EpochLoop {
+            sel: Selection::new(start, alpha, opts.budget, cfg.dual_lr, cfg.patience),
+            log: MetricLog::new(opts.log_csv.as_deref()),
+            bar: epoch_bar(cfg.epochs, label, opts.quiet),
+            epochs: cfg.epochs,
+            epochs_run: 0,
+            started,
+        }
+    }
+
+    /// The next epoch (1-based), or `None` once every epoch ran or
+    /// patience ran out.
+    pub fn next_epoch(&mut self) -> Option<usize> {
+        if self.epochs_run >= self.epochs || self.sel.exhausted() {
+            return None;
+        }
+        self.epochs_run += 1;
+        Some(self.epochs_run)
+    }
+
+    /// The alpha the current epoch trains at.
+    pub fn alpha(&self) -> f64 {
+        self.sel.alpha
+    }
+
+    /// Ends the current epoch: logs `row` (written to the CSV at once),
+    /// shows the validation score `v` and records it for selection (then
+    /// moves alpha towards the budget). Returns whether this epoch is the
+    /// best so far (the trainer snapshots its weights).
+    pub fn end_epoch(&mut self, row: EpochMetrics, v: ValScore) -> Result<bool> {
+        self.log.push(row)?;
+        show_epoch(&self.bar, &v, self.sel.alpha);
+        Ok(self.sel.record(v, self.epochs_run))
+    }
+
+    /// The summary of the kept epoch, for agent `agent`.
+    pub fn finish(self, agent: String) -> TrainSummary {
+        self.bar.finish_and_clear();
+        self.sel
+            .summary(agent, self.epochs_run, self.started, self.log.into_rows())
+    }
+}
+
 /// Dual ascent on alpha for a cost budget:
 /// `alpha <- max(0, alpha + eta * (val_cost - B))`.
 pub(crate) fn dual_ascent(alpha: f64, eta: f64, val_cost: f64, budget: f64) -> f64 {
