@@ -180,6 +180,24 @@ pub struct JointSplits<'a> {
 }
 
 impl JointSplits<'_> {
+    /// The settings checks every joint trainer starts with: the policy's
+    /// (returned), the classifiers' side (`classifiers`, validated by the
+    /// caller), the options, and these splits against `cascade`.
+    pub(crate) fn check_run(
+        &self,
+        agent: &str,
+        policy: &crate::ReinforceConfig,
+        classifiers: Result<()>,
+        opts: &TrainOptions,
+        cascade: &Cascade,
+    ) -> Result<crate::ReinforceConfig> {
+        policy.validate()?;
+        classifiers?;
+        opts.validate()?;
+        self.check(agent, cascade)?;
+        Ok(policy.clone())
+    }
+
     /// Refuses a split that is empty or whose images or classes do not fit
     /// `cascade` (`agent` names the trainer in the message).
     pub(crate) fn check(&self, agent: &str, cascade: &Cascade) -> Result<()> {
@@ -297,11 +315,13 @@ impl ReinforceAgent {
         opts: &TrainOptions,
     ) -> Result<TrainSummary> {
         // -- Settings -------------------------------------------------------
-        let cfg = self.config.clone();
-        cfg.validate()?;
-        ecfg.validate()?;
-        opts.validate()?;
-        data.check("expected-joint", &cascade)?;
+        let cfg = data.check_run(
+            "expected-joint",
+            &self.config,
+            ecfg.validate(),
+            opts,
+            &cascade,
+        )?;
         let start = Instant::now();
         let seeds = Seeds::new(opts.seed);
         let device = cascade.device();

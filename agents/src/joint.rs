@@ -379,11 +379,7 @@ impl ReinforceAgent {
         opts: &TrainOptions,
     ) -> Result<TrainSummary> {
         // -- Settings -------------------------------------------------------
-        let cfg = self.config.clone();
-        cfg.validate()?;
-        joint.validate()?;
-        opts.validate()?;
-        data.check("joint", &cascade)?;
+        let cfg = data.check_run("joint", &self.config, joint.validate(), opts, &cascade)?;
         let val = data.val;
         let probe = CandleBackend::new(&cascade, val, joint.eval_batch_size)?;
         self.check_fits(&probe)?;
