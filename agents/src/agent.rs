@@ -214,8 +214,9 @@ pub struct TrainSummary {
 /// Stop probabilities follow the MDP: `pi_t` for stages before the last,
 /// and exactly 1 at the last stage (only `Stop` is legal there).
 pub trait Agent: std::fmt::Debug {
-    /// The agent's kind, e.g. `"threshold"` (what [`load_agent`] dispatches on).
-    fn kind(&self) -> &'static str;
+    /// The agent's family (the `kind` of its evaluation reports and of
+    /// `results.csv`).
+    fn family(&self) -> crate::spec::Family;
 
     /// A short name for reports, e.g. `"static-2"`, `"threshold"`,
     /// `"reinforce-frozen"`.

@@ -613,8 +613,8 @@ fn sweep(
 }
 
 impl Agent for BackwardAgent {
-    fn kind(&self) -> &'static str {
-        "backward"
+    fn family(&self) -> crate::spec::Family {
+        crate::spec::Family::Backward
     }
 
     fn name(&self) -> String {

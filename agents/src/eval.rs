@@ -87,7 +87,8 @@ impl EvalConfig {
 pub struct EvalReport {
     /// The agent's name.
     pub agent: String,
-    /// The agent's kind.
+    /// The agent's family (`static`, `oracle`, `threshold`, `backward`,
+    /// `reinforce`, `expected`).
     pub kind: String,
     /// The agent's parameters.
     pub params: serde_json::Value,
@@ -303,7 +304,7 @@ pub fn evaluate(
         &ev,
         ReportContext {
             agent: agent.name(),
-            kind: agent.kind().to_string(),
+            kind: agent.family().name().to_string(),
             params: agent.params(),
             split: cfg.split.clone(),
             spec: *spec,
@@ -328,7 +329,8 @@ pub fn evaluate(
 pub struct ReportContext {
     /// The agent's name.
     pub agent: String,
-    /// The agent's kind.
+    /// The agent's family (`static`, `oracle`, `threshold`, `backward`,
+    /// `reinforce`, `expected`).
     pub kind: String,
     /// The agent's parameters.
     pub params: serde_json::Value,

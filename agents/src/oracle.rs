@@ -58,8 +58,8 @@ impl OracleAgent {
 }
 
 impl Agent for OracleAgent {
-    fn kind(&self) -> &'static str {
-        "oracle"
+    fn family(&self) -> crate::spec::Family {
+        crate::spec::Family::Oracle
     }
 
     fn name(&self) -> String {

@@ -592,8 +592,11 @@ impl StageSource for TraceSource<'_> {
 }
 
 impl Agent for ReinforceAgent {
-    fn kind(&self) -> &'static str {
-        "reinforce"
+    fn family(&self) -> crate::spec::Family {
+        match self.mode {
+            ReinforceMode::ExpectedJoint => crate::spec::Family::Expected,
+            _ => crate::spec::Family::Reinforce,
+        }
     }
 
     fn classifiers(&self) -> Option<&Cascade> {

@@ -81,8 +81,8 @@ impl StaticAgent {
 }
 
 impl Agent for StaticAgent {
-    fn kind(&self) -> &'static str {
-        "static"
+    fn family(&self) -> crate::spec::Family {
+        crate::spec::Family::Static
     }
 
     fn name(&self) -> String {

@@ -287,8 +287,8 @@ fn better(a: &GridPoint, b: &GridPoint, budget: Option<f64>) -> bool {
 }
 
 impl Agent for ThresholdAgent {
-    fn kind(&self) -> &'static str {
-        "threshold"
+    fn family(&self) -> crate::spec::Family {
+        crate::spec::Family::Threshold
     }
 
     /// `threshold`, with `-entropy` for the entropy confidence and

@@ -232,10 +232,11 @@ impl NativeAgent {
         self.inner.agent.name()
     }
 
-    /// The agent's kind (what `agent.json` dispatches on).
+    /// The agent's family (`static`, `oracle`, `threshold`, `backward`,
+    /// `reinforce`, `expected`).
     #[getter]
     fn kind(&self) -> &'static str {
-        self.inner.agent.kind()
+        self.inner.agent.family().name()
     }
 
     /// Number of stages K.
