@@ -311,9 +311,7 @@ pub fn comparison_markdown(run: &Path, rec: &RunRecord, rows: &[ResultRow]) -> R
 /// The `-lr0` twin of joint arm `name`: the variant's named twin, else
 /// `{name}-lr0`.
 pub fn twin_of(cfg: &crate::study::StudyConfig, name: &str) -> String {
-    cfg.variants
-        .iter()
-        .find(|v| v.name == name)
+    cfg.agent(name)
         .and_then(|v| v.twin.clone())
         .unwrap_or_else(|| format!("{name}-lr0"))
 }
@@ -337,8 +335,8 @@ fn paired_and_ablations(
     // by backward induction (the strongest on frozen classifiers) and the
     // frozen policy-gradient learners (which must match `ann`).
     let variant_points: Vec<(&str, Vec<PointStats<'_>>)> = cfg
-        .variants
-        .iter()
+        .variants()
+        .into_iter()
         .filter(|v| v.name.contains("joint"))
         .map(|v| (v.name.as_str(), points(rows, &v.name)))
         .filter(|(_, p)| !p.is_empty())
@@ -417,7 +415,7 @@ fn paired_and_ablations(
     }
 
     // -- Ablations ----------------------------------------------------------
-    if !cfg.variants.is_empty() {
+    if !cfg.variants().is_empty() {
         let _ = writeln!(
             s,
             "## Ablations\n\nOne change at a time; every row at the same point and seeds (the swept agents and the main joint arm's twin at every point).\n\n| variant | change | point | seeds | test error % | FLOPs % | validation error % |\n|---|---|---:|---:|---:|---:|---:|"
@@ -440,8 +438,8 @@ fn paired_and_ablations(
             .into_iter()
             .map(|(a, d)| (a.to_string(), d.to_string(), true))
             .chain(
-                cfg.variants
-                    .iter()
+                cfg.variants()
+                    .into_iter()
                     .map(|v| (v.name.clone(), v.description.clone(), v.every_point)),
             );
         for (name, desc, everywhere) in names {

@@ -148,7 +148,7 @@ fn record(
     config.seeds = args.seeds.clone();
     config.reward = spec;
     config.count_policy_cost = count_policy_cost;
-    config.variants.clear();
+    config.specs.retain(|a| a.is_main());
     config.ablation_points.clear();
     config.oracle_alphas.clear();
     let k = test.num_stages();

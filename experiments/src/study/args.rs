@@ -12,7 +12,7 @@ use super::config::StudyConfig;
 use super::record::{RunOptions, RunRecord, StudyOutcome};
 use crate::error::{read_json, Error, Result};
 use crate::results::Shard;
-use cascade_agents::AgentKind;
+use cascade_agents::{AgentKind, AgentSpec, ReinforceConfig};
 
 /// Flags shared by the study binaries.
 #[derive(Debug, Clone, Args)]
@@ -199,22 +199,27 @@ impl StudyArgs {
         if let Some(s) = self.cascade_seed {
             p.seed = s;
         }
-        if let Some(e) = self.policy_epochs {
-            cfg.frozen.epochs = e;
-            cfg.joint.epochs = e;
-            cfg.frozen.patience = cfg.frozen.patience.min(e);
-            cfg.joint.patience = cfg.joint.patience.min(e);
+        let epochs = |e: usize| {
+            move |c: &mut ReinforceConfig| {
+                c.epochs = e;
+                c.patience = c.patience.min(e);
+            }
+        };
+        let frozen = self.frozen_epochs.or(self.policy_epochs);
+        let joint = self.joint_epochs.or(self.policy_epochs);
+        if let Some(e) = frozen {
+            with_kind_settings(&mut cfg, AgentKind::ReinforceFrozen, policy_of, epochs(e))?;
         }
-        if let Some(e) = self.frozen_epochs {
-            cfg.frozen.epochs = e;
-            cfg.frozen.patience = cfg.frozen.patience.min(e);
-        }
-        if let Some(e) = self.joint_epochs {
-            cfg.joint.epochs = e;
-            cfg.joint.patience = cfg.joint.patience.min(e);
+        if let Some(e) = joint {
+            with_kind_settings(&mut cfg, AgentKind::ReinforceJoint, policy_of, epochs(e))?;
         }
         if let Some(lr) = self.classifier_lr {
-            cfg.joint_classifiers.classifier_lr = lr;
+            with_kind_settings(
+                &mut cfg,
+                AgentKind::ReinforceJoint,
+                joint_classifiers_of,
+                |c| c.classifier_lr = lr,
+            )?;
         }
         if self.agent_train_samples.is_some() {
             cfg.agent_train_samples = self.agent_train_samples;
@@ -364,4 +369,44 @@ pub fn closing_line(o: &StudyOutcome) -> String {
 /// Reads a run folder's `config.json`, for commands that take a run folder.
 pub fn run_record(run_dir: &std::path::Path) -> Result<RunRecord> {
     super::record::read_run_record(run_dir)
+}
+
+/// The policy settings of a REINFORCE-trained spec.
+fn policy_of(s: &mut AgentSpec) -> Option<&mut ReinforceConfig> {
+    match s {
+        AgentSpec::ReinforceFrozen(c) => Some(c),
+        AgentSpec::ReinforceJoint(j) => Some(&mut j.policy),
+        AgentSpec::ExpectedJoint(j) => Some(&mut j.policy),
+        _ => None,
+    }
+}
+
+/// The classifiers' settings of `reinforce-joint`.
+fn joint_classifiers_of(s: &mut AgentSpec) -> Option<&mut cascade_agents::JointConfig> {
+    match s {
+        AgentSpec::ReinforceJoint(j) => Some(&mut j.classifiers),
+        _ => None,
+    }
+}
+
+/// Changes, by `change`, the part `part` of the settings of `kind`'s own
+/// agent and of the variants of `kind` that share that part with it (the
+/// variants that change it keep theirs: a twin's classifier lr 0, an
+/// ablation's policy).
+fn with_kind_settings<T: Clone + PartialEq>(
+    cfg: &mut StudyConfig,
+    kind: AgentKind,
+    part: impl Fn(&mut AgentSpec) -> Option<&mut T>,
+    change: impl Fn(&mut T),
+) -> Result<()> {
+    let mut main = cfg.spec(kind)?.clone();
+    let Some(shared) = part(&mut main).cloned() else {
+        return Ok(());
+    };
+    for a in cfg.specs.iter_mut().filter(|a| a.kind() == Some(kind)) {
+        if let Some(p) = part(&mut a.spec).filter(|p| **p == shared) {
+            change(p);
+        }
+    }
+    Ok(())
 }

@@ -1,10 +1,7 @@
 //! The resolved configuration of a study ([`StudyConfig`], written as
 //! `config.json` next to the results) and the study presets.
 
-use cascade_agents::{
-    AgentKind, AgentSpec, BackwardConfig, Confidence, ExpectedJointConfig, JointConfig, JointSpec,
-    ReinforceConfig, ThresholdConfig,
-};
+use cascade_agents::{AgentKind, AgentSpec};
 use cascade_env::RewardSpec;
 use cascade_rl::data::{SplitConfig, SyntheticConfig};
 use cascade_rl::error::{give_one_or, num};
@@ -24,66 +21,7 @@ pub const BUDGET_RANGE: (f64, f64) = (1e-6, cascade_agents::agent::MAX_BUDGET);
 /// The study presets of `joint_vs_frozen` and `alpha_sweep`.
 pub const STUDY_PRESETS: [&str; 4] = ["default", "quick", "fmnist", "cifar10"];
 
-/// An ablation of a learned agent: one setting changed, swept at
-/// [`StudyConfig::ablation_points`] with the study's seeds, reported under
-/// its own name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Variant {
-    /// Its name in results (`reinforce-joint-argmax`, ...); must not be an
-    /// agent's name.
-    pub name: String,
-    /// The agent it varies: `reinforce-joint`, `expected-joint` or
-    /// `reinforce-frozen` (its `policy` settings only).
-    pub base: AgentKind,
-    /// What changed, one line (the ablation table's label).
-    pub description: String,
-    /// Where a joint variant's policy starts.
-    #[serde(default)]
-    pub start: JointStart,
-    /// Runs at every point of the sweep, not only at the ablation points
-    /// (the main arm's `-lr0` twin).
-    #[serde(default)]
-    pub every_point: bool,
-    /// A joint arm's `-lr0` twin (the same policy updates, classifier
-    /// learning rate 0), when it is not `{name}-lr0`: arms that differ
-    /// only in the classifiers' learning rate or loss share one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub twin: Option<String>,
-    /// Replaces the base agent's policy training settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<ReinforceConfig>,
-    /// Replaces the study's `joint_classifiers` (base `reinforce-joint`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub joint: Option<JointConfig>,
-    /// Replaces the study's `expected_classifiers` (base `expected-joint`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected: Option<ExpectedJointConfig>,
-}
-
-impl Variant {
-    /// What it trains: its base kind's spec in `cfg` with this variant's
-    /// settings in place of the study's.
-    pub fn spec(&self, cfg: &StudyConfig) -> AgentSpec {
-        match cfg.spec(self.base) {
-            AgentSpec::ReinforceFrozen(c) => {
-                AgentSpec::ReinforceFrozen(self.policy.clone().unwrap_or(c))
-            }
-            AgentSpec::ReinforceJoint(j) => AgentSpec::ReinforceJoint(JointSpec {
-                policy: self.policy.clone().unwrap_or(j.policy),
-                classifiers: self.joint.clone().unwrap_or(j.classifiers),
-                start: self.start,
-            }),
-            AgentSpec::ExpectedJoint(j) => AgentSpec::ExpectedJoint(JointSpec {
-                policy: self.policy.clone().unwrap_or(j.policy),
-                classifiers: self.expected.clone().unwrap_or(j.classifiers),
-                start: self.start,
-            }),
-            other => other,
-        }
-    }
-}
-
+pub use by_kind::{ConfigByKind, Variant};
 pub use cascade_agents::JointStart;
 
 /// How the cascade is pretrained (and what a reused one must match).
@@ -126,12 +64,54 @@ impl Default for PretrainConfig {
     }
 }
 
+/// An agent of a study: a name and what it trains. A kind's own name
+/// holds the kind's settings in the study (it runs at every point); any
+/// other name is a variant of its kind (an ablation, a twin), run at the
+/// [`StudyConfig::ablation_points`] unless `every_point`. A name stands for
+/// its settings: a run folder refuses the same name with other settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudyAgent {
+    /// Its name in results and agent folders.
+    pub name: String,
+    /// What changed, one line (variants; the ablation table's label).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// Runs at every point of the sweep (a kind's own settings, the main
+    /// arm's twin), not only at the ablation points.
+    #[serde(default)]
+    pub every_point: bool,
+    /// A joint arm's `-lr0` twin (the same policy updates, classifier
+    /// learning rate 0), when it is not `{name}-lr0`: arms that differ
+    /// only in the classifiers' learning rate or loss share one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twin: Option<String>,
+    /// What it trains.
+    pub spec: AgentSpec,
+}
+
+impl StudyAgent {
+    /// Its kind (the spec's; the specs of a study are of swept kinds).
+    pub fn kind(&self) -> Option<AgentKind> {
+        self.spec.kind()
+    }
+
+    /// Whether it holds its kind's own settings (named as the kind).
+    pub fn is_main(&self) -> bool {
+        self.kind().is_some_and(|k| k.name() == self.name)
+    }
+}
+
 /// Everything a study's numbers depend on. Written, resolved, as
 /// `config.json` in the run folder; a rerun in the same folder must agree
 /// on everything but the sweep itself (`agents`, `alphas`, `budgets`,
-/// `seeds`), which it may extend.
+/// `seeds`, `ablation_points`), which it may extend, and on the settings
+/// of every agent name both list.
+///
+/// Reads the by-kind form too ([`ConfigByKind`]: the presets' form, and
+/// what run folders made before named specs hold).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct StudyConfig {
     /// The experiment: `joint_vs_frozen` or `alpha_sweep`.
     pub study: String,
@@ -143,7 +123,8 @@ pub struct StudyConfig {
     pub dataset: String,
     /// Pretraining of the cascade.
     pub pretrain: PretrainConfig,
-    /// The agents swept over `alphas` (or `budgets`) and `seeds`.
+    /// The kinds swept over `alphas` (or `budgets`) and `seeds`: every
+    /// agent in `specs` of these kinds runs.
     pub agents: Vec<AgentKind>,
     /// The prices of compute swept (empty in budget mode).
     pub alphas: Vec<f64>,
@@ -158,33 +139,12 @@ pub struct StudyConfig {
     pub reward: RewardSpec,
     /// Count the stopping policy's own MACs into the cost.
     pub count_policy_cost: bool,
-    /// Threshold search.
-    pub threshold: ThresholdConfig,
-    /// The policy-only agent on frozen classifiers.
-    pub frozen: ReinforceConfig,
-    /// The policy of the joint agent (fresh policy, like the frozen one).
-    pub joint: ReinforceConfig,
-    /// The classifiers' side of joint training.
-    pub joint_classifiers: JointConfig,
-    /// The policy of `expected-joint` (its epochs are the rounds).
-    #[serde(default = "presets::expected_policy")]
-    pub expected: ReinforceConfig,
-    /// The classifiers' side of `expected-joint`.
-    #[serde(default)]
-    pub expected_classifiers: ExpectedJointConfig,
-    /// The fit of `backward-induction`.
-    #[serde(default = "BackwardConfig::backward_induction")]
-    pub backward: BackwardConfig,
-    /// The fit of `ann`.
-    #[serde(default = "BackwardConfig::ann")]
-    pub ann: BackwardConfig,
     /// At most this many of the agents' training images (a seeded subset,
     /// the same for the frozen and the joint agent and every seed; `None`:
     /// all of the held-out share).
     pub agent_train_samples: Option<usize>,
-    /// Ablations of the joint agents (see [`Variant`]).
-    #[serde(default)]
-    pub variants: Vec<Variant>,
+    /// The agents: each kind's settings under its name, then the variants.
+    pub specs: Vec<StudyAgent>,
     /// The alphas (or, in budget mode, budgets) at which the variants run;
     /// empty: every point of the sweep.
     #[serde(default)]
@@ -195,6 +155,26 @@ pub struct StudyConfig {
     pub num_envs: usize,
     /// Images per forward pass of the live cascade (traces, joint evaluation).
     pub eval_batch: usize,
+}
+
+impl Serialize for StudyConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        StudyConfig::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for StudyConfig {
+    /// Named specs, or the by-kind form (it has a `frozen` block).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let v = serde_json::Value::deserialize(d)?;
+        if v.get("frozen").is_some() {
+            let c: ConfigByKind = serde_json::from_value(v).map_err(D::Error::custom)?;
+            Ok(c.resolve())
+        } else {
+            StudyConfig::deserialize(v).map_err(D::Error::custom)
+        }
+    }
 }
 
 /// `n` alphas spaced evenly in log scale from `lo` to `hi`.
@@ -214,32 +194,21 @@ pub fn log_grid(lo: f64, hi: f64, n: usize) -> Vec<f64> {
 }
 
 impl StudyConfig {
-    /// What the kind `kind` trains in this study: its settings here.
-    pub fn spec(&self, kind: AgentKind) -> AgentSpec {
-        match kind {
-            AgentKind::Threshold => AgentSpec::Threshold(self.threshold.clone()),
-            AgentKind::ThresholdPerStage => AgentSpec::ThresholdPerStage(ThresholdConfig {
-                per_stage: true,
-                ..self.threshold.clone()
-            }),
-            AgentKind::ThresholdEntropy => AgentSpec::ThresholdEntropy(ThresholdConfig {
-                confidence: Confidence::Entropy,
-                ..self.threshold.clone()
-            }),
-            AgentKind::BackwardInduction => AgentSpec::BackwardInduction(self.backward.clone()),
-            AgentKind::Ann => AgentSpec::Ann(self.ann.clone()),
-            AgentKind::ReinforceFrozen => AgentSpec::ReinforceFrozen(self.frozen.clone()),
-            AgentKind::ReinforceJoint => AgentSpec::ReinforceJoint(JointSpec {
-                policy: self.joint.clone(),
-                classifiers: self.joint_classifiers.clone(),
-                start: JointStart::Mixed,
-            }),
-            AgentKind::ExpectedJoint => AgentSpec::ExpectedJoint(JointSpec {
-                policy: self.expected.clone(),
-                classifiers: self.expected_classifiers.clone(),
-                start: JointStart::Mixed,
-            }),
-        }
+    /// The agent named `name`.
+    pub fn agent(&self, name: &str) -> Option<&StudyAgent> {
+        self.specs.iter().find(|a| a.name == name)
+    }
+
+    /// The settings of `kind` in this study (its agent under its own name).
+    pub fn spec(&self, kind: AgentKind) -> Result<&AgentSpec> {
+        self.agent(kind.name())
+            .map(|a| &a.spec)
+            .ok_or_else(|| Error::Config(format!("the study has no settings for the agent {kind}")))
+    }
+
+    /// The variants: every agent not named as its kind, in order.
+    pub fn variants(&self) -> Vec<&StudyAgent> {
+        self.specs.iter().filter(|a| !a.is_main()).collect()
     }
 }
 
@@ -396,60 +365,52 @@ impl StudyConfig {
             )));
         }
         self.reward.validate()?;
-        self.threshold.validate()?;
-        self.frozen.validate()?;
-        self.joint.validate()?;
-        self.joint_classifiers.validate()?;
-        self.expected.validate()?;
-        self.expected_classifiers.validate()?;
-        for (i, v) in self.variants.iter().enumerate() {
-            let taken = AgentKind::ALL.iter().any(|a| a.name() == v.name)
-                || v.name.starts_with("static-")
-                || v.name.starts_with("oracle")
-                || self.variants[..i].iter().any(|w| w.name == v.name);
-            let ok_name = !v.name.is_empty()
-                && v.name
+        for (i, a) in self.specs.iter().enumerate() {
+            let ok_name = !a.name.is_empty()
+                && a.name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            let taken = AgentKind::ALL
+                .iter()
+                .any(|k| k.name() == a.name && a.kind() != Some(*k))
+                || a.name.starts_with("static-")
+                || a.name.starts_with("oracle")
+                || self.specs[..i].iter().any(|w| w.name == a.name);
             if taken || !ok_name {
                 return Err(Error::Config(format!(
-                    "variant name '{}' is taken or not of letters, digits, '-' and '_'",
-                    v.name
+                    "agent name '{}' is taken (another kind's name, static-K, oracle, or listed \
+                     twice) or not of letters, digits, '-' and '_'",
+                    a.name
                 )));
             }
-            match v.base {
-                AgentKind::ReinforceJoint if v.expected.is_none() => {}
-                AgentKind::ExpectedJoint if v.joint.is_none() => {}
-                AgentKind::ReinforceFrozen
-                    if v.joint.is_none()
-                        && v.expected.is_none()
-                        && v.start == JointStart::default() => {}
-                _ => {
-                    return Err(Error::Config(format!(
-                        "variant '{}': base must be reinforce-joint (with `joint` settings), \
-                         expected-joint (with `expected` settings) or reinforce-frozen (with \
-                         `policy` settings only)",
-                        v.name
-                    )))
-                }
+            if a.kind().is_none() {
+                return Err(Error::Config(format!(
+                    "agent '{}': static-K and the oracle run beside every study, not as its agents",
+                    a.name
+                )));
             }
-            if let Some(t) = &v.twin {
-                if !self.variants.iter().any(|w| &w.name == t) {
+            if let Some(t) = &a.twin {
+                if self.agent(t).is_none_or(|w| w.is_main()) {
                     return Err(Error::Config(format!(
-                        "variant '{}': its twin '{t}' is not a variant of this study",
-                        v.name
+                        "agent '{}': its twin '{t}' is not a variant of this study",
+                        a.name
                     )));
                 }
             }
-            if let Some(j) = &v.joint {
-                j.validate()?;
-            }
-            if let Some(p) = &v.policy {
-                p.validate()?;
-            }
-            if let Some(e) = &v.expected {
-                e.validate()?;
-            }
+            a.spec
+                .validate()
+                .map_err(|e| Error::Config(format!("agent '{}': {e}", a.name)))?;
+        }
+        for &k in &self.agents {
+            self.spec(k)?;
+        }
+        // The joint agents' mixed start is the frozen agent at the same
+        // point and seed: it must be in the study.
+        if self.specs.iter().any(|a| {
+            a.spec.joint_start() == Some(JointStart::Mixed)
+                && a.kind().is_some_and(|k| self.agents.contains(&k))
+        }) {
+            self.spec(AgentKind::ReinforceFrozen)?;
         }
         let points = if self.budget_mode() {
             &self.budgets
@@ -467,9 +428,9 @@ impl StudyConfig {
     }
 
     /// The part of the config that a run folder's results depend on: all
-    /// but the sweep (`agents`, `alphas`, `budgets`, `seeds`, `variants`,
-    /// `ablation_points`) and the preset label. A variant's name stands
-    /// for its settings: change them under a new name.
+    /// but the sweep (`agents`, `alphas`, `budgets`, `seeds`,
+    /// `ablation_points`), the preset label and the agents' settings, which
+    /// are compared name by name ([`StudyConfig::changed_agents`]).
     pub fn identity(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(m) = v.as_object_mut() {
@@ -479,7 +440,7 @@ impl StudyConfig {
                 "budgets",
                 "seeds",
                 "preset",
-                "variants",
+                "specs",
                 "ablation_points",
             ] {
                 m.remove(k);
@@ -487,8 +448,20 @@ impl StudyConfig {
         }
         v
     }
+
+    /// The agents `other` lists under a name of this config's with other
+    /// settings (a name stands for its settings: change them under a new
+    /// name).
+    pub fn changed_agents(&self, other: &StudyConfig) -> Vec<String> {
+        self.specs
+            .iter()
+            .filter(|a| other.agent(&a.name).is_some_and(|b| b.spec != a.spec))
+            .map(|a| a.name.clone())
+            .collect()
+    }
 }
 
+mod by_kind;
 mod presets;
 pub use presets::{ablations, frozen_diagnostics};
 

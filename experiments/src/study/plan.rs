@@ -38,7 +38,7 @@ pub(super) enum Unit {
     /// An agent of the sweep at a point, with a seed unless the kind is
     /// seedless.
     Agent(AgentKind, Point, Option<u64>),
-    /// `cfg.variants[i]` at a point with a seed.
+    /// The variant `cfg.specs[i]` at a point with a seed.
     Variant(usize, Point, u64),
     Static,
     Oracle,
@@ -86,8 +86,8 @@ pub(super) fn plan(cfg: &StudyConfig) -> Vec<Unit> {
     units.extend([Unit::Static, Unit::Oracle, Unit::OracleCurve]);
     // Ablations of the joint agents swept (not in an `alpha_sweep` of
     // another agent).
-    for (i, v) in cfg.variants.iter().enumerate() {
-        if !cfg.agents.contains(&v.base) {
+    for (i, v) in cfg.specs.iter().enumerate() {
+        if v.is_main() || !v.kind().is_some_and(|k| cfg.agents.contains(&k)) {
             continue;
         }
         for p in &points {
@@ -108,7 +108,7 @@ impl Unit {
         match *self {
             Unit::Agent(a, p, s) => vec![PointKey::new(a.name(), Some(p.alpha), p.budget, s)],
             Unit::Variant(i, p, s) => vec![PointKey::new(
-                &cfg.variants[i].name,
+                &cfg.specs[i].name,
                 Some(p.alpha),
                 p.budget,
                 Some(s),

@@ -333,6 +333,18 @@ fn check_config(run: &Path, cfg: &StudyConfig) -> Result<()> {
             format!("written by another version of this study ({e}); use another --out"),
         )
     })?;
+    let changed = old_cfg.changed_agents(cfg);
+    if !changed.is_empty() {
+        return Err(Error::Mismatch {
+            path,
+            msg: format!(
+                "this run folder holds agents of the same names with other settings ({}); \
+                 give the new settings a new name, use another --out, or delete the folder \
+                 to start over",
+                changed.join(", ")
+            ),
+        });
+    }
     let (a, b) = (old_cfg.identity(), cfg.identity());
     if a != b {
         let mut differ = Vec::new();

@@ -14,7 +14,7 @@ use cascade_rl::backend::CandleBackend;
 use cascade_rl::checkpoint::Cascade;
 
 use super::cache::Traces;
-use super::config::{StudyConfig, Variant};
+use super::config::{StudyAgent, StudyConfig};
 use super::data::StudyData;
 use super::oracle::oracle_at;
 use super::plan::{Point, Unit};
@@ -38,18 +38,18 @@ pub(super) struct AgentJob {
 
 impl AgentJob {
     /// `kind` with the study's settings.
-    fn of(kind: AgentKind, cfg: &StudyConfig) -> Self {
-        AgentJob {
+    fn of(kind: AgentKind, cfg: &StudyConfig) -> Result<Self> {
+        Ok(AgentJob {
             name: kind.name().to_string(),
-            spec: cfg.spec(kind),
-        }
+            spec: cfg.spec(kind)?.clone(),
+        })
     }
 
-    /// The variant `v`.
-    fn variant(v: &Variant, cfg: &StudyConfig) -> Self {
+    /// The agent `a` of the study.
+    fn named(a: &StudyAgent) -> Self {
         AgentJob {
-            name: v.name.clone(),
-            spec: v.spec(cfg),
+            name: a.name.clone(),
+            spec: a.spec.clone(),
         }
     }
 }
@@ -154,11 +154,11 @@ impl Ctx<'_> {
                 Ok(rows)
             }
             Unit::Agent(kind, p, seed) => {
-                let job = AgentJob::of(kind, self.cfg);
+                let job = AgentJob::of(kind, self.cfg)?;
                 self.agent_unit(&job, p, seed)
             }
             Unit::Variant(i, p, seed) => {
-                let job = AgentJob::variant(&self.cfg.variants[i], self.cfg);
+                let job = AgentJob::named(&self.cfg.specs[i]);
                 self.agent_unit(&job, p, Some(seed))
             }
         }
@@ -319,7 +319,7 @@ impl Ctx<'_> {
             }
         }
         let folder = NewFolder::begin(&dir, AGENT_FOLDER, Replace::Anything)?;
-        let job = AgentJob::of(AgentKind::ReinforceFrozen, self.cfg);
+        let job = AgentJob::of(AgentKind::ReinforceFrozen, self.cfg)?;
         let (a, s) = self.train_agent(&job, p, seed, folder.path())?;
         a.save(folder.path())?;
         cascade_agents::record_spec(folder.path(), &job.spec)?;

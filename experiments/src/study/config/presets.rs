@@ -11,7 +11,9 @@ use cascade_agents::{
 use cascade_env::RewardSpec;
 use cascade_rl::data::{find_data_dir, DatasetKind};
 
-use super::{log_grid, JointStart, PretrainConfig, StudyConfig, Variant, STUDY_PRESETS};
+use super::{
+    log_grid, ConfigByKind, JointStart, PretrainConfig, StudyConfig, Variant, STUDY_PRESETS,
+};
 use crate::error::{Error, Result};
 
 impl StudyConfig {
@@ -19,7 +21,7 @@ impl StudyConfig {
     /// where the data is looked for: the `default` preset uses
     /// Fashion-MNIST when it is found and the synthetic set otherwise.
     pub fn preset(study: &str, name: &str, data_dir: Option<&Path>) -> Result<Self> {
-        let base = |cascade: &str, dataset: &str| StudyConfig {
+        let base = |cascade: &str, dataset: &str| ConfigByKind {
             study: study.to_string(),
             preset: name.to_string(),
             cascade: cascade.to_string(),
@@ -134,7 +136,7 @@ impl StudyConfig {
                 )))
             }
         };
-        Ok(cfg)
+        Ok(cfg.resolve())
     }
 }
 
@@ -281,7 +283,7 @@ pub fn frozen_diagnostics() -> Vec<Variant> {
 /// differ only in the classifiers' learning rate or loss share one). The
 /// cheap and most telling first, so a study stopped early has them; the
 /// main arm's twin runs at every point of the sweep.
-pub fn ablations(c: &StudyConfig) -> Vec<Variant> {
+pub fn ablations(c: &ConfigByKind) -> Vec<Variant> {
     let v = |name: &str, base, description: &str, start| Variant {
         name: name.into(),
         base,
@@ -482,7 +484,7 @@ pub(super) fn expected_policy() -> ReinforceConfig {
 }
 
 /// The `quick` preset: synthetic data, small, well under a minute on two cores.
-fn quick(mut c: StudyConfig) -> StudyConfig {
+fn quick(mut c: ConfigByKind) -> ConfigByKind {
     c.pretrain.synthetic_train = 4000;
     c.pretrain.synthetic_test = 1000;
     c.alphas = vec![0.01, 0.05, 0.2];

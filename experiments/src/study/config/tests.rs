@@ -19,15 +19,19 @@ fn presets_validate_and_quick_is_synthetic() {
 #[test]
 fn a_twin_must_be_a_variant_and_the_main_twin_runs_everywhere() {
     let mut c = StudyConfig::preset("joint_vs_frozen", "fmnist", None).unwrap();
-    let lr0 = c
-        .variants
-        .iter()
-        .find(|v| v.name == "reinforce-joint-lr0")
-        .unwrap();
-    assert!(lr0.every_point);
-    assert_eq!(lr0.joint.as_ref().unwrap().classifier_lr, 0.0);
+    let lr0 = c.agent("reinforce-joint-lr0").unwrap();
+    assert!(lr0.every_point && !lr0.is_main());
+    match (&lr0.spec, c.spec(AgentKind::ReinforceJoint).unwrap()) {
+        (AgentSpec::ReinforceJoint(twin), AgentSpec::ReinforceJoint(main)) => {
+            assert_eq!(twin.classifiers.classifier_lr, 0.0);
+            assert!(main.classifiers.classifier_lr > 0.0);
+            assert_eq!(twin.policy, main.policy);
+            assert_eq!(twin.start, main.start);
+        }
+        other => panic!("{other:?}"),
+    }
     let low = c
-        .variants
+        .specs
         .iter_mut()
         .find(|v| v.name == "reinforce-joint-clr-low")
         .unwrap();
@@ -94,7 +98,56 @@ fn identity_ignores_the_sweep() {
     let mut b = a.clone();
     b.alphas.push(0.7);
     b.seeds.push(9);
+    b.specs.pop();
     assert_eq!(a.identity(), b.identity());
-    b.frozen.epochs += 1;
+    assert!(a.changed_agents(&b).is_empty());
+    b.pretrain.seed += 1;
     assert_ne!(a.identity(), b.identity());
+    // An agent's settings are compared by name.
+    let mut c = a.clone();
+    if let AgentSpec::ReinforceFrozen(f) = &mut c.specs[5].spec {
+        f.epochs += 1;
+    }
+    assert_eq!(a.identity(), c.identity());
+    assert_eq!(a.changed_agents(&c), vec!["reinforce-frozen".to_string()]);
+}
+
+#[test]
+fn the_by_kind_form_resolves_to_named_specs() {
+    // A config.json written before named specs: the by-kind form.
+    let c = StudyConfig::preset("joint_vs_frozen", "fmnist", None).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/results/fmnist/joint/cascade0/config.json"
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let old: StudyConfig = serde_json::from_value(v["config"].clone()).unwrap();
+    old.validate().unwrap();
+    for name in [
+        "reinforce-frozen",
+        "reinforce-joint",
+        "reinforce-joint-lr0",
+        "expected-joint",
+    ] {
+        assert_eq!(
+            old.agent(name).unwrap().spec,
+            c.agent(name).unwrap().spec,
+            "{name}"
+        );
+    }
+    // Named specs round-trip.
+    let back: StudyConfig = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+    assert_eq!(back, c);
+    // A name taken by another kind, or a twin that is no variant, is refused.
+    let mut bad = c.clone();
+    bad.specs[7].name = "ann".into();
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("'ann' is taken"));
+    let mut bad = c.clone();
+    bad.specs[8].twin = Some("reinforce-joint".into());
+    assert!(bad.validate().is_err());
 }
