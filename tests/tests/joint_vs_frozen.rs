@@ -292,7 +292,7 @@ fn quick_study_end_to_end_resumes_shards_and_redraws() {
         .unwrap();
     let err = run_study(&cfg, &opts).unwrap_err().to_string();
     assert!(
-        err.contains("joint_classifiers") && err.contains("another --out"),
+        err.contains("(reinforce-joint, ") && err.contains("another --out"),
         "{err}"
     );
 

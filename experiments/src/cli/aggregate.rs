@@ -104,11 +104,17 @@ pub fn aggregate_markdown(run_dirs: &[PathBuf]) -> anyhow::Result<(String, Vec<S
                 p.remove("seed");
             }
         }
-        if a != b {
+        let changed = first.changed_agents(&rec.config);
+        if a != b || !changed.is_empty() {
             bail!(
-                "{} was run with other settings than {} (besides the cascade seed)",
+                "{} was run with other settings than {} (besides the cascade seed){}",
                 d.display(),
-                run_dirs[0].display()
+                run_dirs[0].display(),
+                if changed.is_empty() {
+                    String::new()
+                } else {
+                    format!(": agents {}", changed.join(", "))
+                }
             );
         }
         if seeds.contains(&rec.config.pretrain.seed) {
