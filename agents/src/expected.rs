@@ -11,7 +11,7 @@
 //! ```
 //!
 //! With K <= 5 stages and C classes the inner sums are K x C terms per
-//! image, so nothing needs sampling (`training::expected_objective`).
+//! image, so nothing needs sampling ([`expected_objective`], below).
 //! Where it departs from the slides, on purpose:
 //!
 //! - **Cross-fitting.** The classifiers take gradients only on their own
@@ -47,7 +47,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::Optimizer;
-use cascade_env::{EnvRng, ReplayBackend, StageBackend, TraceMeta};
+use cascade_env::{EnvRng, ReplayBackend, RewardModel, StageBackend, TraceMeta};
 use cascade_rl::backend::CandleBackend;
 use cascade_rl::checkpoint::Cascade;
 use cascade_rl::data::Dataset;
@@ -57,11 +57,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, EpochMetrics, TrainOptions, TrainSummary};
 use crate::error::{Error, Result};
-use crate::policy::FeatureNorm;
+use crate::policy::{FeatureNorm, StopPolicy};
+use crate::reinforce::estimator::StageOut;
 use crate::reinforce::{ReinforceAgent, ReinforceMode};
-use crate::training::{
-    adamw, classifier_optimizer, expected_objective, finite_scalar, EpochLoop, StageOut,
-};
+use crate::training::{adamw, classifier_optimizer, finite_scalar, EpochLoop};
 use crate::training::{shuffle, Seeds};
 
 /// Settings of `expected-joint` beyond the policy's ([`crate::ReinforceConfig`]:
@@ -532,4 +531,117 @@ impl ReinforceAgent {
         self.trained_with = Some(opts.clone());
         Ok(run.finish(self.name()))
     }
+}
+
+/// The exact expectation of the slides' objective over a minibatch, with
+/// no sampling at all:
+///
+/// ```text
+/// J = (1/B) sum_b sum_k q_k(x_b) sum_yhat C_k(yhat|x_b) R(k, yhat, y_b),
+/// q_k = pi_k prod_{t<k} (1 - pi_t),   pi_K = 1
+/// ```
+///
+/// `stages` holds every stage's outputs for every row (`rows = 0..B` at
+/// each stage). The inner sum follows the reward model's prediction: with
+/// [`cascade_env::Prediction::Sample`] (the slides: `yhat ~ C_k`) and the
+/// 0-1 loss it is `C_k(y|x) - 1 - alpha Cost(k)`, differentiable in the
+/// classifier's probabilities; with the argmax it is the constant reward of
+/// the argmax; the cross-entropy loss gives `ln C_k(y|x) - alpha Cost(k)`
+/// either way. Gradients reach the policy through `q_k` and, when the
+/// stage outputs carry them, the classifiers through `q_k`'s inputs and
+/// `C_k`.
+///
+/// # Shapes
+/// `stages[t].features: [B, d_t]`, `stages[t].probs: [B, C]`,
+/// `labels: [B]` -> scalar
+pub(crate) fn expected_objective(
+    policy: &StopPolicy,
+    stages: &[StageOut],
+    labels: &[u32],
+    model: &RewardModel,
+) -> Result<Expected> {
+    use cascade_env::{Loss, Prediction};
+    let k = model.num_stages();
+    let b = labels.len();
+    let c = policy.spec().num_classes;
+    if stages.len() != k || b == 0 {
+        return Err(Error::Config(format!(
+            "expected objective: {} stage outputs for {k} stages and {b} rows",
+            stages.len()
+        )));
+    }
+    let device = policy.device();
+    let label_idx = Tensor::from_slice(labels, (b, 1), device)?;
+    // log prod_{t<k} (1 - pi_t), accumulated stage by stage.
+    let mut log_go_on = Tensor::zeros(b, DType::F32, device)?;
+    let mut total = Tensor::zeros(b, DType::F32, device)?;
+    let (mut error, mut cost) = (0.0, 0.0);
+    for (t, s) in stages.iter().enumerate() {
+        let last = t + 1 == k;
+        let log_q = if last {
+            log_go_on.clone()
+        } else {
+            let z = policy.logits(t, &s.features, &s.probs)?;
+            // log sigmoid(z) = -softplus(-z), log (1 - sigmoid(z)) = -softplus(z).
+            let log_stop = softplus(&z.neg()?)?.neg()?;
+            let log_q = (&log_go_on + log_stop)?;
+            log_go_on = (log_go_on - softplus(&z)?)?;
+            log_q
+        };
+        let price = model.spec().alpha * model.cost(t);
+        let r = match (model.spec().loss, model.spec().prediction) {
+            (Loss::ZeroOne, Prediction::Sample) => {
+                let p_y = s.probs.gather(&label_idx, 1)?.squeeze(1)?;
+                p_y.affine(1.0, -1.0 - price)?
+            }
+            (Loss::CrossEntropy, _) => {
+                let p_y = s.probs.gather(&label_idx, 1)?.squeeze(1)?;
+                let floor = cascade_env::spec::CROSS_ENTROPY_FLOOR as f32;
+                p_y.clamp(floor, 1f32)?.log()?.affine(1.0, -price)?
+            }
+            (Loss::ZeroOne, Prediction::Argmax) => {
+                let r: Vec<f32> = (0..b)
+                    .map(|i| {
+                        let p = &s.probs_cpu[i * c..(i + 1) * c];
+                        model.stop_reward(t, p, cascade_env::spec::argmax(p), labels[i]) as f32
+                    })
+                    .collect();
+                Tensor::from_vec(r, b, device)?
+            }
+        };
+        let q = log_q.exp()?;
+        let qv = q.detach().to_vec1::<f32>()?;
+        for (i, &qi) in qv.iter().enumerate() {
+            let p = &s.probs_cpu[i * c..(i + 1) * c];
+            let wrong = match model.spec().prediction {
+                Prediction::Sample => 1.0 - p.get(labels[i] as usize).map_or(0.0, |&v| v as f64),
+                Prediction::Argmax => (cascade_env::spec::argmax(p) != labels[i]) as u8 as f64,
+            };
+            error += qi as f64 * wrong;
+            cost += qi as f64 * model.cost(t);
+        }
+        total = (total + (q * r)?)?;
+    }
+    Ok(Expected {
+        objective: total.mean_all()?,
+        mean_error: error / b as f64,
+        mean_cost: cost / b as f64,
+    })
+}
+
+/// The exact expected objective of a minibatch and, as plain numbers, the
+/// expected error and cost it implies.
+pub(crate) struct Expected {
+    /// `J`, the mean over the minibatch (differentiable).
+    pub objective: Tensor,
+    /// `E[L_01]` under the policy and the prediction rule.
+    pub mean_error: f64,
+    /// `E[Cost(k)]` under the policy (normalised).
+    pub mean_cost: f64,
+}
+
+/// `ln(1 + e^z)`, stable for large `|z|`.
+fn softplus(z: &Tensor) -> Result<Tensor> {
+    // max(z, 0) + ln(1 + e^{-|z|})
+    Ok((z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
 }

@@ -9,7 +9,7 @@
 //! trajectory reached it, the policy decides from its features and
 //! probabilities, and a stopping image gets its prediction and reward with
 //! the env's semantics ([`cascade_env::RewardModel`]). The loss is the
-//! REINFORCE surrogate of `training.rs`:
+//! REINFORCE surrogate of `reinforce/estimator.rs`:
 //!
 //! ```text
 //! -(1/B) sum_b [ sum_{t<k} log(1 - pi_t(s_t)) + log pi_k(s_k) + log C_k(yhat|x) ] (R_b - b)
@@ -95,10 +95,10 @@ use crate::agent::{Agent, TrainOptions, TrainSummary};
 use crate::error::{Error, Result};
 use crate::expected::JointSplits;
 use crate::policy::FeatureNorm;
+use crate::reinforce::estimator::{rollout, surrogate, BaselineState, StageOut, StageSource};
 use crate::reinforce::{ReinforceAgent, ReinforceMode};
 use crate::training::{
-    adamw, classifier_optimizer, finite_or_zero, finite_scalar, rollout, surrogate, BaselineState,
-    EpochLoop, StageOut, StageSource, ValScore,
+    adamw, classifier_optimizer, finite_or_zero, finite_scalar, EpochLoop, ValScore,
 };
 use crate::training::{shuffle, EpochSums, Seeds};
 

@@ -74,8 +74,8 @@ pub use on_traces::{
 };
 pub use oracle::OracleAgent;
 pub use policy::{FeatureNorm, PolicyInputs, PolicySpec, StopPolicy};
+pub use reinforce::estimator::Baseline;
 pub use reinforce::{Estimator, PolicyInit, ReinforceAgent, ReinforceConfig, ReinforceMode};
 pub use spec::{train, AgentSpec, Family, JointInputs, JointSpec, JointStart, TrainInputs};
 pub use static_k::StaticAgent;
 pub use threshold::{Confidence, GridPoint, ThresholdAgent, ThresholdConfig};
-pub use training::Baseline;

@@ -88,12 +88,13 @@ use crate::agent::{write_manifest, Agent, AgentManifest, AgentState};
 use crate::agent::{TrainData, TrainOptions, TrainSummary, AGENT_FORMAT_VERSION};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, record_split, EvalConfig};
+use crate::expected::expected_objective;
 use crate::expected::ExpectedJointConfig;
 use crate::joint::JointConfig;
 use crate::policy::{FeatureNorm, PolicySpec, StopPolicy};
+use crate::reinforce::estimator::{rollout, surrogate, BaselineState, StageOut, StageSource};
 use crate::training::{
-    adamw, expected_objective, finite_or_zero, finite_scalar, rollout, shuffle, surrogate,
-    BaselineState, EpochLoop, EpochSums, Seeds, StageOut, StageSource, ValScore,
+    adamw, finite_or_zero, finite_scalar, shuffle, EpochLoop, EpochSums, Seeds, ValScore,
 };
 
 /// File name of the policy weights in an agent folder.
@@ -103,6 +104,7 @@ pub const POLICY_FILE: &str = "policy.safetensors";
 pub const CASCADE_DIR: &str = "cascade";
 
 mod config;
+pub mod estimator;
 pub use config::{Estimator, PolicyInit, ReinforceConfig};
 
 /// Whether the classifiers trained with the policy.

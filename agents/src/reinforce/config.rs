@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::ActMode;
 use crate::error::{Error, Result};
 use crate::policy::PolicyInputs;
-use crate::training::Baseline;
+use crate::reinforce::estimator::Baseline;
 
 /// Settings of the policy and its training (both modes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

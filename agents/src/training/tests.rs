@@ -1,4 +1,9 @@
 use super::*;
+use crate::expected::expected_objective;
+use crate::policy::StopPolicy;
+use crate::reinforce::estimator::*;
+use candle_core::Device;
+use cascade_env::RewardModel;
 
 fn sig(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
