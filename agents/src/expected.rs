@@ -59,7 +59,7 @@ use crate::agent::{Agent, EpochMetrics, TrainOptions, TrainSummary};
 use crate::error::{Error, Result};
 use crate::policy::{FeatureNorm, StopPolicy};
 use crate::reinforce::estimator::StageOut;
-use crate::reinforce::{ReinforceAgent, ReinforceMode};
+use crate::reinforce::{ReinforceAgent, Trained};
 use crate::training::{adamw, classifier_optimizer, finite_scalar, EpochLoop};
 use crate::training::{shuffle, Seeds};
 
@@ -384,8 +384,6 @@ impl ReinforceAgent {
         };
         let mut shuffle_rng = EnvRng::new(seeds.shuffle);
         let mut augment_rng = StdRng::seed_from_u64(seeds.sampling);
-        self.mode = ReinforceMode::ExpectedJoint;
-        self.expected = Some(ecfg.clone());
 
         // -- Bookkeeping ----------------------------------------------------
         let validate = |agent: &ReinforceAgent, alpha: f64| {
@@ -527,7 +525,7 @@ impl ReinforceAgent {
 
         // -- Keep the best round's policy and classifiers --------------------
         self.restore_joint(&cascade, &best)?;
-        self.cascade = Some(cascade);
+        self.trained = Trained::ExpectedJoint(ecfg.clone(), cascade);
         self.trained_with = Some(opts.clone());
         Ok(run.finish(self.name()))
     }

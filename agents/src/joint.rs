@@ -96,7 +96,7 @@ use crate::error::{Error, Result};
 use crate::expected::JointSplits;
 use crate::policy::FeatureNorm;
 use crate::reinforce::estimator::{rollout, surrogate, BaselineState, StageOut, StageSource};
-use crate::reinforce::{ReinforceAgent, ReinforceMode};
+use crate::reinforce::{ReinforceAgent, Trained};
 use crate::training::{
     adamw, classifier_optimizer, finite_or_zero, finite_scalar, EpochLoop, ValScore,
 };
@@ -438,8 +438,6 @@ impl ReinforceAgent {
             classifier_train.map_or(0, |d| d.len()),
             EnvRng::new(seeds.shuffle ^ CLASSIFIER_STREAM),
         );
-        self.joint = Some(joint.clone());
-        self.mode = ReinforceMode::Joint;
 
         // -- Bookkeeping ----------------------------------------------------
         let validate =
@@ -580,7 +578,7 @@ impl ReinforceAgent {
             // The kept classifiers' own temperatures (a deterministic fit).
             cascade.fit_temperatures(data.policy_train, "policy_train", joint.eval_batch_size)?;
         }
-        self.cascade = Some(cascade);
+        self.trained = Trained::Joint(joint.clone(), cascade);
         self.trained_with = Some(opts.clone());
         Ok(run.finish(self.name()))
     }

@@ -148,19 +148,47 @@ pub struct ReinforceState {
 /// A REINFORCE-trained stopping policy (see the module docs).
 pub struct ReinforceAgent {
     pub(crate) config: ReinforceConfig,
-    pub(crate) joint: Option<JointConfig>,
-    pub(crate) expected: Option<ExpectedJointConfig>,
-    pub(crate) mode: ReinforceMode,
+    pub(crate) trained: Trained,
     pub(crate) policy: StopPolicy,
-    pub(crate) cascade: Option<Cascade>,
     pub(crate) trained_with: Option<TrainOptions>,
+}
+
+/// How a [`ReinforceAgent`] was trained, with what only that training has:
+/// a joint agent's classifier settings and its fine-tuned classifiers.
+pub(crate) enum Trained {
+    /// Not trained yet.
+    Untrained,
+    /// The policy alone, on frozen classifiers.
+    Frozen,
+    /// `reinforce-joint` (`joint.rs`).
+    Joint(JointConfig, Cascade),
+    /// `expected-joint` (`expected.rs`).
+    ExpectedJoint(ExpectedJointConfig, Cascade),
+}
+
+impl Trained {
+    fn mode(&self) -> ReinforceMode {
+        match self {
+            Trained::Untrained => ReinforceMode::Untrained,
+            Trained::Frozen => ReinforceMode::Frozen,
+            Trained::Joint(..) => ReinforceMode::Joint,
+            Trained::ExpectedJoint(..) => ReinforceMode::ExpectedJoint,
+        }
+    }
+
+    fn cascade(&self) -> Option<&Cascade> {
+        match self {
+            Trained::Joint(_, c) | Trained::ExpectedJoint(_, c) => Some(c),
+            Trained::Untrained | Trained::Frozen => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for ReinforceAgent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReinforceAgent")
             .field("config", &self.config)
-            .field("mode", &self.mode)
+            .field("mode", &self.trained.mode())
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -187,11 +215,8 @@ impl ReinforceAgent {
         let policy = StopPolicy::new(spec, norm, 0, &Device::Cpu)?;
         Ok(ReinforceAgent {
             config,
-            joint: None,
-            expected: None,
-            mode: ReinforceMode::Untrained,
+            trained: Trained::Untrained,
             policy,
-            cascade: None,
             trained_with: None,
         })
     }
@@ -231,13 +256,25 @@ impl ReinforceAgent {
                 ),
             ));
         }
+        let trained = match (s.mode, s.joint, s.expected, cascade) {
+            (ReinforceMode::Untrained, ..) => Trained::Untrained,
+            (ReinforceMode::Frozen, ..) => Trained::Frozen,
+            (ReinforceMode::Joint, Some(j), _, Some(c)) => Trained::Joint(j, c),
+            (ReinforceMode::ExpectedJoint, _, Some(e), Some(c)) => Trained::ExpectedJoint(e, c),
+            (mode, ..) => {
+                return Err(Error::agent_file(
+                    dir.join(crate::agent::AGENT_FILE),
+                    format!(
+                        "mode {mode:?} needs its classifier settings and `cascade_dir`, and one \
+                         is missing"
+                    ),
+                ))
+            }
+        };
         Ok(ReinforceAgent {
             config: s.config,
-            joint: s.joint,
-            expected: s.expected,
-            mode: s.mode,
+            trained,
             policy,
-            cascade,
             trained_with,
         })
     }
@@ -293,13 +330,29 @@ impl ReinforceAgent {
 
     /// How it was trained.
     pub fn mode(&self) -> ReinforceMode {
-        self.mode
+        self.trained.mode()
+    }
+
+    /// The classifiers' settings of a `reinforce-joint` agent.
+    pub fn joint_config(&self) -> Option<&JointConfig> {
+        match &self.trained {
+            Trained::Joint(j, _) => Some(j),
+            _ => None,
+        }
+    }
+
+    /// The classifiers' settings of an `expected-joint` agent.
+    pub fn expected_config(&self) -> Option<&ExpectedJointConfig> {
+        match &self.trained {
+            Trained::ExpectedJoint(e, _) => Some(e),
+            _ => None,
+        }
     }
 
     /// The fine-tuned classifiers of a jointly trained agent (its
     /// observations must come from these).
     pub fn cascade(&self) -> Option<&Cascade> {
-        self.cascade.as_ref()
+        self.trained.cascade()
     }
 
     /// Re-creates the policy on `device` for a new training run: a trained
@@ -312,7 +365,7 @@ impl ReinforceAgent {
         seed: u64,
         device: &Device,
     ) -> Result<bool> {
-        let warm = self.mode != ReinforceMode::Untrained;
+        let warm = self.mode() != ReinforceMode::Untrained;
         let norm = if warm {
             self.policy.norm().clone()
         } else {
@@ -453,7 +506,7 @@ impl ReinforceAgent {
         self.fresh_policy(&train, Seeds::new(opts.seed).init)?;
         let alpha = self.start_from_ann(&mut train, &mut val, opts)?;
         // A set policy: joint training warm-starts from it.
-        self.mode = ReinforceMode::Frozen;
+        self.trained = Trained::Frozen;
         self.trained_with = Some(opts.clone());
         Ok(alpha)
     }
@@ -555,7 +608,7 @@ impl ReinforceAgent {
 
         // -- Keep the best epoch's policy -----------------------------------
         cascade_rl::nn::restore_snapshot(self.policy.varmap(), &best_weights)?;
-        self.mode = ReinforceMode::Frozen;
+        self.trained = Trained::Frozen;
         self.trained_with = Some(opts.clone());
         Ok(run.finish(self.name()))
     }
@@ -595,7 +648,7 @@ impl StageSource for TraceSource<'_> {
 
 impl Agent for ReinforceAgent {
     fn family(&self) -> crate::spec::Family {
-        match self.mode {
+        match self.mode() {
             ReinforceMode::ExpectedJoint => crate::spec::Family::Expected,
             _ => crate::spec::Family::Reinforce,
         }
@@ -606,7 +659,7 @@ impl Agent for ReinforceAgent {
     }
 
     fn name(&self) -> String {
-        match self.mode {
+        match self.mode() {
             ReinforceMode::Untrained => "reinforce".into(),
             ReinforceMode::Frozen => "reinforce-frozen".into(),
             ReinforceMode::Joint => "reinforce-joint".into(),
@@ -616,10 +669,10 @@ impl Agent for ReinforceAgent {
 
     fn params(&self) -> serde_json::Value {
         serde_json::json!({
-            "mode": self.mode,
+            "mode": self.mode(),
             "config": self.config,
-            "joint": self.joint,
-            "expected": self.expected,
+            "joint": self.joint_config(),
+            "expected": self.expected_config(),
             "policy_macs": self.policy.macs(),
             "alpha": self.trained_with.as_ref().map(|o| o.spec.alpha),
             "budget": self.trained_with.as_ref().and_then(|o| o.budget),
@@ -697,7 +750,7 @@ impl Agent for ReinforceAgent {
     fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         self.policy.save(&dir.join(POLICY_FILE))?;
-        let cascade_dir = match &self.cascade {
+        let cascade_dir = match self.cascade() {
             Some(c) => {
                 c.save(&dir.join(CASCADE_DIR))?;
                 Some(CASCADE_DIR.to_string())
@@ -712,9 +765,9 @@ impl Agent for ReinforceAgent {
                 num_stages: self.num_stages(),
                 state: AgentState::Reinforce(ReinforceState {
                     config: self.config.clone(),
-                    joint: self.joint.clone(),
-                    expected: self.expected.clone(),
-                    mode: self.mode,
+                    joint: self.joint_config().cloned(),
+                    expected: self.expected_config().cloned(),
+                    mode: self.mode(),
                     policy: self.policy.spec().clone(),
                     policy_file: POLICY_FILE.into(),
                     cascade_dir,
