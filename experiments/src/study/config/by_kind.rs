@@ -167,6 +167,9 @@ impl ConfigByKind {
                 classifiers: self.expected_classifiers.clone(),
                 start: JointStart::Mixed,
             }),
+            // A kind with no settings block in this form takes its defaults.
+            #[allow(unreachable_patterns)]
+            other => AgentSpec::of_kind(other),
         }
     }
 }
