@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use cascade_agents::{AgentKind, EvalReport};
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 
 use crate::error::{Error, Result};
 use crate::results::ResultRow;
