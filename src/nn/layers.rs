@@ -35,7 +35,7 @@ impl Default for Conv2dConfig {
 }
 
 /// A 2-D convolution with square kernels, OIHW weights.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Conv2d {
     name: String,
     weight: Tensor,
@@ -101,6 +101,18 @@ impl Conv2d {
         }
     }
 
+    /// An independent copy of the weights and bias, as plain tensors (not
+    /// variables): for inference, e.g. in a folded network. Not `Clone`,
+    /// since a clone would share the weights with the original.
+    pub fn fork(&self) -> Result<Self> {
+        Ok(Self {
+            name: self.name.clone(),
+            weight: self.weight.detach().copy()?,
+            bias: self.bias.as_ref().map(|b| b.detach().copy()).transpose()?,
+            cfg: self.cfg,
+        })
+    }
+
     /// The parameter prefix (`layer2.0.conv1`).
     pub fn name(&self) -> &str {
         &self.name
@@ -140,7 +152,7 @@ impl Conv2d {
 /// statistics (momentum 0.1, unbiased running variance as in PyTorch) kept
 /// as variables of the [`VarMap`](candle_nn::VarMap) so they are saved with
 /// the weights. They get no gradient; optimisers skip them.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BatchNorm2d {
     name: String,
     weight: Tensor,
@@ -272,7 +284,7 @@ impl BatchNorm2d {
 }
 
 /// A fully connected layer `y = x W^T + b`, PyTorch layout.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Linear {
     name: String,
     weight: Tensor,
@@ -297,6 +309,17 @@ impl Linear {
             name: vb.prefix(),
             weight,
             bias,
+        })
+    }
+
+    /// An independent copy of the weights and bias, as plain tensors (not
+    /// variables): for inference, e.g. in a folded network. Not `Clone`,
+    /// since a clone would share the weights with the original.
+    pub fn fork(&self) -> Result<Self> {
+        Ok(Self {
+            name: self.name.clone(),
+            weight: self.weight.detach().copy()?,
+            bias: self.bias.detach().copy()?,
         })
     }
 
@@ -327,7 +350,7 @@ impl Linear {
 /// A convolution followed by an optional batch norm. After
 /// [`ConvBn::fold_batch_norm`] the batch norm is merged into the
 /// convolution's weights and bias (inference only).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConvBn {
     conv: Conv2d,
     bn: Option<BatchNorm2d>,
@@ -443,11 +466,15 @@ impl ConvBn {
 
     /// The layer with its batch norm folded into the convolution using the
     /// running statistics ([`ops::fold_bn_into_conv`]). Outputs equal
-    /// `forward_t(x, false)` up to rounding. The new tensors are plain
+    /// `forward_t(x, false)` up to rounding; without a batch norm, an
+    /// independent copy ([`Conv2d::fork`]). The new tensors are plain
     /// tensors, not variables: the result is for inference only.
     pub fn fold_batch_norm(&self) -> Result<ConvBn> {
         let Some(bn) = &self.bn else {
-            return Ok(self.clone());
+            return Ok(ConvBn {
+                conv: self.conv.fork()?,
+                bn: None,
+            });
         };
         let (w, b) = ops::fold_bn_into_conv(
             self.conv.weight(),
