@@ -54,9 +54,9 @@ use sha2::{Digest, Sha256};
 
 use crate::backend::{check_rows, StageBackend, StageBatch, StageRows};
 use crate::error::{Error, Result};
+use crate::reward::{validate_stage_costs, RewardSpec};
 use crate::rng::EnvRng;
 use crate::spaces::PROB_SUM_TOLERANCE;
-use crate::spec::{validate_stage_costs, RewardSpec};
 
 /// The trace format version this build writes and reads.
 pub const TRACE_FORMAT_VERSION: u32 = 1;

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{validate_backend, StageBackend, StageRows};
 use crate::env::Observation;
 use crate::error::{Error, Result};
+use crate::reward::{Action, ActionMask, RewardModel, RewardSpec};
 use crate::rng::{splitmix64, EnvRng};
-use crate::spec::{Action, ActionMask, RewardModel, RewardSpec};
 
 /// What a [`VecEnv`] does with a sub-env whose episode terminated.
 ///
