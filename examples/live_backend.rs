@@ -10,7 +10,7 @@ use std::time::Instant;
 use candle_core::Device;
 use cascade_env::{Action, AutoReset, RewardSpec, StageBackend, VecEnv};
 use cascade_rl::backend::{cascade_splits, CandleBackend, DEFAULT_BATCH};
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 
 /// Errors print as one `error: ...` line (their `Display`), exit status 1.
 fn main() {

@@ -10,7 +10,7 @@
 use candle_core::{DType, Device, Tensor};
 use cascade_env::{ReplayBackend, StageBackend, StageBatch, TraceMeta};
 
-use crate::checkpoint::Cascade;
+use crate::cascade::Cascade;
 use crate::data::{renormalize, same_images, Dataset, SplitConfig, Splits, SyntheticConfig};
 use crate::error::{Error, Result};
 use crate::models::Classifier;

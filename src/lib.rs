@@ -2,12 +2,14 @@
 //! optimal-stopping MDP.
 //!
 //! This crate holds the data sets, the candle classifier zoo, analytic FLOP
-//! counts, supervised pretraining, checkpoints, device choice and the lazy
-//! candle backend that implements [`cascade_env::StageBackend`]. The MDP
-//! itself lives in the `cascade-env` crate, which has no candle in it.
+//! counts, supervised pretraining, checkpoints and the cascade they load
+//! into (with temperature calibration), device choice and the lazy candle
+//! backend that implements [`cascade_env::StageBackend`]. The MDP itself
+//! lives in the `cascade-env` crate, which has no candle in it.
 
 pub mod alloc;
 pub mod backend;
+pub mod cascade;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

@@ -20,7 +20,7 @@
 
 use std::path::Path;
 
-use cascade_env::spec::argmax;
+use cascade_env::reward::argmax;
 use cascade_env::BatchObservation;
 use serde::{Deserialize, Serialize};
 

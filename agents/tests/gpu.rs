@@ -12,7 +12,7 @@ use cascade_agents::{
 };
 use cascade_env::RewardSpec;
 use cascade_rl::backend::CandleBackend;
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 use cascade_rl::data::{SplitConfig, Splits, SyntheticConfig};
 use cascade_rl::presets::{Preset, StagePreset};
 use cascade_rl::train::{pretrain, OptimizerConfig, PretrainOptions, TrainConfig};

@@ -13,10 +13,10 @@
 use crate::backend::StageBackend;
 use crate::env::{Env, Info, Observation, OptimalStoppingEnv, ResetOptions, Step};
 use crate::error::{Error, Result};
-use crate::rng::EnvRng;
-use crate::spec::{
+use crate::reward::{
     argmax, Action, ActionMask, CostModel, Loss, Prediction, RewardSpec, CROSS_ENTROPY_FLOOR,
 };
+use crate::rng::EnvRng;
 use crate::vector::{AutoReset, VecEnv};
 
 /// Settings of [`check_env`].

@@ -3,9 +3,9 @@
 
 use crate::backend::{check_batch, validate_backend, StageBackend};
 use crate::error::{Error, Result};
+use crate::reward::{Action, ActionMask, RewardModel, RewardSpec};
 use crate::rng::EnvRng;
 use crate::spaces::{ActionSpace, ObservationSpace};
-use crate::spec::{Action, ActionMask, RewardModel, RewardSpec};
 use crate::wrappers::EpisodeStats;
 
 /// The env id; the version is bumped whenever behaviour changes (rewards,

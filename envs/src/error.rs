@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::spec::Action;
+use crate::reward::Action;
 
 /// A boxed error from outside the crate (a stage backend, a policy).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

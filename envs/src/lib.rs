@@ -84,8 +84,9 @@
 //!   buffers; [`VecEnv::evaluate`] scores a batch policy on a split.
 //! - [`StageBackend`], [`ReplayBackend`] and its trace file
 //!   ([`replay`] documents the format), [`ReplayBackend::synthetic`].
-//! - [`RewardSpec`], [`RewardModel`]; [`spaces`]; [`RecordEpisodeStatistics`];
-//!   [`checker`] (shared contract checks); [`fsutil`] (atomic writes).
+//! - [`RewardSpec`], [`RewardModel`] ([`reward`]); [`spaces`];
+//!   [`RecordEpisodeStatistics`]; [`checker`] (shared contract checks);
+//!   [`fsutil`] (atomic writes).
 
 pub mod backend;
 pub mod checker;
@@ -93,10 +94,10 @@ pub mod env;
 mod error;
 pub mod fsutil;
 pub mod replay;
+pub mod reward;
 pub mod rng;
 pub mod size;
 pub mod spaces;
-pub mod spec;
 pub mod vector;
 pub mod wrappers;
 pub mod writer;
@@ -108,11 +109,17 @@ pub use replay::{
     OracleStop, ReplayBackend, StageTrace, SyntheticTraceConfig, TraceHeader, TraceMeta,
     TraceStageInfo, TRACE_FORMAT_VERSION, TRACE_METADATA_KEY,
 };
+pub use reward::{Action, ActionMask, CostModel, Loss, Prediction, RewardModel, RewardSpec};
 pub use rng::EnvRng;
 pub use spaces::{ActionSpace, ObservationSpace};
-pub use spec::{Action, ActionMask, CostModel, Loss, Prediction, RewardModel, RewardSpec};
 pub use vector::{
     AutoReset, BatchInfo, BatchObservation, Evaluation, SampleOutcome, VecEnv, VecStep,
 };
 pub use wrappers::{EpisodeStats, RecordEpisodeStatistics};
 pub use writer::{StageArrays, StageScores, TraceArrays};
+
+/// The former name of [`reward`]: `cascade_env::spec::...` paths still
+/// compile.
+pub mod spec {
+    pub use crate::reward::*;
+}

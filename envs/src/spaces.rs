@@ -2,8 +2,8 @@
 //! observation is (`contains`) and draw random ones (`sample`).
 
 use crate::env::Observation;
+use crate::reward::{Action, ActionMask};
 use crate::rng::EnvRng;
-use crate::spec::{Action, ActionMask};
 
 /// How far a probability row's sum may be from 1.
 pub const PROB_SUM_TOLERANCE: f64 = 1e-3;

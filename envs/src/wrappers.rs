@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::env::{Env, Info, Observation, ResetOptions, Step};
 use crate::error::Result;
+use crate::reward::{Action, RewardModel};
 use crate::spaces::{ActionSpace, ObservationSpace};
-use crate::spec::{Action, RewardModel};
 
 /// Statistics of one finished episode.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

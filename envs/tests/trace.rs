@@ -495,7 +495,7 @@ fn subset_and_oracle() {
         let right: Vec<bool> = (0..3)
             .map(|s| {
                 let p = &t.stage_probs(s)[i * 10..(i + 1) * 10];
-                cascade_env::spec::argmax(p) == t.labels()[i]
+                cascade_env::reward::argmax(p) == t.labels()[i]
             })
             .collect();
         let want = right.iter().position(|&r| r).unwrap_or(0);

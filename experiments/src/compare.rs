@@ -153,7 +153,7 @@ fn last_stage_error(run: &Path) -> Result<Option<Vec<f64>>> {
             .iter()
             .enumerate()
             .map(|(i, &y)| {
-                (cascade_env::spec::argmax(&probs[i * c..(i + 1) * c]) != y) as u8 as f64
+                (cascade_env::reward::argmax(&probs[i * c..(i + 1) * c]) != y) as u8 as f64
             })
             .collect(),
     ))

@@ -10,7 +10,7 @@ use cascade_agents::AgentFolder;
 use std::path::{Path, PathBuf};
 
 use cascade_agents::{AgentKind, EvalReport};
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 
 use crate::error::{Error, Result};
 use crate::results::ResultRow;

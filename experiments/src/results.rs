@@ -320,12 +320,6 @@ impl ResultRow {
     pub fn num_classes(&self) -> usize {
         self.exits_per_class.len()
     }
-
-    /// Mean cost and error as used for matching operating points on
-    /// validation: `(val_error_pct, val_cost_pct)`.
-    pub fn val_point(&self) -> (f64, f64) {
-        (self.val_error_pct, self.val_cost_pct)
-    }
 }
 
 /// The header of a results file for K stages and C classes.

@@ -75,7 +75,7 @@ fn pretrain_synthetic_writes_a_loadable_cascade() {
     assert_eq!(manifest["synthetic"], true);
     assert_eq!(manifest["split"]["n_train"], 1000);
     assert_eq!(manifest["stages"][2]["train"]["epochs"], 2);
-    let c = cascade_rl::checkpoint::Cascade::load(
+    let c = cascade_rl::cascade::Cascade::load(
         &out_dir,
         &candle_core::Device::Cpu,
         Some("synthetic-3"),

@@ -35,10 +35,10 @@
 //! ```
 
 mod axis;
-mod crisp;
 mod curves;
 mod error;
 mod exits;
+mod glyphs;
 mod image_grid;
 mod output;
 mod pareto;

@@ -9,8 +9,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
-use crate::crisp::CrispText;
 use crate::error::{Error, Result};
+use crate::glyphs::GlyphBackend;
 
 /// The embedded DejaVu Sans (see `assets/DejaVuSans-LICENSE.txt`). No system
 /// fonts are looked up, so a figure renders the same on every machine.
@@ -154,7 +154,7 @@ fn render_svg<F: Figure>(fig: &F) -> Result<String> {
 fn render_png<F: Figure>(fig: &F, path: &Path) -> Result<()> {
     let tmp = temp_sibling(path, "png");
     let drawn = (|| {
-        let root = CrispText::new(BitMapBackend::new(&tmp, fig.size()))?.into_drawing_area();
+        let root = GlyphBackend::new(BitMapBackend::new(&tmp, fig.size()))?.into_drawing_area();
         root.fill(&WHITE).map_err(|e| draw_err(fig.name(), e))?;
         fig.draw(&root, Target::Png)
             .map_err(|e| draw_err(fig.name(), e))?;

@@ -15,7 +15,9 @@ use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::{header_json, load_backend, parse_spec, to_py_err};
+use crate::args::parse_spec;
+use crate::layout::{header_json, load_backend};
+use crate::to_py_err;
 
 /// The Python exception for an agents error, with the Rust message.
 fn agents_err(e: cascade_agents::Error) -> PyErr {

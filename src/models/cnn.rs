@@ -82,7 +82,7 @@ impl CnnConfig {
 
 /// The network. Parameters: `conv{i}.weight` (`conv{i}.bias` without batch
 /// norm), `bn{i}.*` for blocks `i = 1..`, then `fc1.*` (hidden) and `fc.*`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CnnNet {
     blocks: Vec<ConvBn>,
     hidden: Option<Linear>,
@@ -179,7 +179,8 @@ impl CnnNet {
         Ok(())
     }
 
-    /// The same network with every batch norm folded into its convolution.
+    /// The same network with every batch norm folded into its convolution,
+    /// on tensors of its own (the other layers forked, [`Linear::fork`]).
     pub fn fold_batch_norm(&self) -> candle_core::Result<Self> {
         Ok(Self {
             blocks: self
@@ -187,8 +188,8 @@ impl CnnNet {
                 .iter()
                 .map(ConvBn::fold_batch_norm)
                 .collect::<candle_core::Result<_>>()?,
-            hidden: self.hidden.clone(),
-            fc: self.fc.clone(),
+            hidden: self.hidden.as_ref().map(Linear::fork).transpose()?,
+            fc: self.fc.fork()?,
         })
     }
 }

@@ -58,7 +58,7 @@ impl LinearConfig {
 }
 
 /// Softmax regression (parameters `fc.weight`, `fc.bias`).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LinearNet {
     pool: usize,
     fc: Linear,
@@ -94,5 +94,13 @@ impl LinearNet {
         }
         wk.linear(&self.fc)?;
         Ok(())
+    }
+
+    /// An independent copy on plain tensors (see [`Linear::fork`]).
+    pub fn fork(&self) -> candle_core::Result<Self> {
+        Ok(Self {
+            pool: self.pool,
+            fc: self.fc.fork()?,
+        })
     }
 }

@@ -46,7 +46,7 @@ impl MlpConfig {
 }
 
 /// The network (parameters `fc1..fcK` for the hidden layers, `fc` for the output).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MlpNet {
     hidden: Vec<Linear>,
     fc: Linear,
@@ -92,5 +92,17 @@ impl MlpNet {
         }
         wk.linear(&self.fc)?;
         Ok(())
+    }
+
+    /// An independent copy on plain tensors (see [`Linear::fork`]).
+    pub fn fork(&self) -> candle_core::Result<Self> {
+        Ok(Self {
+            hidden: self
+                .hidden
+                .iter()
+                .map(Linear::fork)
+                .collect::<candle_core::Result<_>>()?,
+            fc: self.fc.fork()?,
+        })
     }
 }

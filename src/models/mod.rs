@@ -273,7 +273,7 @@ pub struct StageOutput {
     pub logits: Tensor,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Net {
     Linear(LinearNet),
     Mlp(MlpNet),
@@ -283,7 +283,12 @@ enum Net {
 
 /// A classifier of any family, built from a [`ModelConfig`] for an input
 /// shape and class count.
-#[derive(Debug, Clone)]
+///
+/// Not `Clone`: its weights are shared tensor handles, so a clone would
+/// change along with the original. [`Model::fork`] makes an independent
+/// trainable copy, [`Classifier::fold_batch_norm`] an independent
+/// inference-only one.
+#[derive(Debug)]
 pub struct Classifier {
     config: ModelConfig,
     input_shape: [usize; 3],
@@ -409,17 +414,23 @@ impl Classifier {
     /// An inference-only copy with every batch norm folded into the
     /// preceding convolution (using the running statistics): the same
     /// outputs as `forward_t(x, false)` up to float rounding, one pass fewer
-    /// over each feature map. Models without batch norm are returned as is.
+    /// over each feature map. Models without batch norm are copied as they
+    /// are. The copy holds tensors of its own: training this classifier
+    /// afterwards leaves it unchanged.
     pub fn fold_batch_norm(&self) -> Result<Classifier> {
         let net = match &self.net {
+            Net::Linear(n) => Net::Linear(n.fork()?),
+            Net::Mlp(n) => Net::Mlp(n.fork()?),
             Net::Cnn(n) => Net::Cnn(n.fold_batch_norm()?),
             Net::Resnet(n) => Net::Resnet(n.fold_batch_norm()?),
-            other => other.clone(),
         };
         Ok(Self {
+            config: self.config.clone(),
+            input_shape: self.input_shape,
+            num_classes: self.num_classes,
+            feature_dim: self.feature_dim,
             net,
             inference_only: true,
-            ..self.clone()
         })
     }
 }
@@ -723,6 +734,31 @@ mod tests {
             .to_scalar()
             .unwrap();
         assert!(diff < 1e-4, "{diff}");
+    }
+
+    #[test]
+    fn a_folded_classifier_keeps_its_weights_when_the_original_changes() {
+        // One family per kind of fold: no batch norm (copied), batch norm
+        // folded, and a CNN with a hidden layer next to folded convolutions.
+        for name in ["linear", "mlp-16", "cnn-4-fc8", "resnet-8-w0.25"] {
+            let cfg: ModelConfig = name.parse().unwrap();
+            let m = Model::new(&cfg, [1, 12, 12], 4, 2, &cpu()).unwrap();
+            let x = Tensor::randn(0f32, 1., (3, 1, 12, 12), &cpu()).unwrap();
+            let folded = m.classifier().fold_batch_norm().unwrap();
+            let logits = |c: &Classifier| {
+                c.forward_t(&x, false)
+                    .unwrap()
+                    .logits
+                    .to_vec2::<f32>()
+                    .unwrap()
+            };
+            let before = logits(&folded);
+            for (_, v) in m.named_vars().unwrap() {
+                v.set(&v.as_tensor().ones_like().unwrap()).unwrap();
+            }
+            assert_ne!(logits(m.classifier()), before, "{name}");
+            assert_eq!(logits(&folded), before, "{name}: the fold shares weights");
+        }
     }
 
     #[test]

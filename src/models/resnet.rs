@@ -98,7 +98,7 @@ impl ResNetConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum ShortcutLayer {
     Identity,
     /// Option A: subsample (when strided) and pad `(left, right)` channels.
@@ -112,7 +112,7 @@ enum ShortcutLayer {
 }
 
 /// One basic block.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct BasicBlock {
     /// Parameter prefix (`layer2.0`).
     name: String,
@@ -215,14 +215,23 @@ impl BasicBlock {
             c2: self.c2.fold_batch_norm()?,
             shortcut: match &self.shortcut {
                 ShortcutLayer::Projection(p) => ShortcutLayer::Projection(p.fold_batch_norm()?),
-                other => other.clone(),
+                ShortcutLayer::Identity => ShortcutLayer::Identity,
+                &ShortcutLayer::Pad {
+                    stride,
+                    left,
+                    right,
+                } => ShortcutLayer::Pad {
+                    stride,
+                    left,
+                    right,
+                },
             },
         })
     }
 }
 
 /// The network.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ResNet {
     stem: ConvBn,
     blocks: Vec<BasicBlock>,
@@ -308,7 +317,8 @@ impl ResNet {
         Ok(())
     }
 
-    /// The same network with every batch norm folded into its convolution.
+    /// The same network with every batch norm folded into its convolution,
+    /// on tensors of its own (the other layers forked, [`Linear::fork`]).
     pub fn fold_batch_norm(&self) -> candle_core::Result<Self> {
         Ok(Self {
             stem: self.stem.fold_batch_norm()?,
@@ -317,7 +327,7 @@ impl ResNet {
                 .iter()
                 .map(BasicBlock::fold_batch_norm)
                 .collect::<candle_core::Result<_>>()?,
-            fc: self.fc.clone(),
+            fc: self.fc.fork()?,
         })
     }
 }

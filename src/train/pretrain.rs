@@ -187,8 +187,8 @@ pub fn pretrain(preset: &Preset, opts: &PretrainOptions) -> Result<PretrainSumma
     };
     write_train_log(&out_dir.join(checkpoint::TRAIN_LOG_FILE), &log, synthetic)?;
     let (md, csv) = (
-        checkpoint::static_markdown(&manifest),
-        checkpoint::static_csv(&manifest),
+        crate::cascade::static_markdown(&manifest),
+        crate::cascade::static_csv(&manifest),
     );
     write_text(&out_dir.join("static.md"), &md)?;
     write_text(&out_dir.join("static.csv"), &csv)?;

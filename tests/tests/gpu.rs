@@ -412,7 +412,7 @@ fn gpu_fmnist4_training_matches_cpu() {
 #[ignore = "needs a CUDA GPU; run with --ignored gpu_"]
 fn gpu_synthetic_cascade_trained_on_gpu() {
     use cascade_rl::backend::CandleBackend;
-    use cascade_rl::checkpoint::Cascade;
+    use cascade_rl::cascade::Cascade;
     use cascade_rl::train::{pretrain, PretrainOptions};
 
     let gpu = gpu();

@@ -11,7 +11,7 @@ use cascade_env::{
     Action, AutoReset, OptimalStoppingEnv, ReplayBackend, RewardSpec, StageBackend, VecEnv,
 };
 use cascade_rl::backend::CandleBackend;
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 use cascade_rl::data::{SplitConfig, Splits, SyntheticConfig};
 use cascade_rl::presets::Preset;
 use cascade_rl::train::{pretrain, PretrainOptions};

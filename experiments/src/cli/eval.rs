@@ -26,7 +26,7 @@ use cascade_agents::{
 };
 use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
 use cascade_rl::backend::{cascade_splits, CandleBackend, DEFAULT_BATCH};
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 use cascade_rl::device::DeviceSpec;
 use clap::Args;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cascade_rl::backend::{cascade_splits, CandleBackend, DEFAULT_BATCH};
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 use cascade_rl::device::parse_device;
 use clap::Args;
 

@@ -9,7 +9,7 @@ use cascade_rl::device::DeviceSpec;
 use clap::{Args, Parser};
 
 use super::config::StudyConfig;
-use super::record::{RunOptions, RunRecord, StudyOutcome};
+use super::record::{RunOptions, StudyOutcome};
 use crate::error::{read_json, Error, Result};
 use crate::results::Shard;
 use cascade_agents::{AgentKind, AgentSpec, ReinforceConfig};
@@ -364,11 +364,6 @@ pub fn closing_line(o: &StudyOutcome) -> String {
         s.push_str(&format!("\n{}", cascade_rl::data::SYNTHETIC_NOTICE));
     }
     s
-}
-
-/// Reads a run folder's `config.json`, for commands that take a run folder.
-pub fn run_record(run_dir: &std::path::Path) -> Result<RunRecord> {
-    super::record::read_run_record(run_dir)
 }
 
 /// The policy settings of a REINFORCE-trained spec.

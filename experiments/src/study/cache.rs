@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use cascade_env::{ReplayBackend, StageBackend};
 use cascade_rl::backend::CandleBackend;
-use cascade_rl::checkpoint::{Cascade, SplitRoles, MANIFEST_FILE};
+use cascade_rl::cascade::Cascade;
+use cascade_rl::checkpoint::{SplitRoles, MANIFEST_FILE};
 use cascade_rl::data::{Dataset, Splits};
 use cascade_rl::presets::Preset;
 use cascade_rl::train::{pretrain, PretrainOptions, Progress};

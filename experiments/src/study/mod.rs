@@ -12,7 +12,7 @@ pub mod args;
 mod cache;
 pub mod config;
 pub mod data;
-pub mod oracle;
+pub mod oracle_curve;
 mod plan;
 mod progress;
 pub mod record;
@@ -22,9 +22,12 @@ mod units;
 pub use args::{AlphaSweepArgs, JointVsFrozenArgs, StudyArgs};
 pub use config::{log_grid, PretrainConfig, StudyConfig, STUDY_PRESETS};
 pub use data::{load_study_data, StudyData};
-pub use oracle::oracle_at;
+pub use oracle_curve::oracle_at;
 pub use record::{
     read_run_record, CascadeInfo, RunOptions, RunRecord, StudyOutcome, AGENTS_DIR, CASCADE_DIR,
     CONFIG_FILE, TRACES_DIR, TRAIN_LOG_FILE,
 };
 pub use run::run_study;
+
+// `units` imports `oracle_curve` by its former name.
+use oracle_curve as oracle;

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 use cascade_rl::device::DeviceSpec;
 use serde::{Deserialize, Serialize};
 

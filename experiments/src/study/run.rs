@@ -43,7 +43,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 use cascade_rl::data::SYNTHETIC_NOTICE;
 
 use super::cache::{ensure_cascade, ensure_traces, prepare_cascade, verify_cascade};

@@ -84,12 +84,12 @@ const BASELINE_CENTER: f64 = 0.36;
 const BASELINE_BOTTOM: f64 = -0.22;
 
 /// Wraps a backend so its text is laid out with [`Metrics`].
-pub(crate) struct CrispText<B> {
+pub(crate) struct GlyphBackend<B> {
     inner: B,
     metrics: &'static Metrics,
 }
 
-impl<B> CrispText<B> {
+impl<B> GlyphBackend<B> {
     pub fn new(inner: B) -> crate::Result<Self> {
         Ok(Self {
             inner,
@@ -137,7 +137,7 @@ impl<S: BackendTextStyle> BackendTextStyle for TopLeft<'_, S> {
     }
 }
 
-impl<B: DrawingBackend> DrawingBackend for CrispText<B> {
+impl<B: DrawingBackend> DrawingBackend for GlyphBackend<B> {
     type ErrorType = B::ErrorType;
 
     fn get_size(&self) -> (u32, u32) {

@@ -1,28 +1,9 @@
-//! Thin layer types for the classifier zoo, built on [`crate::ops`] so that
-//! every convolution, batch norm and max-pool takes the fast CPU path.
-//!
-//! Each layer is a struct of tensors plus a constructor taking a
-//! [`VarBuilder`]; the same code initialises fresh weights (from a
-//! [`VarMap`], see [`seeded_var_builder`]) and loads a checkpoint. Parameter
-//! names follow PyTorch (`weight`, `bias`, `running_mean`, `running_var`), so
-//! a checkpoint is a plain safetensors file a PyTorch user can read with
-//! `safetensors.torch.load_file` and `load_state_dict(strict=False)`
-//! (PyTorch's `num_batches_tracked` counters are not stored).
-//!
-//! Initialisation follows PyTorch: convolutions that feed a ReLU use He
-//! (Kaiming) normal initialisation with fan-in; linear layers and conv biases
-//! use `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`; batch norm starts at
-//! `gamma = 1, beta = 0, running_mean = 0, running_var = 1`.
+//! The layers of the classifier zoo (convolution, batch norm, linear, a
+//! convolution with its batch norm) and the pooling functions. Each layer
+//! is a struct of tensors built from a [`VarBuilder`] (see [`crate::nn`]).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use candle_core::{DType, Device, Result, Shape, Tensor, Var};
-use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Init, VarBuilder, VarMap};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, Normal};
+use candle_core::{Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
 
 use crate::flops::Walker;
 use crate::ops;
@@ -31,165 +12,6 @@ use crate::ops;
 pub const BN_EPS: f64 = 1e-5;
 /// Batch-norm running-statistics momentum, PyTorch's default.
 pub const BN_MOMENTUM: f64 = 0.1;
-
-/// Suffixes of the tensors that are state, not trainable parameters.
-const BUFFER_SUFFIXES: [&str; 2] = ["running_mean", "running_var"];
-
-/// True when the parameter named `name` is a buffer (batch-norm running
-/// statistics) rather than a trainable weight.
-pub fn is_buffer(name: &str) -> bool {
-    BUFFER_SUFFIXES.iter().any(|s| name.ends_with(s))
-}
-
-// ---------------------------------------------------------------------------
-// Seeded initialisation
-// ---------------------------------------------------------------------------
-
-/// A [`VarMap`] backend that creates missing variables from its own seeded
-/// RNG, so the same seed gives the same weights on every device and run
-/// (candle's CPU device cannot be seeded).
-struct SeededVarMap {
-    varmap: VarMap,
-    rng: Mutex<StdRng>,
-}
-
-fn lock_err<T>(_: T) -> candle_core::Error {
-    candle_core::Error::Msg("variable map lock poisoned".into())
-}
-
-/// Draws a tensor of `shape` for `init` on the CPU with `rng`.
-fn init_values(shape: &Shape, init: Init, rng: &mut StdRng) -> Result<Vec<f32>> {
-    let n = shape.elem_count();
-    let normal = |rng: &mut StdRng, mean: f64, std: f64| -> Result<Vec<f32>> {
-        let dist = Normal::new(mean, std)
-            .map_err(|e| candle_core::Error::Msg(format!("bad normal init: {e}")))?;
-        Ok((0..n).map(|_| dist.sample(rng) as f32).collect())
-    };
-    let uniform = |rng: &mut StdRng, lo: f64, up: f64| -> Vec<f32> {
-        (0..n).map(|_| rng.random_range(lo..up) as f32).collect()
-    };
-    match init {
-        Init::Const(v) => Ok(vec![v as f32; n]),
-        Init::Randn { mean, stdev } => normal(rng, mean, stdev),
-        Init::Uniform { lo, up } => Ok(uniform(rng, lo, up)),
-        Init::Kaiming {
-            dist,
-            fan,
-            non_linearity,
-        } => {
-            let fan = fan.for_shape(shape).max(1) as f64;
-            let std = non_linearity.gain() / fan.sqrt();
-            match dist {
-                candle_nn::init::NormalOrUniform::Normal => normal(rng, 0.0, std),
-                candle_nn::init::NormalOrUniform::Uniform => {
-                    let bound = 3f64.sqrt() * std;
-                    Ok(uniform(rng, -bound, bound))
-                }
-            }
-        }
-    }
-}
-
-impl SimpleBackend for SeededVarMap {
-    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
-        let mut data = self.varmap.data().lock().map_err(lock_err)?;
-        if let Some(var) = data.get(name) {
-            if var.shape() != &s {
-                candle_core::bail!(
-                    "shape mismatch on {name}: {s:?} requested, {:?} stored",
-                    var.shape()
-                )
-            }
-            return Ok(var.as_tensor().clone());
-        }
-        let values = {
-            let mut rng = self.rng.lock().map_err(lock_err)?;
-            init_values(&s, h, &mut rng)?
-        };
-        let t = Tensor::from_vec(values, s, &Device::Cpu)?
-            .to_dtype(dtype)?
-            .to_device(dev)?;
-        let var = Var::from_tensor(&t)?;
-        let out = var.as_tensor().clone();
-        data.insert(name.to_string(), var);
-        Ok(out)
-    }
-
-    fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> Result<Tensor> {
-        let data = self.varmap.data().lock().map_err(lock_err)?;
-        match data.get(name) {
-            Some(v) => Ok(v.as_tensor().clone()),
-            None => candle_core::bail!("no variable named {name}"),
-        }
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.varmap
-            .data()
-            .lock()
-            .map(|d| d.contains_key(name))
-            .unwrap_or(false)
-    }
-}
-
-/// A [`VarBuilder`] that stores variables in `varmap` and initialises the
-/// missing ones from an RNG seeded with `seed`. Variables are drawn in the
-/// order the model asks for them, so a model built twice with the same seed
-/// gets identical weights. Variables already in `varmap` are returned as is.
-pub fn seeded_var_builder(
-    varmap: &VarMap,
-    seed: u64,
-    dtype: DType,
-    device: &Device,
-) -> VarBuilder<'static> {
-    let backend = SeededVarMap {
-        varmap: varmap.clone(),
-        rng: Mutex::new(StdRng::seed_from_u64(seed)),
-    };
-    VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
-}
-
-/// The variables of `varmap` by name, sorted by name.
-pub fn named_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
-    let data = varmap.data().lock().map_err(lock_err)?;
-    let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(v)
-}
-
-/// The trainable variables of `varmap` (everything except batch-norm running
-/// statistics), sorted by name.
-pub fn trainable_vars(varmap: &VarMap) -> Result<Vec<Var>> {
-    Ok(named_vars(varmap)?
-        .into_iter()
-        .filter(|(k, _)| !is_buffer(k))
-        .map(|(_, v)| v)
-        .collect())
-}
-
-/// A copy of every tensor in `varmap` (detached), to restore later with
-/// [`restore_snapshot`].
-pub fn snapshot(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
-    named_vars(varmap)?
-        .into_iter()
-        .map(|(k, v)| Ok((k, v.as_tensor().detach().copy()?)))
-        .collect()
-}
-
-/// Writes a [`snapshot`] back into the variables of `varmap`.
-pub fn restore_snapshot(varmap: &VarMap, snap: &HashMap<String, Tensor>) -> Result<()> {
-    for (name, var) in named_vars(varmap)? {
-        match snap.get(&name) {
-            Some(t) => var.set(t)?,
-            None => candle_core::bail!("snapshot has no tensor named {name}"),
-        }
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// Layers
-// ---------------------------------------------------------------------------
 
 /// Options of a [`Conv2d`]: square stride and zero padding, optional bias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,7 +35,7 @@ impl Default for Conv2dConfig {
 }
 
 /// A 2-D convolution with square kernels, OIHW weights.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Conv2d {
     name: String,
     weight: Tensor,
@@ -279,6 +101,18 @@ impl Conv2d {
         }
     }
 
+    /// An independent copy of the weights and bias, as plain tensors (not
+    /// variables): for inference, e.g. in a folded network. Not `Clone`,
+    /// since a clone would share the weights with the original.
+    pub fn fork(&self) -> Result<Self> {
+        Ok(Self {
+            name: self.name.clone(),
+            weight: self.weight.detach().copy()?,
+            bias: self.bias.as_ref().map(|b| b.detach().copy()).transpose()?,
+            cfg: self.cfg,
+        })
+    }
+
     /// The parameter prefix (`layer2.0.conv1`).
     pub fn name(&self) -> &str {
         &self.name
@@ -315,10 +149,10 @@ impl Conv2d {
 }
 
 /// Batch normalisation over the channels of an NCHW tensor, with running
-/// statistics (momentum 0.1, unbiased running variance as in PyTorch) kept as
-/// variables of the [`VarMap`] so they are saved with the weights. They get no
-/// gradient; optimisers skip them.
-#[derive(Debug, Clone)]
+/// statistics (momentum 0.1, unbiased running variance as in PyTorch) kept
+/// as variables of the [`VarMap`](candle_nn::VarMap) so they are saved with
+/// the weights. They get no gradient; optimisers skip them.
+#[derive(Debug)]
 pub struct BatchNorm2d {
     name: String,
     weight: Tensor,
@@ -450,7 +284,7 @@ impl BatchNorm2d {
 }
 
 /// A fully connected layer `y = x W^T + b`, PyTorch layout.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Linear {
     name: String,
     weight: Tensor,
@@ -475,6 +309,17 @@ impl Linear {
             name: vb.prefix(),
             weight,
             bias,
+        })
+    }
+
+    /// An independent copy of the weights and bias, as plain tensors (not
+    /// variables): for inference, e.g. in a folded network. Not `Clone`,
+    /// since a clone would share the weights with the original.
+    pub fn fork(&self) -> Result<Self> {
+        Ok(Self {
+            name: self.name.clone(),
+            weight: self.weight.detach().copy()?,
+            bias: self.bias.detach().copy()?,
         })
     }
 
@@ -505,7 +350,7 @@ impl Linear {
 /// A convolution followed by an optional batch norm. After
 /// [`ConvBn::fold_batch_norm`] the batch norm is merged into the
 /// convolution's weights and bias (inference only).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConvBn {
     conv: Conv2d,
     bn: Option<BatchNorm2d>,
@@ -621,11 +466,15 @@ impl ConvBn {
 
     /// The layer with its batch norm folded into the convolution using the
     /// running statistics ([`ops::fold_bn_into_conv`]). Outputs equal
-    /// `forward_t(x, false)` up to rounding. The new tensors are plain
+    /// `forward_t(x, false)` up to rounding; without a batch norm, an
+    /// independent copy ([`Conv2d::fork`]). The new tensors are plain
     /// tensors, not variables: the result is for inference only.
     pub fn fold_batch_norm(&self) -> Result<ConvBn> {
         let Some(bn) = &self.bn else {
-            return Ok(self.clone());
+            return Ok(ConvBn {
+                conv: self.conv.fork()?,
+                bn: None,
+            });
         };
         let (w, b) = ops::fold_bn_into_conv(
             self.conv.weight(),
@@ -680,20 +529,9 @@ pub fn avg_pool2d(x: &Tensor, k: usize) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seeded_builder_is_deterministic_and_seed_dependent() {
-        let build = |seed| {
-            let vm = VarMap::new();
-            let vb = seeded_var_builder(&vm, seed, DType::F32, &Device::Cpu);
-            let l = Linear::new(4, 3, vb.pp("fc")).unwrap();
-            l.weight.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-        };
-        assert_eq!(build(7), build(7));
-        assert_ne!(build(7), build(8));
-        // PyTorch's bound for in_features = 4 is 1/2.
-        assert!(build(7).iter().all(|v| v.abs() <= 0.5));
-    }
+    use crate::nn::{is_buffer, seeded_var_builder, trainable_vars};
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
 
     #[test]
     fn batch_norm_updates_running_stats_like_pytorch() {

@@ -2,7 +2,7 @@
 //! summarised into the evaluator's own report.
 
 use cascade_agents::{ActMode, EvalReport, ReportContext};
-use cascade_env::spec::argmax;
+use cascade_env::reward::argmax;
 use cascade_env::{Evaluation, Prediction, ReplayBackend, RewardSpec, SampleOutcome, StageBackend};
 
 use crate::error::Result;
