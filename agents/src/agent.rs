@@ -295,7 +295,7 @@ pub trait Agent: std::fmt::Debug {
     /// The classifiers the agent fine-tuned and must be evaluated with
     /// (joint agents); `None` (the default) for agents that use the cascade
     /// as recorded.
-    fn classifiers(&self) -> Option<&cascade_rl::checkpoint::Cascade> {
+    fn classifiers(&self) -> Option<&cascade_rl::cascade::Cascade> {
         None
     }
 

@@ -49,7 +49,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::Optimizer;
 use cascade_env::{EnvRng, ReplayBackend, RewardModel, StageBackend, TraceMeta};
 use cascade_rl::backend::CandleBackend;
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 use cascade_rl::data::Dataset;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -594,14 +594,14 @@ pub(crate) fn expected_objective(
             }
             (Loss::CrossEntropy, _) => {
                 let p_y = s.probs.gather(&label_idx, 1)?.squeeze(1)?;
-                let floor = cascade_env::spec::CROSS_ENTROPY_FLOOR as f32;
+                let floor = cascade_env::reward::CROSS_ENTROPY_FLOOR as f32;
                 p_y.clamp(floor, 1f32)?.log()?.affine(1.0, -price)?
             }
             (Loss::ZeroOne, Prediction::Argmax) => {
                 let r: Vec<f32> = (0..b)
                     .map(|i| {
                         let p = &s.probs_cpu[i * c..(i + 1) * c];
-                        model.stop_reward(t, p, cascade_env::spec::argmax(p), labels[i]) as f32
+                        model.stop_reward(t, p, cascade_env::reward::argmax(p), labels[i]) as f32
                     })
                     .collect();
                 Tensor::from_vec(r, b, device)?
@@ -613,7 +613,7 @@ pub(crate) fn expected_objective(
             let p = &s.probs_cpu[i * c..(i + 1) * c];
             let wrong = match model.spec().prediction {
                 Prediction::Sample => 1.0 - p.get(labels[i] as usize).map_or(0.0, |&v| v as f64),
-                Prediction::Argmax => (cascade_env::spec::argmax(p) != labels[i]) as u8 as f64,
+                Prediction::Argmax => (cascade_env::reward::argmax(p) != labels[i]) as u8 as f64,
             };
             error += qi as f64 * wrong;
             cost += qi as f64 * model.cost(t);

@@ -86,7 +86,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::Optimizer;
 use cascade_env::{EnvRng, StageBackend};
 use cascade_rl::backend::CandleBackend;
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 use cascade_rl::data::Dataset;
 use cascade_rl::models::Model;
 use serde::{Deserialize, Serialize};

@@ -24,7 +24,7 @@
 //! Agents that need only stage outputs work on any
 //! [`cascade_env::StageBackend`]: a recorded [`cascade_env::ReplayBackend`]
 //! or the live [`cascade_rl::backend::CandleBackend`]. Joint training
-//! needs the classifiers themselves ([`cascade_rl::checkpoint::Cascade`]).
+//! needs the classifiers themselves ([`cascade_rl::cascade::Cascade`]).
 //!
 //! ```
 //! use cascade_agents::{evaluate, Agent, EvalConfig, ThresholdAgent, ThresholdConfig, TrainData, TrainOptions};

@@ -81,7 +81,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use candle_nn::Optimizer;
 use cascade_env::{BatchObservation, EnvRng, ReplayBackend, StageBackend};
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{write_manifest, Agent, AgentManifest, AgentState};

@@ -11,7 +11,7 @@
 //! matches below; the compiler finds each of them.
 
 use cascade_env::StageBackend;
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, TrainData, TrainOptions, TrainSummary};

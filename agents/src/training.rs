@@ -160,7 +160,7 @@ pub(crate) fn show_epoch(bar: &ProgressBar, v: &ValScore, alpha: f64) {
 
 /// AdamW over every trainable variable of `cascade`'s classifiers.
 pub(crate) fn classifier_optimizer(
-    cascade: &cascade_rl::checkpoint::Cascade,
+    cascade: &cascade_rl::cascade::Cascade,
     lr: f64,
     weight_decay: f64,
 ) -> Result<AdamW> {

@@ -245,7 +245,9 @@ fn expected_objective_matches_the_brute_force_sum() {
                     Prediction::Sample => (0..3u32)
                         .map(|yh| p[yh as usize] as f64 * model.stop_reward(t, p, yh, y))
                         .sum(),
-                    Prediction::Argmax => model.stop_reward(t, p, cascade_env::spec::argmax(p), y),
+                    Prediction::Argmax => {
+                        model.stop_reward(t, p, cascade_env::reward::argmax(p), y)
+                    }
                 };
                 want += q * inner;
             }

@@ -35,7 +35,8 @@ use cascade_agents::{
 };
 use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
 use cascade_rl::backend::{cascade_policy_split, cascade_splits, CandleBackend, DEFAULT_BATCH};
-use cascade_rl::checkpoint::{Cascade, TRAIN_LOG_FILE};
+use cascade_rl::cascade::Cascade;
+use cascade_rl::checkpoint::TRAIN_LOG_FILE;
 use cascade_rl::device::DeviceSpec;
 use cascade_rl::folder::{FolderKind, NewFolder, Replace};
 use clap::{Args, ValueEnum};

@@ -11,7 +11,7 @@ use cascade_agents::{
 };
 use cascade_env::{RewardSpec, StageBackend};
 use cascade_rl::backend::CandleBackend;
-use cascade_rl::checkpoint::Cascade;
+use cascade_rl::cascade::Cascade;
 
 use super::cache::Traces;
 use super::config::{StudyAgent, StudyConfig};
