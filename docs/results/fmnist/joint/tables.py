@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+# Usage: python3 docs/results/fmnist/joint/tables.py docs/results/fmnist/joint/cascade{0,1,2}
+# The main arm's table of README.md, one block of rows per cascade, read from each
+# cascade's summary.md (written by the study; every number there recomputes from
+# results.csv and outcomes.jsonl.gz) and train_logs.csv.gz.
+import csv, gzip, os, re, statistics as st, sys
+from collections import defaultdict
+
+
+def section(text, title):
+    m = re.search(r"^## " + re.escape(title) + r"\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    return m.group(1) if m else ""
+
+
+def table_rows(block):
+    for line in block.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            yield [c.strip() for c in line.strip("|").split("|")]
+
+
+def val_curves(path):
+    logs = defaultdict(lambda: defaultdict(dict))
+    for r in csv.DictReader(gzip.open(path, "rt")):
+        logs[r["agent_dir"]][int(r["epoch"])][r["metric"]] = float(r["value"])
+    out = defaultdict(list)
+    for d, ep in logs.items():
+        parts = d.split("__")
+        if len(parts) < 4:
+            continue
+        out[(parts[1], parts[2])].append(st.mean(100 * ep[k]["val/error"] for k in ep))
+    return {k: st.mean(v) for k, v in out.items()}
+
+
+print("| cascade | budget | frozen learner (the start) | `reinforce-joint` | its `-lr0` twin "
+      "| joint minus twin | joint minus frozen | joint minus `ann` | val error over the epochs: joint / twin |")
+print("|---:|---:|---|---|---|---|---|---|---|")
+for d in sys.argv[1:]:
+    text = open(os.path.join(d, "summary.md")).read()
+    cell = {}
+    for r in table_rows(section(text, "Ablations")):
+        if len(r) == 7 and r[2].startswith("budget "):
+            cell[(r[0], r[2].split()[1])] = f"{r[4]} @ {r[5]}"
+    paired = {}
+    for r in table_rows(section(text, "Paired tests on the test images")):
+        m = re.match(r"REINFORCE joint at budget (\S+)", r[0])
+        if m:
+            paired[m.group(1)] = r
+    curves = val_curves(os.path.join(d, "train_logs.csv.gz"))
+    seed = re.sub(r"\D", "", os.path.basename(d.rstrip("/")))
+    for b in sorted(paired, key=float):
+        p = paired[b]
+        j = curves.get(("reinforce-joint", f"budget{b}"), float("nan"))
+        t = curves.get(("reinforce-joint-lr0", f"budget{b}"), float("nan"))
+        print(f"| {seed} | {b} | {cell.get(('reinforce-frozen', b), 'n/a')} | "
+              f"{cell.get(('reinforce-joint', b), 'n/a')} | {cell.get(('reinforce-joint-lr0', b), 'n/a')} | "
+              f"{p[4]} | {p[5]} | {p[2]} | {j:.2f} / {t:.2f} |")
