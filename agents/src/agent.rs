@@ -4,8 +4,10 @@
 //!
 //! # Saved agents
 //!
-//! An agent folder holds `agent.json` (an [`AgentManifest`]: format version,
-//! name, stage count and the kind-specific state, e.g. thresholds) and, for
+//! An agent folder ([`crate::AgentFolder`] names its files) holds
+//! `agent.json` (an [`AgentManifest`]: format version, name, stage count,
+//! the kind-specific state, e.g. thresholds, and the [`crate::AgentSpec`]
+//! it was trained from) and, for
 //! learned policies, `policy.safetensors` (weights and input
 //! normalisation). A jointly trained agent also holds `cascade/`, the
 //! fine-tuned classifiers (a cascade-rl checkpoint folder), since its
