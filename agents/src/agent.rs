@@ -391,7 +391,7 @@ pub enum AgentState {
 
 /// Writes `dir/agent.json` atomically.
 pub fn write_manifest(dir: &Path, manifest: &AgentManifest) -> Result<()> {
-    let path = dir.join(AGENT_FILE);
+    let path = crate::folder::AgentFolder::new(dir).manifest();
     let json = serde_json::to_vec_pretty(manifest).map_err(|source| Error::Json {
         path: path.clone(),
         source,
@@ -409,7 +409,7 @@ pub fn record_spec(dir: &Path, spec: &crate::spec::AgentSpec) -> Result<()> {
 
 /// Reads and checks `dir/agent.json`.
 pub fn read_manifest(dir: &Path) -> Result<AgentManifest> {
-    let path = dir.join(AGENT_FILE);
+    let path = crate::folder::AgentFolder::new(dir).manifest();
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     let version: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|source| Error::Json {

@@ -199,7 +199,7 @@ impl JointSplits<'_> {
 
     /// Refuses a split that is empty or whose images or classes do not fit
     /// `cascade` (`agent` names the trainer in the message).
-    pub(crate) fn check(&self, agent: &str, cascade: &Cascade) -> Result<()> {
+    fn check(&self, agent: &str, cascade: &Cascade) -> Result<()> {
         for ds in [self.classifier_train, self.policy_train, self.val] {
             if ds.is_empty()
                 || ds.shape != cascade.input_shape()

@@ -11,7 +11,7 @@
 //! | `train_traces.json` | how it was fitted on traces ([`crate::TraceTrainRecord`]) |
 //! | `eval_{split}.json`, `eval_{split}.csv` | an evaluation ([`crate::EvalReport`]) |
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// An agent folder: where each of its files lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,11 +23,6 @@ impl AgentFolder {
     /// The agent folder `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         AgentFolder { dir: dir.into() }
-    }
-
-    /// The folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// `agent.json`.
@@ -58,11 +53,6 @@ impl AgentFolder {
     /// `eval_{split}.json`.
     pub fn eval_json(&self, split: &str) -> PathBuf {
         self.dir.join(format!("eval_{split}.json"))
-    }
-
-    /// `eval_{split}.csv`.
-    pub fn eval_csv(&self, split: &str) -> PathBuf {
-        self.dir.join(format!("eval_{split}.csv"))
     }
 }
 

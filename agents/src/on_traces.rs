@@ -287,10 +287,10 @@ impl TraceAgent {
             crate::agent::record_spec(dir, spec)?;
         }
         if let Some(s) = &self.summary {
-            write_json(&dir.join(TRAIN_SUMMARY_FILE), s)?;
+            write_json(&crate::folder::AgentFolder::new(dir).train_summary(), s)?;
         }
         if let Some(r) = &self.record {
-            write_json(&dir.join(TRACE_RECORD_FILE), r)?;
+            write_json(&crate::folder::AgentFolder::new(dir).trace_record(), r)?;
         }
         Ok(())
     }
@@ -299,7 +299,8 @@ impl TraceAgent {
     /// train`).
     pub fn load(dir: &Path) -> Result<Self> {
         let manifest = read_manifest(dir)?;
-        let record: Option<TraceTrainRecord> = read_json(&dir.join(TRACE_RECORD_FILE))?;
+        let record: Option<TraceTrainRecord> =
+            read_json(&crate::folder::AgentFolder::new(dir).trace_record())?;
         // Agents without parameters (static, oracle) keep no options in
         // their manifest; the record has them.
         let trained_with = manifest
@@ -307,7 +308,7 @@ impl TraceAgent {
             .or_else(|| record.as_ref().map(|r| r.options.clone()));
         Ok(TraceAgent {
             agent: load_agent(dir)?,
-            summary: read_json(&dir.join(TRAIN_SUMMARY_FILE))?,
+            summary: read_json(&crate::folder::AgentFolder::new(dir).train_summary())?,
             record,
             trained_with,
         })

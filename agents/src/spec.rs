@@ -264,16 +264,6 @@ impl AgentSpec {
         }
     }
 
-    /// The policy's training settings of the REINFORCE-trained specs.
-    pub fn policy(&self) -> Option<&ReinforceConfig> {
-        match self {
-            AgentSpec::ReinforceFrozen(c) => Some(c),
-            AgentSpec::ReinforceJoint(j) => Some(&j.policy),
-            AgentSpec::ExpectedJoint(j) => Some(&j.policy),
-            _ => None,
-        }
-    }
-
     /// Refuses settings no training accepts.
     pub fn validate(&self) -> Result<()> {
         match self {

@@ -16,7 +16,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::agent::{EpochMetrics, TrainSummary};
 use crate::error::{Error, Result};
-pub use crate::reinforce::estimator::Baseline;
 
 /// AdamW over `vars` (candle_nn's: decoupled weight decay).
 pub(crate) fn adamw(vars: Vec<Var>, lr: f64, weight_decay: f64) -> Result<AdamW> {

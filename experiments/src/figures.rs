@@ -23,7 +23,7 @@ use cascade_plots::{
 
 use crate::error::{Error, Result};
 use crate::results::{read_results, ResultRow, RESULTS_FILE};
-use crate::study::{read_run_record, CascadeInfo, RunRecord, TRAIN_LOG_FILE};
+use crate::study::{read_run_record, CascadeInfo, RunRecord};
 use crate::summary::{points, stage_label, table_points, PointStats, POLICY_AGENTS};
 
 /// Folder of the figures in a run folder.
@@ -350,7 +350,7 @@ pub fn training_curves(
             continue;
         }
         for r in &p.rows {
-            let path = run_dir.join(&r.agent_dir).join(TRAIN_LOG_FILE);
+            let path = cascade_agents::AgentFolder::new(run_dir.join(&r.agent_dir)).train_log();
             if r.agent_dir.is_empty() || !path.exists() {
                 continue;
             }

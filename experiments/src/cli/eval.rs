@@ -30,7 +30,7 @@ use cascade_rl::cascade::Cascade;
 use cascade_rl::device::DeviceSpec;
 use clap::Args;
 
-use super::train::{TrainRecord, TRAIN_ARGS_FILE, TRAIN_SUMMARY_FILE};
+use super::train::{TrainRecord, TRAIN_ARGS_FILE};
 
 /// `cascade eval`.
 #[derive(Debug, Clone, Args)]
@@ -102,13 +102,16 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     }
     let manifest = read_manifest(dir)?;
     let agent = load_agent(dir)?;
-    let record: Option<TrainRecord> = match std::fs::read(dir.join(TRAIN_ARGS_FILE)) {
-        Ok(bytes) => Some(
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", dir.join(TRAIN_ARGS_FILE).display()))?,
-        ),
-        Err(_) => None,
-    };
+    let record: Option<TrainRecord> =
+        match std::fs::read(cascade_agents::AgentFolder::new(dir).train_args()) {
+            Ok(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "reading {}",
+                    cascade_agents::AgentFolder::new(dir).train_args().display()
+                )
+            })?),
+            Err(_) => None,
+        };
 
     // The classifiers: the agent's own when it fine-tuned them.
     let own = match &manifest.state {
@@ -177,9 +180,15 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let trained = manifest.trained_with.clone();
     let mut base = trained.as_ref().map(|o| o.spec).unwrap_or_default();
     if trained.as_ref().is_some_and(|o| o.budget.is_some()) {
-        if let Ok(bytes) = std::fs::read(dir.join(TRAIN_SUMMARY_FILE)) {
-            let s: TrainSummary = serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", dir.join(TRAIN_SUMMARY_FILE).display()))?;
+        if let Ok(bytes) = std::fs::read(cascade_agents::AgentFolder::new(dir).train_summary()) {
+            let s: TrainSummary = serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "reading {}",
+                    cascade_agents::AgentFolder::new(dir)
+                        .train_summary()
+                        .display()
+                )
+            })?;
             base.alpha = s.alpha;
         }
     }

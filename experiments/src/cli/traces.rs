@@ -24,7 +24,6 @@ use cascade_agents::{
     TrainOptions,
 };
 use cascade_env::{ReplayBackend, RewardSpec};
-use cascade_rl::checkpoint::TRAIN_LOG_FILE;
 
 use super::eval::EvalArgs;
 use super::train::TrainArgs;
@@ -105,7 +104,7 @@ pub fn train(args: &TrainArgs, train_path: &Path, val_path: &Path) -> anyhow::Re
         budget: args.budget,
         seed: args.seed,
         quiet: args.quiet,
-        log_csv: is_reinforce.then(|| out.join(TRAIN_LOG_FILE)),
+        log_csv: is_reinforce.then(|| cascade_agents::AgentFolder::new(&out).train_log()),
         count_policy_cost: !args.no_policy_cost && counts_policy_cost(&train),
         ..Default::default()
     };

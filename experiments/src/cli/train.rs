@@ -36,7 +36,6 @@ use cascade_agents::{
 use cascade_env::{CostModel, Loss, Prediction, RewardSpec};
 use cascade_rl::backend::{cascade_policy_split, cascade_splits, CandleBackend, DEFAULT_BATCH};
 use cascade_rl::cascade::Cascade;
-use cascade_rl::checkpoint::TRAIN_LOG_FILE;
 use cascade_rl::device::DeviceSpec;
 use cascade_rl::folder::{FolderKind, NewFolder, Replace};
 use clap::{Args, ValueEnum};
@@ -263,18 +262,21 @@ fn spec_of(
     } else {
         JointStart::Cold
     };
-    let images = match (args.joint_images, policy_images) {
-        (Some(JointImages::Policy), _) | (None, false) => JointImages::Policy,
-        (Some(other), false) => bail!(
-            "--joint-images {} needs policy images held out from the classifiers' training \
-             images, and {} records none; use --joint-images policy",
-            other
-                .to_possible_value()
-                .map_or_else(String::new, |v| v.get_name().to_string()),
-            cascade_json.display()
-        ),
-        (Some(other), true) => other,
-        (None, true) => JointImages::CrossFitted,
+    // What the joint agent's parts learn from (asked of reinforce-joint only).
+    let images = || -> anyhow::Result<JointImages> {
+        Ok(match (args.joint_images, policy_images) {
+            (Some(JointImages::Policy), _) | (None, false) => JointImages::Policy,
+            (Some(other), false) => bail!(
+                "--joint-images {} needs policy images held out from the classifiers' training \
+                 images, and {} records none; use --joint-images policy",
+                other
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_string()),
+                cascade_json.display()
+            ),
+            (Some(other), true) => other,
+            (None, true) => JointImages::CrossFitted,
+        })
     };
     Ok(match spec {
         AgentSpec::Threshold(c) if args.per_stage => {
@@ -291,7 +293,7 @@ fn spec_of(
             policy: policy(),
             classifiers: JointConfig {
                 classifier_lr: args.classifier_lr.unwrap_or(j.classifiers.classifier_lr),
-                images,
+                images: images()?,
                 ..j.classifiers
             },
             start,
@@ -402,7 +404,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         budget: args.budget,
         seed: args.seed,
         quiet: args.quiet,
-        log_csv: agent_spec.seeded().then(|| out.join(TRAIN_LOG_FILE)),
+        log_csv: agent_spec
+            .seeded()
+            .then(|| cascade_agents::AgentFolder::new(&out).train_log()),
         count_policy_cost: !args.no_policy_cost,
         ..Default::default()
     };
@@ -449,8 +453,9 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let (agent, summary) = cascade_agents::train(&agent_spec, inputs, &opts)?;
     agent.save(&out)?;
     cascade_agents::record_spec(&out, &agent_spec)?;
-    write_json(&out.join(TRAIN_SUMMARY_FILE), &summary)?;
-    write_json(&out.join(TRAIN_ARGS_FILE), &record)?;
+    let files = cascade_agents::AgentFolder::new(&out);
+    write_json(&files.train_summary(), &summary)?;
+    write_json(&files.train_args(), &record)?;
     folder.commit()?;
     println!(
         "{}: validation mean reward {:.4}, error {:.2}%, cost {:.2}% of the largest stage (alpha {:.4}{}), {} epochs (best {})",
@@ -700,7 +705,10 @@ mod tests {
             &std::fs::read(agents.join("frozen").join(TRAIN_SUMMARY_FILE)).unwrap(),
         )
         .unwrap();
-        let log = std::fs::read_to_string(agents.join("frozen").join(TRAIN_LOG_FILE)).unwrap();
+        let log = std::fs::read_to_string(
+            cascade_agents::AgentFolder::new(agents.join("frozen")).train_log(),
+        )
+        .unwrap();
         assert_eq!(log.lines().count(), 1 + s.epochs_run);
         // A budget agent is evaluated at the alpha it was selected at.
         let s: cascade_agents::TrainSummary = serde_json::from_slice(

@@ -19,8 +19,8 @@ use super::data::StudyData;
 use super::oracle::oracle_at;
 use super::plan::{Point, Unit};
 use super::progress::Reporter;
-use super::record::{AGENTS_DIR, CASCADE_DIR, TRAIN_LOG_FILE};
-use crate::cli::train::{AGENT_FOLDER, TRAIN_SUMMARY_FILE};
+use super::record::{AGENTS_DIR, CASCADE_DIR};
+use crate::cli::train::AGENT_FOLDER;
 use crate::error::{read_json, write_json, Error, Result};
 use crate::provenance;
 use crate::results::{ResultRow, RowId};
@@ -250,7 +250,11 @@ impl Ctx<'_> {
         dir: &Path,
     ) -> Result<(Box<dyn Agent>, TrainSummary)> {
         let spec = &job.spec;
-        let opts = self.train_opts(p, seed, spec.seeded().then(|| dir.join(TRAIN_LOG_FILE)));
+        let opts = self.train_opts(
+            p,
+            seed,
+            spec.seeded().then(|| AgentFolder::new(dir).train_log()),
+        );
         let joint = match spec.joint_start() {
             None => None,
             Some(start) => {
@@ -292,12 +296,7 @@ impl Ctx<'_> {
             },
             joint,
         };
-        let out = if spec.seeded() {
-            rep.quietly(|| cascade_agents::train(spec, inputs, &opts))?
-        } else {
-            cascade_agents::train(spec, inputs, &opts)?
-        };
-        Ok(out)
+        Ok(rep.quietly(|| cascade_agents::train(spec, inputs, &opts))?)
     }
 
     /// The frozen agent at `p` and `seed`: loaded from its folder when a
@@ -307,7 +306,7 @@ impl Ctx<'_> {
     /// dual ascent left it).
     fn frozen_agent(&mut self, p: Point, seed: u64) -> Result<(ReinforceAgent, f64)> {
         let (dir, _) = self.agent_dir(AgentKind::ReinforceFrozen.name(), p, Some(seed));
-        let summary = dir.join(TRAIN_SUMMARY_FILE);
+        let summary = AgentFolder::new(&dir).train_summary();
         if summary.exists() {
             if let (Ok(a), Ok(s)) = (
                 ReinforceAgent::load(&dir),
@@ -323,7 +322,7 @@ impl Ctx<'_> {
         let (a, s) = self.train_agent(&job, p, seed, folder.path())?;
         a.save(folder.path())?;
         cascade_agents::record_spec(folder.path(), &job.spec)?;
-        write_json(&folder.path().join(TRAIN_SUMMARY_FILE), &s)?;
+        write_json(&AgentFolder::new(folder.path()).train_summary(), &s)?;
         folder.commit()?;
         // Read back as saved (weights are stored exactly).
         Ok((ReinforceAgent::load(&dir)?, s.alpha))
@@ -336,7 +335,7 @@ impl Ctx<'_> {
         val: &EvalReport,
         test: &EvalReport,
     ) -> Result<()> {
-        write_json(&dir.join(TRAIN_SUMMARY_FILE), summary)?;
+        write_json(&AgentFolder::new(dir).train_summary(), summary)?;
         val.write_json(&AgentFolder::new(dir).eval_json("val"))?;
         test.write_json(&AgentFolder::new(dir).eval_json("test"))?;
         Ok(())
