@@ -407,3 +407,42 @@ fn aggregate_joins_runs_over_cascade_seeds_and_refuses_other_settings() {
         .to_string();
     assert!(err.contains("other settings"), "{err}");
 }
+
+#[test]
+fn a_config_file_keeps_its_agents_unless_the_flag_names_others() {
+    use cascade_agents::AgentKind;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let (mut cfg, _) = study_args(&out, &[]).resolve().unwrap();
+    assert_eq!(
+        cfg.agents,
+        AgentKind::ALL.to_vec(),
+        "a preset runs every agent"
+    );
+    cfg.agents = vec![AgentKind::Ann, AgentKind::ReinforceFrozen];
+    let file = tmp.path().join("config.json");
+    std::fs::write(&file, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let from_file = |extra: &[&str]| {
+        let mut argv = vec![
+            "joint_vs_frozen",
+            "--config",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        argv.extend_from_slice(extra);
+        JointVsFrozenArgs::from_argv(argv)
+            .unwrap()
+            .resolve()
+            .unwrap()
+            .0
+    };
+    assert_eq!(
+        from_file(&[]).agents,
+        vec![AgentKind::Ann, AgentKind::ReinforceFrozen]
+    );
+    assert_eq!(
+        from_file(&["--agents", "threshold"]).agents,
+        vec![AgentKind::Threshold]
+    );
+}

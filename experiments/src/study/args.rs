@@ -108,7 +108,8 @@ pub struct StudyArgs {
 pub struct JointVsFrozenArgs {
     #[command(flatten)]
     pub study: StudyArgs,
-    /// Agents to sweep, comma-separated (default: all of them).
+    /// Agents to sweep, comma-separated (default: those of `--config`'s
+    /// file, else all of them).
     #[arg(long, value_delimiter = ',')]
     pub agents: Option<Vec<AgentKind>>,
 }
@@ -131,10 +132,12 @@ pub struct AlphaSweepArgs {
 impl StudyArgs {
     /// The config and run options these flags describe for the experiment
     /// `study`; `name_extra` goes into the default run-folder name.
+    /// `agents` replaces the agent list; without it a `--config` file keeps
+    /// its own and a preset runs every agent.
     pub fn resolve(
         &self,
         study: &str,
-        agents: Vec<AgentKind>,
+        agents: Option<Vec<AgentKind>>,
         budgets: Option<Vec<f64>>,
         name_extra: Option<&str>,
     ) -> Result<(StudyConfig, RunOptions)> {
@@ -149,7 +152,11 @@ impl StudyArgs {
             None => StudyConfig::preset(study, &self.preset, self.data_dir.as_deref())?,
         };
         cfg.study = study.to_string();
-        cfg.agents = agents;
+        match agents {
+            Some(list) => cfg.agents = list,
+            None if self.config.is_none() => cfg.agents = AgentKind::ALL.to_vec(),
+            None => {}
+        }
         if let Some(a) = &self.alphas {
             cfg.alphas = a.clone();
             cfg.budgets.clear();
@@ -276,11 +283,8 @@ impl JointVsFrozenArgs {
 
     /// The resolved config and options.
     pub fn resolve(&self) -> Result<(StudyConfig, RunOptions)> {
-        let agents = match &self.agents {
-            Some(list) => list.clone(),
-            None => AgentKind::ALL.to_vec(),
-        };
-        self.study.resolve("joint_vs_frozen", agents, None, None)
+        self.study
+            .resolve("joint_vs_frozen", self.agents.clone(), None, None)
     }
 }
 
@@ -299,7 +303,7 @@ impl AlphaSweepArgs {
         let agent = self.agent;
         self.study.resolve(
             "alpha_sweep",
-            vec![agent],
+            Some(vec![agent]),
             self.budgets.clone(),
             Some(agent.name()),
         )
