@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use cascade_agents::EvalReport;
-use cascade_env::{ReplayBackend, StageBackend};
+use cascade_env::ReplayBackend;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -109,11 +109,12 @@ fn per_image_error(run: &Path, p: &PointStats<'_>) -> Result<Option<Vec<f64>>> {
     Ok(Some(a))
 }
 
-/// The last stage alone on the recorded test trace: 1 where wrong. `None`
-/// when the trace is not there (the traces are a cache); a trace that
-/// does not match the hash recorded when it was written, or was recorded
-/// from another cascade than the run folder's, is an error.
-fn last_stage_error(run: &Path) -> Result<Option<Vec<f64>>> {
+/// The last stage alone on the recorded test trace: 1 where wrong, with
+/// the study's prediction rule (its `static-K` row). `None` when the trace
+/// is not there (the traces are a cache); a trace that does not match the
+/// hash recorded when it was written, or was recorded from another cascade
+/// than the run folder's, is an error.
+fn last_stage_error(run: &Path, cfg: &crate::study::StudyConfig) -> Result<Option<Vec<f64>>> {
     let traces = run.join(TRACES_DIR);
     let name = "test.trace";
     let path = traces.join(name);
@@ -144,19 +145,11 @@ fn last_stage_error(run: &Path) -> Result<Option<Vec<f64>>> {
             ));
         }
     }
-    let t = ReplayBackend::load(&path)?;
-    let k = t.num_stages();
-    let c = t.meta().num_classes;
-    let probs = t.stage_probs(k - 1);
-    Ok(Some(
-        t.labels()
-            .iter()
-            .enumerate()
-            .map(|(i, &y)| {
-                (cascade_env::reward::argmax(&probs[i * c..(i + 1) * c]) != y) as u8 as f64
-            })
-            .collect(),
-    ))
+    let mut t = ReplayBackend::load(&path)?;
+    let reports = crate::outcomes::static_test_reports(&mut t, cfg)?;
+    Ok(reports
+        .last()
+        .map(|r| r.sample_correct.iter().map(|&c| (1 - c) as f64).collect()))
 }
 
 /// Fewest resamples of [`paired_bootstrap`]: the 2.5% and 97.5% quantiles
@@ -329,7 +322,7 @@ fn paired_and_ablations(
     let threshold = present.iter().find(|(a, _, _)| *a == "threshold");
     let ann = present.iter().find(|(a, _, _)| *a == "ann");
     let frozen = present.iter().find(|(a, _, _)| *a == "reinforce-frozen");
-    let last_err = last_stage_error(run)?;
+    let last_err = last_stage_error(run, cfg)?;
     let mut lines = Vec::new();
     // The joint agents and arms (the study's question), the agents fitted
     // by backward induction (the strongest on frozen classifiers) and the

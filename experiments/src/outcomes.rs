@@ -12,12 +12,13 @@ use cascade_agents::AgentFolder;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use cascade_agents::{evaluate, ActMode, Agent, EvalConfig, EvalReport, StaticAgent};
+use cascade_agents::{evaluate, ActMode, EvalConfig, EvalReport, StaticAgent};
 use cascade_env::{ReplayBackend, RewardSpec, StageBackend};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::results::{read_results, RESULTS_FILE};
+use crate::study::StudyConfig;
 
 /// File name of the packed outcomes in a run folder.
 pub const OUTCOMES_FILE: &str = "outcomes.jsonl.gz";
@@ -31,30 +32,43 @@ struct Line {
     report: EvalReport,
 }
 
+/// Each stage alone on a recorded test trace, evaluated as the study's
+/// `static-K` rows are: the study's reward spec at alpha 0 (so its
+/// prediction rule: a study with sampled predictions compares sampled
+/// outcomes), greedy, seed 0, its sub-env count.
+pub fn static_test_reports(test: &mut ReplayBackend, cfg: &StudyConfig) -> Result<Vec<EvalReport>> {
+    let k = test.num_stages();
+    let spec = RewardSpec {
+        alpha: 0.0,
+        ..cfg.reward
+    };
+    let eval = EvalConfig {
+        split: "test".into(),
+        seed: 0,
+        num_envs: cfg.num_envs,
+        mode: ActMode::Greedy,
+        count_policy_cost: cfg.count_policy_cost,
+    };
+    (0..k)
+        .map(|t| Ok(evaluate(&StaticAgent::new(t, k)?, test, &spec, &eval)?))
+        .collect()
+}
+
 /// Writes `run/outcomes.jsonl.gz` from the run's agent folders (every row
 /// of `results.csv` that has one) and its recorded test outputs
-/// (`traces/test.trace`: each stage alone). Returns the file and how many
-/// evaluations it holds. An agent folder without `eval_test.json` is an
-/// error naming it.
+/// (`traces/test.trace`: each stage alone, [`static_test_reports`]).
+/// Returns the file and how many evaluations it holds. An agent folder
+/// without `eval_test.json` is an error naming it.
 pub fn pack(run: &Path) -> Result<(PathBuf, usize)> {
     let rows = read_results(&run.join(RESULTS_FILE))?;
     let mut lines = Vec::new();
-    let trace_path = run.join("traces").join("test.trace");
+    let trace_path = run.join(crate::study::TRACES_DIR).join("test.trace");
     if trace_path.exists() {
+        let cfg = crate::study::read_run_record(run)?.config;
         let mut test = ReplayBackend::load(&trace_path)?;
-        let k = test.num_stages();
-        for t in 0..k {
-            let agent = StaticAgent::new(t, k)?;
-            let cfg = EvalConfig {
-                split: "test".into(),
-                seed: 0,
-                num_envs: 256,
-                mode: ActMode::Greedy,
-                count_policy_cost: true,
-            };
-            let report = evaluate(&agent, &mut test, &RewardSpec::with_alpha(0.0), &cfg)?;
+        for report in static_test_reports(&mut test, &cfg)? {
             lines.push(Line {
-                name: agent.name(),
+                name: report.agent.clone(),
                 report,
             });
         }

@@ -446,3 +446,58 @@ fn a_config_file_keeps_its_agents_unless_the_flag_names_others() {
         vec![AgentKind::Threshold]
     );
 }
+
+#[test]
+fn a_study_with_sampled_predictions_packs_and_compares_sampled_stages() {
+    use cascade_agents::AgentKind;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let (mut cfg, _) = study_args(&out, &[]).resolve().unwrap();
+    cfg.agents = vec![AgentKind::Threshold, AgentKind::BackwardInduction];
+    cfg.reward.prediction = cascade_env::Prediction::Sample;
+    let file = tmp.path().join("config.json");
+    std::fs::write(&file, serde_json::to_string(&cfg).unwrap()).unwrap();
+    let args = JointVsFrozenArgs::from_argv([
+        "joint_vs_frozen",
+        "--config",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ])
+    .unwrap();
+    run(&args);
+    let rows = read_results(&out.join(RESULTS_FILE)).unwrap();
+    let packed = out.join(cascade_experiments::outcomes::OUTCOMES_FILE);
+    for k in 1..=3 {
+        let name = format!("static-{k}");
+        let row = rows.iter().find(|r| r.agent == name).unwrap();
+        let report = cascade_experiments::outcomes::read(&packed, &name).unwrap();
+        assert_eq!(report.spec.prediction, cascade_env::Prediction::Sample);
+        assert!(
+            (100.0 * report.error - row.error_pct).abs() < 1e-9,
+            "{name}: packed {} against the row's {}",
+            100.0 * report.error,
+            row.error_pct
+        );
+    }
+    // The summary's "vs the last stage alone" compares sampled outcomes
+    // too: each difference is the agent's error minus static-3's row.
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    let last = rows.iter().find(|r| r.agent == "static-3").unwrap();
+    let bi: Vec<_> = rows
+        .iter()
+        .filter(|r| r.agent == "backward-induction")
+        .collect();
+    assert_eq!(bi.len(), 2);
+    for r in bi {
+        let label = format!("| backward induction at alpha {} |", r.alpha.unwrap());
+        let line = summary
+            .lines()
+            .find(|l| l.starts_with(&label))
+            .unwrap_or_else(|| panic!("no line {label} in {summary}"));
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        let want = format!("{:+.2} [", r.error_pct - last.error_pct);
+        assert!(cells[3].starts_with(&want), "{line}: want {want}");
+    }
+}
