@@ -359,7 +359,8 @@ pub fn training_curves(
                 continue;
             }
             let seed = r.seed.map_or(String::new(), |s| format!(" seed {s}"));
-            logs.push((format!("{label} ({}){seed}", p.setting()), log));
+            let group = format!("{label} ({})", p.setting());
+            logs.push((format!("{group}{seed}"), group, log));
         }
     }
     if logs.is_empty() {
@@ -369,7 +370,7 @@ pub fn training_curves(
         "{}: training curves - {}",
         title_head(&rec.cascade),
         logs.iter()
-            .map(|(n, _)| n.split(" (").next().unwrap_or(""))
+            .map(|(n, _, _)| n.split(" (").next().unwrap_or(""))
             .fold(Vec::<&str>::new(), |mut v, n| {
                 if !v.contains(&n) {
                     v.push(n);
@@ -381,7 +382,7 @@ pub fn training_curves(
     for (col, caption, unit, scale) in CURVE_METRICS {
         let series: Vec<MetricSeries> = logs
             .iter()
-            .filter_map(|(run, log)| {
+            .filter_map(|(run, group, log)| {
                 let pts: Vec<(f64, f64)> = log
                     .iter()
                     .filter_map(|(e, m)| m.get(col).map(|v| (*e, v * scale)))
@@ -390,6 +391,8 @@ pub fn training_curves(
                 (!pts.is_empty()).then(|| MetricSeries {
                     run: run.clone(),
                     points: pts,
+                    // An agent's seeds share a colour.
+                    group: Some(group.clone()),
                 })
             })
             .collect();

@@ -230,6 +230,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             .map(|(s, r)| MetricSeries {
                 run: r.to_string(),
                 points: curve(f, s),
+                group: None,
             })
             .collect(),
     };

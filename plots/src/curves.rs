@@ -15,6 +15,14 @@ use crate::style::{self, Glyph, LegendEntry};
 
 const NAME: &str = "training curves";
 
+/// How one run is drawn: its colour's index, and its marker where it is
+/// one of a group.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct RunStyle {
+    colour: usize,
+    marker: Option<style::Marker>,
+}
+
 /// One run's values of one metric.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricSeries {
@@ -22,6 +30,11 @@ pub struct MetricSeries {
     pub run: String,
     /// `(epoch, value)` pairs, epochs strictly increasing.
     pub points: Vec<(f64, f64)>,
+    /// Runs of one group (an agent's seeds, say) share a colour and are
+    /// told apart by their markers; a run without one has a colour of its
+    /// own. A run keeps the group it first appears with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// One panel: one metric, any number of runs.
@@ -104,13 +117,33 @@ impl TrainingCurvesPlot {
         write_figure(self, stem.as_ref())
     }
 
-    /// Runs in order of first appearance, each with its colour index.
-    fn runs(&self) -> Vec<String> {
-        let mut runs: Vec<String> = vec![];
+    /// Runs in order of first appearance, each with its colour and marker:
+    /// a colour per group (or per ungrouped run), in order of first
+    /// appearance; within a group, markers in order.
+    fn runs(&self) -> Vec<(String, RunStyle)> {
+        let mut runs: Vec<(String, RunStyle)> = vec![];
+        let mut colours: Vec<String> = vec![];
         for s in self.panels.iter().flat_map(|p| &p.series) {
-            if !runs.contains(&s.run) {
-                runs.push(s.run.clone());
+            if runs.iter().any(|(r, _)| *r == s.run) {
+                continue;
             }
+            // An ungrouped run is a group of its own (a key no group has).
+            let key = s
+                .group
+                .as_ref()
+                .map_or_else(|| format!("\0{}", s.run), |g| format!("g{g}"));
+            let colour = colours.iter().position(|c| *c == key).unwrap_or_else(|| {
+                colours.push(key.clone());
+                colours.len() - 1
+            });
+            let in_group = runs.iter().filter(|(_, st)| st.colour == colour).count();
+            runs.push((
+                s.run.clone(),
+                RunStyle {
+                    colour,
+                    marker: s.group.as_ref().map(|_| style::marker(in_group)),
+                },
+            ));
         }
         runs
     }
@@ -145,20 +178,16 @@ impl Figure for TrainingCurvesPlot {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>, _: Target) -> DrawResult<DB> {
         let area = style::draw_title(root, &self.title)?;
         let runs = self.runs();
-        let index: BTreeMap<&str, usize> = runs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.as_str(), i))
-            .collect();
+        let index: BTreeMap<&str, RunStyle> =
+            runs.iter().map(|(r, st)| (r.as_str(), *st)).collect();
         let legend: Vec<LegendEntry> = runs
             .iter()
-            .enumerate()
-            .map(|(i, r)| LegendEntry {
+            .map(|(r, st)| LegendEntry {
                 label: r.clone(),
                 glyph: Glyph::Line {
-                    color: style::color(i),
+                    color: style::color(st.colour),
                     dashed: false,
-                    marker: None,
+                    marker: st.marker,
                 },
             })
             .collect();
@@ -176,7 +205,7 @@ fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     panel: &MetricPanel,
     x_label: &str,
-    index: &BTreeMap<&str, usize>,
+    index: &BTreeMap<&str, RunStyle>,
     caption: bool,
 ) -> DrawResult<DB> {
     let (mut xlo, mut xhi) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -262,13 +291,19 @@ fn draw_panel<DB: DrawingBackend>(
         .y_labels(20)
         .draw()?;
     for s in &panel.series {
-        let i = index.get(s.run.as_str()).copied().unwrap_or(0);
-        let col = style::color(i);
+        let st = index.get(s.run.as_str()).copied().unwrap_or_default();
+        let col = style::color(st.colour);
         chart.draw_series(LineSeries::new(
             s.points.iter().copied(),
             col.stroke_width(2),
         ))?;
-        if s.points.len() <= 30 {
+        if let Some(m) = st.marker {
+            for &p in &s.points {
+                chart
+                    .plotting_area()
+                    .draw(&style::marker_element(m, p, 4, col))?;
+            }
+        } else if s.points.len() <= 30 {
             chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, col.filled())))?;
         }
     }

@@ -280,6 +280,7 @@ fn curves(panels: usize) -> TrainingCurvesPlot {
                     points: (1..=12)
                         .map(|e| (e as f64, -0.3 + 0.01 * (e * (s + 1) + m) as f64))
                         .collect(),
+                    group: None,
                 })
                 .collect(),
         })
@@ -566,6 +567,41 @@ fn training_curves_single_and_small_multiples() {
     let five = curves(5);
     let files = five.write(stem(&dir, "five")).unwrap();
     assert_eq!(png_size(&files.png), (1500, 150 + 26 + 2 * 420));
+}
+
+#[test]
+fn training_curves_give_a_group_one_colour_and_its_runs_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = curves(1);
+    let series = &mut t.panels[0].series;
+    let mut third = series[1].clone();
+    third.run = "other".into();
+    series.push(third);
+    let colours = |t: &TrainingCurvesPlot, name: &str| {
+        let files = t.write(stem(&dir, name)).unwrap();
+        let svg = std::fs::read_to_string(&files.svg).unwrap();
+        let mut c: Vec<String> = svg
+            .lines()
+            .filter(|l| l.contains("<polyline") && l.contains("stroke-width=\"2\""))
+            .filter_map(|l| {
+                l.split("stroke=\"")
+                    .nth(1)?
+                    .split('"')
+                    .next()
+                    .map(String::from)
+            })
+            .collect();
+        c.sort();
+        c.dedup();
+        c
+    };
+    // Ungrouped: a colour a run (the legend's lines and the panel's).
+    assert_eq!(colours(&t, "ungrouped").len(), 3);
+    // Two seeds of one agent and another run: two colours.
+    for s in &mut t.panels[0].series[..2] {
+        s.group = Some("agent".into());
+    }
+    assert_eq!(colours(&t, "grouped").len(), 2);
 }
 
 #[test]
