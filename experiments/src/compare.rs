@@ -125,7 +125,7 @@ fn last_stage_error(run: &Path, cfg: &crate::study::StudyConfig) -> Result<Optio
         Error::run_file(
             &path,
             format!(
-                "no {} beside it records what it was made from; delete the traces folder                  and rerun the study to record it again",
+                "no {} beside it records what it was made from; delete the traces folder and rerun the study to record it again",
                 crate::provenance::TRACE_STAMP_FILE
             ),
         )
@@ -138,7 +138,7 @@ fn last_stage_error(run: &Path, cfg: &crate::study::StudyConfig) -> Result<Optio
             return Err(Error::run_file(
                 &path,
                 format!(
-                    "was recorded from another cascade (hash {}) than {} (hash {have});                      delete the traces folder and rerun the study to record it again",
+                    "was recorded from another cascade (hash {}) than {} (hash {have}); delete the traces folder and rerun the study to record it again",
                     stamp.cascade,
                     cascade.display()
                 ),

@@ -144,16 +144,16 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let trained_on = record.as_ref().and_then(|r| r.cascade_hash.clone());
     match trained_on {
         Some(want) if !own_classifiers && want != cascade_hash && !args.other_cascade => bail!(
-            "{} was trained on a cascade with content hash {want}, but {} has hash {cascade_hash}              (another cascade, or the folder pretrained again); evaluate it on the cascade it              was trained on, or pass --other-cascade to evaluate it on this one anyway",
+            "{} was trained on a cascade with content hash {want}, but {} has hash {cascade_hash} (another cascade, or the folder pretrained again); evaluate it on the cascade it was trained on, or pass --other-cascade to evaluate it on this one anyway",
             dir.display(),
             cascade_dir.display()
         ),
         Some(want) if want != cascade_hash && !own_classifiers => eprintln!(
-            "note: evaluating on {} (hash {cascade_hash}), not the cascade the agent was trained              on (hash {want})",
+            "note: evaluating on {} (hash {cascade_hash}), not the cascade the agent was trained on (hash {want})",
             cascade_dir.display()
         ),
         None if !own_classifiers => eprintln!(
-            "note: {} records no cascade hash, so {} cannot be checked against the cascade it              was trained on",
+            "note: {} records no cascade hash, so {} cannot be checked against the cascade it was trained on",
             dir.display(),
             cascade_dir.display()
         ),
