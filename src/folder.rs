@@ -222,6 +222,33 @@ impl NewFolder {
     }
 }
 
+impl NewFolder {
+    /// Renames the staging folder in as the target only where the target
+    /// is missing or empty; where another writer has put a result there
+    /// meanwhile, that one is kept and the staging folder removed. The
+    /// check and the rename are one step (renaming a folder onto a folder
+    /// that holds files fails). Returns the target when this one was
+    /// committed, `None` when the other was kept. For a result that any
+    /// writer computes alike, which one may hold more files (a shard's
+    /// start agent beside the unit that also evaluates it).
+    pub fn commit_unless_taken(mut self) -> Result<Option<PathBuf>> {
+        match fs::rename(&self.staging, &self.target) {
+            Ok(()) => {
+                self.committed = true;
+                Ok(Some(self.target.clone()))
+            }
+            Err(e) => {
+                let taken = fs::read_dir(&self.target).is_ok_and(|mut d| d.next().is_some());
+                if taken {
+                    Ok(None)
+                } else {
+                    Err(Error::io(&self.target, e))
+                }
+            }
+        }
+    }
+}
+
 impl Drop for NewFolder {
     fn drop(&mut self) {
         if !self.committed {
@@ -367,6 +394,35 @@ mod tests {
         assert_eq!(names(&target), ["result.json"]);
         assert_eq!(fs::read_to_string(target.join("result.json")).unwrap(), "2");
         // Nothing is left beside it.
+        assert_eq!(names(root.path()), ["out"]);
+    }
+
+    #[test]
+    fn commit_unless_taken_keeps_a_result_put_there_meanwhile() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("out");
+        // Missing: committed.
+        let f = NewFolder::begin(&target, KIND, Replace::Anything).unwrap();
+        write(f.path(), "result.json", "first");
+        assert_eq!(f.commit_unless_taken().unwrap(), Some(target.clone()));
+        // Another writer's result arrives while this one is staged: kept.
+        let f = NewFolder::begin(&target, KIND, Replace::Anything).unwrap();
+        write(f.path(), "result.json", "second");
+        assert_eq!(f.commit_unless_taken().unwrap(), None);
+        assert_eq!(
+            fs::read_to_string(target.join("result.json")).unwrap(),
+            "first"
+        );
+        // An empty target is no result: committed.
+        fs::remove_dir_all(&target).unwrap();
+        fs::create_dir(&target).unwrap();
+        let f = NewFolder::begin(&target, KIND, Replace::Anything).unwrap();
+        write(f.path(), "result.json", "third");
+        assert!(f.commit_unless_taken().unwrap().is_some());
+        assert_eq!(
+            fs::read_to_string(target.join("result.json")).unwrap(),
+            "third"
+        );
         assert_eq!(names(root.path()), ["out"]);
     }
 

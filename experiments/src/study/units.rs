@@ -323,8 +323,11 @@ impl Ctx<'_> {
         a.save(folder.path())?;
         cascade_agents::record_spec(folder.path(), &job.spec)?;
         write_json(&AgentFolder::new(folder.path()).train_summary(), &s)?;
-        folder.commit()?;
-        // Read back as saved (weights are stored exactly).
+        // Another shard may have run the frozen unit meanwhile: its folder
+        // (the same agent, with its evaluations) is kept, not replaced by
+        // this one without them. Read back as saved either way (weights
+        // are stored exactly; the two are the same training).
+        folder.commit_unless_taken()?;
         Ok((ReinforceAgent::load(&dir)?, s.alpha))
     }
 
