@@ -220,9 +220,7 @@ impl NewFolder {
             }
         }
     }
-}
 
-impl NewFolder {
     /// Renames the staging folder in as the target only where the target
     /// is missing or empty; where another writer has put a result there
     /// meanwhile, that one is kept and the staging folder removed. The

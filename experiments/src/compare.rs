@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use cascade_agents::EvalReport;
-use cascade_env::ReplayBackend;
+use cascade_env::{ReplayBackend, StageBackend};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -146,10 +146,15 @@ fn last_stage_error(run: &Path, cfg: &crate::study::StudyConfig) -> Result<Optio
         }
     }
     let mut t = ReplayBackend::load(&path)?;
-    let reports = crate::outcomes::static_test_reports(&mut t, cfg)?;
-    Ok(reports
-        .last()
-        .map(|r| r.sample_correct.iter().map(|&c| (1 - c) as f64).collect()))
+    let last = t.num_stages() - 1;
+    let report = crate::outcomes::static_test_report(&mut t, cfg, last)?;
+    Ok(Some(
+        report
+            .sample_correct
+            .iter()
+            .map(|&c| (1 - c) as f64)
+            .collect(),
+    ))
 }
 
 /// Fewest resamples of [`paired_bootstrap`]: the 2.5% and 97.5% quantiles

@@ -32,12 +32,15 @@ struct Line {
     report: EvalReport,
 }
 
-/// Each stage alone on a recorded test trace, evaluated as the study's
+/// Stage `t` alone on a recorded test trace, evaluated as the study's
 /// `static-K` rows are: the study's reward spec at alpha 0 (so its
 /// prediction rule: a study with sampled predictions compares sampled
 /// outcomes), greedy, seed 0, its sub-env count.
-pub fn static_test_reports(test: &mut ReplayBackend, cfg: &StudyConfig) -> Result<Vec<EvalReport>> {
-    let k = test.num_stages();
+pub fn static_test_report(
+    test: &mut ReplayBackend,
+    cfg: &StudyConfig,
+    t: usize,
+) -> Result<EvalReport> {
     let spec = RewardSpec {
         alpha: 0.0,
         ..cfg.reward
@@ -49,14 +52,13 @@ pub fn static_test_reports(test: &mut ReplayBackend, cfg: &StudyConfig) -> Resul
         mode: ActMode::Greedy,
         count_policy_cost: cfg.count_policy_cost,
     };
-    (0..k)
-        .map(|t| Ok(evaluate(&StaticAgent::new(t, k)?, test, &spec, &eval)?))
-        .collect()
+    let agent = StaticAgent::new(t, test.num_stages())?;
+    Ok(evaluate(&agent, test, &spec, &eval)?)
 }
 
 /// Writes `run/outcomes.jsonl.gz` from the run's agent folders (every row
 /// of `results.csv` that has one) and its recorded test outputs
-/// (`traces/test.trace`: each stage alone, [`static_test_reports`]).
+/// (`traces/test.trace`: each stage alone, [`static_test_report`]).
 /// Returns the file and how many evaluations it holds. An agent folder
 /// without `eval_test.json` is an error naming it.
 pub fn pack(run: &Path) -> Result<(PathBuf, usize)> {
@@ -66,7 +68,8 @@ pub fn pack(run: &Path) -> Result<(PathBuf, usize)> {
     if trace_path.exists() {
         let cfg = crate::study::read_run_record(run)?.config;
         let mut test = ReplayBackend::load(&trace_path)?;
-        for report in static_test_reports(&mut test, &cfg)? {
+        for t in 0..test.num_stages() {
+            let report = static_test_report(&mut test, &cfg, t)?;
             lines.push(Line {
                 name: report.agent.clone(),
                 report,

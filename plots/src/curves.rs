@@ -122,18 +122,16 @@ impl TrainingCurvesPlot {
     /// appearance; within a group, markers in order.
     fn runs(&self) -> Vec<(String, RunStyle)> {
         let mut runs: Vec<(String, RunStyle)> = vec![];
-        let mut colours: Vec<String> = vec![];
+        // A colour's key: (grouped, the group's name or the run's), so an
+        // ungrouped run is a group of its own.
+        let mut colours: Vec<(bool, &str)> = vec![];
         for s in self.panels.iter().flat_map(|p| &p.series) {
             if runs.iter().any(|(r, _)| *r == s.run) {
                 continue;
             }
-            // An ungrouped run is a group of its own (a key no group has).
-            let key = s
-                .group
-                .as_ref()
-                .map_or_else(|| format!("\0{}", s.run), |g| format!("g{g}"));
+            let key = (s.group.is_some(), s.group.as_deref().unwrap_or(&s.run));
             let colour = colours.iter().position(|c| *c == key).unwrap_or_else(|| {
-                colours.push(key.clone());
+                colours.push(key);
                 colours.len() - 1
             });
             let in_group = runs.iter().filter(|(_, st)| st.colour == colour).count();

@@ -4,8 +4,10 @@
 # (`reinforce-joint-clr-low`, where it ran), one block of rows per cascade, read from each
 # cascade's summary.md (written by the study; every number there recomputes from
 # results.csv and outcomes.jsonl.gz) and train_logs.csv.gz.
-import csv, gzip, os, re, statistics as st, sys
+import csv, os, re, statistics as st, sys
 from collections import defaultdict
+
+from curves import read_logs  # beside this file
 
 
 def section(text, title):
@@ -20,9 +22,7 @@ def table_rows(block):
 
 
 def val_curves(path):
-    logs = defaultdict(lambda: defaultdict(dict))
-    for r in csv.DictReader(gzip.open(path, "rt")):
-        logs[r["agent_dir"]][int(r["epoch"])][r["metric"]] = float(r["value"])
+    logs = read_logs(path)
     out = defaultdict(list)
     for d, ep in logs.items():
         parts = d.split("__")
